@@ -1,0 +1,904 @@
+//! One client connection as an explicit state machine: reading a head → (reading a body straight into a
+//! slot's mapping → waiting for its commit) or (waiting for bytes) → writing a head and payload → keep-alive
+//! or a lingering close. `drive` is the one place that decides the next state; every state carries its
+//! deadline. Payload never passes through a connection buffer: it leaves with sendfile(2) or a write from
+//! the mapping, and arrives with read(2) into `&mut map[a..b]`.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::io::AsRawFd;
+use std::time::{Duration, Instant};
+
+use mio::Token;
+use mio::net::TcpStream;
+
+use crate::config::{Config, Limits, SyncMode};
+use crate::http::HttpError;
+use crate::http::chunked::{ChunkEvent, ChunkedDecoder, ChunkedLimits};
+use crate::http::request::{HeadLimits, RequestHead, parse_request_head};
+use crate::metrics::Metrics;
+use crate::routes::{self, Action, Framing, IngestPlan, Part, Plan, RouteCtx};
+use crate::store::{Availability, Store, VideoProblem};
+
+/// Most bytes read per read(2) of framing (heads, chunk-size lines). Small on purpose: payload that
+/// shares a read with framing is copied once from this buffer, so the less of it the better.
+const FRAMING_READ: usize = 4096;
+/// Framing reads inside a chunked body are smaller still: a chunk-size line is a few bytes.
+const CHUNK_LINE_READ: usize = 64;
+/// How long a lingering close drains the client's unread bytes, and how many it drains at most.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: u64 = 1 << 20;
+/// Most payload bytes sent per send call, so one big response cannot starve the loop.
+const SEND_CHUNK: u64 = 1 << 20;
+
+/// How payload leaves: sendfile(2) from the file, or write(2) from a slice of the mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendPath {
+    Sendfile,
+    MapSlice,
+}
+
+/// What the loop gives a connection to work with.
+pub struct Ctx<'a> {
+    pub store: &'a mut Store,
+    pub cfg: &'a Config,
+    pub problems: &'a [VideoProblem],
+    pub now: Instant,
+    pub boundary: &'a str,
+    pub send_path: SendPath,
+    pub shutting_down: bool,
+    pub metrics: &'a mut Metrics,
+    /// Connections to drive again in this loop iteration (woken by this one's progress).
+    pub wake: &'a mut Vec<Token>,
+    pub open_connections: usize,
+}
+
+struct Ingest {
+    plan: IngestPlan,
+    /// Next offset to write.
+    cursor: u64,
+    /// Bytes [plan.start, claimed) are claimed in the presence map.
+    claimed: u64,
+    remaining: Option<u64>,
+    chunked: Option<ChunkedDecoder>,
+}
+
+enum State {
+    Head,
+    Body(Box<Ingest>),
+    /// Waiting until a claim is committed; then `ok` (or a 500) is sent.
+    Commit {
+        video: String,
+        claim_seq: u64,
+        durable: bool,
+        ok: Option<Plan>,
+    },
+    /// A read waits for bytes a writer is delivering; the head is routed again when they arrive.
+    WaitBytes {
+        head: Box<RequestHead>,
+        until: Instant,
+    },
+    Send {
+        parts: VecDeque<Part>,
+        keep_alive: bool,
+    },
+    /// Response sent, write side shut: discard what the client still sends, then close.
+    Linger {
+        until: Instant,
+        drained: u64,
+    },
+    Closed,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub token: Token,
+    pub peer: SocketAddr,
+    /// Framing bytes read but not yet parsed (heads, chunk lines, pipelined requests).
+    inbuf: Vec<u8>,
+    /// Head (and small body) bytes to send before any payload.
+    out: Vec<u8>,
+    out_pos: usize,
+    state: State,
+    pub readable: bool,
+    pub writable: bool,
+    /// When the current state gives up.
+    pub deadline: Instant,
+    requests: u64,
+    /// Wait for readiness: payload is blocked on bytes that are not there yet.
+    waiting_bytes_until: Option<Instant>,
+}
+
+/// What the loop should do with a connection after driving it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Keep,
+    Close,
+}
+
+fn head_limits(l: &Limits) -> HeadLimits {
+    HeadLimits {
+        max_request_line: l.max_request_line,
+        max_head_bytes: l.max_header_bytes,
+        max_headers: l.max_headers,
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+impl Conn {
+    pub fn new(
+        stream: TcpStream,
+        token: Token,
+        peer: SocketAddr,
+        now: Instant,
+        limits: &Limits,
+    ) -> Conn {
+        Conn {
+            stream,
+            token,
+            peer,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            state: State::Head,
+            readable: true,
+            writable: true,
+            deadline: now + ms(limits.header_timeout_ms),
+            requests: 0,
+            waiting_bytes_until: None,
+        }
+    }
+
+    /// Idle between requests with nothing buffered: safe to close at shutdown.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Head) && self.inbuf.is_empty() && self.out_pos >= self.out.len()
+    }
+
+    /// The video whose bytes this connection is waiting for, if any (for wake-ups).
+    pub fn awaited_video(&self) -> Option<&str> {
+        match &self.state {
+            State::Send { parts, .. } if self.waiting_bytes_until.is_some() => {
+                match parts.front() {
+                    Some(Part::Payload { video, .. }) => Some(video),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Release what the connection holds in the store (an in-flight write's reservation). What it
+    /// wrote and claimed stays claimed.
+    pub fn release(&mut self, store: &mut Store) {
+        if let State::Body(ing) = &self.state {
+            if let Some(slot) = store.get_mut(&ing.plan.video).and_then(|v| v.slot_mut()) {
+                slot.release(ing.plan.reservation);
+            }
+            log::info!(
+                "{}: write to {} cut after {} of {} bytes",
+                self.peer,
+                ing.plan.video,
+                ing.cursor - ing.plan.start,
+                ing.plan.end - ing.plan.start
+            );
+        }
+        self.state = State::Closed;
+    }
+
+    /// A deadline passed. Returns Close if the connection should go.
+    pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Next {
+        match &self.state {
+            State::WaitBytes { .. } => {
+                // Route again once more with the wait marked as expired: it answers with a status.
+                self.drive_with_expired_wait(ctx)
+            }
+            State::Commit { .. } => {
+                // Commits are not timed out: the data is being synced and its answer will come.
+                self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
+                Next::Keep
+            }
+            State::Head if self.inbuf.is_empty() && self.out_pos >= self.out.len() => Next::Close,
+            State::Linger { .. } => Next::Close,
+            State::Head => {
+                ctx.metrics.timeouts += 1;
+                self.respond_error(
+                    &HttpError::new(408, "request head not received in time"),
+                    false,
+                );
+                self.drive(ctx)
+            }
+            _ => {
+                ctx.metrics.timeouts += 1;
+                log::info!("{}: timed out", self.peer);
+                Next::Close
+            }
+        }
+    }
+
+    fn drive_with_expired_wait(&mut self, ctx: &mut Ctx<'_>) -> Next {
+        if let State::WaitBytes { head, .. } = std::mem::replace(&mut self.state, State::Head) {
+            self.dispatch(&head, ctx, true);
+        }
+        self.drive(ctx)
+    }
+
+    fn respond_error(&mut self, e: &HttpError, keep_alive: bool) {
+        let plan = routes::error_plan(e.status, &e.message, false, keep_alive);
+        self.start_plan(plan);
+    }
+
+    fn start_plan(&mut self, plan: Plan) {
+        if self.out_pos >= self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        self.out.extend_from_slice(&plan.head);
+        self.state = State::Send {
+            parts: plan.parts,
+            keep_alive: plan.keep_alive,
+        };
+    }
+
+    /// Make as much progress as readiness allows.
+    pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Next {
+        loop {
+            // Pending head bytes go first, whatever the state (e.g. a 100 Continue before a body).
+            if self.out_pos < self.out.len() {
+                if !self.writable {
+                    return Next::Keep;
+                }
+                match self.stream.write(&self.out[self.out_pos..]) {
+                    Ok(0) => return Next::Close,
+                    Ok(n) => {
+                        self.out_pos += n;
+                        ctx.metrics.bytes_out += n as u64;
+                        self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.writable = false;
+                        return Next::Keep;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Next::Close,
+                }
+            }
+            let step = match &mut self.state {
+                State::Closed => return Next::Close,
+                State::Head => self.step_head(ctx),
+                State::Body(_) => self.step_body(ctx),
+                State::Commit { .. } => self.step_commit(ctx),
+                State::WaitBytes { .. } => self.step_wait_bytes(ctx),
+                State::Send { .. } => self.step_send(ctx),
+                State::Linger { .. } => self.step_linger(ctx),
+            };
+            match step {
+                Step::Progress => continue,
+                Step::Blocked => return Next::Keep,
+                Step::Close => return Next::Close,
+            }
+        }
+    }
+
+    fn step_head(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let limits = &ctx.cfg.server.limits;
+        if !self.inbuf.is_empty() {
+            match parse_request_head(&self.inbuf, &head_limits(limits)) {
+                Ok(Some((head, used))) => {
+                    self.inbuf.drain(..used);
+                    self.requests += 1;
+                    ctx.metrics.requests += 1;
+                    let head = Box::new(head);
+                    if ctx.shutting_down {
+                        // Finish this request but close after it.
+                        let mut h = head;
+                        h.keep_alive = false;
+                        self.dispatch(&h, ctx, false);
+                    } else {
+                        self.dispatch(&head, ctx, false);
+                    }
+                    return Step::Progress;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    ctx.metrics.bad_requests += 1;
+                    log::info!(
+                        "{}: bad request head: {} {}",
+                        self.peer,
+                        e.status,
+                        e.message
+                    );
+                    self.inbuf.clear();
+                    self.respond_error(&e, false);
+                    return Step::Progress;
+                }
+            }
+        } else if ctx.shutting_down && self.requests > 0 {
+            return Step::Close;
+        }
+        if !self.readable {
+            return Step::Blocked;
+        }
+        let old = self.inbuf.len();
+        let cap = limits.max_header_bytes + FRAMING_READ;
+        if old >= cap {
+            // parse_request_head refuses an oversized head, so this is not reached; be safe anyway.
+            self.respond_error(&HttpError::new(431, "request head too large"), false);
+            return Step::Progress;
+        }
+        self.inbuf.resize(old + FRAMING_READ.min(cap - old), 0);
+        match self.stream.read(&mut self.inbuf[old..]) {
+            Ok(0) => {
+                self.inbuf.truncate(old);
+                Step::Close
+            }
+            Ok(n) => {
+                self.inbuf.truncate(old + n);
+                ctx.metrics.bytes_in += n as u64;
+                if old == 0 {
+                    self.deadline = ctx.now + ms(limits.header_timeout_ms);
+                }
+                Step::Progress
+            }
+            Err(e) => {
+                self.inbuf.truncate(old);
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        self.readable = false;
+                        Step::Blocked
+                    }
+                    io::ErrorKind::Interrupted => Step::Progress,
+                    _ => Step::Close,
+                }
+            }
+        }
+    }
+
+    /// Route a parsed head and enter the state its action needs.
+    fn dispatch(&mut self, head: &RequestHead, ctx: &mut Ctx<'_>, wait_expired: bool) {
+        if head.path == "/metrics" {
+            let videos: Vec<(String, u64, u64)> = ctx
+                .store
+                .videos
+                .iter()
+                .map(|(id, v)| {
+                    (
+                        id.clone(),
+                        v.len(),
+                        v.cached_ranges().iter().map(|(s, e)| e - s).sum(),
+                    )
+                })
+                .collect();
+            let text = ctx.metrics.render(ctx.open_connections, &videos);
+            let mut h = Vec::new();
+            crate::http::response::simple_response(
+                &mut h,
+                200,
+                "text/plain; version=0.0.4",
+                text.as_bytes(),
+                head.method == crate::http::request::Method::Head,
+                head.keep_alive,
+                &[],
+            );
+            self.start_plan(Plan {
+                head: h,
+                parts: VecDeque::new(),
+                keep_alive: head.keep_alive,
+            });
+            return;
+        }
+        let mut rctx = RouteCtx {
+            store: ctx.store,
+            cfg: ctx.cfg,
+            problems: ctx.problems,
+            boundary: ctx.boundary,
+            token: self.token,
+            wait_expired,
+        };
+        let action = routes::route(head, &mut rctx);
+        let limits = &ctx.cfg.server.limits;
+        match action {
+            Action::Respond(plan) => {
+                self.deadline = ctx.now + ms(limits.send_timeout_ms);
+                self.start_plan(plan);
+            }
+            Action::Ingest(plan) => {
+                if plan.expect_continue {
+                    self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                }
+                let chunked = match plan.framing {
+                    Framing::Chunked => Some(ChunkedDecoder::new(ChunkedLimits {
+                        max_chunk_line: 4096,
+                        max_trailer_bytes: limits.max_header_bytes,
+                    })),
+                    Framing::Length(_) => None,
+                };
+                let remaining = match plan.framing {
+                    Framing::Length(n) => Some(n),
+                    Framing::Chunked => None,
+                };
+                self.deadline = ctx.now + ms(limits.body_timeout_ms);
+                self.state = State::Body(Box::new(Ingest {
+                    cursor: plan.start,
+                    claimed: plan.start,
+                    remaining,
+                    chunked,
+                    plan,
+                }));
+            }
+            Action::WaitForBytes { video } => {
+                if let Some(v) = ctx.store.get_mut(&video) {
+                    v.byte_waiters.push(self.token);
+                }
+                let until = ctx.now + ms(limits.read_wait_ms);
+                self.deadline = until;
+                self.state = State::WaitBytes {
+                    head: Box::new(head.clone()),
+                    until,
+                };
+            }
+            Action::AwaitCommit {
+                video,
+                claim_seq,
+                durable,
+                ok,
+            } => {
+                self.state = State::Commit {
+                    video,
+                    claim_seq,
+                    durable,
+                    ok: Some(ok),
+                };
+            }
+        }
+    }
+
+    fn step_wait_bytes(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let State::WaitBytes { head, until } = &self.state else {
+            return Step::Blocked;
+        };
+        if ctx.now >= *until {
+            return Step::Blocked; // on_timeout answers
+        }
+        // Woken (or spuriously driven): route again; it waits again if the bytes are still pending.
+        let head = head.clone();
+        let until = *until;
+        self.state = State::Head;
+        self.dispatch(&head, ctx, false);
+        if let State::WaitBytes { until: u, .. } = &mut self.state {
+            // Keep the original deadline across re-routes.
+            *u = until;
+            self.deadline = until;
+            return Step::Blocked;
+        }
+        Step::Progress
+    }
+
+    fn step_commit(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let State::Commit {
+            video,
+            claim_seq,
+            durable,
+            ok,
+        } = &mut self.state
+        else {
+            return Step::Blocked;
+        };
+        let Some(v) = ctx.store.get_mut(video) else {
+            self.respond_error(
+                &HttpError::new(500, "video removed during the write"),
+                false,
+            );
+            return Step::Progress;
+        };
+        let Some(slot) = v.slot() else {
+            self.respond_error(
+                &HttpError::new(500, "video changed kind during the write"),
+                false,
+            );
+            return Step::Progress;
+        };
+        if slot.claim_is_committed(*claim_seq, *durable) {
+            let plan = ok.take();
+            match plan {
+                Some(p) => self.start_plan(p),
+                None => self.state = State::Head,
+            }
+            return Step::Progress;
+        }
+        if let Some(err) = &slot.last_commit_error {
+            if !slot.commit_in_flight {
+                let msg = format!("the write arrived but could not be committed: {err}");
+                log::error!("video {video}: {msg}");
+                self.respond_error(&HttpError::new(500, msg), false);
+                return Step::Progress;
+            }
+        }
+        if !v.commit_waiters.contains(&self.token) {
+            v.commit_waiters.push(self.token);
+        }
+        Step::Blocked
+    }
+
+    fn step_body(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let State::Body(ing) = &mut self.state else {
+            return Step::Blocked;
+        };
+        let limits = &ctx.cfg.server.limits;
+        // 1. Framing for chunked bodies.
+        if let Some(dec) = &mut ing.chunked {
+            if dec.payload_remaining() == 0 && !dec.is_done() {
+                match dec.feed(&self.inbuf) {
+                    Ok((used, ev)) => {
+                        self.inbuf.drain(..used);
+                        match ev {
+                            ChunkEvent::End => return self.finish_body(ctx),
+                            ChunkEvent::Data(_) => return Step::Progress,
+                            ChunkEvent::NeedMore => {
+                                return self.read_framing(ctx, CHUNK_LINE_READ);
+                            }
+                        }
+                    }
+                    Err(e) => return self.body_failed(ctx, e),
+                }
+            }
+        }
+        let want = match (&ing.chunked, ing.remaining) {
+            (Some(dec), _) => dec.payload_remaining(),
+            (None, Some(r)) => r,
+            (None, None) => 0,
+        };
+        if want == 0 {
+            return self.finish_body(ctx);
+        }
+        let room = ing.plan.end - ing.cursor;
+        if room == 0 {
+            let e = HttpError::new(
+                413,
+                format!(
+                    "the body is longer than the {} bytes the write may take",
+                    ing.plan.end - ing.plan.start
+                ),
+            );
+            return self.body_failed(ctx, e);
+        }
+        let n = want.min(room);
+        let Some(video) = ctx.store.get_mut(&ing.plan.video) else {
+            return self.body_failed(ctx, HttpError::new(500, "video removed during the write"));
+        };
+        let Some(slot) = video.slot_mut() else {
+            return self.body_failed(
+                ctx,
+                HttpError::new(500, "video changed kind during the write"),
+            );
+        };
+        let Some(target) = slot.write_target(ing.plan.reservation, ing.cursor, n) else {
+            return self.body_failed(
+                ctx,
+                HttpError::new(500, "write target outside the reservation"),
+            );
+        };
+        // 2. Payload: bytes that arrived with framing are moved from the buffer once; the rest is read
+        // from the socket straight into the mapping.
+        let got = if !self.inbuf.is_empty() {
+            let k = target.len().min(self.inbuf.len());
+            target[..k].copy_from_slice(&self.inbuf[..k]);
+            self.inbuf.drain(..k);
+            k
+        } else {
+            if !self.readable {
+                return Step::Blocked;
+            }
+            match self.stream.read(target) {
+                Ok(0) => {
+                    // The client went away mid-body: keep what arrived, answer nothing.
+                    self.claim_progress(ctx);
+                    return Step::Close;
+                }
+                Ok(k) => {
+                    ctx.metrics.bytes_in += k as u64;
+                    k
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    self.claim_progress(ctx);
+                    return Step::Blocked;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::Progress,
+                Err(_) => {
+                    self.claim_progress(ctx);
+                    return Step::Close;
+                }
+            }
+        };
+        let State::Body(ing) = &mut self.state else {
+            return Step::Blocked;
+        };
+        let k = got as u64;
+        ing.cursor += k;
+        ctx.metrics.bytes_ingested += k;
+        if let Some(r) = &mut ing.remaining {
+            *r -= k;
+        }
+        if let Some(dec) = &mut ing.chunked {
+            dec.consume_payload(k);
+        }
+        self.deadline = ctx.now + ms(limits.body_timeout_ms);
+        Step::Progress
+    }
+
+    fn read_framing(&mut self, ctx: &mut Ctx<'_>, max: usize) -> Step {
+        if !self.readable {
+            return Step::Blocked;
+        }
+        if self.inbuf.len() > ctx.cfg.server.limits.max_header_bytes + 4096 {
+            return self.body_failed(ctx, HttpError::new(400, "chunk framing too long"));
+        }
+        let old = self.inbuf.len();
+        self.inbuf.resize(old + max, 0);
+        match self.stream.read(&mut self.inbuf[old..]) {
+            Ok(0) => {
+                self.inbuf.truncate(old);
+                self.claim_progress(ctx);
+                Step::Close
+            }
+            Ok(n) => {
+                self.inbuf.truncate(old + n);
+                ctx.metrics.bytes_in += n as u64;
+                self.deadline = ctx.now + ms(ctx.cfg.server.limits.body_timeout_ms);
+                Step::Progress
+            }
+            Err(e) => {
+                self.inbuf.truncate(old);
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        self.readable = false;
+                        self.claim_progress(ctx);
+                        Step::Blocked
+                    }
+                    io::ErrorKind::Interrupted => Step::Progress,
+                    _ => {
+                        self.claim_progress(ctx);
+                        Step::Close
+                    }
+                }
+            }
+        }
+    }
+
+    /// Claim what has arrived so far and wake readers waiting for it.
+    fn claim_progress(&mut self, ctx: &mut Ctx<'_>) {
+        let State::Body(ing) = &mut self.state else {
+            return;
+        };
+        if ing.cursor <= ing.claimed {
+            return;
+        }
+        if let Some(v) = ctx.store.get_mut(&ing.plan.video) {
+            if let Some(slot) = v.slot_mut() {
+                slot.claim(ing.plan.reservation, ing.claimed, ing.cursor);
+                if slot.presence.contains(ing.cursor - 1) {
+                    ing.claimed = ing.cursor;
+                }
+            }
+            ctx.wake.append(&mut v.byte_waiters);
+        }
+    }
+
+    fn body_failed(&mut self, ctx: &mut Ctx<'_>, e: HttpError) -> Step {
+        log::info!(
+            "{}: write refused mid-body: {} {}",
+            self.peer,
+            e.status,
+            e.message
+        );
+        self.claim_progress(ctx);
+        self.release(ctx.store);
+        self.respond_error(&e, false);
+        Step::Progress
+    }
+
+    fn finish_body(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        self.claim_progress(ctx);
+        let State::Body(ing) = &self.state else {
+            return Step::Blocked;
+        };
+        let (video, start, cursor, end, exact, keep_alive) = (
+            ing.plan.video.clone(),
+            ing.plan.start,
+            ing.cursor,
+            ing.plan.end,
+            ing.plan.exact,
+            ing.plan.keep_alive,
+        );
+        let reservation = ing.plan.reservation;
+        if let Some(slot) = ctx.store.get_mut(&video).and_then(|v| v.slot_mut()) {
+            slot.release(reservation);
+        }
+        if exact && cursor != end {
+            // A chunked body shorter than its Content-Range: what arrived is kept and claimed.
+            let e = HttpError::new(
+                400,
+                format!(
+                    "the body ended after {} of {} bytes",
+                    cursor - start,
+                    end - start
+                ),
+            );
+            self.state = State::Head;
+            self.respond_error(&e, false);
+            return Step::Progress;
+        }
+        let claim_seq = match ctx.store.get(&video).and_then(|v| v.slot()) {
+            Some(s) => s.claim_seq,
+            None => 0,
+        };
+        let ok = routes::write_done_plan(ctx.store, &video, start, cursor, keep_alive);
+        self.state = State::Commit {
+            video,
+            claim_seq,
+            durable: ctx.cfg.server.sync == SyncMode::Always,
+            ok: Some(ok),
+        };
+        Step::Progress
+    }
+
+    fn step_send(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let State::Send { parts, keep_alive } = &mut self.state else {
+            return Step::Blocked;
+        };
+        let Some(part) = parts.front_mut() else {
+            // Response complete.
+            let keep = *keep_alive && !ctx.shutting_down;
+            self.waiting_bytes_until = None;
+            if keep {
+                self.state = State::Head;
+                self.deadline = ctx.now + ms(ctx.cfg.server.limits.idle_timeout_ms);
+                return Step::Progress;
+            }
+            let _ = self.stream.shutdown(std::net::Shutdown::Write);
+            self.state = State::Linger {
+                until: ctx.now + LINGER_TIME,
+                drained: 0,
+            };
+            self.deadline = ctx.now + LINGER_TIME;
+            return Step::Progress;
+        };
+        match part {
+            Part::Bytes(b) => {
+                let bytes = std::mem::take(b);
+                parts.pop_front();
+                self.out.extend_from_slice(&bytes);
+                Step::Progress
+            }
+            Part::Payload { video, pos, end } => {
+                if *pos >= *end {
+                    parts.pop_front();
+                    return Step::Progress;
+                }
+                if !self.writable {
+                    return Step::Blocked;
+                }
+                let Some(v) = ctx.store.get_mut(video) else {
+                    log::info!("{}: video {video} went away mid-response", self.peer);
+                    return Step::Close;
+                };
+                let avail_end = match v.availability(*pos) {
+                    Availability::Present(e) => e.min(*end),
+                    Availability::Pending => {
+                        // Wait for the writer; the ingest path wakes us.
+                        if !v.byte_waiters.contains(&self.token) {
+                            v.byte_waiters.push(self.token);
+                        }
+                        let until = *self
+                            .waiting_bytes_until
+                            .get_or_insert(ctx.now + ms(ctx.cfg.server.limits.read_wait_ms));
+                        self.deadline = until;
+                        return Step::Blocked;
+                    }
+                    Availability::Absent => {
+                        log::info!(
+                            "{}: byte {} of {video} is not present and not being written; closing",
+                            self.peer,
+                            *pos
+                        );
+                        return Step::Close;
+                    }
+                };
+                self.waiting_bytes_until = None;
+                let count = (avail_end - *pos).min(SEND_CHUNK);
+                let (file, map) = v.payload_source();
+                let result = match (ctx.send_path, map) {
+                    (SendPath::MapSlice, Some(map)) => {
+                        let (a, b) = (*pos as usize, (*pos + count) as usize);
+                        match map.get(a..b) {
+                            Some(slice) => self.stream.write(slice),
+                            None => return Step::Close,
+                        }
+                    }
+                    _ => sendfile(&self.stream, file, *pos, count),
+                };
+                match result {
+                    Ok(0) => {
+                        log::warn!(
+                            "{}: sending {video} made no progress (file truncated?)",
+                            self.peer
+                        );
+                        Step::Close
+                    }
+                    Ok(n) => {
+                        *pos += n as u64;
+                        ctx.metrics.bytes_out += n as u64;
+                        ctx.metrics.payload_bytes_out += n as u64;
+                        self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
+                        Step::Progress
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.writable = false;
+                        Step::Blocked
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Progress,
+                    Err(_) => Step::Close,
+                }
+            }
+        }
+    }
+
+    fn step_linger(&mut self, _ctx: &mut Ctx<'_>) -> Step {
+        let State::Linger { until: _, drained } = &mut self.state else {
+            return Step::Blocked;
+        };
+        if !self.readable {
+            return Step::Blocked;
+        }
+        let mut scratch = [0u8; 4096];
+        match self.stream.read(&mut scratch) {
+            Ok(0) => Step::Close,
+            Ok(n) => {
+                *drained += n as u64;
+                if *drained > LINGER_BYTES {
+                    Step::Close
+                } else {
+                    Step::Progress
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                Step::Blocked
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Progress,
+            Err(_) => Step::Close,
+        }
+    }
+}
+
+enum Step {
+    Progress,
+    Blocked,
+    Close,
+}
+
+/// sendfile(2) `count` bytes of `file` from `offset` to the socket.
+fn sendfile(
+    stream: &TcpStream,
+    file: &std::fs::File,
+    offset: u64,
+    count: u64,
+) -> io::Result<usize> {
+    let mut off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    // SAFETY: both descriptors are open for the duration of the call (the stream and the file are
+    // borrowed), `off` is a valid, exclusively borrowed off_t; sendfile reads the file through the page
+    // cache and never touches our memory otherwise.
+    let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}

@@ -1,0 +1,178 @@
+//! vcache: a persistent video cache daemon. `main` only parses the command line and wires the parts:
+//! config → store → event loop (serve), config → report (check), and the offline MPEG-TS indexer.
+
+mod config;
+mod conn;
+mod event_loop;
+mod http;
+mod metrics;
+mod routes;
+mod seek;
+mod service;
+mod store;
+mod tsindex;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+vcache — a persistent video cache daemon
+
+usage:
+  vcache serve [--config PATH]   serve (without --config: the embedded default, data in ./vcache-data)
+  vcache check [--config PATH]   validate a config and print what it defines and what is cached
+  vcache index FILE [--fps N]    print the keyframe seek table of an MPEG-TS file
+  vcache --version | --help
+
+environment: RUST_LOG (default info), VCACHE_SEND_PATH=sendfile|mmap (payload send path)";
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    match cmd.as_str() {
+        "serve" => match config_arg(rest) {
+            Ok(path) => exit(serve(path)),
+            Err(e) => usage_error(&e),
+        },
+        "check" => match config_arg(rest) {
+            Ok(path) => exit(check(path)),
+            Err(e) => usage_error(&e),
+        },
+        "index" => match tsindex::run_index_command(rest) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vcache index: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        "--version" | "-V" | "version" => {
+            println!("vcache {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        "--help" | "-h" | "help" => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        other => usage_error(&format!("unknown command {other:?}")),
+    }
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("vcache: {msg}\n\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn exit(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_arg(rest: &[String]) -> Result<Option<PathBuf>, String> {
+    match rest {
+        [] => Ok(None),
+        [flag, path] if flag == "--config" || flag == "-c" => Ok(Some(PathBuf::from(path))),
+        [one] if one.starts_with("--config=") => Ok(Some(PathBuf::from(&one["--config=".len()..]))),
+        _ => Err(format!("unexpected arguments {rest:?}")),
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<config::Config, String> {
+    match path {
+        Some(p) => config::load(p).map_err(|e| format!("config refused: {e}")),
+        None => {
+            let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
+            config::try_embedded_default(&cwd).map_err(|e| format!("embedded default config: {e}"))
+        }
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> Result<(), String> {
+    let cfg = load_config(path.as_deref())?;
+    match service::raise_nofile_limit() {
+        Ok(n) => log::debug!("open-file limit: {n}"),
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+    }
+    let boot = store::meta::current_boot_id().map_err(|e| {
+        format!(
+            "cannot read the kernel boot id ({}): {e}",
+            store::meta::BOOT_ID_PATH
+        )
+    })?;
+    let listener =
+        match service::listener_from_systemd().map_err(|e| format!("socket activation: {e}"))? {
+            Some(l) => {
+                log::info!("using the listening socket passed by systemd");
+                l
+            }
+            None => service::bind(cfg.server.listen).map_err(|e| {
+                format!(
+                    "cannot listen on {}: {e} ([server] listen)",
+                    cfg.server.listen
+                )
+            })?,
+        };
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("listening socket: {e}"))?;
+    let (store, problems) = store::Store::open(&cfg, boot)?;
+    for p in &problems {
+        log::error!("video {}: {}", p.id, p.message);
+    }
+    log::info!(
+        "vcache {} serving {} videos on http://{local}/ from {} (config {}, sync = {:?})",
+        env!("CARGO_PKG_VERSION"),
+        store.videos.len(),
+        cfg.server.data_dir.display(),
+        cfg.source,
+        cfg.server.sync
+    );
+    if path.is_none() {
+        log::warn!(
+            "embedded default config: the write token is \"change-me\"; use --config for anything real"
+        );
+    }
+    let server = event_loop::Server::new(cfg, path, store, problems, listener)
+        .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    server.run()
+}
+
+fn check(path: Option<PathBuf>) -> Result<(), String> {
+    let cfg = load_config(path.as_deref())?;
+    let boot = store::meta::current_boot_id().unwrap_or([0; 16]);
+    println!("config {}: OK", cfg.source);
+    println!("  listen {}", cfg.server.listen);
+    println!("  data_dir {}", cfg.server.data_dir.display());
+    println!(
+        "  sync {:?}, checkpoint every {} ms",
+        cfg.server.sync, cfg.server.checkpoint_interval_ms
+    );
+    println!("  {} videos:", cfg.videos.len());
+    let mut problems = 0;
+    for v in &cfg.videos {
+        let what = store::describe_cached(&cfg, v, &boot);
+        if what.starts_with("PROBLEM") {
+            problems += 1;
+        }
+        let seek = if v.seek.is_some() { ", seek table" } else { "" };
+        println!("    {} ({}{seek}): {what}", v.id, v.kind_name());
+    }
+    if problems > 0 {
+        return Err(format!("{problems} videos have problems (see above)"));
+    }
+    Ok(())
+}

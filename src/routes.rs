@@ -1,0 +1,933 @@
+//! Request routing: turns one parsed request head into an `Action` for the connection — a response to
+//! send (head bytes plus payload parts that point into a video's mapping), a body to ingest into a slot,
+//! a wait for bytes not yet written, or a wait for a commit. Pure decisions over the store; no socket I/O.
+
+use std::collections::VecDeque;
+use std::time::SystemTime;
+
+use mio::Token;
+
+use crate::config::{Config, VideoKind};
+use crate::http::conditional::{Precondition, evaluate_preconditions, if_range_allows};
+use crate::http::date::format_http_date;
+use crate::http::range::{
+    ByteSpan, RangeHeaderError, multipart_body_len, multipart_part_header, multipart_trailer,
+    parse_content_range, parse_range_header, resolve_ranges,
+};
+use crate::http::request::{Method, RequestHead, query_param};
+use crate::http::response::{ResponseHead, json_string, simple_response};
+use crate::store::{Availability, Store, Video, VideoProblem, WriteRefusal};
+
+/// One piece of a response body.
+#[derive(Debug)]
+pub enum Part {
+    /// Small framing bytes (multipart part headers).
+    Bytes(Vec<u8>),
+    /// Bytes [pos, end) of a video, sent from its file or mapping.
+    Payload { video: String, pos: u64, end: u64 },
+}
+
+/// A response ready to go: its head (and small body) bytes, then payload parts.
+#[derive(Debug)]
+pub struct Plan {
+    pub head: Vec<u8>,
+    pub parts: VecDeque<Part>,
+    pub keep_alive: bool,
+}
+
+/// How a request body is framed on the wire.
+#[derive(Debug, Clone, Copy)]
+pub enum Framing {
+    Length(u64),
+    Chunked,
+}
+
+/// A body to read straight into a slot's mapping.
+#[derive(Debug)]
+pub struct IngestPlan {
+    pub video: String,
+    pub reservation: u64,
+    pub start: u64,
+    pub end: u64,
+    pub framing: Framing,
+    pub expect_continue: bool,
+    pub keep_alive: bool,
+    /// Content-Range writes must fill their range exactly; appends may end early.
+    pub exact: bool,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Respond(Plan),
+    Ingest(IngestPlan),
+    /// The bytes the request starts at are being written: route the request again when they arrive.
+    WaitForBytes {
+        video: String,
+    },
+    /// Respond with `ok` once the claim is committed as the sync mode promises (or `durable` forces).
+    AwaitCommit {
+        video: String,
+        claim_seq: u64,
+        durable: bool,
+        ok: Plan,
+    },
+}
+
+/// Everything routing needs to see.
+pub struct RouteCtx<'a> {
+    pub store: &'a mut Store,
+    pub cfg: &'a Config,
+    pub problems: &'a [VideoProblem],
+    pub boundary: &'a str,
+    pub token: Token,
+    /// True once the request has waited for bytes and the wait ran out.
+    pub wait_expired: bool,
+}
+
+/// A small complete response.
+pub fn error_plan(status: u16, message: &str, head_only: bool, keep_alive: bool) -> Plan {
+    error_plan_with(status, message, head_only, keep_alive, &[])
+}
+
+fn error_plan_with(
+    status: u16,
+    message: &str,
+    head_only: bool,
+    keep_alive: bool,
+    extra: &[(&str, String)],
+) -> Plan {
+    let mut head = Vec::new();
+    let body = format!(
+        "{status} {}: {message}\n",
+        crate::http::response::reason_phrase(status)
+    );
+    simple_response(
+        &mut head,
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes(),
+        head_only,
+        keep_alive,
+        extra,
+    );
+    Plan {
+        head,
+        parts: VecDeque::new(),
+        keep_alive,
+    }
+}
+
+fn json_plan(status: u16, body: &str, head_only: bool, keep_alive: bool) -> Plan {
+    let mut head = Vec::new();
+    simple_response(
+        &mut head,
+        status,
+        "application/json",
+        body.as_bytes(),
+        head_only,
+        keep_alive,
+        &[],
+    );
+    Plan {
+        head,
+        parts: VecDeque::new(),
+        keep_alive,
+    }
+}
+
+/// Constant-time comparison of a presented token with a configured one.
+fn token_matches(presented: &[u8], configured: &[u8]) -> bool {
+    let mut diff =
+        (presented.len() ^ configured.len()) as u8 | ((presented.len() != configured.len()) as u8);
+    for (i, c) in configured.iter().enumerate() {
+        let p = presented.get(i).copied().unwrap_or(0);
+        diff |= p ^ c;
+    }
+    diff == 0
+}
+
+/// The bearer token of an Authorization header, if it is one.
+fn bearer(head: &RequestHead) -> Option<&str> {
+    let v = head.authorization.as_deref()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some(rest.trim())
+    } else {
+        None
+    }
+}
+
+/// Does the request carry one of the accepted tokens? Every candidate is compared in full.
+fn authorized(head: &RequestHead, tokens: &[Option<&str>]) -> bool {
+    let presented = bearer(head).unwrap_or("").as_bytes();
+    let mut ok = false;
+    for t in tokens.iter().flatten() {
+        ok |= token_matches(presented, t.as_bytes());
+    }
+    ok && !presented.is_empty()
+}
+
+fn unauthorized(head_only: bool, keep_alive: bool, what: &str) -> Plan {
+    error_plan_with(
+        401,
+        &format!("{what} needs `Authorization: Bearer <token>` with a configured token"),
+        head_only,
+        keep_alive,
+        &[("WWW-Authenticate", "Bearer realm=\"vcache\"".to_string())],
+    )
+}
+
+pub fn route(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
+    let keep_alive = head.keep_alive;
+    let head_only = head.method == Method::Head;
+    let path = head.path.as_str();
+    if path == "/healthz" {
+        return match head.method {
+            Method::Get | Method::Head => {
+                let mut h = Vec::new();
+                simple_response(
+                    &mut h,
+                    200,
+                    "text/plain; charset=utf-8",
+                    b"ok\n",
+                    head_only,
+                    keep_alive,
+                    &[],
+                );
+                Action::Respond(Plan {
+                    head: h,
+                    parts: VecDeque::new(),
+                    keep_alive,
+                })
+            }
+            _ => Action::Respond(method_not_allowed("GET, HEAD", keep_alive)),
+        };
+    }
+    let read_ok = ctx.cfg.server.read_token.is_none()
+        || authorized(
+            head,
+            &[
+                ctx.cfg.server.read_token.as_deref(),
+                ctx.cfg.server.write_token.as_deref(),
+            ],
+        );
+    if path == "/videos" || path == "/videos/" {
+        return match head.method {
+            Method::Get | Method::Head => {
+                if !read_ok {
+                    return Action::Respond(unauthorized(head_only, keep_alive, "reading"));
+                }
+                Action::Respond(json_plan(200, &videos_json(ctx), head_only, keep_alive))
+            }
+            _ => Action::Respond(method_not_allowed("GET, HEAD", keep_alive)),
+        };
+    }
+    let Some(rest) = path.strip_prefix("/videos/") else {
+        return Action::Respond(error_plan(
+            404,
+            &format!("no resource at {path}"),
+            head_only,
+            keep_alive,
+        ));
+    };
+    let (id, sub) = match rest.split_once('/') {
+        Some((id, sub)) => (id, Some(sub)),
+        None => (rest, None),
+    };
+    if !valid_id(id) {
+        return Action::Respond(error_plan(400, "malformed video id", head_only, keep_alive));
+    }
+    if ctx.store.get(id).is_none() {
+        let why = match ctx.problems.iter().find(|p| p.id == id) {
+            Some(p) => format!("video {id} is configured but not servable: {}", p.message),
+            None => format!("no video with id {id}"),
+        };
+        let status = if ctx.problems.iter().any(|p| p.id == id) {
+            503
+        } else {
+            404
+        };
+        return Action::Respond(error_plan(status, &why, head_only, keep_alive));
+    }
+    match (sub, head.method) {
+        (None, Method::Get | Method::Head) => {
+            if !read_ok {
+                return Action::Respond(unauthorized(head_only, keep_alive, "reading"));
+            }
+            serve_video(head, id, ctx)
+        }
+        (None, Method::Put | Method::Post) => ingest(head, id, ctx),
+        (None, Method::Delete) => delete(head, id, ctx),
+        (None, Method::Options) => Action::Respond(options(keep_alive)),
+        (None, _) => Action::Respond(method_not_allowed(
+            "GET, HEAD, PUT, POST, DELETE, OPTIONS",
+            keep_alive,
+        )),
+        (Some("offset"), Method::Get | Method::Head) => {
+            if !read_ok {
+                return Action::Respond(unauthorized(head_only, keep_alive, "reading"));
+            }
+            Action::Respond(offset_query(head, id, ctx))
+        }
+        (Some("offset"), _) => Action::Respond(method_not_allowed("GET, HEAD", keep_alive)),
+        (Some(other), _) => Action::Respond(error_plan(
+            404,
+            &format!("no resource {other} under video {id}"),
+            head_only,
+            keep_alive,
+        )),
+    }
+}
+
+fn options(keep_alive: bool) -> Plan {
+    let mut h = Vec::new();
+    simple_response(
+        &mut h,
+        204,
+        "text/plain",
+        b"",
+        true,
+        keep_alive,
+        &[("Allow", "GET, HEAD, PUT, POST, DELETE, OPTIONS".to_string())],
+    );
+    Plan {
+        head: h,
+        parts: VecDeque::new(),
+        keep_alive,
+    }
+}
+
+fn method_not_allowed(allow: &str, keep_alive: bool) -> Plan {
+    error_plan_with(
+        405,
+        &format!("allowed methods here: {allow}"),
+        false,
+        keep_alive,
+        &[("Allow", allow.to_string())],
+    )
+}
+
+/// `[A-Za-z0-9._-]{1,128}`, not "." or "..".
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+fn videos_json(ctx: &RouteCtx<'_>) -> String {
+    let mut out = String::from("{\"videos\":[");
+    let mut first = true;
+    for (id, v) in &ctx.store.videos {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let ranges: Vec<String> = v
+            .cached_ranges()
+            .iter()
+            .map(|(s, e)| format!("{{\"start\":{s},\"end\":{e}}}"))
+            .collect();
+        let present: u64 = v.cached_ranges().iter().map(|(s, e)| e - s).sum();
+        out.push_str(&format!(
+            "{{\"id\":{},\"kind\":{},\"size\":{},\"content_type\":{},\"etag\":{},\"present_bytes\":{present},\"complete\":{},\"cached_ranges\":[{}]}}",
+            json_string(id),
+            json_string(v.cfg.kind_name()),
+            v.len(),
+            json_string(&v.content_type),
+            json_string(&v.etag()),
+            v.is_complete(),
+            ranges.join(",")
+        ));
+    }
+    for p in ctx.problems {
+        if ctx.store.videos.contains_key(&p.id) {
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let kind = ctx
+            .cfg
+            .videos
+            .iter()
+            .find(|v| v.id == p.id)
+            .map(|v| v.kind_name())
+            .unwrap_or("unknown");
+        out.push_str(&format!(
+            "{{\"id\":{},\"kind\":{},\"error\":{}}}",
+            json_string(&p.id),
+            json_string(kind),
+            json_string(&p.message)
+        ));
+    }
+    out.push_str("]}\n");
+    out
+}
+
+/// The byte offset a `?t=` timecode selects, or the response that refuses it.
+fn seek_base(head: &RequestHead, video: &Video, keep_alive: bool) -> Result<u64, Plan> {
+    let head_only = head.method == Method::Head;
+    let Some(t) = head.query.as_deref().and_then(|q| query_param(q, "t")) else {
+        return Ok(0);
+    };
+    let Some(table) = &video.cfg.seek else {
+        return Err(error_plan(
+            400,
+            &format!(
+                "video {} has no seek table ([video.seek] in the config)",
+                video.cfg.id
+            ),
+            head_only,
+            keep_alive,
+        ));
+    };
+    match table.offset_of_str(&t, Some(video.len())) {
+        Ok(off) => Ok(off),
+        Err(crate::seek::SeekError::PastEnd { offset, len }) => Err(error_plan_with(
+            416,
+            &format!("timecode {t} maps to byte {offset}, past the end of the video ({len} bytes)"),
+            head_only,
+            keep_alive,
+            &[("Content-Range", format!("bytes */{len}"))],
+        )),
+        Err(e) => Err(error_plan(
+            400,
+            &format!("timecode {t}: {e}"),
+            head_only,
+            keep_alive,
+        )),
+    }
+}
+
+fn offset_query(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Plan {
+    let keep_alive = head.keep_alive;
+    let head_only = head.method == Method::Head;
+    let Some(video) = ctx.store.get(id) else {
+        return error_plan(
+            404,
+            &format!("no video with id {id}"),
+            head_only,
+            keep_alive,
+        );
+    };
+    let Some(t) = head.query.as_deref().and_then(|q| query_param(q, "t")) else {
+        return error_plan(
+            400,
+            "missing query parameter t=HH:MM:SS:FF",
+            head_only,
+            keep_alive,
+        );
+    };
+    match seek_base(head, video, keep_alive) {
+        Ok(offset) => json_plan(
+            200,
+            &format!(
+                "{{\"id\":{},\"timecode\":{},\"offset\":{offset}}}\n",
+                json_string(id),
+                json_string(&t)
+            ),
+            head_only,
+            keep_alive,
+        ),
+        Err(plan) => plan,
+    }
+}
+
+/// The representation selected by `?t=`: bytes [base, len) of the video, with its own validator.
+struct Repr {
+    base: u64,
+    len: u64,
+    etag: String,
+    modified: SystemTime,
+}
+
+fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
+    let keep_alive = head.keep_alive;
+    let head_only = head.method == Method::Head;
+    let Some(video) = ctx.store.get(id) else {
+        return Action::Respond(error_plan(
+            404,
+            &format!("no video with id {id}"),
+            head_only,
+            keep_alive,
+        ));
+    };
+    let base = match seek_base(head, video, keep_alive) {
+        Ok(b) => b,
+        Err(plan) => return Action::Respond(plan),
+    };
+    let etag = if base == 0 {
+        video.etag()
+    } else {
+        let e = video.etag();
+        format!("{}-t{base:x}\"", e.trim_end_matches('"'))
+    };
+    let repr = Repr {
+        base,
+        len: video.len() - base,
+        etag,
+        modified: video.last_modified(),
+    };
+    let validators = [
+        ("ETag", repr.etag.clone()),
+        ("Last-Modified", format_http_date(repr.modified)),
+    ];
+    match evaluate_preconditions(head, &repr.etag, repr.modified) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => {
+            let mut rh = ResponseHead::new(304);
+            for (k, v) in &validators {
+                rh.header(k, v.clone());
+            }
+            rh.header("Accept-Ranges", "bytes");
+            if !keep_alive {
+                rh.header("Connection", "close");
+            }
+            let mut h = Vec::new();
+            rh.write_to(&mut h);
+            return Action::Respond(Plan {
+                head: h,
+                parts: VecDeque::new(),
+                keep_alive,
+            });
+        }
+        Precondition::Failed => {
+            return Action::Respond(error_plan(
+                412,
+                "precondition failed",
+                head_only,
+                keep_alive,
+            ));
+        }
+    }
+    let range_allowed = match head.if_range.as_deref() {
+        Some(ir) => if_range_allows(ir, &repr.etag, repr.modified),
+        None => true,
+    };
+    let specs = match (head.range.as_deref(), range_allowed) {
+        (Some(r), true) => match parse_range_header(r, ctx.cfg.server.limits.max_ranges) {
+            Ok(s) => Some(s),
+            // An invalid or non-bytes Range is ignored (RFC 9110 §14.2); more ranges than the limit
+            // are served whole, as nginx's max_ranges does.
+            Err(
+                RangeHeaderError::NotBytes
+                | RangeHeaderError::Malformed
+                | RangeHeaderError::TooMany,
+            ) => None,
+        },
+        _ => None,
+    };
+    let Some(specs) = specs else {
+        return whole(head, id, video, &repr, &validators, ctx);
+    };
+    let spans = match resolve_ranges(&specs, repr.len) {
+        Ok(s) => s,
+        Err(()) => {
+            return Action::Respond(error_plan_with(
+                416,
+                &format!(
+                    "no requested range is inside the {} bytes of the video",
+                    repr.len
+                ),
+                head_only,
+                keep_alive,
+                &[("Content-Range", format!("bytes */{}", repr.len))],
+            ));
+        }
+    };
+    // Cut each span at the first byte that is not present; a span that starts in a hole is dropped,
+    // or waited for when a writer is filling it.
+    let mut served: Vec<ByteSpan> = Vec::new();
+    let mut missing: Vec<ByteSpan> = Vec::new();
+    for span in spans {
+        match video.availability(repr.base + span.first) {
+            Availability::Present(end) => {
+                let last = span.last.min(end - repr.base - 1);
+                served.push(ByteSpan {
+                    first: span.first,
+                    last,
+                });
+            }
+            Availability::Pending if !ctx.wait_expired => {
+                return Action::WaitForBytes {
+                    video: id.to_string(),
+                };
+            }
+            Availability::Pending | Availability::Absent => missing.push(span),
+        }
+    }
+    if served.is_empty() {
+        let status = if ctx.wait_expired { 503 } else { 416 };
+        let what: Vec<String> = missing
+            .iter()
+            .map(|s| format!("{}-{}", s.first, s.last))
+            .collect();
+        let message = if ctx.wait_expired {
+            format!(
+                "bytes {} are still being written (waited {} ms, limits.read_wait_ms)",
+                what.join(","),
+                ctx.cfg.server.limits.read_wait_ms
+            )
+        } else {
+            format!(
+                "bytes {} of video {id} have not been written; GET /videos lists the cached ranges",
+                what.join(",")
+            )
+        };
+        let mut extra = vec![("Content-Range", format!("bytes */{}", repr.len))];
+        if status == 503 {
+            extra = vec![("Retry-After", "1".to_string())];
+        }
+        return Action::Respond(error_plan_with(
+            status, &message, head_only, keep_alive, &extra,
+        ));
+    }
+    let mut rh = ResponseHead::new(206);
+    for (k, v) in &validators {
+        rh.header(k, v.clone());
+    }
+    rh.header("Accept-Ranges", "bytes");
+    if !keep_alive {
+        rh.header("Connection", "close");
+    }
+    let mut parts = VecDeque::new();
+    if served.len() == 1 {
+        let s = served[0];
+        rh.header("Content-Type", video.content_type.clone());
+        rh.header(
+            "Content-Range",
+            format!("bytes {}-{}/{}", s.first, s.last, repr.len),
+        );
+        rh.header("Content-Length", s.len().to_string());
+        if !head_only {
+            parts.push_back(Part::Payload {
+                video: id.to_string(),
+                pos: repr.base + s.first,
+                end: repr.base + s.last + 1,
+            });
+        }
+    } else {
+        let boundary = ctx.boundary;
+        let total = multipart_body_len(boundary, &video.content_type, &served, repr.len);
+        rh.header(
+            "Content-Type",
+            format!("multipart/byteranges; boundary={boundary}"),
+        );
+        rh.header("Content-Length", total.to_string());
+        if !head_only {
+            for s in &served {
+                parts.push_back(Part::Bytes(
+                    multipart_part_header(boundary, &video.content_type, *s, repr.len).into_bytes(),
+                ));
+                parts.push_back(Part::Payload {
+                    video: id.to_string(),
+                    pos: repr.base + s.first,
+                    end: repr.base + s.last + 1,
+                });
+            }
+            parts.push_back(Part::Bytes(multipart_trailer(boundary).into_bytes()));
+        }
+    }
+    let mut h = Vec::new();
+    rh.write_to(&mut h);
+    Action::Respond(Plan {
+        head: h,
+        parts,
+        keep_alive,
+    })
+}
+
+/// A request without a usable Range: 200 with the whole representation, when every byte is present or
+/// being written (the response then streams as bytes arrive); 409 when bytes are missing for good.
+fn whole(
+    head: &RequestHead,
+    id: &str,
+    video: &Video,
+    repr: &Repr,
+    validators: &[(&str, String); 2],
+    _ctx: &RouteCtx<'_>,
+) -> Action {
+    let keep_alive = head.keep_alive;
+    let head_only = head.method == Method::Head;
+    if let Some(slot) = video.slot() {
+        let missing = slot.presence.missing_in(repr.base, repr.base + repr.len);
+        let absent: u64 = missing
+            .iter()
+            .filter(|(s, _)| slot.availability(*s) == Availability::Absent)
+            .map(|(s, e)| e - s)
+            .sum();
+        if absent > 0 {
+            return Action::Respond(error_plan(
+                409,
+                &format!(
+                    "video {id} is incomplete: {} of {} bytes are present; ask for a Range inside the cached ranges (GET /videos lists them)",
+                    slot.presence.present_bytes(),
+                    video.len()
+                ),
+                head_only,
+                keep_alive,
+            ));
+        }
+    }
+    let mut rh = ResponseHead::new(200);
+    for (k, v) in validators {
+        rh.header(k, v.clone());
+    }
+    rh.header("Accept-Ranges", "bytes");
+    rh.header("Content-Type", video.content_type.clone());
+    rh.header("Content-Length", repr.len.to_string());
+    if !keep_alive {
+        rh.header("Connection", "close");
+    }
+    let mut h = Vec::new();
+    rh.write_to(&mut h);
+    let mut parts = VecDeque::new();
+    if !head_only && repr.len > 0 {
+        parts.push_back(Part::Payload {
+            video: id.to_string(),
+            pos: repr.base,
+            end: repr.base + repr.len,
+        });
+    }
+    Action::Respond(Plan {
+        head: h,
+        parts,
+        keep_alive,
+    })
+}
+
+fn write_tokens<'a>(cfg: &'a Config, video: &'a Video) -> [Option<&'a str>; 2] {
+    [
+        cfg.server.write_token.as_deref(),
+        video.cfg.write_token.as_deref(),
+    ]
+}
+
+fn refusal_status(r: &WriteRefusal) -> u16 {
+    match r {
+        WriteRefusal::OutOfBounds { .. } => 416,
+        WriteRefusal::Overlap { .. } => 409,
+        WriteRefusal::TooFragmented { .. } => 507,
+        WriteRefusal::Busy(_) => 503,
+        WriteRefusal::Full => 409,
+    }
+}
+
+fn ingest(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
+    // A refused write closes the connection: its body (if any) is not read.
+    let close = |status: u16, msg: &str| Action::Respond(error_plan(status, msg, false, false));
+    let cfg = ctx.cfg;
+    let Some(video) = ctx.store.get_mut(id) else {
+        return close(404, &format!("no video with id {id}"));
+    };
+    let tokens = write_tokens(cfg, video);
+    if tokens.iter().all(|t| t.is_none()) {
+        return close(403, "writes are disabled: no write_token is configured");
+    }
+    if !authorized(head, &tokens) {
+        return Action::Respond(unauthorized(false, false, "writing"));
+    }
+    if !video.is_writable() {
+        return Action::Respond(error_plan_with(
+            405,
+            &format!("video {id} is a read-only file video"),
+            false,
+            false,
+            &[("Allow", "GET, HEAD, OPTIONS".to_string())],
+        ));
+    }
+    let framing = match (head.chunked, head.content_length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(n)) => Framing::Length(n),
+        (false, None) => {
+            return close(
+                411,
+                "a write needs Content-Length or Transfer-Encoding: chunked",
+            );
+        }
+    };
+    if let Framing::Length(n) = framing {
+        if n > cfg.server.limits.max_body_bytes {
+            return close(
+                413,
+                &format!(
+                    "body of {n} bytes exceeds limits.max_body_bytes = {}",
+                    cfg.server.limits.max_body_bytes
+                ),
+            );
+        }
+    }
+    let Some(slot) = video.slot_mut() else {
+        return close(405, "this video does not take writes");
+    };
+    let (reservation, start, end, exact) = match head.content_range.as_deref() {
+        Some(cr) => {
+            if head.method != Method::Put {
+                return close(400, "Content-Range is only for PUT");
+            }
+            let cr = match parse_content_range(cr) {
+                Ok(cr) => cr,
+                Err(e) => return close(400, &format!("Content-Range: {}", e.message)),
+            };
+            if let Some(total) = cr.complete_length {
+                if total != slot.data.len {
+                    return close(
+                        416,
+                        &format!(
+                            "Content-Range says the video is {total} bytes; slot {id} is {} bytes",
+                            slot.data.len
+                        ),
+                    );
+                }
+            }
+            let Some(end) = cr.last.checked_add(1) else {
+                return close(400, "Content-Range overflows");
+            };
+            let want = end - cr.first;
+            match framing {
+                Framing::Length(n) if n != want => {
+                    return close(
+                        400,
+                        &format!("Content-Length {n} does not match Content-Range length {want}"),
+                    );
+                }
+                _ => {}
+            }
+            match slot.reserve(cr.first, end) {
+                Ok(r) => (r, cr.first, end, true),
+                Err(e) => return close(refusal_status(&e), &e.to_string()),
+            }
+        }
+        None => {
+            let max = match framing {
+                Framing::Length(n) => Some(n),
+                Framing::Chunked => None,
+            };
+            if max == Some(0) {
+                return close(400, "an append needs a non-empty body");
+            }
+            match slot.reserve_append(max) {
+                Ok((r, s, e)) => (r, s, e, max.is_some()),
+                Err(e) => return close(refusal_status(&e), &e.to_string()),
+            }
+        }
+    };
+    Action::Ingest(IngestPlan {
+        video: id.to_string(),
+        reservation,
+        start,
+        end,
+        framing,
+        expect_continue: head.expect_continue,
+        keep_alive: head.keep_alive,
+        exact,
+    })
+}
+
+/// The response to a completed write, sent once the claim is committed.
+pub fn write_done_plan(store: &Store, id: &str, start: u64, end: u64, keep_alive: bool) -> Plan {
+    let (present, complete, len) = match store.get(id).and_then(|v| v.slot()) {
+        Some(s) => (
+            s.presence.present_bytes(),
+            s.presence.is_complete(),
+            s.data.len,
+        ),
+        None => (0, false, 0),
+    };
+    let body = format!(
+        "{{\"id\":{},\"written\":{{\"start\":{start},\"end\":{end}}},\"present_bytes\":{present},\"size\":{len},\"complete\":{complete}}}\n",
+        json_string(id)
+    );
+    json_plan(200, &body, false, keep_alive)
+}
+
+fn delete(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
+    let keep_alive = head.keep_alive && !head.has_body();
+    let cfg = ctx.cfg;
+    let Some(video) = ctx.store.get_mut(id) else {
+        return Action::Respond(error_plan(
+            404,
+            &format!("no video with id {id}"),
+            false,
+            keep_alive,
+        ));
+    };
+    let tokens = write_tokens(cfg, video);
+    if tokens.iter().all(|t| t.is_none()) {
+        return Action::Respond(error_plan(
+            403,
+            "writes are disabled: no write_token is configured",
+            false,
+            keep_alive,
+        ));
+    }
+    if !authorized(head, &tokens) {
+        return Action::Respond(unauthorized(false, keep_alive, "deleting"));
+    }
+    if matches!(video.cfg.kind, VideoKind::File { .. }) {
+        return Action::Respond(error_plan_with(
+            405,
+            &format!("video {id} is a read-only file video"),
+            false,
+            keep_alive,
+            &[("Allow", "GET, HEAD, OPTIONS".to_string())],
+        ));
+    }
+    let Some(slot) = video.slot_mut() else {
+        return Action::Respond(error_plan(
+            405,
+            "this video cannot be deleted",
+            false,
+            keep_alive,
+        ));
+    };
+    if let Err(e) = slot.forget_all() {
+        return Action::Respond(error_plan(
+            refusal_status(&e),
+            &e.to_string(),
+            false,
+            keep_alive,
+        ));
+    }
+    let claim_seq = slot.claim_seq;
+    let body = format!("{{\"id\":{},\"deleted\":true}}\n", json_string(id));
+    Action::AwaitCommit {
+        video: id.to_string(),
+        claim_seq,
+        durable: true,
+        ok: json_plan(200, &body, false, keep_alive),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(token_matches(b"secret", b"secret"));
+        assert!(!token_matches(b"secreT", b"secret"));
+        assert!(!token_matches(b"secret1", b"secret"));
+        assert!(!token_matches(b"secre", b"secret"));
+        assert!(!token_matches(b"", b"secret"));
+        // Lengths that differ by a multiple of 256 must not compare equal.
+        let long = vec![b'a'; 256 + 3];
+        assert!(!token_matches(&long, b"aaa"));
+    }
+
+    #[test]
+    fn ids() {
+        assert!(valid_id("movie.ts"));
+        assert!(valid_id("a-b_c.9"));
+        assert!(!valid_id(""));
+        assert!(!valid_id(".."));
+        assert!(!valid_id("a/b"));
+        assert!(!valid_id("a b"));
+        assert!(!valid_id(&"x".repeat(129)));
+    }
+}

@@ -1,0 +1,1049 @@
+//! The metadata commit record of one video and the `<id>.meta` file that holds it.
+//! The file has four fixed slots — two durable ones (pwrite + fdatasync after the data is
+//! synced) and two fast ones (plain pwrite, stamped with the kernel's boot id) — each holding
+//! a checksummed, sequence-numbered record; on open the newest trusted slot that verifies wins.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const SLOT_COUNT: usize = 4;
+/// Each slot's fixed capacity (header + payload).
+pub const SLOT_SIZE: u64 = 1 << 20;
+/// Written alternately by the sync thread, with fdatasync, only after the data was synced.
+pub const DURABLE_SLOTS: [usize; 2] = [0, 1];
+/// Written alternately by the event loop with a plain pwrite; trusted only in the same boot.
+pub const FAST_SLOTS: [usize; 2] = [2, 3];
+/// Size of a metadata file: every slot, back to back.
+pub const META_FILE_LEN: u64 = SLOT_COUNT as u64 * SLOT_SIZE;
+
+/// The kernel's random boot id, as 16 bytes.
+pub type BootId = [u8; 16];
+/// Where Linux publishes the boot id.
+pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+/// Length of the textual uuid form of the boot id.
+const BOOT_ID_TEXT_LEN: usize = 36;
+
+/// First bytes of every record.
+pub const MAGIC: [u8; 8] = *b"VCACHEM1";
+/// The record layout version this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+// Header layout (all little-endian): the byte range of each field.
+const MAGIC_AT: std::ops::Range<usize> = 0..8;
+const VERSION_AT: std::ops::Range<usize> = 8..12;
+const SEQ_AT: std::ops::Range<usize> = 12..20;
+const BOOT_ID_AT: std::ops::Range<usize> = 20..36;
+const VIDEO_KIND_AT: usize = 36;
+const DATA_LEN_AT: std::ops::Range<usize> = 37..45;
+const PAYLOAD_LEN_AT: std::ops::Range<usize> = 45..49;
+const CRC_AT: std::ops::Range<usize> = 49..53;
+/// Bytes of the fixed header; the payload follows it.
+pub const HEADER_LEN: usize = 53;
+/// The largest payload that fits a slot.
+pub const MAX_PAYLOAD_LEN: usize = SLOT_SIZE as usize - HEADER_LEN;
+/// Chunk size used to check that a slot whose header is zero is zero throughout.
+const ZERO_SCAN_CHUNK: usize = 64 * 1024;
+
+/// The kernel's boot id from /proc/sys/kernel/random/boot_id (36-char uuid → 16 bytes).
+pub fn current_boot_id() -> io::Result<BootId> {
+    let text = std::fs::read_to_string(BOOT_ID_PATH)?;
+    parse_boot_id(text.trim()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{BOOT_ID_PATH} holds {text:?}, not a uuid"),
+        )
+    })
+}
+
+/// Parse a uuid `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (hex, either case) into 16 bytes.
+pub fn parse_boot_id(text: &str) -> Option<BootId> {
+    const HYPHENS_AT: [usize; 4] = [8, 13, 18, 23];
+    let text = text.as_bytes();
+    if text.len() != BOOT_ID_TEXT_LEN {
+        return None;
+    }
+    let mut digits = Vec::with_capacity(32);
+    for (index, &byte) in text.iter().enumerate() {
+        if HYPHENS_AT.contains(&index) {
+            if byte != b'-' {
+                return None;
+            }
+        } else {
+            digits.push(char::from(byte).to_digit(16)?);
+        }
+    }
+    let mut id = [0u8; 16];
+    for (out, pair) in id.iter_mut().zip(digits.chunks_exact(2)) {
+        if let [high, low] = pair {
+            *out = u8::try_from(high * 16 + low).ok()?;
+        }
+    }
+    Some(id)
+}
+
+/// Reflected Castagnoli polynomial.
+const CRC32C_POLY: u32 = 0x82F6_3B78;
+
+const fn crc32c_table() -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut index = 0;
+    while index < 256 {
+        let mut crc = index as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ CRC32C_POLY
+            } else {
+                crc >> 1
+            };
+            bit += 1;
+        }
+        table[index] = crc;
+        index += 1;
+    }
+    table
+}
+
+static CRC32C_TABLE: [u32; 256] = crc32c_table();
+
+/// crc32c (Castagnoli), table-driven, no crate.
+pub fn crc32c(data: &[u8]) -> u32 {
+    crc32c_extend(0, data)
+}
+
+/// Continue a crc32c: `crc32c_extend(crc32c(a), b) == crc32c(a ++ b)`.
+pub fn crc32c_extend(crc: u32, data: &[u8]) -> u32 {
+    let mut state = !crc;
+    for &byte in data {
+        // The index is masked to 0..=255, inside the 256-entry table.
+        state = CRC32C_TABLE[((state ^ u32::from(byte)) & 0xFF) as usize] ^ (state >> 8);
+    }
+    !state
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaRecord {
+    pub seq: u64,
+    pub boot_id: BootId,
+    /// Opaque here: the store's kind code.
+    pub video_kind: u8,
+    /// Size of the data file the record describes.
+    pub data_len: u64,
+    /// Opaque here: presence map and kind-specific fields.
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaError {
+    TooLarge {
+        payload: usize,
+        max: usize,
+    },
+    BadMagic,
+    BadVersion(u32),
+    BadChecksum,
+    Truncated,
+    Io(String),
+    /// Added: a slot index outside 0..SLOT_COUNT.
+    BadSlot(usize),
+    /// Added: the file holds records but none verifies; the text says what each slot holds.
+    /// Never treat this as a fresh file.
+    NoValidSlot(String),
+}
+
+impl fmt::Display for MetaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetaError::TooLarge { payload, max } => write!(
+                f,
+                "metadata payload of {payload} bytes exceeds the slot's {max}-byte limit"
+            ),
+            MetaError::BadMagic => write!(f, "not a vcache metadata record (bad magic)"),
+            MetaError::BadVersion(version) => write!(
+                f,
+                "metadata format version {version}, this build reads {FORMAT_VERSION}"
+            ),
+            MetaError::BadChecksum => write!(f, "metadata checksum mismatch (torn or corrupt)"),
+            MetaError::Truncated => write!(f, "metadata record is cut short"),
+            MetaError::Io(why) => write!(f, "metadata I/O error: {why}"),
+            MetaError::BadSlot(slot) => {
+                write!(f, "metadata slot {slot} does not exist (0..{SLOT_COUNT})")
+            }
+            MetaError::NoValidSlot(slots) => write!(
+                f,
+                "metadata unreadable, no slot verifies ({slots}); \
+                 the file was left untouched"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MetaError {}
+
+/// Fixed header: magic b"VCACHEM1", format version u32, seq u64, boot_id, video_kind u8,
+/// data_len u64, payload_len u32, crc32c u32 over header-without-crc + payload. All LE.
+/// TooLarge if header + payload exceed SLOT_SIZE.
+pub fn encode_record(rec: &MetaRecord) -> Result<Vec<u8>, MetaError> {
+    let too_large = MetaError::TooLarge {
+        payload: rec.payload.len(),
+        max: MAX_PAYLOAD_LEN,
+    };
+    if rec.payload.len() > MAX_PAYLOAD_LEN {
+        return Err(too_large);
+    }
+    let payload_len = u32::try_from(rec.payload.len()).map_err(|_| too_large)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + rec.payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&rec.seq.to_le_bytes());
+    out.extend_from_slice(&rec.boot_id);
+    out.push(rec.video_kind);
+    out.extend_from_slice(&rec.data_len.to_le_bytes());
+    out.extend_from_slice(&payload_len.to_le_bytes());
+    debug_assert_eq!(out.len(), CRC_AT.start);
+    let crc = crc32c_extend(crc32c(&out), &rec.payload);
+    out.extend_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(out.len(), HEADER_LEN);
+    out.extend_from_slice(&rec.payload);
+    Ok(out)
+}
+
+/// Read a fixed-size little-endian field; the ranges are constants inside HEADER_LEN.
+fn field<const N: usize>(header: &[u8], at: std::ops::Range<usize>) -> Result<[u8; N], MetaError> {
+    header
+        .get(at)
+        .and_then(|bytes| <[u8; N]>::try_from(bytes).ok())
+        .ok_or(MetaError::Truncated)
+}
+
+/// Parse and verify a record; `slot` may be longer than the record (the rest is ignored).
+pub fn decode_record(slot: &[u8]) -> Result<MetaRecord, MetaError> {
+    let header = slot.get(..HEADER_LEN).ok_or(MetaError::Truncated)?;
+    if field::<8>(header, MAGIC_AT)? != MAGIC {
+        return Err(MetaError::BadMagic);
+    }
+    let version = u32::from_le_bytes(field(header, VERSION_AT)?);
+    if version != FORMAT_VERSION {
+        return Err(MetaError::BadVersion(version));
+    }
+    let payload_len = u32::from_le_bytes(field(header, PAYLOAD_LEN_AT)?);
+    let payload_len = usize::try_from(payload_len)
+        .ok()
+        .filter(|&len| len <= MAX_PAYLOAD_LEN)
+        .ok_or(MetaError::TooLarge {
+            payload: payload_len as usize,
+            max: MAX_PAYLOAD_LEN,
+        })?;
+    let payload = slot
+        .get(HEADER_LEN..HEADER_LEN + payload_len)
+        .ok_or(MetaError::Truncated)?;
+    let stored_crc = u32::from_le_bytes(field(header, CRC_AT)?);
+    let header_without_crc = header.get(..CRC_AT.start).ok_or(MetaError::Truncated)?;
+    if crc32c_extend(crc32c(header_without_crc), payload) != stored_crc {
+        return Err(MetaError::BadChecksum);
+    }
+    Ok(MetaRecord {
+        seq: u64::from_le_bytes(field(header, SEQ_AT)?),
+        boot_id: field(header, BOOT_ID_AT)?,
+        video_kind: *header.get(VIDEO_KIND_AT).ok_or(MetaError::Truncated)?,
+        data_len: u64::from_le_bytes(field(header, DATA_LEN_AT)?),
+        payload: payload.to_vec(),
+    })
+}
+
+/// What one slot was found to hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotState {
+    /// Never written (unreadable, or all zero).
+    Empty,
+    /// A record that verifies; `trusted` is false for a fast slot from an earlier boot.
+    Valid { seq: u64, trusted: bool },
+    /// Something that does not verify: torn, corrupt, or another format.
+    Invalid(MetaError),
+}
+
+/// Everything the store needs from the slots of one metadata file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotScan {
+    pub states: [SlotState; SLOT_COUNT],
+    /// The trusted record with the highest seq, and its slot.
+    pub winner: Option<(usize, MetaRecord)>,
+    /// The durable slot holding the newest verifying durable record (write the other next).
+    pub newest_durable: Option<usize>,
+    /// The fast slot holding the newest trusted fast record (write the other next).
+    pub newest_fast: Option<usize>,
+    /// The highest seq of any verifying record, trusted or not: continue after it.
+    pub max_seq: Option<u64>,
+}
+
+impl SlotScan {
+    /// True if some slot held bytes that do not verify.
+    pub fn has_invalid(&self) -> bool {
+        self.states
+            .iter()
+            .any(|state| matches!(state, SlotState::Invalid(_)))
+    }
+
+    /// One line naming what each slot holds, for error messages.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .states
+            .iter()
+            .enumerate()
+            .map(|(slot, state)| match state {
+                SlotState::Empty => format!("slot {slot}: empty"),
+                SlotState::Valid { seq, trusted: true } => format!("slot {slot}: seq {seq}"),
+                SlotState::Valid {
+                    seq,
+                    trusted: false,
+                } => format!("slot {slot}: seq {seq} from an earlier boot, not trusted"),
+                SlotState::Invalid(why) => format!("slot {slot}: {why}"),
+            })
+            .collect();
+        parts.join("; ")
+    }
+}
+
+/// The durable slot to write next, given the one holding the newest durable record.
+pub fn next_durable_slot(newest_durable: Option<usize>) -> usize {
+    match newest_durable {
+        Some(slot) if slot == DURABLE_SLOTS[0] => DURABLE_SLOTS[1],
+        _ => DURABLE_SLOTS[0],
+    }
+}
+
+/// The fast slot to write next, given the one holding the newest trusted fast record.
+pub fn next_fast_slot(newest_fast: Option<usize>) -> usize {
+    match newest_fast {
+        Some(slot) if slot == FAST_SLOTS[0] => FAST_SLOTS[1],
+        _ => FAST_SLOTS[0],
+    }
+}
+
+/// Classify every slot and pick the winner. A slot of `None` or all-zero bytes is empty.
+/// Durable slots are always trusted, fast slots only with the current boot id; among the
+/// trusted verifying records the highest seq wins (a durable one on a tie).
+pub fn scan_slots(slots: &[Option<Vec<u8>>; SLOT_COUNT], current_boot: &BootId) -> SlotScan {
+    let mut scan = SlotScan {
+        states: [const { SlotState::Empty }; SLOT_COUNT],
+        winner: None,
+        newest_durable: None,
+        newest_fast: None,
+        max_seq: None,
+    };
+    let mut newest_durable_seq = None;
+    let mut newest_fast_seq = None;
+    // DURABLE_SLOTS come first, so on equal seq the durable record is kept.
+    for (slot, (contents, state)) in slots.iter().zip(scan.states.iter_mut()).enumerate() {
+        let Some(bytes) = contents.as_deref().filter(|b| b.iter().any(|&x| x != 0)) else {
+            continue;
+        };
+        let record = match decode_record(bytes) {
+            Ok(record) => record,
+            Err(why) => {
+                *state = SlotState::Invalid(why);
+                continue;
+            }
+        };
+        let is_durable = DURABLE_SLOTS.contains(&slot);
+        let trusted = is_durable || record.boot_id == *current_boot;
+        *state = SlotState::Valid {
+            seq: record.seq,
+            trusted,
+        };
+        scan.max_seq = scan.max_seq.max(Some(record.seq));
+        if is_durable && newest_durable_seq < Some(record.seq) {
+            newest_durable_seq = Some(record.seq);
+            scan.newest_durable = Some(slot);
+        }
+        if !is_durable && trusted && newest_fast_seq < Some(record.seq) {
+            newest_fast_seq = Some(record.seq);
+            scan.newest_fast = Some(slot);
+        }
+        let beats_winner = scan
+            .winner
+            .as_ref()
+            .is_none_or(|(_, best)| record.seq > best.seq);
+        if trusted && beats_winner {
+            scan.winner = Some((slot, record));
+        }
+    }
+    scan
+}
+
+/// Pick the winner among slot contents (None for a slot that could not be read / is all
+/// zero). Returns (slot index, record).
+pub fn choose_record(
+    slots: &[Option<Vec<u8>>; SLOT_COUNT],
+    current_boot: &BootId,
+) -> Option<(usize, MetaRecord)> {
+    scan_slots(slots, current_boot).winner
+}
+
+fn slot_offset(slot: usize) -> Result<u64, MetaError> {
+    if slot >= SLOT_COUNT {
+        return Err(MetaError::BadSlot(slot));
+    }
+    // slot < SLOT_COUNT, so this is at most META_FILE_LEN - SLOT_SIZE.
+    Ok(slot as u64 * SLOT_SIZE)
+}
+
+fn io_error(path: &Path, what: &str, err: &io::Error) -> MetaError {
+    MetaError::Io(format!("{what} {}: {err}", path.display()))
+}
+
+/// The metadata file of one video: `SLOT_COUNT * SLOT_SIZE` bytes, created sparse with
+/// set_len, opened read-write. It holds an `Arc<File>`: cloning is cheap and the clone is
+/// Send + Sync, so the sync thread can hold one while the event loop holds another
+/// (pwrite/pread at explicit offsets need no shared cursor).
+#[derive(Debug, Clone)]
+pub struct MetaFile {
+    file: Arc<File>,
+    path: PathBuf,
+}
+
+impl MetaFile {
+    /// Open or create. `create` false → NotFound error if absent. A file of zero length
+    /// (a crash right after creation) is extended; any other length but META_FILE_LEN is
+    /// InvalidData and the file is left untouched. A created file and its directory entry
+    /// are synced before this returns.
+    pub fn open(path: &Path, create: bool) -> io::Result<MetaFile> {
+        let mut created = false;
+        let file = if create {
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
+                Ok(file) => {
+                    created = true;
+                    file
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                    OpenOptions::new().read(true).write(true).open(path)?
+                }
+                Err(err) => return Err(err),
+            }
+        } else {
+            OpenOptions::new().read(true).write(true).open(path)?
+        };
+        let len = file.metadata()?.len();
+        if len == 0 {
+            file.set_len(META_FILE_LEN)?;
+            file.sync_all()?;
+            created = true;
+        } else if len != META_FILE_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "metadata file {} is {len} bytes, expected {META_FILE_LEN}; left untouched",
+                    path.display()
+                ),
+            ));
+        }
+        if created {
+            sync_parent_dir(path)?;
+        }
+        Ok(MetaFile {
+            file: Arc::new(file),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The bytes of one slot as `scan_slots` wants them: None if the slot is zero
+    /// throughout, else the header and as much payload as the header claims (capped at
+    /// the slot).
+    fn read_slot(&self, slot: usize) -> Result<Option<Vec<u8>>, MetaError> {
+        let offset = slot_offset(slot)?;
+        let read_error =
+            |err: io::Error| io_error(&self.path, &format!("read slot {slot} of"), &err);
+        let mut header = vec![0u8; HEADER_LEN];
+        self.file
+            .read_exact_at(&mut header, offset)
+            .map_err(read_error)?;
+        if header.iter().all(|&byte| byte == 0) {
+            // Empty only if the whole slot is zero: a torn first record must not pass
+            // for a fresh slot.
+            let mut chunk = vec![0u8; ZERO_SCAN_CHUNK];
+            let mut at = HEADER_LEN as u64;
+            while at < SLOT_SIZE {
+                let want = usize::try_from(SLOT_SIZE - at)
+                    .unwrap_or(ZERO_SCAN_CHUNK)
+                    .min(ZERO_SCAN_CHUNK);
+                let part = chunk.get_mut(..want).ok_or(MetaError::Truncated)?;
+                self.file
+                    .read_exact_at(part, offset + at)
+                    .map_err(read_error)?;
+                if part.iter().any(|&byte| byte != 0) {
+                    // Zero header + the non-zero bytes: decodes as BadMagic, an invalid slot.
+                    let mut seen = header;
+                    seen.extend_from_slice(part);
+                    return Ok(Some(seen));
+                }
+                at += want as u64;
+            }
+            return Ok(None);
+        }
+        let claimed = field::<4>(&header, PAYLOAD_LEN_AT).map(u32::from_le_bytes)?;
+        let payload_len = usize::try_from(claimed)
+            .unwrap_or(MAX_PAYLOAD_LEN)
+            .min(MAX_PAYLOAD_LEN);
+        if payload_len > 0 {
+            let mut record = vec![0u8; HEADER_LEN + payload_len];
+            self.file
+                .read_exact_at(&mut record, offset)
+                .map_err(read_error)?;
+            return Ok(Some(record));
+        }
+        Ok(Some(header))
+    }
+
+    /// Read every slot and classify it (see `scan_slots`). Err only for I/O errors.
+    pub fn scan(&self, boot: &BootId) -> Result<SlotScan, MetaError> {
+        let mut slots: [Option<Vec<u8>>; SLOT_COUNT] = [const { None }; SLOT_COUNT];
+        for (slot, contents) in slots.iter_mut().enumerate() {
+            *contents = self.read_slot(slot)?;
+        }
+        Ok(scan_slots(&slots, boot))
+    }
+
+    /// Read all slots and choose; Ok(None) for a fresh file (all zeros, or only fast
+    /// records of an earlier boot: nothing was ever made durable). Err for I/O errors and
+    /// for a file with non-empty slots none of which is trusted and at least one of which
+    /// does not verify (NoValidSlot): never silently a fresh start.
+    pub fn load(&self, boot: &BootId) -> Result<Option<(usize, MetaRecord)>, MetaError> {
+        let scan = self.scan(boot)?;
+        match scan.winner {
+            Some(winner) => Ok(Some(winner)),
+            None if scan.has_invalid() => Err(MetaError::NoValidSlot(format!(
+                "{}: {}",
+                self.path.display(),
+                scan.describe()
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// pwrite the whole record into the given slot in one call (no sync). Used for fast
+    /// slots; a torn write is caught by the crc on the next load.
+    pub fn write_slot(&self, slot: usize, rec: &MetaRecord) -> Result<(), MetaError> {
+        let offset = slot_offset(slot)?;
+        let bytes = encode_record(rec)?;
+        self.file
+            .write_all_at(&bytes, offset)
+            .map_err(|err| io_error(&self.path, &format!("write slot {slot} of"), &err))
+    }
+
+    /// write_slot then sync: a durable commit (call only after the data file is synced).
+    pub fn write_slot_synced(&self, slot: usize, rec: &MetaRecord) -> Result<(), MetaError> {
+        self.write_slot(slot, rec)?;
+        self.sync()
+            .map_err(|err| io_error(&self.path, "fdatasync", &err))
+    }
+
+    /// fdatasync the meta file.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Try-clone of the underlying file handle; a plain `clone()` (shared Arc) is cheaper.
+    pub fn try_clone(&self) -> io::Result<MetaFile> {
+        Ok(MetaFile {
+            file: Arc::new(self.file.try_clone()?),
+            path: self.path.clone(),
+        })
+    }
+}
+
+/// fsync the directory holding `path`, so a newly created entry survives a machine crash.
+fn sync_parent_dir(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOOT_A: BootId = [0xA; 16];
+    const BOOT_B: BootId = [0xB; 16];
+
+    fn record(seq: u64, boot_id: BootId, payload: &[u8]) -> MetaRecord {
+        MetaRecord {
+            seq,
+            boot_id,
+            video_kind: 3,
+            data_len: 1 << 30,
+            payload: payload.to_vec(),
+        }
+    }
+
+    fn slot_bytes(rec: &MetaRecord) -> Option<Vec<u8>> {
+        Some(encode_record(rec).unwrap())
+    }
+
+    fn torn(rec: &MetaRecord) -> Option<Vec<u8>> {
+        let mut bytes = encode_record(rec).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        Some(bytes)
+    }
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let dir = std::env::temp_dir()
+                .join(format!("vcache-meta-test-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn crc32c_known_vectors() {
+        assert_eq!(crc32c(b""), 0);
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
+        assert_eq!(
+            crc32c_extend(crc32c(b"1234"), b"56789"),
+            crc32c(b"123456789")
+        );
+    }
+
+    #[test]
+    fn parse_boot_id_accepts_uuid() {
+        let id = parse_boot_id("0123abcd-4567-89ef-ABCD-0123456789ab").unwrap();
+        assert_eq!(
+            id,
+            [
+                0x01, 0x23, 0xAB, 0xCD, 0x45, 0x67, 0x89, 0xEF, 0xAB, 0xCD, 0x01, 0x23, 0x45, 0x67,
+                0x89, 0xAB
+            ]
+        );
+    }
+
+    #[test]
+    fn parse_boot_id_rejects_malformed() {
+        for bad in [
+            "",
+            "0123abcd-4567-89ef-abcd-0123456789a",      // short
+            "0123abcd-4567-89ef-abcd-0123456789abc",    // long
+            "0123abcd+4567-89ef-abcd-0123456789ab",     // wrong separator
+            "0123abcd-4567-89ef-abcd-0123456789ag",     // not hex
+            "0123abcd4-567-89ef-abcd-0123456789ab",     // hyphen misplaced
+            "0123abcd-4567-89ef-abcd-0123456789\u{e9}", // non-ascii, 36 bytes
+        ] {
+            assert_eq!(parse_boot_id(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn current_boot_id_is_stable_on_linux() {
+        if Path::new(BOOT_ID_PATH).exists() {
+            let first = current_boot_id().unwrap();
+            assert_eq!(current_boot_id().unwrap(), first);
+            assert_ne!(first, [0; 16]);
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        for payload in [&b""[..], b"x", &[7u8; 1000]] {
+            let rec = record(42, BOOT_A, payload);
+            let bytes = encode_record(&rec).unwrap();
+            assert_eq!(bytes.len(), HEADER_LEN + payload.len());
+            assert_eq!(&bytes[..8], b"VCACHEM1");
+            assert_eq!(decode_record(&bytes).unwrap(), rec);
+            // A slot longer than the record: trailing bytes are ignored.
+            let mut padded = bytes.clone();
+            padded.extend_from_slice(&[0x55; 100]);
+            assert_eq!(decode_record(&padded).unwrap(), rec);
+        }
+    }
+
+    #[test]
+    fn header_layout_is_as_documented() {
+        let rec = MetaRecord {
+            seq: 0x0102_0304_0506_0708,
+            boot_id: BOOT_B,
+            video_kind: 9,
+            data_len: 0x1122_3344_5566_7788,
+            payload: vec![1, 2, 3],
+        };
+        let bytes = encode_record(&rec).unwrap();
+        assert_eq!(&bytes[8..12], &1u32.to_le_bytes());
+        assert_eq!(&bytes[12..20], &rec.seq.to_le_bytes());
+        assert_eq!(&bytes[20..36], &BOOT_B);
+        assert_eq!(bytes[36], 9);
+        assert_eq!(&bytes[37..45], &rec.data_len.to_le_bytes());
+        assert_eq!(&bytes[45..49], &3u32.to_le_bytes());
+        let mut covered = bytes[..49].to_vec();
+        covered.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(&bytes[49..53], &crc32c(&covered).to_le_bytes());
+        assert_eq!(&bytes[53..], &[1, 2, 3]);
+    }
+
+    #[test]
+    fn encode_size_limit() {
+        let fits = record(1, BOOT_A, &vec![0; MAX_PAYLOAD_LEN]);
+        let bytes = encode_record(&fits).unwrap();
+        assert_eq!(bytes.len() as u64, SLOT_SIZE);
+        assert_eq!(decode_record(&bytes).unwrap(), fits);
+        let too_big = record(1, BOOT_A, &vec![0; MAX_PAYLOAD_LEN + 1]);
+        assert_eq!(
+            encode_record(&too_big),
+            Err(MetaError::TooLarge {
+                payload: MAX_PAYLOAD_LEN + 1,
+                max: MAX_PAYLOAD_LEN
+            })
+        );
+    }
+
+    #[test]
+    fn every_flipped_byte_is_detected() {
+        let bytes = encode_record(&record(5, BOOT_A, b"presence and more")).unwrap();
+        for index in 0..bytes.len() {
+            let mut corrupt = bytes.clone();
+            corrupt[index] ^= 0x01;
+            let result = decode_record(&corrupt);
+            let expected_kind = match index {
+                0..8 => matches!(result, Err(MetaError::BadMagic)),
+                8..12 => matches!(result, Err(MetaError::BadVersion(_))),
+                // payload_len 17 becomes 16: the checksum no longer matches.
+                45 => matches!(result, Err(MetaError::BadChecksum)),
+                // payload_len grows past the bytes given.
+                46 | 47 => matches!(result, Err(MetaError::Truncated)),
+                // payload_len grows past what a slot can hold.
+                48 => matches!(result, Err(MetaError::TooLarge { .. })),
+                _ => matches!(result, Err(MetaError::BadChecksum)),
+            };
+            assert!(expected_kind, "byte {index}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_slots_are_rejected() {
+        let bytes = encode_record(&record(5, BOOT_A, b"payload")).unwrap();
+        assert_eq!(decode_record(&[]), Err(MetaError::Truncated));
+        assert_eq!(
+            decode_record(&bytes[..HEADER_LEN - 1]),
+            Err(MetaError::Truncated)
+        );
+        assert_eq!(
+            decode_record(&bytes[..bytes.len() - 1]),
+            Err(MetaError::Truncated)
+        );
+        assert_eq!(
+            decode_record(&vec![0; SLOT_SIZE as usize]),
+            Err(MetaError::BadMagic)
+        );
+        let mut bad_magic = bytes.clone();
+        bad_magic[..8].copy_from_slice(b"VCACHEM2");
+        assert_eq!(decode_record(&bad_magic), Err(MetaError::BadMagic));
+        let mut bad_version = bytes.clone();
+        bad_version[8..12].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(decode_record(&bad_version), Err(MetaError::BadVersion(2)));
+        // payload_len larger than a slot can hold, even if the buffer is big enough.
+        let mut huge = bytes.clone();
+        huge[45..49].copy_from_slice(&u32::MAX.to_le_bytes());
+        huge.resize(SLOT_SIZE as usize * 2, 0);
+        assert_eq!(
+            decode_record(&huge),
+            Err(MetaError::TooLarge {
+                payload: u32::MAX as usize,
+                max: MAX_PAYLOAD_LEN
+            })
+        );
+        let mut just_over = bytes.clone();
+        just_over[45..49].copy_from_slice(&(MAX_PAYLOAD_LEN as u32 + 1).to_le_bytes());
+        assert!(matches!(
+            decode_record(&just_over),
+            Err(MetaError::TooLarge { .. })
+        ));
+        // payload_len larger than the bytes given.
+        let mut long_claim = bytes.clone();
+        long_claim[45..49].copy_from_slice(&1000u32.to_le_bytes());
+        assert_eq!(decode_record(&long_claim), Err(MetaError::Truncated));
+    }
+
+    #[test]
+    fn choose_fast_newer_same_boot_wins() {
+        let slots = [
+            slot_bytes(&record(4, BOOT_B, b"d0")),
+            slot_bytes(&record(5, BOOT_B, b"d1")),
+            slot_bytes(&record(7, BOOT_A, b"f2")),
+            slot_bytes(&record(6, BOOT_A, b"f3")),
+        ];
+        let (slot, rec) = choose_record(&slots, &BOOT_A).unwrap();
+        assert_eq!((slot, rec.seq), (2, 7));
+        let scan = scan_slots(&slots, &BOOT_A);
+        assert_eq!(scan.newest_durable, Some(1));
+        assert_eq!(scan.newest_fast, Some(2));
+        assert_eq!(scan.max_seq, Some(7));
+        assert_eq!(next_durable_slot(scan.newest_durable), 0);
+        assert_eq!(next_fast_slot(scan.newest_fast), 3);
+    }
+
+    #[test]
+    fn choose_fast_newer_other_boot_falls_to_durable() {
+        let slots = [
+            slot_bytes(&record(4, BOOT_B, b"d0")),
+            slot_bytes(&record(5, BOOT_B, b"d1")),
+            slot_bytes(&record(7, BOOT_B, b"f2")),
+            slot_bytes(&record(6, BOOT_B, b"f3")),
+        ];
+        let (slot, rec) = choose_record(&slots, &BOOT_A).unwrap();
+        assert_eq!((slot, rec.seq), (1, 5));
+        let scan = scan_slots(&slots, &BOOT_A);
+        assert_eq!(scan.newest_fast, None);
+        assert_eq!(scan.max_seq, Some(7));
+        assert_eq!(
+            scan.states[2],
+            SlotState::Valid {
+                seq: 7,
+                trusted: false
+            }
+        );
+    }
+
+    #[test]
+    fn durable_slot_trusted_whatever_its_boot() {
+        let slots = [slot_bytes(&record(1, BOOT_B, b"")), None, None, None];
+        assert_eq!(choose_record(&slots, &BOOT_A).unwrap().0, 0);
+    }
+
+    #[test]
+    fn choose_torn_newest_durable_falls_back_to_older() {
+        let slots = [
+            slot_bytes(&record(4, BOOT_A, b"old")),
+            torn(&record(5, BOOT_A, b"new")),
+            None,
+            None,
+        ];
+        let (slot, rec) = choose_record(&slots, &BOOT_A).unwrap();
+        assert_eq!((slot, rec.seq), (0, 4));
+        let scan = scan_slots(&slots, &BOOT_A);
+        assert_eq!(scan.newest_durable, Some(0));
+        assert_eq!(next_durable_slot(scan.newest_durable), 1);
+        assert_eq!(scan.states[1], SlotState::Invalid(MetaError::BadChecksum));
+        assert!(scan.has_invalid());
+    }
+
+    #[test]
+    fn choose_torn_fast_falls_back() {
+        let slots = [
+            slot_bytes(&record(4, BOOT_A, b"d")),
+            None,
+            slot_bytes(&record(6, BOOT_A, b"f2")),
+            torn(&record(7, BOOT_A, b"f3")),
+        ];
+        assert_eq!(choose_record(&slots, &BOOT_A).unwrap().0, 2);
+    }
+
+    #[test]
+    fn choose_all_torn_or_empty_is_none() {
+        let all_torn = [
+            torn(&record(1, BOOT_A, b"a")),
+            torn(&record(2, BOOT_A, b"b")),
+            torn(&record(3, BOOT_A, b"c")),
+            torn(&record(4, BOOT_A, b"d")),
+        ];
+        assert_eq!(choose_record(&all_torn, &BOOT_A), None);
+        assert!(scan_slots(&all_torn, &BOOT_A).has_invalid());
+        let empty = [None, Some(vec![0; 64]), None, Some(vec![])];
+        assert_eq!(choose_record(&empty, &BOOT_A), None);
+        let scan = scan_slots(&empty, &BOOT_A);
+        assert!(!scan.has_invalid());
+        assert!(scan.states.iter().all(|state| *state == SlotState::Empty));
+        assert_eq!(next_durable_slot(scan.newest_durable), 0);
+        assert_eq!(next_fast_slot(scan.newest_fast), 2);
+    }
+
+    #[test]
+    fn choose_equal_seq_prefers_durable() {
+        let slots = [
+            None,
+            slot_bytes(&record(9, BOOT_A, b"d")),
+            slot_bytes(&record(9, BOOT_A, b"f")),
+            None,
+        ];
+        assert_eq!(choose_record(&slots, &BOOT_A).unwrap().0, 1);
+    }
+
+    #[test]
+    fn describe_names_every_slot() {
+        let slots = [
+            torn(&record(1, BOOT_A, b"a")),
+            None,
+            slot_bytes(&record(3, BOOT_B, b"")),
+            slot_bytes(&record(4, BOOT_A, b"")),
+        ];
+        let text = scan_slots(&slots, &BOOT_A).describe();
+        assert!(
+            text.contains("slot 0: metadata checksum mismatch"),
+            "{text}"
+        );
+        assert!(text.contains("slot 1: empty"), "{text}");
+        assert!(
+            text.contains("slot 2: seq 3 from an earlier boot"),
+            "{text}"
+        );
+        assert!(text.contains("slot 3: seq 4"), "{text}");
+    }
+
+    #[test]
+    fn meta_file_round_trip() {
+        let dir = TempDir::new("round-trip");
+        let path = dir.0.join("movie.meta");
+        assert_eq!(
+            MetaFile::open(&path, false).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        let meta = MetaFile::open(&path, true).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), META_FILE_LEN);
+        assert_eq!(meta.load(&BOOT_A), Ok(None));
+
+        let durable = record(1, BOOT_A, b"durable");
+        meta.write_slot_synced(0, &durable).unwrap();
+        let fast = record(2, BOOT_A, &[0x5A; 5000]);
+        meta.write_slot(3, &fast).unwrap();
+        assert_eq!(meta.load(&BOOT_A), Ok(Some((3, fast.clone()))));
+
+        // A second handle (what the sync thread or a restarted process sees).
+        drop(meta);
+        let reopened = MetaFile::open(&path, false).unwrap();
+        assert_eq!(reopened.load(&BOOT_A), Ok(Some((3, fast))));
+        // After a "reboot", the fast slot is not trusted.
+        assert_eq!(reopened.load(&BOOT_B), Ok(Some((0, durable))));
+        assert_eq!(reopened.path(), path.as_path());
+        let cloned = reopened.try_clone().unwrap();
+        assert_eq!(cloned.scan(&BOOT_A).unwrap().max_seq, Some(2));
+        // Reopen with create = true keeps the contents.
+        let again = MetaFile::open(&path, true).unwrap();
+        assert_eq!(again.load(&BOOT_A).unwrap().unwrap().1.seq, 2);
+    }
+
+    #[test]
+    fn meta_file_bad_slot_and_too_large() {
+        let dir = TempDir::new("bad-slot");
+        let meta = MetaFile::open(&dir.0.join("v.meta"), true).unwrap();
+        assert_eq!(
+            meta.write_slot(SLOT_COUNT, &record(1, BOOT_A, b"")),
+            Err(MetaError::BadSlot(SLOT_COUNT))
+        );
+        assert!(matches!(
+            meta.write_slot(0, &record(1, BOOT_A, &vec![0; MAX_PAYLOAD_LEN + 1])),
+            Err(MetaError::TooLarge { .. })
+        ));
+        assert_eq!(meta.load(&BOOT_A), Ok(None));
+        // The largest record fits exactly and does not spill into the next slot.
+        let full = record(1, BOOT_A, &vec![0xEE; MAX_PAYLOAD_LEN]);
+        meta.write_slot(0, &full).unwrap();
+        meta.write_slot(1, &record(2, BOOT_A, b"next")).unwrap();
+        assert_eq!(
+            meta.scan(&BOOT_A).unwrap().states[0],
+            SlotState::Valid {
+                seq: 1,
+                trusted: true
+            }
+        );
+    }
+
+    #[test]
+    fn meta_file_torn_write_falls_back_to_other_slot() {
+        let dir = TempDir::new("torn");
+        let path = dir.0.join("v.meta");
+        let meta = MetaFile::open(&path, true).unwrap();
+        let older = record(1, BOOT_A, &[0x11; 3000]);
+        let newer = record(2, BOOT_A, &[0x22; 3000]);
+        meta.write_slot(0, &older).unwrap();
+        meta.write_slot(1, &newer).unwrap();
+        assert_eq!(meta.load(&BOOT_A).unwrap().unwrap().1, newer);
+        // Half of a seq-3 record lands over the older slot 0: 0 is torn, 1 still wins.
+        let newest = encode_record(&record(3, BOOT_A, &[0x33; 3000])).unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&newest[..newest.len() / 2], 0).unwrap();
+        let scan = meta.scan(&BOOT_A).unwrap();
+        assert_eq!(scan.states[0], SlotState::Invalid(MetaError::BadChecksum));
+        assert_eq!(meta.load(&BOOT_A), Ok(Some((1, newer))));
+        // The same tear over slot 1 too: nothing verifies, which is an error, not fresh.
+        file.write_all_at(&newest[..newest.len() / 2], SLOT_SIZE)
+            .unwrap();
+        let err = meta.load(&BOOT_A).unwrap_err();
+        assert!(matches!(err, MetaError::NoValidSlot(_)), "{err:?}");
+        assert!(err.to_string().contains("v.meta"), "{err}");
+    }
+
+    #[test]
+    fn meta_file_torn_first_record_is_not_fresh() {
+        let dir = TempDir::new("torn-first");
+        let path = dir.0.join("v.meta");
+        let meta = MetaFile::open(&path, true).unwrap();
+        // Only the second half of a record reached the disk: header is zero, payload not.
+        let bytes = encode_record(&record(1, BOOT_A, &[0x44; 8000])).unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&bytes[4096..], 4096).unwrap();
+        assert!(matches!(meta.load(&BOOT_A), Err(MetaError::NoValidSlot(_))));
+        // A stray non-zero byte at the very end of a slot is noticed too.
+        let meta2_path = dir.0.join("w.meta");
+        let meta2 = MetaFile::open(&meta2_path, true).unwrap();
+        let file2 = OpenOptions::new().write(true).open(&meta2_path).unwrap();
+        file2.write_all_at(&[1], 2 * SLOT_SIZE - 1).unwrap();
+        assert!(matches!(
+            meta2.load(&BOOT_A),
+            Err(MetaError::NoValidSlot(_))
+        ));
+    }
+
+    #[test]
+    fn meta_file_only_old_boot_fast_records_is_fresh() {
+        let dir = TempDir::new("old-boot");
+        let meta = MetaFile::open(&dir.0.join("v.meta"), true).unwrap();
+        meta.write_slot(2, &record(1, BOOT_B, b"unsynced")).unwrap();
+        assert_eq!(meta.load(&BOOT_A), Ok(None));
+        assert_eq!(meta.scan(&BOOT_A).unwrap().max_seq, Some(1));
+    }
+
+    #[test]
+    fn meta_file_wrong_length_is_refused_and_untouched() {
+        let dir = TempDir::new("wrong-len");
+        let path = dir.0.join("v.meta");
+        std::fs::write(&path, b"not a meta file").unwrap();
+        let err = MetaFile::open(&path, true).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(std::fs::read(&path).unwrap(), b"not a meta file");
+        // A zero-length file (crash right after creation) is completed.
+        let empty = dir.0.join("e.meta");
+        std::fs::write(&empty, b"").unwrap();
+        let meta = MetaFile::open(&empty, false).unwrap();
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), META_FILE_LEN);
+        assert_eq!(meta.load(&BOOT_A), Ok(None));
+    }
+
+    #[test]
+    fn meta_file_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<MetaFile>();
+    }
+}

@@ -1,0 +1,850 @@
+//! The store: every configured video and the bytes it holds. `file` videos are read-only mappings of the
+//! operator's files; `upload` slots are fully allocated, shared, writable mappings in the data directory
+//! with a presence map of the byte ranges that have arrived and a two-plus-two slot metadata file (see
+//! ARCHITECTURE.md, "Durability protocol"). Everything here runs on the event-loop thread except the
+//! syncs, which go to the commit worker (`commit`).
+
+pub mod commit;
+pub mod data_file;
+pub mod meta;
+pub mod presence;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mio::Token;
+
+use crate::config::{Config, VideoConfig, VideoKind};
+use commit::{CommitDone, CommitJob};
+use data_file::{DataFileError, ReadOnlyFile, WritableFile};
+use meta::{BootId, MetaFile, MetaRecord};
+use presence::PresenceMap;
+
+/// `MetaRecord::video_kind` codes: a metadata file of one kind is never opened as another.
+pub const KIND_CODE_UPLOAD: u8 = 2;
+
+/// Version of the upload-slot payload layout inside a metadata record.
+const UPLOAD_PAYLOAD_VERSION: u8 = 1;
+
+/// Content type by file extension, as nginx's mime.types does for the formats players fetch.
+pub fn content_type_for(path_or_id: &str) -> &'static str {
+    let ext = path_or_id
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "ts" | "m2ts" | "mts" => "video/mp2t",
+        "mp4" | "m4v" => "video/mp4",
+        "m4a" => "audio/mp4",
+        "m4s" => "video/iso.segment",
+        "mkv" => "video/x-matroska",
+        "webm" => "video/webm",
+        "mov" => "video/quicktime",
+        "avi" => "video/x-msvideo",
+        "flv" => "video/x-flv",
+        "ogv" | "ogg" => "video/ogg",
+        "mp3" => "audio/mpeg",
+        "aac" => "audio/aac",
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "mpd" => "application/dash+xml",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "txt" => "text/plain; charset=utf-8",
+        "json" => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Whether the bytes at an offset can be sent now, will be (a writer holds them), or will not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Present from the offset up to this end (exclusive).
+    Present(u64),
+    /// Not present, but an in-flight write covers it.
+    Pending,
+    /// Not present and nobody is writing it.
+    Absent,
+}
+
+/// Why a write was refused before any byte was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteRefusal {
+    OutOfBounds {
+        start: u64,
+        end: u64,
+        len: u64,
+    },
+    /// Some of these bytes are present already, or another request is writing them.
+    Overlap {
+        start: u64,
+        end: u64,
+        in_flight: bool,
+    },
+    TooFragmented {
+        max_ranges: usize,
+    },
+    /// A DELETE is being committed, or the last commit failed: retry later.
+    Busy(String),
+    /// The video is complete: nothing left to append to.
+    Full,
+}
+
+impl std::fmt::Display for WriteRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteRefusal::OutOfBounds { start, end, len } => write!(
+                f,
+                "bytes {start}-{} are outside the slot of {len} bytes",
+                end.saturating_sub(1)
+            ),
+            WriteRefusal::Overlap {
+                start,
+                end,
+                in_flight: false,
+            } => write!(
+                f,
+                "bytes {start}-{} are already present; present bytes are never overwritten (DELETE the video to start again)",
+                end.saturating_sub(1)
+            ),
+            WriteRefusal::Overlap {
+                start,
+                end,
+                in_flight: true,
+            } => write!(
+                f,
+                "bytes {start}-{} are being written by another request",
+                end.saturating_sub(1)
+            ),
+            WriteRefusal::TooFragmented { max_ranges } => write!(
+                f,
+                "the presence map would exceed {max_ranges} separate ranges (limits.max_presence_ranges); write adjacent ranges"
+            ),
+            WriteRefusal::Busy(why) => write!(f, "{why}; retry shortly"),
+            WriteRefusal::Full => {
+                write!(f, "the slot is complete; nothing is missing to append to")
+            }
+        }
+    }
+}
+
+/// An in-flight write into a slot: [start, end) reserved, [start, claimed) already claimed.
+#[derive(Debug, Clone, Copy)]
+struct Reservation {
+    id: u64,
+    start: u64,
+    end: u64,
+}
+
+/// An `upload` slot: a writable mapping, its presence map and its commit state.
+pub struct Slot {
+    pub data: WritableFile,
+    meta: Arc<MetaFile>,
+    pub presence: PresenceMap,
+    reservations: Vec<Reservation>,
+    next_reservation_id: u64,
+    /// Bumped by DELETE: part of the ETag, so a client never mixes two generations.
+    pub generation: u64,
+    pub modified: SystemTime,
+    boot_id: BootId,
+    /// The sequence number of the newest record written (fast or durable).
+    record_seq: u64,
+    /// Bumped on every change of what the metadata claims (presence, generation).
+    pub claim_seq: u64,
+    /// The claim_seq covered by the newest durable record / fast record.
+    pub durable_claim_seq: u64,
+    pub fast_claim_seq: u64,
+    next_durable_slot: usize,
+    next_fast_slot: usize,
+    pub commit_in_flight: bool,
+    /// A DELETE waits for its durable commit; no write is accepted until then.
+    pub delete_pending: bool,
+    pub last_commit_error: Option<String>,
+    max_presence_ranges: usize,
+}
+
+/// What a video holds.
+pub enum Body {
+    File {
+        data: ReadOnlyFile,
+        etag: String,
+        modified: SystemTime,
+    },
+    Upload(Box<Slot>),
+}
+
+/// One configured video as the event loop sees it.
+pub struct Video {
+    pub cfg: VideoConfig,
+    pub content_type: String,
+    pub body: Body,
+    /// Connections waiting for bytes of this video to arrive.
+    pub byte_waiters: Vec<Token>,
+    /// Connections waiting for a commit of this video (their 2xx depends on it).
+    pub commit_waiters: Vec<Token>,
+}
+
+impl Video {
+    pub fn len(&self) -> u64 {
+        match &self.body {
+            Body::File { data, .. } => data.len,
+            Body::Upload(s) => s.data.len,
+        }
+    }
+
+    pub fn is_writable(&self) -> bool {
+        matches!(self.body, Body::Upload(_))
+    }
+
+    pub fn etag(&self) -> String {
+        match &self.body {
+            Body::File { etag, .. } => etag.clone(),
+            Body::Upload(s) => format!("\"u{:x}-{:x}\"", s.generation, s.data.len),
+        }
+    }
+
+    pub fn last_modified(&self) -> SystemTime {
+        match &self.body {
+            Body::File { modified, .. } => *modified,
+            Body::Upload(s) => s.modified,
+        }
+    }
+
+    /// Whether every byte is present.
+    pub fn is_complete(&self) -> bool {
+        match &self.body {
+            Body::File { .. } => true,
+            Body::Upload(s) => s.presence.is_complete(),
+        }
+    }
+
+    pub fn availability(&self, offset: u64) -> Availability {
+        match &self.body {
+            Body::File { data, .. } => {
+                if offset < data.len {
+                    Availability::Present(data.len)
+                } else {
+                    Availability::Absent
+                }
+            }
+            Body::Upload(s) => s.availability(offset),
+        }
+    }
+
+    /// The file descriptor and the mapping to send payload from.
+    pub fn payload_source(&self) -> (&File, Option<&[u8]>) {
+        match &self.body {
+            Body::File { data, .. } => (&data.file, data.map.as_deref()),
+            Body::Upload(s) => (&s.data.file, Some(&s.data.map[..])),
+        }
+    }
+
+    pub fn slot_mut(&mut self) -> Option<&mut Slot> {
+        match &mut self.body {
+            Body::Upload(s) => Some(s),
+            Body::File { .. } => None,
+        }
+    }
+
+    pub fn slot(&self) -> Option<&Slot> {
+        match &self.body {
+            Body::Upload(s) => Some(s),
+            Body::File { .. } => None,
+        }
+    }
+
+    /// Cached ranges as half-open pairs (a file video is wholly cached).
+    pub fn cached_ranges(&self) -> Vec<(u64, u64)> {
+        match &self.body {
+            Body::File { data, .. } if data.len > 0 => vec![(0, data.len)],
+            Body::File { .. } => Vec::new(),
+            Body::Upload(s) => s.presence.ranges().to_vec(),
+        }
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Slot {
+    pub fn availability(&self, offset: u64) -> Availability {
+        if let Some(end) = self.presence.run_end(offset) {
+            return Availability::Present(end);
+        }
+        if self
+            .reservations
+            .iter()
+            .any(|r| r.start <= offset && offset < r.end)
+        {
+            Availability::Pending
+        } else {
+            Availability::Absent
+        }
+    }
+
+    /// Reserve [start, end) for one write. Refused if any byte is present, being written, or outside.
+    pub fn reserve(&mut self, start: u64, end: u64) -> Result<u64, WriteRefusal> {
+        if self.delete_pending {
+            return Err(WriteRefusal::Busy(
+                "a DELETE of this video is being committed".into(),
+            ));
+        }
+        let len = self.data.len;
+        if start >= end || end > len {
+            return Err(WriteRefusal::OutOfBounds { start, end, len });
+        }
+        if self.presence.overlaps(start, end) {
+            return Err(WriteRefusal::Overlap {
+                start,
+                end,
+                in_flight: false,
+            });
+        }
+        if self
+            .reservations
+            .iter()
+            .any(|r| r.start < end && start < r.end)
+        {
+            return Err(WriteRefusal::Overlap {
+                start,
+                end,
+                in_flight: true,
+            });
+        }
+        if self.presence.would_fragment(start, end) {
+            return Err(WriteRefusal::TooFragmented {
+                max_ranges: self.presence_max_ranges(),
+            });
+        }
+        let id = self.next_reservation_id;
+        self.next_reservation_id += 1;
+        self.reservations.push(Reservation { id, start, end });
+        Ok(id)
+    }
+
+    /// An append: reserve from the first missing byte up to the next present byte (or `max_len`).
+    pub fn reserve_append(
+        &mut self,
+        max_len: Option<u64>,
+    ) -> Result<(u64, u64, u64), WriteRefusal> {
+        let start = match self.presence.first_missing_from(0) {
+            Some(s) => s,
+            None => return Err(WriteRefusal::Full),
+        };
+        let mut end = self.data.len;
+        for &(s, _) in self.presence.ranges() {
+            if s > start {
+                end = s;
+                break;
+            }
+        }
+        if let Some(n) = max_len {
+            let want = start.checked_add(n).ok_or(WriteRefusal::OutOfBounds {
+                start,
+                end: u64::MAX,
+                len: self.data.len,
+            })?;
+            if want > end {
+                return Err(WriteRefusal::OutOfBounds {
+                    start,
+                    end: want,
+                    len: end,
+                });
+            }
+            end = want;
+        }
+        let id = self.reserve(start, end)?;
+        Ok((id, start, end))
+    }
+
+    fn presence_max_ranges(&self) -> usize {
+        self.max_presence_ranges
+    }
+
+    /// The mutable bytes [offset, offset+len) of the mapping for an in-flight write. The caller holds a
+    /// reservation covering them (asserted: a write never lands outside its reservation or on present
+    /// bytes).
+    pub fn write_target(&mut self, reservation: u64, offset: u64, len: u64) -> Option<&mut [u8]> {
+        let r = self.reservations.iter().find(|r| r.id == reservation)?;
+        let end = offset.checked_add(len)?;
+        if offset < r.start || end > r.end {
+            log::error!("BUG: write outside its reservation refused");
+            return None;
+        }
+        let (a, b) = (usize::try_from(offset).ok()?, usize::try_from(end).ok()?);
+        self.data.map.get_mut(a..b)
+    }
+
+    /// Record that [start, end) of a reservation has arrived in the mapping.
+    pub fn claim(&mut self, reservation: u64, start: u64, end: u64) {
+        let inside = self
+            .reservations
+            .iter()
+            .any(|r| r.id == reservation && r.start <= start && end <= r.end);
+        if !inside {
+            log::error!("BUG: claim outside its reservation ignored");
+            return;
+        }
+        if start >= end {
+            return;
+        }
+        match self.presence.insert(start, end) {
+            Ok(()) => {
+                self.claim_seq += 1;
+            }
+            Err(e) => log::warn!("claim of bytes {start}..{end} deferred: {e}"),
+        }
+    }
+
+    /// End a reservation (the write finished or was cut); what was claimed stays claimed.
+    pub fn release(&mut self, reservation: u64) {
+        self.reservations.retain(|r| r.id != reservation);
+    }
+
+    /// DELETE: forget every present byte. The caller must wait for the durable commit before
+    /// acknowledging, and no write is accepted meanwhile (`delete_pending`).
+    pub fn forget_all(&mut self) -> Result<(), WriteRefusal> {
+        if !self.reservations.is_empty() {
+            return Err(WriteRefusal::Busy(
+                "writes to this video are in progress".into(),
+            ));
+        }
+        self.presence.clear();
+        self.generation += 1;
+        self.modified = SystemTime::now();
+        self.claim_seq += 1;
+        self.delete_pending = true;
+        Ok(())
+    }
+
+    fn payload(&self) -> Vec<u8> {
+        encode_upload_payload(self.generation, self.modified, &self.presence)
+    }
+
+    fn record(&mut self) -> MetaRecord {
+        self.record_seq += 1;
+        MetaRecord {
+            seq: self.record_seq,
+            boot_id: self.boot_id,
+            video_kind: KIND_CODE_UPLOAD,
+            data_len: self.data.len,
+            payload: self.payload(),
+        }
+    }
+
+    /// Does the metadata on disk (durable or fast) lag what is claimed in memory?
+    pub fn fast_record_due(&self) -> bool {
+        self.claim_seq > self.fast_claim_seq.max(self.durable_claim_seq)
+    }
+
+    /// Write the fast (process-crash) record: a plain pwrite into the page cache, no sync.
+    pub fn write_fast_record(&mut self) -> Result<(), String> {
+        let claim = self.claim_seq;
+        let rec = self.record();
+        let slot = self.next_fast_slot;
+        self.meta
+            .write_slot(slot, &rec)
+            .map_err(|e| format!("writing the fast metadata record failed: {e}"))?;
+        self.next_fast_slot = meta::next_fast_slot(Some(slot));
+        self.fast_claim_seq = claim;
+        Ok(())
+    }
+
+    pub fn checkpoint_due(&self) -> bool {
+        !self.commit_in_flight && self.claim_seq > self.durable_claim_seq
+    }
+
+    /// A durable commit job for the current state, or None if one is in flight or nothing changed.
+    pub fn commit_job(&mut self, id: &str) -> Option<CommitJob> {
+        if !self.checkpoint_due() {
+            return None;
+        }
+        let claim = self.claim_seq;
+        let rec = self.record();
+        let slot = self.next_durable_slot;
+        self.commit_in_flight = true;
+        Some(CommitJob {
+            video: id.to_string(),
+            data: self.data.file.clone(),
+            meta: self.meta.clone(),
+            slot,
+            record: rec,
+            claim_seq: claim,
+        })
+    }
+
+    pub fn commit_done(&mut self, done: &CommitDone) {
+        self.commit_in_flight = false;
+        match &done.result {
+            Ok(()) => {
+                self.durable_claim_seq = self.durable_claim_seq.max(done.claim_seq);
+                self.next_durable_slot = meta::next_durable_slot(Some(done.slot));
+                self.last_commit_error = None;
+                if self.delete_pending && self.durable_claim_seq >= self.claim_seq {
+                    self.delete_pending = false;
+                }
+            }
+            Err(e) => {
+                // The slot that failed may be torn: the next attempt goes to the same slot, so the
+                // other durable slot (the newest good record) is never overwritten.
+                self.last_commit_error = Some(e.clone());
+            }
+        }
+    }
+
+    /// Is the claim `claim_seq` covered as the given sync mode promises?
+    pub fn claim_is_committed(&self, claim_seq: u64, durable: bool) -> bool {
+        if durable {
+            self.durable_claim_seq >= claim_seq
+        } else {
+            self.durable_claim_seq.max(self.fast_claim_seq) >= claim_seq
+        }
+    }
+}
+
+/// A video the store could not open: it is left out and its files are left untouched.
+#[derive(Debug, Clone)]
+pub struct VideoProblem {
+    pub id: String,
+    pub message: String,
+}
+
+/// Every servable video, by id.
+pub struct Store {
+    pub videos: BTreeMap<String, Video>,
+    pub data_dir: PathBuf,
+    pub boot_id: BootId,
+    pub max_presence_ranges: usize,
+}
+
+fn data_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.data"))
+}
+
+fn meta_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.meta"))
+}
+
+/// What a metadata record says about an upload slot.
+struct UploadState {
+    generation: u64,
+    modified: SystemTime,
+    presence: PresenceMap,
+}
+
+fn decode_upload_payload(
+    payload: &[u8],
+    len: u64,
+    max_ranges: usize,
+) -> Result<UploadState, String> {
+    if payload.len() < 17 {
+        return Err("metadata payload is truncated".into());
+    }
+    if payload[0] != UPLOAD_PAYLOAD_VERSION {
+        return Err(format!("unknown payload version {}", payload[0]));
+    }
+    let mut g = [0u8; 8];
+    g.copy_from_slice(&payload[1..9]);
+    let mut m = [0u8; 8];
+    m.copy_from_slice(&payload[9..17]);
+    let presence = PresenceMap::decode(&payload[17..], len, max_ranges)
+        .map_err(|e| format!("presence map: {e}"))?;
+    Ok(UploadState {
+        generation: u64::from_le_bytes(g),
+        modified: UNIX_EPOCH + Duration::from_secs(u64::from_le_bytes(m)),
+        presence,
+    })
+}
+
+impl Store {
+    /// Open every video of the config. Videos that cannot be opened are reported and left out; the
+    /// others are served.
+    pub fn open(cfg: &Config, boot_id: BootId) -> Result<(Store, Vec<VideoProblem>), String> {
+        let data_dir = cfg.server.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|e| {
+            format!(
+                "cannot create data_dir {}: {e} (set [server] data_dir to a writable directory)",
+                data_dir.display()
+            )
+        })?;
+        let mut store = Store {
+            videos: BTreeMap::new(),
+            data_dir,
+            boot_id,
+            // A presence map must fit in one metadata slot with the payload's own fields.
+            max_presence_ranges: cfg
+                .server
+                .limits
+                .max_presence_ranges
+                .min((meta::MAX_PAYLOAD_LEN - 64) / presence::ENCODED_RANGE_LEN),
+        };
+        let mut problems = Vec::new();
+        for v in &cfg.videos {
+            match store.open_video(v) {
+                Ok(video) => {
+                    store.videos.insert(v.id.clone(), video);
+                }
+                Err(message) => problems.push(VideoProblem {
+                    id: v.id.clone(),
+                    message,
+                }),
+            }
+        }
+        Ok((store, problems))
+    }
+
+    /// Open (or create) one video's files.
+    pub fn open_video(&self, v: &VideoConfig) -> Result<Video, String> {
+        let body = match &v.kind {
+            VideoKind::File { path } => {
+                let data = ReadOnlyFile::open(path)
+                    .map_err(|e| format!("cannot open file {}: {e}", path.display()))?;
+                let md = data
+                    .file
+                    .metadata()
+                    .map_err(|e| format!("cannot stat file {}: {e}", path.display()))?;
+                let modified = md.modified().unwrap_or(UNIX_EPOCH);
+                let nanos = modified
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                let etag = format!("\"{:x}-{:x}\"", nanos, data.len);
+                Body::File {
+                    data,
+                    etag,
+                    modified,
+                }
+            }
+            VideoKind::Upload { size } => Body::Upload(Box::new(self.open_slot(&v.id, *size)?)),
+            VideoKind::Live { .. } => {
+                return Err("live channels are not supported by this build yet".into());
+            }
+            VideoKind::Origin { .. } => {
+                return Err("origin videos are not supported by this build yet".into());
+            }
+        };
+        let content_type = v.content_type.clone().unwrap_or_else(|| {
+            match &v.kind {
+                VideoKind::File { path } => content_type_for(&path.to_string_lossy()),
+                _ => content_type_for(&v.id),
+            }
+            .to_string()
+        });
+        Ok(Video {
+            cfg: v.clone(),
+            content_type,
+            body,
+            byte_waiters: Vec::new(),
+            commit_waiters: Vec::new(),
+        })
+    }
+
+    fn open_slot(&self, id: &str, size: u64) -> Result<Slot, String> {
+        let dpath = data_path(&self.data_dir, id);
+        let mpath = meta_path(&self.data_dir, id);
+        let data_exists = dpath.exists();
+        let meta_exists = mpath.exists();
+        if data_exists && !meta_exists {
+            return Err(format!(
+                "data file {} exists but its metadata {} is missing; both are left untouched \
+                 (move the data file away to start the slot afresh)",
+                dpath.display(),
+                mpath.display()
+            ));
+        }
+        let meta = MetaFile::open(&mpath, true)
+            .map_err(|e| format!("cannot open metadata {}: {e}", mpath.display()))?;
+        let scan = meta.scan(&self.boot_id).map_err(|e| {
+            format!(
+                "metadata {} cannot be read ({e}); the video is left out and its files untouched",
+                mpath.display()
+            )
+        })?;
+        if scan.winner.is_none() && scan.has_invalid() {
+            return Err(format!(
+                "metadata {} holds no valid record ({}); the video is left out and its files untouched",
+                mpath.display(),
+                scan.describe()
+            ));
+        }
+        let loaded = scan.winner.clone();
+        let was_fresh = loaded.is_none();
+        let fresh_record = |seq: u64| MetaRecord {
+            seq,
+            boot_id: self.boot_id,
+            video_kind: KIND_CODE_UPLOAD,
+            data_len: size,
+            payload: Vec::new(),
+        };
+        let (state, chosen_slot, seq) = match loaded {
+            None => {
+                if data_exists {
+                    return Err(format!(
+                        "metadata {} holds no valid record but data file {} exists; both are left untouched",
+                        mpath.display(),
+                        dpath.display()
+                    ));
+                }
+                // Creation, step 1: the metadata's first durable record, synced, before the data file
+                // exists. A crash between the steps leaves a record that claims nothing.
+                let state = UploadState {
+                    generation: 1,
+                    modified: SystemTime::now(),
+                    presence: PresenceMap::new(size, self.max_presence_ranges),
+                };
+                let mut rec = fresh_record(scan.max_seq.unwrap_or(0) + 1);
+                rec.payload =
+                    encode_upload_payload(state.generation, state.modified, &state.presence);
+                meta.write_slot_synced(meta::DURABLE_SLOTS[0], &rec)
+                    .map_err(|e| format!("cannot write metadata {}: {e}", mpath.display()))?;
+                (state, meta::DURABLE_SLOTS[0], rec.seq)
+            }
+            Some((slot, rec)) => {
+                if rec.video_kind != KIND_CODE_UPLOAD {
+                    return Err(format!(
+                        "metadata {} belongs to a video of another kind (code {}), the config says upload; left untouched",
+                        mpath.display(),
+                        rec.video_kind
+                    ));
+                }
+                if rec.data_len != size {
+                    return Err(format!(
+                        "metadata {} describes {} bytes but the config says size = {size}; left untouched \
+                         (restore the old size, or move both files away to start afresh)",
+                        mpath.display(),
+                        rec.data_len
+                    ));
+                }
+                let state = decode_upload_payload(&rec.payload, size, self.max_presence_ranges)
+                    .map_err(|e| format!("metadata {}: {e}; left untouched", mpath.display()))?;
+                if !data_exists && state.presence.present_bytes() > 0 {
+                    return Err(format!(
+                        "data file {} is missing but its metadata claims {} bytes; left untouched",
+                        dpath.display(),
+                        state.presence.present_bytes()
+                    ));
+                }
+                (state, slot, scan.max_seq.unwrap_or(rec.seq).max(rec.seq))
+            }
+        };
+        let data = if data_exists {
+            data_file::open_existing(&dpath, size)
+        } else {
+            // Creation, step 2: the data file, fully allocated.
+            let r = data_file::create(&dpath, size);
+            if r.is_ok() {
+                let _ = data_file::sync_dir(&self.data_dir);
+            }
+            r
+        }
+        .map_err(|e| match e {
+            DataFileError::NoSpace { .. } => format!("cannot create {}: {e}", dpath.display()),
+            _ => format!("data file {}: {e}", dpath.display()),
+        })?;
+        // Overwrite the older durable slot next, so the newest durable record survives a torn write.
+        let newest_durable = if was_fresh {
+            Some(meta::DURABLE_SLOTS[0])
+        } else {
+            scan.newest_durable
+        };
+        let next_durable_slot = meta::next_durable_slot(newest_durable);
+        let next_fast_slot = meta::next_fast_slot(scan.newest_fast);
+        let from_fast = meta::FAST_SLOTS.contains(&chosen_slot);
+        Ok(Slot {
+            data,
+            meta: Arc::new(meta),
+            presence: state.presence,
+            reservations: Vec::new(),
+            next_reservation_id: 1,
+            generation: state.generation,
+            modified: state.modified,
+            boot_id: self.boot_id,
+            record_seq: seq,
+            claim_seq: 1,
+            // A state recovered from a fast record is in the page cache but maybe not on the disk:
+            // the first checkpoint makes it durable.
+            durable_claim_seq: if from_fast { 0 } else { 1 },
+            fast_claim_seq: 1,
+            next_durable_slot,
+            next_fast_slot,
+            commit_in_flight: false,
+            delete_pending: false,
+            last_commit_error: None,
+            max_presence_ranges: self.max_presence_ranges,
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Video> {
+        self.videos.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Video> {
+        self.videos.get_mut(id)
+    }
+}
+
+fn encode_upload_payload(generation: u64, modified: SystemTime, presence: &PresenceMap) -> Vec<u8> {
+    let mut p = Vec::with_capacity(17 + presence.encoded_len());
+    p.push(UPLOAD_PAYLOAD_VERSION);
+    p.extend_from_slice(&generation.to_le_bytes());
+    p.extend_from_slice(&unix_secs(modified).to_le_bytes());
+    presence.encode(&mut p);
+    p
+}
+
+/// A read-only description of what is cached for each video, for `vcache check`. Takes no lock and
+/// creates nothing.
+pub fn describe_cached(cfg: &Config, v: &VideoConfig, boot: &BootId) -> String {
+    match &v.kind {
+        VideoKind::File { path } => match std::fs::metadata(path) {
+            Ok(m) => format!("file {} ({} bytes), complete", path.display(), m.len()),
+            Err(e) => format!("file {}: {e}", path.display()),
+        },
+        VideoKind::Upload { size } => {
+            let mpath = meta_path(&cfg.server.data_dir, &v.id);
+            if !mpath.exists() {
+                return format!("upload slot of {size} bytes, not created yet");
+            }
+            let meta = match MetaFile::open(&mpath, false) {
+                Ok(m) => m,
+                Err(e) => return format!("metadata {}: {e}", mpath.display()),
+            };
+            match meta.load(boot) {
+                Ok(None) => format!("upload slot of {size} bytes, nothing recorded"),
+                Ok(Some((_, rec))) => {
+                    if rec.video_kind != KIND_CODE_UPLOAD || rec.data_len != *size {
+                        return format!(
+                            "PROBLEM: metadata describes kind code {} of {} bytes, config says upload of {size}",
+                            rec.video_kind, rec.data_len
+                        );
+                    }
+                    match decode_upload_payload(&rec.payload, *size, usize::MAX) {
+                        Ok(st) => format!(
+                            "upload slot of {size} bytes, {} bytes present in {} ranges{}",
+                            st.presence.present_bytes(),
+                            st.presence.ranges().len(),
+                            if st.presence.is_complete() {
+                                " (complete)"
+                            } else {
+                                ""
+                            }
+                        ),
+                        Err(e) => format!("PROBLEM: metadata {}: {e}", mpath.display()),
+                    }
+                }
+                Err(e) => format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display()),
+            }
+        }
+        VideoKind::Live { capacity } => {
+            format!("live channel of {capacity} bytes (not supported by this build yet)")
+        }
+        VideoKind::Origin { url, .. } => {
+            format!("origin video at {url} (not supported by this build yet)")
+        }
+    }
+}
