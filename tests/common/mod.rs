@@ -1,0 +1,372 @@
+//! Shared helpers for the integration tests: a temporary directory, the real `vcache` binary started on
+//! an ephemeral loopback port with a config written for it, and a small HTTP/1.1 client over a real
+//! socket that reads Content-Length, chunked and close-delimited bodies byte for byte.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn vcache_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vcache"))
+}
+
+/// A directory removed when dropped.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+static DIR_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("vcache-it-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create test dir");
+        TestDir { path }
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A tiny deterministic PRNG for tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0 | 1;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    /// Uniform-ish in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+/// The running daemon. Killed (SIGKILL) when dropped if still running.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl Daemon {
+    /// Write `config_body` (everything but `listen`, which is added as the first key of `[server]`)
+    /// into `dir/vcache.toml` and start `vcache serve` on it. `config_body` must begin with `[server]`.
+    pub fn start(dir: &Path, config_body: &str) -> Daemon {
+        let port = free_port();
+        let config = config_body.replacen(
+            "[server]",
+            &format!("[server]\nlisten = \"127.0.0.1:{port}\""),
+            1,
+        );
+        let config_path = dir.join("vcache.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        Self::start_with_config(dir, &config_path, port)
+    }
+
+    /// Start on an existing config file whose listen port is `port`.
+    pub fn start_with_config(dir: &Path, config_path: &Path, port: u16) -> Daemon {
+        let log_path = dir.join(format!("vcache-{}.log", DIR_COUNTER.fetch_add(1, Ordering::SeqCst)));
+        let log = std::fs::File::create(&log_path).expect("create log");
+        let child = Command::new(vcache_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn vcache");
+        let mut d = Daemon {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+            config_path: config_path.to_path_buf(),
+            log_path,
+        };
+        d.wait_ready();
+        d
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("vcache exited early with {status}; log:\n{}", self.log());
+                }
+            }
+            if let Ok(r) = try_request(self.addr(), "GET", "/healthz", &[], b"") {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("vcache did not become ready; log:\n{}", self.log());
+    }
+
+    /// Send a signal to the daemon.
+    pub fn signal(&self, sig: i32) {
+        if let Some(child) = &self.child {
+            let rc = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(child.id().to_string())
+                .status()
+                .expect("run kill");
+            assert!(rc.success(), "kill -{sig} failed");
+        }
+    }
+
+    /// SIGTERM and wait for the exit (at most `limit`).
+    pub fn stop(&mut self, limit: Duration) -> ExitStatus {
+        self.signal(15);
+        self.wait_exit(limit)
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("vcache did not exit within {limit:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL now.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        request(self.addr(), "GET", path, headers, b"")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One request on a new connection (`Connection: close`). Panics on I/O errors.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    try_request(addr, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    let mut has_len = false;
+    for (k, v) in headers {
+        if k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding") {
+            has_len = true;
+        }
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() && !has_len {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut r = BufReader::new(s);
+    read_response(&mut r, method == "HEAD")
+}
+
+/// Send raw bytes on a new connection and read everything until the server closes (or 5 s of silence).
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// Read one response from a buffered stream (keep-alive aware).
+pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<Response> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no status line"));
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h)?;
+            let h = h.trim_end_matches(['\r', '\n']);
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        if (100..200).contains(&status) {
+            continue; // 100 Continue: the real response follows
+        }
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = Vec::new();
+        if !head_only && status != 204 && status != 304 {
+            if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+                loop {
+                    let mut sz = String::new();
+                    r.read_line(&mut sz)?;
+                    let n = usize::from_str_radix(sz.trim().split(';').next().unwrap_or("0"), 16)
+                        .map_err(|_| std::io::Error::other("bad chunk size"))?;
+                    if n == 0 {
+                        let mut crlf = String::new();
+                        r.read_line(&mut crlf)?;
+                        break;
+                    }
+                    let mut chunk = vec![0u8; n];
+                    r.read_exact(&mut chunk)?;
+                    body.extend_from_slice(&chunk);
+                    let mut crlf = [0u8; 2];
+                    r.read_exact(&mut crlf)?;
+                }
+            } else if let Some(n) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+                body = vec![0u8; n];
+                r.read_exact(&mut body)?;
+            } else {
+                r.read_to_end(&mut body)?;
+            }
+        }
+        return Ok(Response { status, headers, body });
+    }
+}
+
+/// A keep-alive client connection for pipelining and reuse tests.
+pub struct Client {
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        Client { reader: BufReader::new(s) }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("send");
+    }
+
+    pub fn read(&mut self, head_only: bool) -> Response {
+        read_response(&mut self.reader, head_only).expect("read response")
+    }
+}
+
+/// Does the `curl` binary exist? (CI installs it; tests that need it say so when it is missing.)
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
