@@ -202,6 +202,7 @@ pub struct Config {
 
 impl Config {
     /// The video with this id, if the config defines it.
+    #[cfg(test)]
     pub fn video(&self, id: &str) -> Option<&VideoConfig> {
         self.videos.iter().find(|video| video.id == id)
     }
@@ -267,6 +268,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// The embedded default, parsed. Never fails: the text is a constant and has no `file`
 /// video, so nothing on disk is consulted (the unit tests prove it parses).
+#[cfg(test)]
 pub fn embedded_default(base_dir: &Path) -> Config {
     #[allow(clippy::expect_used)]
     try_embedded_default(base_dir).expect("EMBEDDED_DEFAULT is a valid configuration")

@@ -85,7 +85,6 @@ enum State {
     },
     /// Response sent, write side shut: discard what the client still sends, then close.
     Linger {
-        until: Instant,
         drained: u64,
     },
     Closed,
@@ -153,21 +152,26 @@ impl Conn {
         }
     }
 
-    /// Idle between requests with nothing buffered: safe to close at shutdown.
+    /// Idle between requests with nothing buffered: safe to close at shutdown. A connection that has
+    /// not sent its first request yet is not idle: it was accepted (maybe just before SIGTERM, as in a
+    /// restart) and its request is answered, within limits.shutdown_timeout_ms.
     pub fn is_idle(&self) -> bool {
-        matches!(self.state, State::Head) && self.inbuf.is_empty() && self.out_pos >= self.out.len()
+        matches!(self.state, State::Head)
+            && self.requests > 0
+            && self.inbuf.is_empty()
+            && self.out_pos >= self.out.len()
     }
 
-    /// The video whose bytes this connection is waiting for, if any (for wake-ups).
-    pub fn awaited_video(&self) -> Option<&str> {
+    /// Does this connection hold on to a video (a write, a commit wait, or payload still to send)? A
+    /// video a reload removed stays open until no connection does.
+    pub fn uses_video(&self, id: &str) -> bool {
         match &self.state {
-            State::Send { parts, .. } if self.waiting_bytes_until.is_some() => {
-                match parts.front() {
-                    Some(Part::Payload { video, .. }) => Some(video),
-                    _ => None,
-                }
-            }
-            _ => None,
+            State::Body(ing) => ing.plan.video == id,
+            State::Commit { video, .. } => video == id,
+            State::Send { parts, .. } => parts
+                .iter()
+                .any(|p| matches!(p, Part::Payload { video, .. } if video == id)),
+            _ => false,
         }
     }
 
@@ -396,7 +400,6 @@ impl Conn {
             cfg: ctx.cfg,
             problems: ctx.problems,
             boundary: ctx.boundary,
-            token: self.token,
             wait_expired,
         };
         let action = routes::route(head, &mut rctx);
@@ -510,13 +513,13 @@ impl Conn {
             }
             return Step::Progress;
         }
-        if let Some(err) = &slot.last_commit_error {
-            if !slot.commit_in_flight {
-                let msg = format!("the write arrived but could not be committed: {err}");
-                log::error!("video {video}: {msg}");
-                self.respond_error(&HttpError::new(500, msg), false);
-                return Step::Progress;
-            }
+        if let Some(err) = &slot.last_commit_error
+            && !slot.commit_in_flight
+        {
+            let msg = format!("the write arrived but could not be committed: {err}");
+            log::error!("video {video}: {msg}");
+            self.respond_error(&HttpError::new(500, msg), false);
+            return Step::Progress;
         }
         if !v.commit_waiters.contains(&self.token) {
             v.commit_waiters.push(self.token);
@@ -530,21 +533,22 @@ impl Conn {
         };
         let limits = &ctx.cfg.server.limits;
         // 1. Framing for chunked bodies.
-        if let Some(dec) = &mut ing.chunked {
-            if dec.payload_remaining() == 0 && !dec.is_done() {
-                match dec.feed(&self.inbuf) {
-                    Ok((used, ev)) => {
-                        self.inbuf.drain(..used);
-                        match ev {
-                            ChunkEvent::End => return self.finish_body(ctx),
-                            ChunkEvent::Data(_) => return Step::Progress,
-                            ChunkEvent::NeedMore => {
-                                return self.read_framing(ctx, CHUNK_LINE_READ);
-                            }
+        if let Some(dec) = &mut ing.chunked
+            && dec.payload_remaining() == 0
+            && !dec.is_done()
+        {
+            match dec.feed(&self.inbuf) {
+                Ok((used, ev)) => {
+                    self.inbuf.drain(..used);
+                    match ev {
+                        ChunkEvent::End => return self.finish_body(ctx),
+                        ChunkEvent::Data(_) => return Step::Progress,
+                        ChunkEvent::NeedMore => {
+                            return self.read_framing(ctx, CHUNK_LINE_READ);
                         }
                     }
-                    Err(e) => return self.body_failed(ctx, e),
                 }
+                Err(e) => return self.body_failed(ctx, e),
             }
         }
         let want = match (&ing.chunked, ing.remaining) {
@@ -761,10 +765,7 @@ impl Conn {
                 return Step::Progress;
             }
             let _ = self.stream.shutdown(std::net::Shutdown::Write);
-            self.state = State::Linger {
-                until: ctx.now + LINGER_TIME,
-                drained: 0,
-            };
+            self.state = State::Linger { drained: 0 };
             self.deadline = ctx.now + LINGER_TIME;
             return Step::Progress;
         };
@@ -849,7 +850,7 @@ impl Conn {
     }
 
     fn step_linger(&mut self, _ctx: &mut Ctx<'_>) -> Step {
-        let State::Linger { until: _, drained } = &mut self.state else {
+        let State::Linger { drained } = &mut self.state else {
             return Step::Blocked;
         };
         if !self.readable {

@@ -195,7 +195,7 @@ impl Server {
         // One more commit per video once any in-flight commit is done.
         loop {
             let mut pending = false;
-            for (id, v) in self.store.videos.iter_mut() {
+            for (id, v) in self.store.all_mut() {
                 if let Some(slot) = v.slot_mut() {
                     if slot.commit_in_flight {
                         pending = true;
@@ -349,7 +349,7 @@ impl Server {
         // Writes waiting for their acknowledgement: one fast record per video covers them all (interval
         // mode); durable waiters get a commit job (always mode, DELETE).
         let mut jobs = Vec::new();
-        for (id, v) in self.store.videos.iter_mut() {
+        for (id, v) in self.store.all_mut() {
             if v.commit_waiters.is_empty() {
                 continue;
             }
@@ -373,11 +373,11 @@ impl Server {
         let interval = Duration::from_millis(self.cfg.server.checkpoint_interval_ms);
         if now.duration_since(self.last_checkpoint) >= interval {
             self.last_checkpoint = now;
-            for (id, v) in self.store.videos.iter_mut() {
-                if let Some(slot) = v.slot_mut() {
-                    if let Some(job) = slot.commit_job(id) {
-                        jobs.push(job);
-                    }
+            for (id, v) in self.store.all_mut() {
+                if let Some(slot) = v.slot_mut()
+                    && let Some(job) = slot.commit_job(id)
+                {
+                    jobs.push(job);
                 }
             }
         }
@@ -392,12 +392,13 @@ impl Server {
         if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
             self.sweep_timeouts(now);
+            self.drop_unused_retired();
         }
-        if let Some((every, last)) = &mut self.watchdog {
-            if now.duration_since(*last) >= *every {
-                *last = now;
-                service::sd_notify("WATCHDOG=1");
-            }
+        if let Some((every, last)) = &mut self.watchdog
+            && now.duration_since(*last) >= *every
+        {
+            *last = now;
+            service::sd_notify("WATCHDOG=1");
         }
     }
 
@@ -433,20 +434,63 @@ impl Server {
         }
     }
 
+    /// Close the files of videos a reload removed, once no connection uses them and everything they
+    /// received is committed (the checkpoint timer commits them like any other video).
+    fn drop_unused_retired(&mut self) {
+        if self.store.retired.is_empty() {
+            return;
+        }
+        let unused: Vec<String> = self
+            .store
+            .retired
+            .iter()
+            .filter(|(id, v)| {
+                let committed = v
+                    .slot()
+                    .is_none_or(|s| !s.commit_in_flight && s.claim_seq <= s.durable_claim_seq);
+                committed
+                    && v.byte_waiters.is_empty()
+                    && v.commit_waiters.is_empty()
+                    && !self.conns.iter().flatten().any(|c| c.uses_video(id))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in unused {
+            self.store.retired.remove(&id);
+            log::info!(
+                "video {id}: removed by a reload and no longer in use; its files are closed"
+            );
+        }
+    }
+
     /// SIGHUP: load the config again and apply it as a diff. A config that fails to load changes nothing.
     fn reload(&mut self) {
         let Some(path) = self.config_path.clone() else {
             log::warn!("SIGHUP: running on the embedded default config; nothing to reload");
             return;
         };
-        service::sd_notify("RELOADING=1");
+        if self.shutdown_deadline.is_some() {
+            log::info!("SIGHUP during shutdown: ignored");
+            return;
+        }
+        service::sd_notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading {}",
+            service::monotonic_usec(),
+            path.display()
+        ));
         match config::load(&path) {
-            Err(e) => log::error!("reload refused, the running config stays: {e}"),
+            Err(e) => log::error!(
+                "reload of {} refused, the running config stays: {e}",
+                path.display()
+            ),
             Ok(new) => self.apply_config(new),
         }
-        service::sd_notify("READY=1");
+        service::sd_notify("READY=1\nSTATUS=serving");
     }
 
+    /// Apply a new config as a diff: new videos are opened, removed ones are retired (no new request
+    /// reaches them; connections using them finish), changed settings apply to new requests. Open
+    /// connections and cached data are untouched. `listen` and `data_dir` need a restart.
     fn apply_config(&mut self, new: Config) {
         if new.server.listen != self.cfg.server.listen {
             log::warn!("reload: a new listen address takes effect only after a restart");
@@ -454,60 +498,73 @@ impl Server {
         if new.server.data_dir != self.cfg.server.data_dir {
             log::warn!("reload: a new data_dir takes effect only after a restart");
         }
-        let mut added = 0;
-        let mut removed = 0;
-        let mut changed = 0;
-        // Removed videos, and videos whose kind or size changed (they are reopened).
-        let keep: Vec<String> = self.store.videos.keys().cloned().collect();
-        for id in keep {
-            let same = new.videos.iter().find(|v| v.id == id).is_some_and(|nv| {
-                self.store
-                    .videos
-                    .get(&id)
-                    .is_some_and(|old| old.cfg.kind == nv.kind)
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        let mut changed = Vec::new();
+        // Removed videos, and videos whose kind (path, size…) changed: retired; a changed one is opened
+        // again below under its new definition.
+        let current: Vec<String> = self.store.videos.keys().cloned().collect();
+        for id in current {
+            let same_kind = new.videos.iter().any(|nv| {
+                nv.id == id
+                    && self
+                        .store
+                        .videos
+                        .get(&id)
+                        .is_some_and(|old| old.cfg.kind == nv.kind)
             });
-            if !same {
-                if let Some(v) = self.store.videos.get(&id) {
-                    if v.slot()
-                        .is_some_and(|s| s.commit_in_flight || s.checkpoint_due())
-                    {
-                        log::warn!(
-                            "reload: video {id} has uncommitted changes; it stays until they are committed"
-                        );
-                        continue;
-                    }
+            if !same_kind {
+                self.store.retire(&id);
+                if !new.videos.iter().any(|nv| nv.id == id) {
+                    removed.push(id);
                 }
-                self.store.videos.remove(&id);
-                removed += 1;
             }
         }
+        // A retired video whose kind changed can be replaced only once nothing uses it any more.
+        self.drop_unused_retired();
         let mut problems = Vec::new();
         for nv in &new.videos {
-            match self.store.videos.get_mut(&nv.id) {
-                Some(v) => {
-                    if v.cfg != *nv {
-                        changed += 1;
-                        let ct = nv
-                            .content_type
-                            .clone()
-                            .unwrap_or_else(|| v.content_type.clone());
-                        v.content_type = ct;
-                        v.cfg = nv.clone();
-                    }
+            if let Some(v) = self.store.videos.get_mut(&nv.id) {
+                if v.cfg != *nv {
+                    v.content_type = crate::store::configured_content_type(nv);
+                    v.cfg = nv.clone();
+                    changed.push(nv.id.clone());
                 }
-                None => match self.store.open_video(nv) {
-                    Ok(v) => {
-                        self.store.videos.insert(nv.id.clone(), v);
-                        added += 1;
-                    }
-                    Err(message) => {
-                        log::error!("reload: video {}: {message}", nv.id);
-                        problems.push(VideoProblem {
-                            id: nv.id.clone(),
-                            message,
-                        });
-                    }
-                },
+                continue;
+            }
+            if let Some(old) = self.store.retired.get_mut(&nv.id) {
+                if old.cfg.kind == nv.kind {
+                    // Added back: the files are still open (and locked); reuse them.
+                    old.content_type = crate::store::configured_content_type(nv);
+                    old.cfg = nv.clone();
+                    self.store.unretire(&nv.id);
+                    added.push(nv.id.clone());
+                } else {
+                    let message = format!(
+                        "its old definition ({}) is still in use by open connections or being \
+                         committed; reload again once they finish",
+                        old.cfg.kind_name()
+                    );
+                    log::error!("reload: video {}: {message}", nv.id);
+                    problems.push(VideoProblem {
+                        id: nv.id.clone(),
+                        message,
+                    });
+                }
+                continue;
+            }
+            match self.store.open_video(nv) {
+                Ok(v) => {
+                    self.store.videos.insert(nv.id.clone(), v);
+                    added.push(nv.id.clone());
+                }
+                Err(message) => {
+                    log::error!("reload: video {}: {message}", nv.id);
+                    problems.push(VideoProblem {
+                        id: nv.id.clone(),
+                        message,
+                    });
+                }
             }
         }
         self.problems = problems;
@@ -517,6 +574,19 @@ impl Server {
         self.cfg = new;
         self.cfg.server.listen = listen;
         self.cfg.server.data_dir = data_dir;
-        log::info!("reloaded config: {added} videos added, {removed} removed, {changed} changed");
+        let still_open = self.store.retired.len();
+        log::info!(
+            "reloaded config {}: {} videos added {:?}, {} removed {:?}, {} changed {:?}; {} serving, {} \
+             removed ones still open for their connections",
+            self.cfg.source,
+            added.len(),
+            added,
+            removed.len(),
+            removed,
+            changed.len(),
+            changed,
+            self.store.videos.len(),
+            still_open
+        );
     }
 }

@@ -5,14 +5,12 @@
 use std::collections::VecDeque;
 use std::time::SystemTime;
 
-use mio::Token;
-
 use crate::config::{Config, VideoKind};
 use crate::http::conditional::{Precondition, evaluate_preconditions, if_range_allows};
 use crate::http::date::format_http_date;
 use crate::http::range::{
-    ByteSpan, RangeHeaderError, multipart_body_len, multipart_part_header, multipart_trailer,
-    parse_content_range, parse_range_header, resolve_ranges,
+    ByteSpan, multipart_body_len, multipart_part_header, multipart_trailer, parse_content_range,
+    parse_range_header, resolve_ranges,
 };
 use crate::http::request::{Method, RequestHead, query_param};
 use crate::http::response::{ResponseHead, json_string, simple_response};
@@ -79,7 +77,6 @@ pub struct RouteCtx<'a> {
     pub cfg: &'a Config,
     pub problems: &'a [VideoProblem],
     pub boundary: &'a str,
-    pub token: Token,
     /// True once the request has waited for bytes and the wait ran out.
     pub wait_expired: bool,
 }
@@ -237,7 +234,9 @@ pub fn route(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
     if !valid_id(id) {
         return Action::Respond(error_plan(400, "malformed video id", head_only, keep_alive));
     }
-    if ctx.store.get(id).is_none() {
+    // Only configured videos are routable; a retired one (removed by a reload) is still reachable
+    // through `store.get` for the connections that were using it.
+    if !ctx.store.videos.contains_key(id) {
         let why = match ctx.problems.iter().find(|p| p.id == id) {
             Some(p) => format!("video {id} is configured but not servable: {}", p.message),
             None => format!("no video with id {id}"),
@@ -510,16 +509,9 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
         None => true,
     };
     let specs = match (head.range.as_deref(), range_allowed) {
-        (Some(r), true) => match parse_range_header(r, ctx.cfg.server.limits.max_ranges) {
-            Ok(s) => Some(s),
-            // An invalid or non-bytes Range is ignored (RFC 9110 §14.2); more ranges than the limit
-            // are served whole, as nginx's max_ranges does.
-            Err(
-                RangeHeaderError::NotBytes
-                | RangeHeaderError::Malformed
-                | RangeHeaderError::TooMany,
-            ) => None,
-        },
+        // An invalid or non-bytes Range is ignored (RFC 9110 §14.2); more ranges than the limit
+        // are served whole, as nginx's max_ranges does.
+        (Some(r), true) => parse_range_header(r, ctx.cfg.server.limits.max_ranges).ok(),
         _ => None,
     };
     let Some(specs) = specs else {
@@ -751,16 +743,16 @@ fn ingest(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
             );
         }
     };
-    if let Framing::Length(n) = framing {
-        if n > cfg.server.limits.max_body_bytes {
-            return close(
-                413,
-                &format!(
-                    "body of {n} bytes exceeds limits.max_body_bytes = {}",
-                    cfg.server.limits.max_body_bytes
-                ),
-            );
-        }
+    if let Framing::Length(n) = framing
+        && n > cfg.server.limits.max_body_bytes
+    {
+        return close(
+            413,
+            &format!(
+                "body of {n} bytes exceeds limits.max_body_bytes = {}",
+                cfg.server.limits.max_body_bytes
+            ),
+        );
     }
     let Some(slot) = video.slot_mut() else {
         return close(405, "this video does not take writes");
@@ -774,16 +766,16 @@ fn ingest(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
                 Ok(cr) => cr,
                 Err(e) => return close(400, &format!("Content-Range: {}", e.message)),
             };
-            if let Some(total) = cr.complete_length {
-                if total != slot.data.len {
-                    return close(
-                        416,
-                        &format!(
-                            "Content-Range says the video is {total} bytes; slot {id} is {} bytes",
-                            slot.data.len
-                        ),
-                    );
-                }
+            if let Some(total) = cr.complete_length
+                && total != slot.data.len
+            {
+                return close(
+                    416,
+                    &format!(
+                        "Content-Range says the video is {total} bytes; slot {id} is {} bytes",
+                        slot.data.len
+                    ),
+                );
             }
             let Some(end) = cr.last.checked_add(1) else {
                 return close(400, "Content-Range overflows");

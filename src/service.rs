@@ -44,7 +44,9 @@ pub fn drain_signal_pipe(s: &mut mio::net::UnixStream) -> bool {
     }
 }
 
-/// The first socket passed by systemd socket activation, if LISTEN_PID names this process.
+/// The first socket passed by systemd socket activation, if LISTEN_PID names this process. The fd must
+/// be a listening TCP socket (`ListenStream=` with an IP address); anything else is refused with a clear
+/// error rather than served badly.
 pub fn listener_from_systemd() -> io::Result<Option<std::net::TcpListener>> {
     let pid_ok = std::env::var("LISTEN_PID")
         .ok()
@@ -58,9 +60,23 @@ pub fn listener_from_systemd() -> io::Result<Option<std::net::TcpListener>> {
         return Ok(None);
     }
     const SD_LISTEN_FDS_START: RawFd = 3;
-    // SAFETY: fstat-free check that fd 3 is a socket would need more syscalls; systemd's protocol
-    // guarantees that fds 3..3+LISTEN_FDS are open sockets handed to this process (LISTEN_PID matched),
-    // and nothing else in this process has taken ownership of fd 3.
+    if fds > 1 {
+        log::warn!(
+            "socket activation passed {fds} sockets; only the first (fd 3) is used, the others are closed"
+        );
+        for fd in SD_LISTEN_FDS_START + 1..SD_LISTEN_FDS_START + fds {
+            // SAFETY: fds 3..3+LISTEN_FDS were handed to this process by the activation protocol and
+            // nothing else owns them; closing the extra ones releases them.
+            unsafe { libc::close(fd) };
+        }
+    }
+    check_listening_tcp(SD_LISTEN_FDS_START)?;
+    // SAFETY: F_SETFD on an open descriptor we were handed; no memory is passed.
+    if unsafe { libc::fcntl(SD_LISTEN_FDS_START, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd 3 was checked above to be an open, listening TCP socket; the activation protocol hands
+    // it to this process (LISTEN_PID matched) and nothing else in this process has taken ownership of it.
     let listener = unsafe { std::net::TcpListener::from_raw_fd(SD_LISTEN_FDS_START) };
     listener.set_nonblocking(true)?;
     // The variables are for this process only; children must not take the fds.
@@ -72,6 +88,59 @@ pub fn listener_from_systemd() -> io::Result<Option<std::net::TcpListener>> {
         std::env::remove_var("LISTEN_FDNAMES");
     }
     Ok(Some(listener))
+}
+
+/// Is `fd` an open socket of type SOCK_STREAM, family AF_INET/AF_INET6, in the listening state?
+fn check_listening_tcp(fd: RawFd) -> io::Result<()> {
+    let refuse = |what: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "fd {fd} from LISTEN_FDS is {what}; vcache.socket needs ListenStream=ADDRESS:PORT"
+            ),
+        )
+    };
+    // SAFETY: libc::stat is plain old data; all-zero bytes are a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into the stat struct we own; an invalid fd only yields EBADF.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(refuse(format!("not open ({e})")));
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(refuse("not a socket".into()));
+    }
+    let opt = |name: libc::c_int| -> io::Result<libc::c_int> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the c_int we own and updates `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(v)
+    };
+    let domain = opt(libc::SO_DOMAIN)?;
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        return Err(refuse(format!(
+            "not an IP socket (address family {domain})"
+        )));
+    }
+    if opt(libc::SO_TYPE)? != libc::SOCK_STREAM {
+        return Err(refuse("not a stream (TCP) socket".into()));
+    }
+    if opt(libc::SO_ACCEPTCONN)? == 0 {
+        return Err(refuse("a TCP socket that is not listening".into()));
+    }
+    Ok(())
 }
 
 /// Bind the configured address (SO_REUSEADDR as std sets it) with a deep accept queue.
@@ -106,13 +175,25 @@ pub fn sd_notify(state: &str) {
     }
 }
 
+/// CLOCK_MONOTONIC in microseconds, as `RELOADING=1` wants it in `MONOTONIC_USEC=` (systemd >= 253,
+/// Type=notify-reload; older versions ignore the field).
+pub fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
+}
+
 /// The watchdog period systemd expects pings at (WATCHDOG_USEC), if it is for this process.
 pub fn watchdog_interval() -> Option<std::time::Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.parse::<u32>().ok()? != std::process::id() {
-            return None;
-        }
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok()? != std::process::id()
+    {
+        return None;
     }
     if usec == 0 {
         return None;

@@ -42,6 +42,7 @@ pub const MAX_FPS_SAMPLES: usize = 1024;
 /// Bytes read from the file per `feed` call in `run_index_command`.
 const INDEX_READ_CHUNK_BYTES: usize = 1 << 20;
 /// Bytes fed per call by `detect_fps`, so that it stops soon after enough samples.
+#[cfg(test)]
 const FPS_SCAN_CHUNK_BYTES: usize = 64 * 1024;
 
 const USAGE: &str = "usage: vcache index FILE [--fps N]";
@@ -751,6 +752,7 @@ impl TsIndexer {
 }
 
 /// Whole-file scan.
+#[cfg(test)]
 pub fn scan(bytes: &[u8]) -> Vec<Keyframe> {
     let mut indexer = TsIndexer::new(0);
     let mut keyframes = indexer.feed(bytes);
@@ -871,6 +873,7 @@ fn fps_from_pts_samples(samples: &[u64]) -> Option<u32> {
 
 /// Guesses the frame rate from the video PES PTS steps (see `fps_from_pts_samples`), looking
 /// at the first MAX_FPS_SAMPLES video PES; None if there is no video or too little of it.
+#[cfg(test)]
 pub fn detect_fps(bytes: &[u8]) -> Option<u32> {
     let mut indexer = TsIndexer::new(0);
     indexer.pts_samples = Some(Vec::new());

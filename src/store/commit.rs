@@ -28,7 +28,6 @@ pub struct CommitJob {
 pub struct CommitDone {
     pub video: String,
     pub claim_seq: u64,
-    pub record_seq: u64,
     pub slot: usize,
     pub result: Result<(), String>,
 }
@@ -106,7 +105,6 @@ fn run(rx: Receiver<CommitJob>, done: Arc<Mutex<Vec<CommitDone>>>, waker: Arc<mi
                 d.push(CommitDone {
                     video: job.video,
                     claim_seq: job.claim_seq,
-                    record_seq: job.record.seq,
                     slot: job.slot,
                     result,
                 });
@@ -125,11 +123,11 @@ fn commit_batch(batch: &[CommitJob]) -> Vec<Result<(), String>> {
     let mut seen: HashSet<i32> = HashSet::new();
     for job in batch {
         let fd = job.data.as_raw_fd();
-        if seen.insert(fd) {
-            if let Err(e) = fdatasync(&job.data) {
-                log::error!("video {}: syncing its data file failed: {e}", job.video);
-                data_failed.insert(fd);
-            }
+        if seen.insert(fd)
+            && let Err(e) = fdatasync(&job.data)
+        {
+            log::error!("video {}: syncing its data file failed: {e}", job.video);
+            data_failed.insert(fd);
         }
     }
     let mut results: Vec<Result<(), String>> = Vec::with_capacity(batch.len());
@@ -150,11 +148,11 @@ fn commit_batch(batch: &[CommitJob]) -> Vec<Result<(), String>> {
             continue;
         }
         let key = Arc::as_ptr(&job.meta);
-        if meta_seen.insert(key) {
-            if let Err(e) = job.meta.sync() {
-                log::error!("video {}: syncing its metadata failed: {e}", job.video);
-                *result = Err(format!("syncing the metadata file failed: {e}"));
-            }
+        if meta_seen.insert(key)
+            && let Err(e) = job.meta.sync()
+        {
+            log::error!("video {}: syncing its metadata failed: {e}", job.video);
+            *result = Err(format!("syncing the metadata file failed: {e}"));
         }
     }
     results

@@ -377,6 +377,7 @@ pub fn scan_slots(slots: &[Option<Vec<u8>>; SLOT_COUNT], current_boot: &BootId) 
 
 /// Pick the winner among slot contents (None for a slot that could not be read / is all
 /// zero). Returns (slot index, record).
+#[cfg(test)]
 pub fn choose_record(
     slots: &[Option<Vec<u8>>; SLOT_COUNT],
     current_boot: &BootId,
@@ -455,6 +456,7 @@ impl MetaFile {
         })
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -556,6 +558,7 @@ impl MetaFile {
     }
 
     /// Try-clone of the underlying file handle; a plain `clone()` (shared Arc) is cheaper.
+    #[cfg(test)]
     pub fn try_clone(&self) -> io::Result<MetaFile> {
         Ok(MetaFile {
             file: Arc::new(self.file.try_clone()?),

@@ -265,6 +265,17 @@ impl Video {
     }
 }
 
+/// The content type a video's config gives it: `content_type`, or a guess from the path or id.
+pub fn configured_content_type(v: &VideoConfig) -> String {
+    v.content_type.clone().unwrap_or_else(|| {
+        match &v.kind {
+            VideoKind::File { path } => content_type_for(&path.to_string_lossy()),
+            _ => content_type_for(&v.id),
+        }
+        .to_string()
+    })
+}
+
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -516,7 +527,13 @@ pub struct VideoProblem {
 
 /// Every servable video, by id.
 pub struct Store {
+    /// The videos of the running config: what new requests are routed to.
     pub videos: BTreeMap<String, Video>,
+    /// Videos a reload removed while connections still used them: reachable through `get`/`get_mut`
+    /// for those connections (payload, writes, commits) but not routable (routes.rs checks `videos`).
+    /// Their files stay open (and flock'ed) until the event loop drops them once unused and committed;
+    /// a reload that adds the id back with the same kind moves the entry back (`unretire`).
+    pub retired: BTreeMap<String, Video>,
     pub data_dir: PathBuf,
     pub boot_id: BootId,
     pub max_presence_ranges: usize,
@@ -574,6 +591,7 @@ impl Store {
         })?;
         let mut store = Store {
             videos: BTreeMap::new(),
+            retired: BTreeMap::new(),
             data_dir,
             boot_id,
             // A presence map must fit in one metadata slot with the payload's own fields.
@@ -628,16 +646,9 @@ impl Store {
                 return Err("origin videos are not supported by this build yet".into());
             }
         };
-        let content_type = v.content_type.clone().unwrap_or_else(|| {
-            match &v.kind {
-                VideoKind::File { path } => content_type_for(&path.to_string_lossy()),
-                _ => content_type_for(&v.id),
-            }
-            .to_string()
-        });
         Ok(Video {
             cfg: v.clone(),
-            content_type,
+            content_type: configured_content_type(v),
             body,
             byte_waiters: Vec::new(),
             commit_waiters: Vec::new(),
@@ -779,12 +790,45 @@ impl Store {
         })
     }
 
+    /// A video by id, configured or retired (a connection that started on it keeps it). Whether a new
+    /// request may use the id is decided on `videos` alone.
     pub fn get(&self, id: &str) -> Option<&Video> {
-        self.videos.get(id)
+        self.videos.get(id).or_else(|| self.retired.get(id))
     }
 
     pub fn get_mut(&mut self, id: &str) -> Option<&mut Video> {
-        self.videos.get_mut(id)
+        match self.videos.get_mut(id) {
+            Some(v) => Some(v),
+            None => self.retired.get_mut(id),
+        }
+    }
+
+    /// Every video with open files, configured and retired (for checkpoints and the final commit).
+    pub fn all_mut(&mut self) -> impl Iterator<Item = (&String, &mut Video)> {
+        self.videos.iter_mut().chain(self.retired.iter_mut())
+    }
+
+    /// Stop routing new requests to a video; its files stay open for the connections using it.
+    pub fn retire(&mut self, id: &str) -> bool {
+        match self.videos.remove(id) {
+            Some(v) => {
+                self.retired.insert(id.to_string(), v);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Route a retired video again (a reload added it back with the same kind): its open files and
+    /// cached data are reused, as opening them a second time would fail on the data file's lock.
+    pub fn unretire(&mut self, id: &str) -> bool {
+        match self.retired.remove(id) {
+            Some(v) => {
+                self.videos.insert(id.to_string(), v);
+                true
+            }
+            None => false,
+        }
     }
 }
 

@@ -62,16 +62,19 @@ impl PresenceMap {
     }
 
     /// The size of the data file this map describes.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.len
     }
 
     /// The most separate ranges this map will hold.
+    #[cfg(test)]
     pub fn max_ranges(&self) -> usize {
         self.max_ranges
     }
 
     /// True if no byte is present.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }

@@ -25,7 +25,8 @@ static DIR_COUNTER: AtomicU64 = AtomicU64::new(0);
 impl TestDir {
     pub fn new(name: &str) -> TestDir {
         let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("vcache-it-{}-{name}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("vcache-it-{}-{name}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create test dir");
         TestDir { path }
@@ -106,7 +107,10 @@ impl Daemon {
 
     /// Start on an existing config file whose listen port is `port`.
     pub fn start_with_config(dir: &Path, config_path: &Path, port: u16) -> Daemon {
-        let log_path = dir.join(format!("vcache-{}.log", DIR_COUNTER.fetch_add(1, Ordering::SeqCst)));
+        let log_path = dir.join(format!(
+            "vcache-{}.log",
+            DIR_COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
         let log = std::fs::File::create(&log_path).expect("create log");
         let child = Command::new(vcache_bin())
             .arg("serve")
@@ -144,15 +148,15 @@ impl Daemon {
     fn wait_ready(&mut self) {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("vcache exited early with {status}; log:\n{}", self.log());
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("vcache exited early with {status}; log:\n{}", self.log());
             }
-            if let Ok(r) = try_request(self.addr(), "GET", "/healthz", &[], b"") {
-                if r.status == 200 {
-                    return;
-                }
+            if let Ok(r) = try_request(self.addr(), "GET", "/healthz", &[], b"")
+                && r.status == 200
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -234,7 +238,13 @@ impl Response {
 }
 
 /// One request on a new connection (`Connection: close`). Panics on I/O errors.
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     try_request(addr, method, path, headers, body)
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
@@ -269,7 +279,8 @@ pub fn try_request(
 /// Send raw bytes on a new connection and read everything until the server closes (or 5 s of silence).
 pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let _ = s.write_all(bytes);
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
@@ -282,7 +293,10 @@ pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<
     loop {
         line.clear();
         if r.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no status line"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "no status line",
+            ));
         }
         let status: u16 = line
             .split_whitespace()
@@ -336,7 +350,11 @@ pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<
                 r.read_to_end(&mut body)?;
             }
         }
-        return Ok(Response { status, headers, body });
+        return Ok(Response {
+            status,
+            headers,
+            body,
+        });
     }
 }
 
@@ -348,8 +366,11 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-        Client { reader: BufReader::new(s) }
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        Client {
+            reader: BufReader::new(s),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
