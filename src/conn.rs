@@ -29,12 +29,18 @@ const CHUNK_LINE_READ: usize = 64;
 /// How long a lingering close drains the client's unread bytes, and how many it drains at most.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: u64 = 1 << 20;
-/// Most payload bytes sent per send call, so one big response cannot starve the loop.
+/// Most payload bytes sent per send call.
 const SEND_CHUNK: u64 = 1 << 20;
+/// Most payload bytes one connection sends per turn before it yields to the others (it queues itself
+/// to be driven again in the same loop iteration), so one fast reader cannot starve the rest.
+const SEND_BUDGET_PER_TURN: u64 = 2 << 20;
 
 /// How payload leaves: sendfile(2) from the file, or write(2) from a slice of the mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendPath {
+    /// The default: a map slice (measured faster, benches/RESULTS.md) for vcache's own data files,
+    /// sendfile for operator-owned `file` videos (it cannot SIGBUS if such a file is truncated).
+    Auto,
     Sendfile,
     MapSlice,
 }
@@ -107,6 +113,8 @@ pub struct Conn {
     requests: u64,
     /// Wait for readiness: payload is blocked on bytes that are not there yet.
     waiting_bytes_until: Option<Instant>,
+    /// Payload bytes sent in the current turn (see SEND_BUDGET_PER_TURN).
+    sent_this_turn: u64,
 }
 
 /// What the loop should do with a connection after driving it.
@@ -149,6 +157,7 @@ impl Conn {
             deadline: now + ms(limits.header_timeout_ms),
             requests: 0,
             waiting_bytes_until: None,
+            sent_this_turn: 0,
         }
     }
 
@@ -249,6 +258,7 @@ impl Conn {
 
     /// Make as much progress as readiness allows.
     pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Next {
+        self.sent_this_turn = 0;
         loop {
             // Pending head bytes go first, whatever the state (e.g. a 100 Continue before a body).
             if self.out_pos < self.out.len() {
@@ -784,6 +794,10 @@ impl Conn {
                 if !self.writable {
                     return Step::Blocked;
                 }
+                if self.sent_this_turn >= SEND_BUDGET_PER_TURN {
+                    ctx.wake.push(self.token);
+                    return Step::Blocked;
+                }
                 let Some(v) = ctx.store.get_mut(video) else {
                     log::info!("{}: video {video} went away mid-response", self.peer);
                     return Step::Close;
@@ -812,9 +826,14 @@ impl Conn {
                 };
                 self.waiting_bytes_until = None;
                 let count = (avail_end - *pos).min(SEND_CHUNK);
+                let use_map = match ctx.send_path {
+                    SendPath::MapSlice => true,
+                    SendPath::Sendfile => false,
+                    SendPath::Auto => v.is_writable(),
+                };
                 let (file, map) = v.payload_source();
-                let result = match (ctx.send_path, map) {
-                    (SendPath::MapSlice, Some(map)) => {
+                let result = match (use_map, map) {
+                    (true, Some(map)) => {
                         let (a, b) = (*pos as usize, (*pos + count) as usize);
                         match map.get(a..b) {
                             Some(slice) => self.stream.write(slice),
@@ -833,6 +852,7 @@ impl Conn {
                     }
                     Ok(n) => {
                         *pos += n as u64;
+                        self.sent_this_turn += n as u64;
                         ctx.metrics.bytes_out += n as u64;
                         ctx.metrics.payload_bytes_out += n as u64;
                         self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);

@@ -72,7 +72,8 @@ impl Server {
         let worker = CommitWorker::start(waker)?;
         let send_path = match std::env::var("VCACHE_SEND_PATH").as_deref() {
             Ok("mmap") => SendPath::MapSlice,
-            _ => SendPath::Sendfile,
+            Ok("sendfile") => SendPath::Sendfile,
+            _ => SendPath::Auto,
         };
         let now = Instant::now();
         Ok(Server {

@@ -24,7 +24,8 @@ usage:
   vcache index FILE [--fps N]    print the keyframe seek table of an MPEG-TS file
   vcache --version | --help
 
-environment: RUST_LOG (default info), VCACHE_SEND_PATH=sendfile|mmap (payload send path)";
+environment: RUST_LOG (default info), VCACHE_SEND_PATH=sendfile|mmap (payload send path; default: mmap
+             for vcache's own data files, sendfile for file videos)";
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
