@@ -52,7 +52,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("vcache index: {e}");
+                eprintln!("{e}"); // run_index_command errors already say "vcache index:"
                 ExitCode::FAILURE
             }
         },
