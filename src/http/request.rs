@@ -206,7 +206,13 @@ fn version_error(buf: &[u8]) -> HttpError {
     let text = String::from_utf8_lossy(buf);
     let line = text.trim_start_matches(['\r', '\n']);
     let line = line.split(['\r', '\n']).next().unwrap_or("");
-    let version = line.rsplit(' ').next().unwrap_or("");
+    // Only a well-formed `METHOD SP target SP version` line names a version; with more or fewer
+    // parts (e.g. a space inside the target) the line itself is malformed, whatever its last word.
+    let parts: Vec<&str> = line.split(' ').collect();
+    let version = match parts.as_slice() {
+        [_, _, v] if *v != "HTTP/1.0" && *v != "HTTP/1.1" => *v,
+        _ => "",
+    };
     let is_http_version = version
         .strip_prefix("HTTP/")
         .and_then(|v| v.chars().next())
@@ -718,6 +724,8 @@ mod tests {
         assert_eq!(status_of("GET / HTTP/3\r\nHost: h\r\n\r\n"), 505);
         assert_eq!(status_of("GET / FOO/1.1\r\nHost: h\r\n\r\n"), 400);
         assert_eq!(status_of("GET / http/1.1\r\nHost: h\r\n\r\n"), 400);
+        // A space inside the target leaves a valid version as the last word: still malformed.
+        assert_eq!(status_of("GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
     }
 
     #[test]
