@@ -19,7 +19,7 @@ use crate::http::chunked::{ChunkEvent, ChunkedDecoder, ChunkedLimits};
 use crate::http::request::{HeadLimits, RequestHead, parse_request_head};
 use crate::metrics::Metrics;
 use crate::routes::{self, Action, Framing, IngestPlan, Part, Plan, RouteCtx};
-use crate::store::{Availability, Store, VideoProblem};
+use crate::store::{Availability, IngestBlock, Store, VideoProblem};
 
 /// Most bytes read per read(2) of framing (heads, chunk-size lines). Small on purpose: payload that
 /// shares a read with framing is copied once from this buffer, so the less of it the better.
@@ -115,6 +115,8 @@ pub struct Conn {
     waiting_bytes_until: Option<Instant>,
     /// Payload bytes sent in the current turn (see SEND_BUDGET_PER_TURN).
     sent_this_turn: u64,
+    /// The live channel this connection follows (its place counts against limits.max_followers).
+    following: Option<String>,
 }
 
 /// What the loop should do with a connection after driving it.
@@ -158,6 +160,7 @@ impl Conn {
             requests: 0,
             waiting_bytes_until: None,
             sent_this_turn: 0,
+            following: None,
         }
     }
 
@@ -179,17 +182,20 @@ impl Conn {
             State::Commit { video, .. } => video == id,
             State::Send { parts, .. } => parts
                 .iter()
-                .any(|p| matches!(p, Part::Payload { video, .. } if video == id)),
+                .any(|p| matches!(p, Part::Payload { video, .. } | Part::Follow { video, .. } if video == id)),
             _ => false,
         }
     }
 
     /// Release what the connection holds in the store (an in-flight write's reservation). What it
     /// wrote and claimed stays claimed.
-    pub fn release(&mut self, store: &mut Store) {
+    pub fn release(&mut self, store: &mut Store, wake: &mut Vec<Token>) {
+        self.stop_following(store);
         if let State::Body(ing) = &self.state {
-            if let Some(slot) = store.get_mut(&ing.plan.video).and_then(|v| v.slot_mut()) {
-                slot.release(ing.plan.reservation);
+            if let Some(v) = store.get_mut(&ing.plan.video) {
+                v.ingest_release(ing.plan.reservation);
+                // Followers of a live channel finish once they have caught up.
+                wake.append(&mut v.byte_waiters);
             }
             log::info!(
                 "{}: write to {} cut after {} of {} bytes",
@@ -200,6 +206,15 @@ impl Conn {
             );
         }
         self.state = State::Closed;
+    }
+
+    /// This connection no longer follows a live channel: give its follower place back.
+    fn stop_following(&mut self, store: &mut Store) {
+        if let Some(id) = self.following.take()
+            && let Some(r) = store.get_mut(&id).and_then(|v| v.ring_mut())
+        {
+            r.followers = r.followers.saturating_sub(1);
+        }
     }
 
     /// A deadline passed. Returns Close if the connection should go.
@@ -245,6 +260,11 @@ impl Conn {
     }
 
     fn start_plan(&mut self, plan: Plan) {
+        if let Some(Part::Follow { video, .. }) = plan.parts.back() {
+            // routes counted this follower in; it is counted out when the part ends or the
+            // connection closes.
+            self.following = Some(video.clone());
+        }
         if self.out_pos >= self.out.len() {
             self.out.clear();
             self.out_pos = 0;
@@ -375,6 +395,7 @@ impl Conn {
     /// Route a parsed head and enter the state its action needs.
     fn dispatch(&mut self, head: &RequestHead, ctx: &mut Ctx<'_>, wait_expired: bool) {
         if head.path == "/metrics" {
+            let keep_alive = head.keep_alive && !head.has_body();
             let videos: Vec<(String, u64, u64)> = ctx
                 .store
                 .videos
@@ -395,13 +416,13 @@ impl Conn {
                 "text/plain; version=0.0.4",
                 text.as_bytes(),
                 head.method == crate::http::request::Method::Head,
-                head.keep_alive,
+                keep_alive,
                 &[],
             );
             self.start_plan(Plan {
                 head: h,
                 parts: VecDeque::new(),
-                keep_alive: head.keep_alive,
+                keep_alive,
             });
             return;
         }
@@ -508,14 +529,14 @@ impl Conn {
             );
             return Step::Progress;
         };
-        let Some(slot) = v.slot() else {
+        let Some(commit) = v.commit() else {
             self.respond_error(
                 &HttpError::new(500, "video changed kind during the write"),
                 false,
             );
             return Step::Progress;
         };
-        if slot.claim_is_committed(*claim_seq, *durable) {
+        if commit.claim_is_committed(*claim_seq, *durable) {
             let plan = ok.take();
             match plan {
                 Some(p) => self.start_plan(p),
@@ -523,8 +544,8 @@ impl Conn {
             }
             return Step::Progress;
         }
-        if let Some(err) = &slot.last_commit_error
-            && !slot.commit_in_flight
+        if let Some(err) = &commit.last_commit_error
+            && !commit.commit_in_flight
         {
             let msg = format!("the write arrived but could not be committed: {err}");
             log::error!("video {video}: {msg}");
@@ -584,17 +605,19 @@ impl Conn {
         let Some(video) = ctx.store.get_mut(&ing.plan.video) else {
             return self.body_failed(ctx, HttpError::new(500, "video removed during the write"));
         };
-        let Some(slot) = video.slot_mut() else {
-            return self.body_failed(
-                ctx,
-                HttpError::new(500, "video changed kind during the write"),
-            );
-        };
-        let Some(target) = slot.write_target(ing.plan.reservation, ing.cursor, n) else {
-            return self.body_failed(
-                ctx,
-                HttpError::new(500, "write target outside the reservation"),
-            );
+        let target = match video.ingest_target(ing.plan.reservation, ing.cursor, n) {
+            Ok(t) => t,
+            Err(IngestBlock::AwaitCommit) => {
+                // A live ring waits for its next write intent to be durable; the socket is not read
+                // meanwhile (backpressure on the publisher only).
+                if !video.commit_waiters.contains(&self.token) {
+                    video.commit_waiters.push(self.token);
+                }
+                return Step::Blocked;
+            }
+            Err(IngestBlock::Refused(why)) => {
+                return self.body_failed(ctx, HttpError::new(500, why));
+            }
         };
         // 2. Payload: bytes that arrived with framing are moved from the buffer once; the rest is read
         // from the socket straight into the mapping.
@@ -642,6 +665,8 @@ impl Conn {
             dec.consume_payload(k);
         }
         self.deadline = ctx.now + ms(limits.body_timeout_ms);
+        // Claim at once: readers (live followers) see the bytes in this loop turn.
+        self.claim_progress(ctx);
         Step::Progress
     }
 
@@ -693,12 +718,7 @@ impl Conn {
             return;
         }
         if let Some(v) = ctx.store.get_mut(&ing.plan.video) {
-            if let Some(slot) = v.slot_mut() {
-                slot.claim(ing.plan.reservation, ing.claimed, ing.cursor);
-                if slot.presence.contains(ing.cursor - 1) {
-                    ing.claimed = ing.cursor;
-                }
-            }
+            ing.claimed = v.ingest_claim(ing.plan.reservation, ing.claimed, ing.cursor);
             ctx.wake.append(&mut v.byte_waiters);
         }
     }
@@ -711,7 +731,7 @@ impl Conn {
             e.message
         );
         self.claim_progress(ctx);
-        self.release(ctx.store);
+        self.release(ctx.store, ctx.wake);
         self.respond_error(&e, false);
         Step::Progress
     }
@@ -730,8 +750,10 @@ impl Conn {
             ing.plan.keep_alive,
         );
         let reservation = ing.plan.reservation;
-        if let Some(slot) = ctx.store.get_mut(&video).and_then(|v| v.slot_mut()) {
-            slot.release(reservation);
+        if let Some(v) = ctx.store.get_mut(&video) {
+            v.ingest_release(reservation);
+            // Followers finish once the publisher has ended and they have caught up.
+            ctx.wake.append(&mut v.byte_waiters);
         }
         if exact && cursor != end {
             // A chunked body shorter than its Content-Range: what arrived is kept and claimed.
@@ -747,8 +769,8 @@ impl Conn {
             self.respond_error(&e, false);
             return Step::Progress;
         }
-        let claim_seq = match ctx.store.get(&video).and_then(|v| v.slot()) {
-            Some(s) => s.claim_seq,
+        let claim_seq = match ctx.store.get(&video).and_then(|v| v.commit()) {
+            Some(c) => c.claim_seq,
             None => 0,
         };
         let ok = routes::write_done_plan(ctx.store, &video, start, cursor, keep_alive);
@@ -786,6 +808,112 @@ impl Conn {
                 self.out.extend_from_slice(&bytes);
                 Step::Progress
             }
+            Part::Follow {
+                video,
+                pos,
+                chunk_left,
+                chunked,
+                sessions_seen,
+            } => {
+                if !self.writable {
+                    return Step::Blocked;
+                }
+                if self.sent_this_turn >= SEND_BUDGET_PER_TURN {
+                    ctx.wake.push(self.token);
+                    return Step::Blocked;
+                }
+                let Some(v) = ctx.store.get_mut(video) else {
+                    return Step::Close;
+                };
+                let Some(ring) = v.ring() else {
+                    return Step::Close;
+                };
+                let avail = ring.availability(*pos);
+                if *chunk_left == 0 {
+                    match avail {
+                        Availability::Present(end) => {
+                            let n = (end - *pos).min(SEND_CHUNK);
+                            *chunk_left = n;
+                            if *chunked {
+                                self.out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                                return Step::Progress;
+                            }
+                        }
+                        Availability::Pending | Availability::Absent => {
+                            if ring.publisher.is_none() && ring.sessions_ended > *sessions_seen {
+                                // The publisher ended and this follower has caught up: done.
+                                if *chunked {
+                                    self.out.extend_from_slice(b"0\r\n\r\n");
+                                } else {
+                                    *keep_alive = false;
+                                }
+                                parts.pop_front();
+                                self.stop_following(ctx.store);
+                                return Step::Progress;
+                            }
+                            if !v.byte_waiters.contains(&self.token) {
+                                v.byte_waiters.push(self.token);
+                            }
+                            // A follower waits for the publisher; with none, at most the idle timeout.
+                            self.deadline = ctx.now + ms(ctx.cfg.server.limits.idle_timeout_ms);
+                            return Step::Blocked;
+                        }
+                        Availability::Gone => {
+                            // Fell out of the ring's window: say so and close; never send
+                            // overwritten bytes.
+                            log::info!(
+                                "{}: follower of {video} fell behind the live window at {}; closing",
+                                self.peer,
+                                *pos
+                            );
+                            ctx.metrics.followers_dropped += 1;
+                            if *chunked {
+                                self.out.extend_from_slice(
+                                    b"0\r\nX-Vcache-Error: fell behind the live window\r\n\r\n",
+                                );
+                            }
+                            parts.clear();
+                            *keep_alive = false;
+                            self.stop_following(ctx.store);
+                            return Step::Progress;
+                        }
+                    }
+                }
+                let end = *pos + *chunk_left;
+                let fits = matches!(avail, Availability::Present(e) if e >= end);
+                let slice = if fits {
+                    v.payload_slice(*pos, end)
+                } else {
+                    None
+                };
+                let Some(slice) = slice else {
+                    // The window moved past a chunk already announced: cut the response.
+                    ctx.metrics.followers_dropped += 1;
+                    return Step::Close;
+                };
+                match self.stream.write(slice) {
+                    Ok(0) => Step::Close,
+                    Ok(n) => {
+                        let n = n as u64;
+                        *pos += n;
+                        *chunk_left -= n;
+                        if *chunk_left == 0 && *chunked {
+                            self.out.extend_from_slice(b"\r\n");
+                        }
+                        self.sent_this_turn += n;
+                        ctx.metrics.bytes_out += n;
+                        ctx.metrics.payload_bytes_out += n;
+                        self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
+                        Step::Progress
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.writable = false;
+                        Step::Blocked
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Progress,
+                    Err(_) => Step::Close,
+                }
+            }
             Part::Payload { video, pos, end } => {
                 if *pos >= *end {
                     parts.pop_front();
@@ -815,9 +943,9 @@ impl Conn {
                         self.deadline = until;
                         return Step::Blocked;
                     }
-                    Availability::Absent => {
+                    Availability::Absent | Availability::Gone => {
                         log::info!(
-                            "{}: byte {} of {video} is not present and not being written; closing",
+                            "{}: byte {} of {video} is not present (or left the live window); closing",
                             self.peer,
                             *pos
                         );
@@ -826,21 +954,21 @@ impl Conn {
                 };
                 self.waiting_bytes_until = None;
                 let count = (avail_end - *pos).min(SEND_CHUNK);
-                let use_map = match ctx.send_path {
-                    SendPath::MapSlice => true,
-                    SendPath::Sendfile => false,
-                    SendPath::Auto => v.is_writable(),
+                let file = v.sendfile_source();
+                let use_map = match (ctx.send_path, file) {
+                    (_, None) | (SendPath::MapSlice, _) => true,
+                    (SendPath::Sendfile, _) => false,
+                    (SendPath::Auto, _) => v.is_writable(),
                 };
-                let (file, map) = v.payload_source();
-                let result = match (use_map, map) {
-                    (true, Some(map)) => {
-                        let (a, b) = (*pos as usize, (*pos + count) as usize);
-                        match map.get(a..b) {
-                            Some(slice) => self.stream.write(slice),
+                let result = match (use_map, file) {
+                    (false, Some(f)) => sendfile(&self.stream, f, *pos, count),
+                    _ => match v.payload_slice(*pos, *pos + count) {
+                        Some(slice) => self.stream.write(slice),
+                        None => match file {
+                            Some(f) => sendfile(&self.stream, f, *pos, count),
                             None => return Step::Close,
-                        }
-                    }
-                    _ => sendfile(&self.stream, file, *pos, count),
+                        },
+                    },
                 };
                 match result {
                     Ok(0) => {

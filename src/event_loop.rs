@@ -197,13 +197,11 @@ impl Server {
         loop {
             let mut pending = false;
             for (id, v) in self.store.all_mut() {
-                if let Some(slot) = v.slot_mut() {
-                    if slot.commit_in_flight {
-                        pending = true;
-                    } else if let Some(job) = slot.commit_job(id) {
-                        worker.submit(job);
-                        pending = true;
-                    }
+                if v.commit().is_some_and(|c| c.commit_in_flight) {
+                    pending = true;
+                } else if let Some(job) = v.commit_job(id) {
+                    worker.submit(job);
+                    pending = true;
                 }
             }
             if !pending {
@@ -239,7 +237,7 @@ impl Server {
                 Ok((mut stream, peer)) => {
                     if self.open >= self.cfg.server.limits.max_connections {
                         self.metrics.connections_refused += 1;
-                        let msg = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 61\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503: too many connections (limits.max_connections); try again\n";
+                        let msg = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 62\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503: too many connections (limits.max_connections); try again\n";
                         let _ = stream.write(msg);
                         log::warn!("refused {peer}: limits.max_connections reached");
                         continue;
@@ -312,7 +310,7 @@ impl Server {
         match next {
             Next::Keep => self.conns[index] = Some(conn),
             Next::Close => {
-                conn.release(&mut self.store);
+                conn.release(&mut self.store, &mut self.wake);
                 let _ = self.poll.registry().deregister(&mut conn.stream);
                 self.free.push(index);
                 self.open -= 1;
@@ -323,7 +321,7 @@ impl Server {
     fn close(&mut self, token: Token, _now: Instant) {
         let index = token.0.wrapping_sub(FIRST_CONN);
         if let Some(Some(mut conn)) = self.conns.get_mut(index).map(Option::take) {
-            conn.release(&mut self.store);
+            conn.release(&mut self.store, &mut self.wake);
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.free.push(index);
             self.open -= 1;
@@ -351,22 +349,31 @@ impl Server {
         // mode); durable waiters get a commit job (always mode, DELETE).
         let mut jobs = Vec::new();
         for (id, v) in self.store.all_mut() {
+            // A live publisher waiting for its next write intent gets a durable commit at once.
+            if v.commit_urgent() {
+                if let Some(job) = v.commit_job(id) {
+                    jobs.push(job);
+                }
+                continue;
+            }
             if v.commit_waiters.is_empty() {
                 continue;
             }
-            let Some(slot) = v.slot_mut() else { continue };
-            if interval_mode && !slot.delete_pending && slot.fast_record_due() {
-                match slot.write_fast_record() {
+            let fast_due = v.commit().is_some_and(|c| c.fast_record_due());
+            if interval_mode && !v.delete_pending() && fast_due {
+                match v.write_fast_record() {
                     Ok(()) => self.metrics.fast_records += 1,
                     Err(e) => {
                         log::error!("video {id}: {e}");
-                        slot.last_commit_error = Some(e);
+                        if let Some(c) = v.commit_mut() {
+                            c.last_commit_error = Some(e);
+                        }
                     }
                 }
                 self.wake.append(&mut v.commit_waiters);
                 continue;
             }
-            if let Some(job) = slot.commit_job(id) {
+            if let Some(job) = v.commit_job(id) {
                 jobs.push(job);
             }
         }
@@ -375,9 +382,7 @@ impl Server {
         if now.duration_since(self.last_checkpoint) >= interval {
             self.last_checkpoint = now;
             for (id, v) in self.store.all_mut() {
-                if let Some(slot) = v.slot_mut()
-                    && let Some(job) = slot.commit_job(id)
-                {
+                if let Some(job) = v.commit_job(id) {
                     jobs.push(job);
                 }
             }
@@ -428,9 +433,7 @@ impl Server {
             }
         }
         if let Some(v) = self.store.get_mut(&done.video) {
-            if let Some(slot) = v.slot_mut() {
-                slot.commit_done(&done);
-            }
+            v.commit_done(&done);
             self.wake.append(&mut v.commit_waiters);
         }
     }
@@ -446,9 +449,7 @@ impl Server {
             .retired
             .iter()
             .filter(|(id, v)| {
-                let committed = v
-                    .slot()
-                    .is_none_or(|s| !s.commit_in_flight && s.claim_seq <= s.durable_claim_seq);
+                let committed = v.commit().is_none_or(|c| c.is_settled());
                 committed
                     && v.byte_waiters.is_empty()
                     && v.commit_waiters.is_empty()

@@ -15,13 +15,14 @@ pub struct Metrics {
     pub commits: u64,
     pub commit_failures: u64,
     pub fast_records: u64,
+    pub followers_dropped: u64,
 }
 
 impl Metrics {
     /// The exposition text; `open_connections` and per-video figures come from the loop.
     pub fn render(&self, open_connections: usize, videos: &[(String, u64, u64)]) -> String {
         let mut s = String::new();
-        let counters: [(&str, &str, u64); 12] = [
+        let counters: [(&str, &str, u64); 13] = [
             (
                 "vcache_connections_accepted_total",
                 "Connections accepted.",
@@ -76,6 +77,11 @@ impl Metrics {
                 "vcache_commit_failures_total",
                 "Durable metadata commits that failed.",
                 self.commit_failures,
+            ),
+            (
+                "vcache_followers_dropped_total",
+                "Live followers closed for falling behind the window.",
+                self.followers_dropped,
             ),
             (
                 "vcache_fast_records_total",

@@ -9,8 +9,8 @@ use crate::config::{Config, VideoKind};
 use crate::http::conditional::{Precondition, evaluate_preconditions, if_range_allows};
 use crate::http::date::format_http_date;
 use crate::http::range::{
-    ByteSpan, multipart_body_len, multipart_part_header, multipart_trailer, parse_content_range,
-    parse_range_header, resolve_ranges,
+    ByteSpan, RangeSpec, multipart_body_len, multipart_part_header, multipart_trailer,
+    parse_content_range, parse_range_header, resolve_ranges,
 };
 use crate::http::request::{Method, RequestHead, query_param};
 use crate::http::response::{ResponseHead, json_string, simple_response};
@@ -23,7 +23,21 @@ pub enum Part {
     Bytes(Vec<u8>),
     /// Bytes [pos, end) of a video, sent from its file or mapping.
     Payload { video: String, pos: u64, end: u64 },
+    /// A live follower: bytes from `pos` on, as the publisher pushes them, in chunks of the chunked
+    /// transfer coding (or raw for an HTTP/1.0 client, closed at the end), until the publisher of a
+    /// session newer than `sessions_seen` ends and the follower has caught up.
+    Follow {
+        video: String,
+        pos: u64,
+        /// Bytes of the current announced chunk still to send.
+        chunk_left: u64,
+        chunked: bool,
+        sessions_seen: u64,
+    },
 }
+
+/// RFC 8673: a last-byte-pos at or above 2^53 − 1 asks for a live range that grows with the channel.
+pub const LIVE_OPEN_END: u64 = 9_007_199_254_740_991;
 
 /// A response ready to go: its head (and small body) bytes, then payload parts.
 #[derive(Debug)]
@@ -175,6 +189,22 @@ fn unauthorized(head_only: bool, keep_alive: bool, what: &str) -> Plan {
 }
 
 pub fn route(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
+    match route_head(head, ctx) {
+        // Only an ingest reads a request body. Any other answer to a request with a body closes the
+        // connection after it, so that the unread body is never parsed as a next request (a
+        // smuggling shape behind a proxy). Respond actions change nothing, so routing again is pure.
+        Action::Respond(plan) if plan.keep_alive && head.has_body() => {
+            let closing = RequestHead {
+                keep_alive: false,
+                ..head.clone()
+            };
+            route_head(&closing, ctx)
+        }
+        action => action,
+    }
+}
+
+fn route_head(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
     let keep_alive = head.keep_alive;
     let head_only = head.method == Method::Head;
     let path = head.path.as_str();
@@ -341,6 +371,18 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
             v.is_complete(),
             ranges.join(",")
         ));
+        if let Some(r) = v.ring() {
+            // Insert the live fields before the closing brace of this video's object.
+            out.pop();
+            out.push_str(&format!(
+                ",\"capacity\":{},\"window_start\":{},\"head\":{},\"publishing\":{},\"followers\":{}}}",
+                r.capacity(),
+                r.window_start(),
+                r.state.head,
+                r.publisher.is_some(),
+                r.followers
+            ));
+        }
     }
     for p in ctx.problems {
         if ctx.store.videos.contains_key(&p.id) {
@@ -456,6 +498,9 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
             keep_alive,
         ));
     };
+    if video.ring().is_some() {
+        return serve_live(head, id, ctx);
+    }
     let base = match seek_base(head, video, keep_alive) {
         Ok(b) => b,
         Err(plan) => return Action::Respond(plan),
@@ -550,7 +595,7 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
                     video: id.to_string(),
                 };
             }
-            Availability::Pending | Availability::Absent => missing.push(span),
+            Availability::Pending | Availability::Absent | Availability::Gone => missing.push(span),
         }
     }
     if served.is_empty() {
@@ -693,6 +738,227 @@ fn whole(
     })
 }
 
+/// GET/HEAD of a live channel: a follower (no Range, `bytes=a-`, or an RFC 8673 open range), or a
+/// bounded range inside the window (waiting, bounded, for bytes not yet published).
+fn serve_live(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
+    let keep_alive = head.keep_alive;
+    let head_only = head.method == Method::Head;
+    let max_followers = ctx.cfg.server.limits.max_followers;
+    let max_ranges = ctx.cfg.server.limits.max_ranges;
+    let wait_expired = ctx.wait_expired;
+    let read_wait_ms = ctx.cfg.server.limits.read_wait_ms;
+    let Some(video) = ctx.store.get_mut(id) else {
+        return Action::Respond(error_plan(
+            404,
+            &format!("no video with id {id}"),
+            head_only,
+            keep_alive,
+        ));
+    };
+    let ts_aligned = video.content_type.starts_with("video/mp2t");
+    let content_type = video.content_type.clone();
+    let seek = video.cfg.seek.clone();
+    let Some(ring) = video.ring_mut() else {
+        return Action::Respond(error_plan(500, "not a live channel", head_only, keep_alive));
+    };
+    let (window_start, live_head) = (ring.window_start(), ring.state.head);
+    let info = [
+        ("Accept-Ranges", "bytes".to_string()),
+        ("Cache-Control", "no-store".to_string()),
+        ("X-Live-Head", live_head.to_string()),
+        ("X-Live-Window", format!("{window_start}-{live_head}")),
+        ("X-Live-Publishing", ring.publisher.is_some().to_string()),
+    ];
+    let outside = |first: u64| {
+        Action::Respond(error_plan_with(
+            416,
+            &format!(
+                "byte {first} is outside the live window {window_start}-{live_head} (offsets below {window_start} have been overwritten)"
+            ),
+            head_only,
+            keep_alive,
+            &[("Content-Range", format!("bytes */{live_head}"))],
+        ))
+    };
+    // A timecode picks the follower's start (the channel's own byte offsets).
+    let t_offset = match head.query.as_deref().and_then(|q| query_param(q, "t")) {
+        None => None,
+        Some(t) => match &seek {
+            None => {
+                return Action::Respond(error_plan(
+                    400,
+                    &format!("video {id} has no seek table ([video.seek] in the config)"),
+                    head_only,
+                    keep_alive,
+                ));
+            }
+            Some(table) => match table.offset_of_str(&t, None) {
+                Ok(off) => Some(off),
+                Err(e) => {
+                    return Action::Respond(error_plan(
+                        400,
+                        &format!("timecode {t}: {e}"),
+                        head_only,
+                        keep_alive,
+                    ));
+                }
+            },
+        },
+    };
+    let specs = head
+        .range
+        .as_deref()
+        .and_then(|r| parse_range_header(r, max_ranges).ok());
+    // (follow from, 206 echo of the requested last-byte-pos) or a bounded span.
+    type FollowFrom = Option<(u64, Option<u64>)>;
+    let (follow, bounded): (FollowFrom, Option<(u64, u64)>) = match specs.as_deref() {
+        None => (
+            Some((
+                t_offset.unwrap_or_else(|| ring.follow_start(ts_aligned)),
+                None,
+            )),
+            None,
+        ),
+        Some([RangeSpec::From(a)]) => (Some((*a, Some(LIVE_OPEN_END))), None),
+        Some([RangeSpec::FromTo(a, b)]) if *b >= LIVE_OPEN_END => (Some((*a, Some(*b))), None),
+        Some([RangeSpec::FromTo(a, b)]) => (None, Some((*a, *b))),
+        Some([RangeSpec::Suffix(n)]) => {
+            if live_head <= window_start || *n == 0 {
+                return outside(live_head);
+            }
+            (
+                None,
+                Some((
+                    live_head.saturating_sub(*n).max(window_start),
+                    live_head - 1,
+                )),
+            )
+        }
+        Some(_) => {
+            return Action::Respond(error_plan(
+                416,
+                "a live channel serves one range per request",
+                head_only,
+                keep_alive,
+            ));
+        }
+    };
+    if let Some((from, echo)) = follow {
+        if from < window_start {
+            return outside(from);
+        }
+        let mut rh = ResponseHead::new(if echo.is_some() { 206 } else { 200 });
+        rh.header("Content-Type", content_type);
+        for (k, v) in &info {
+            rh.header(k, v.clone());
+        }
+        rh.header("X-Live-Start", from.to_string());
+        if let Some(last) = echo {
+            rh.header("Content-Range", format!("bytes {from}-{last}/*"));
+        }
+        let chunked = head.minor_version >= 1;
+        if head_only {
+            if !keep_alive {
+                rh.header("Connection", "close");
+            }
+            let mut h = Vec::new();
+            rh.write_to(&mut h);
+            return Action::Respond(Plan {
+                head: h,
+                parts: VecDeque::new(),
+                keep_alive,
+            });
+        }
+        if ring.followers >= max_followers {
+            return Action::Respond(error_plan_with(
+                503,
+                &format!("channel {id} has {max_followers} followers (limits.max_followers)"),
+                false,
+                keep_alive,
+                &[("Retry-After", "5".to_string())],
+            ));
+        }
+        ring.followers += 1;
+        let keep = keep_alive && chunked;
+        if chunked {
+            rh.header("Transfer-Encoding", "chunked");
+        }
+        if !keep {
+            rh.header("Connection", "close");
+        }
+        let mut h = Vec::new();
+        rh.write_to(&mut h);
+        let mut parts = VecDeque::new();
+        parts.push_back(Part::Follow {
+            video: id.to_string(),
+            pos: from,
+            chunk_left: 0,
+            chunked,
+            sessions_seen: ring.sessions_ended,
+        });
+        return Action::Respond(Plan {
+            head: h,
+            parts,
+            keep_alive: keep,
+        });
+    }
+    let Some((first, mut last)) = bounded else {
+        return Action::Respond(error_plan(
+            500,
+            "no live range chosen",
+            head_only,
+            keep_alive,
+        ));
+    };
+    if first < window_start {
+        return outside(first);
+    }
+    if last >= live_head {
+        if !wait_expired {
+            return Action::WaitForBytes {
+                video: id.to_string(),
+            };
+        }
+        if first >= live_head {
+            return Action::Respond(error_plan_with(
+                503,
+                &format!(
+                    "bytes from {first} have not been published yet (waited {read_wait_ms} ms, limits.read_wait_ms); the head is {live_head}"
+                ),
+                head_only,
+                keep_alive,
+                &[("Retry-After", "1".to_string())],
+            ));
+        }
+        last = live_head - 1;
+    }
+    let mut rh = ResponseHead::new(206);
+    rh.header("Content-Type", content_type);
+    for (k, v) in &info {
+        rh.header(k, v.clone());
+    }
+    rh.header("Content-Range", format!("bytes {first}-{last}/*"));
+    rh.header("Content-Length", (last - first + 1).to_string());
+    if !keep_alive {
+        rh.header("Connection", "close");
+    }
+    let mut h = Vec::new();
+    rh.write_to(&mut h);
+    let mut parts = VecDeque::new();
+    if !head_only {
+        parts.push_back(Part::Payload {
+            video: id.to_string(),
+            pos: first,
+            end: last + 1,
+        });
+    }
+    Action::Respond(Plan {
+        head: h,
+        parts,
+        keep_alive,
+    })
+}
+
 fn write_tokens<'a>(cfg: &'a Config, video: &'a Video) -> [Option<&'a str>; 2] {
     [
         cfg.server.write_token.as_deref(),
@@ -707,6 +973,7 @@ fn refusal_status(r: &WriteRefusal) -> u16 {
         WriteRefusal::TooFragmented { .. } => 507,
         WriteRefusal::Busy(_) => 503,
         WriteRefusal::Full => 409,
+        WriteRefusal::PublisherActive => 409,
     }
 }
 
@@ -753,6 +1020,33 @@ fn ingest(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
                 cfg.server.limits.max_body_bytes
             ),
         );
+    }
+    if let Some(ring) = video.ring_mut() {
+        if head.content_range.is_some() {
+            return close(
+                400,
+                "a live channel takes appends at its head: send the stream without Content-Range",
+            );
+        }
+        let start = ring.state.head;
+        let end = match framing {
+            Framing::Length(n) => start.saturating_add(n),
+            // A live stream is as long as the publisher keeps sending: the ring bounds the disk.
+            Framing::Chunked => u64::MAX,
+        };
+        return match ring.begin_publish() {
+            Ok(reservation) => Action::Ingest(IngestPlan {
+                video: id.to_string(),
+                reservation,
+                start,
+                end,
+                framing,
+                expect_continue: head.expect_continue,
+                keep_alive: head.keep_alive,
+                exact: false,
+            }),
+            Err(e) => close(refusal_status(&e), &e.to_string()),
+        };
     }
     let Some(slot) = video.slot_mut() else {
         return close(405, "this video does not take writes");
@@ -823,6 +1117,15 @@ fn ingest(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
 
 /// The response to a completed write, sent once the claim is committed.
 pub fn write_done_plan(store: &Store, id: &str, start: u64, end: u64, keep_alive: bool) -> Plan {
+    if let Some(r) = store.get(id).and_then(|v| v.ring()) {
+        let body = format!(
+            "{{\"id\":{},\"written\":{{\"start\":{start},\"end\":{end}}},\"head\":{},\"window_start\":{}}}\n",
+            json_string(id),
+            r.state.head,
+            r.window_start()
+        );
+        return json_plan(200, &body, false, keep_alive);
+    }
     let (present, complete, len) = match store.get(id).and_then(|v| v.slot()) {
         Some(s) => (
             s.presence.present_bytes(),
@@ -870,15 +1173,12 @@ fn delete(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
             &[("Allow", "GET, HEAD, OPTIONS".to_string())],
         ));
     }
-    let Some(slot) = video.slot_mut() else {
-        return Action::Respond(error_plan(
-            405,
-            "this video cannot be deleted",
-            false,
-            keep_alive,
-        ));
+    let forgotten = match (&mut video.body, video.cfg.kind_name()) {
+        (crate::store::Body::Upload(slot), _) => slot.forget_all(),
+        (crate::store::Body::Live(ring), _) => ring.forget_all(),
+        _ => Err(WriteRefusal::Busy("this video cannot be deleted".into())),
     };
-    if let Err(e) = slot.forget_all() {
+    if let Err(e) = forgotten {
         return Action::Respond(error_plan(
             refusal_status(&e),
             &e.to_string(),
@@ -886,7 +1186,7 @@ fn delete(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
             keep_alive,
         ));
     }
-    let claim_seq = slot.claim_seq;
+    let claim_seq = video.commit().map_or(0, |c| c.claim_seq);
     let body = format!("{{\"id\":{},\"deleted\":true}}\n", json_string(id));
     Action::AwaitCommit {
         video: id.to_string(),

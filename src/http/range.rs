@@ -171,12 +171,6 @@ impl ContentRange {
         }
         .len()
     }
-
-    /// Always false for a parsed range (it holds at least one byte).
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.last < self.first
-    }
 }
 
 /// Errors: malformed, last < first, overflow, complete_length present and <= last. (`bytes */N`

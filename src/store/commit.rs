@@ -157,3 +157,155 @@ fn commit_batch(batch: &[CommitJob]) -> Vec<Result<(), String>> {
     }
     results
 }
+
+/// The commit bookkeeping of one writable video (upload slot or live ring): which claims the metadata
+/// on disk covers (fast record, durable record), which slot is written next, and whether a durable
+/// commit is in flight. The payload (what is claimed) is the caller's; this type only knows sequence
+/// numbers, slots and the protocol's order.
+pub struct CommitState {
+    meta: Arc<MetaFile>,
+    boot_id: super::meta::BootId,
+    kind_code: u8,
+    data_len: u64,
+    /// The sequence number of the newest record written (fast or durable).
+    record_seq: u64,
+    /// Bumped on every change of what the metadata claims.
+    pub claim_seq: u64,
+    /// The claim_seq covered by the newest durable record / fast record.
+    pub durable_claim_seq: u64,
+    pub fast_claim_seq: u64,
+    next_durable_slot: usize,
+    next_fast_slot: usize,
+    pub commit_in_flight: bool,
+    pub last_commit_error: Option<String>,
+}
+
+/// Where a recovered video's metadata stands, for `CommitState::new`.
+pub struct Recovered {
+    pub record_seq: u64,
+    /// The winning record came from a fast slot: the first checkpoint must make it durable.
+    pub from_fast: bool,
+    pub next_durable_slot: usize,
+    pub next_fast_slot: usize,
+}
+
+impl CommitState {
+    pub fn new(
+        meta: Arc<MetaFile>,
+        boot_id: super::meta::BootId,
+        kind_code: u8,
+        data_len: u64,
+        r: Recovered,
+    ) -> CommitState {
+        CommitState {
+            meta,
+            boot_id,
+            kind_code,
+            data_len,
+            record_seq: r.record_seq,
+            claim_seq: 1,
+            // A state recovered from a fast record is in the page cache but maybe not on the disk.
+            durable_claim_seq: if r.from_fast { 0 } else { 1 },
+            fast_claim_seq: 1,
+            next_durable_slot: r.next_durable_slot,
+            next_fast_slot: r.next_fast_slot,
+            commit_in_flight: false,
+            last_commit_error: None,
+        }
+    }
+
+    /// Something the metadata claims changed.
+    pub fn bump(&mut self) {
+        self.claim_seq += 1;
+    }
+
+    fn record(&mut self, payload: Vec<u8>) -> MetaRecord {
+        self.record_seq += 1;
+        MetaRecord {
+            seq: self.record_seq,
+            boot_id: self.boot_id,
+            video_kind: self.kind_code,
+            data_len: self.data_len,
+            payload,
+        }
+    }
+
+    /// Does the metadata (durable or fast) lag what is claimed in memory?
+    pub fn fast_record_due(&self) -> bool {
+        self.claim_seq > self.fast_claim_seq.max(self.durable_claim_seq)
+    }
+
+    /// Write the fast (process-crash) record: a plain pwrite into the page cache, no sync.
+    pub fn write_fast_record(&mut self, payload: Vec<u8>) -> Result<(), String> {
+        let claim = self.claim_seq;
+        let rec = self.record(payload);
+        let slot = self.next_fast_slot;
+        self.meta
+            .write_slot(slot, &rec)
+            .map_err(|e| format!("writing the fast metadata record failed: {e}"))?;
+        self.next_fast_slot = super::meta::next_fast_slot(Some(slot));
+        self.fast_claim_seq = claim;
+        Ok(())
+    }
+
+    pub fn checkpoint_due(&self) -> bool {
+        !self.commit_in_flight && self.claim_seq > self.durable_claim_seq
+    }
+
+    /// A durable commit job for `payload` (the current state), or None if one is in flight or
+    /// nothing changed.
+    pub fn commit_job(
+        &mut self,
+        id: &str,
+        data: &Arc<File>,
+        payload: Vec<u8>,
+    ) -> Option<CommitJob> {
+        if !self.checkpoint_due() {
+            return None;
+        }
+        let claim = self.claim_seq;
+        let rec = self.record(payload);
+        self.commit_in_flight = true;
+        Some(CommitJob {
+            video: id.to_string(),
+            data: data.clone(),
+            meta: self.meta.clone(),
+            slot: self.next_durable_slot,
+            record: rec,
+            claim_seq: claim,
+        })
+    }
+
+    /// Apply a finished job; true if it succeeded.
+    pub fn commit_done(&mut self, done: &CommitDone) -> bool {
+        self.commit_in_flight = false;
+        match &done.result {
+            Ok(()) => {
+                self.durable_claim_seq = self.durable_claim_seq.max(done.claim_seq);
+                self.next_durable_slot = super::meta::next_durable_slot(Some(done.slot));
+                self.last_commit_error = None;
+                true
+            }
+            Err(e) => {
+                // The slot that failed may be torn: the next attempt goes to the same slot, so the
+                // other durable slot (the newest good record) is never overwritten.
+                self.last_commit_error = Some(e.clone());
+                false
+            }
+        }
+    }
+
+    /// Is the claim `claim_seq` covered as the given sync mode promises?
+    pub fn claim_is_committed(&self, claim_seq: u64, durable: bool) -> bool {
+        if durable {
+            self.durable_claim_seq >= claim_seq
+        } else {
+            self.durable_claim_seq.max(self.fast_claim_seq) >= claim_seq
+        }
+    }
+
+    /// Nothing claimed is waiting for a durable commit.
+    pub fn is_settled(&self) -> bool {
+        !self.commit_in_flight && self.claim_seq <= self.durable_claim_seq
+    }
+}

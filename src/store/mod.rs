@@ -8,6 +8,7 @@ pub mod commit;
 pub mod data_file;
 pub mod meta;
 pub mod presence;
+pub mod ring;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -18,10 +19,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mio::Token;
 
 use crate::config::{Config, VideoConfig, VideoKind};
-use commit::{CommitDone, CommitJob};
+use commit::{CommitDone, CommitJob, CommitState, Recovered};
 use data_file::{DataFileError, ReadOnlyFile, WritableFile};
 use meta::{BootId, MetaFile, MetaRecord};
 use presence::PresenceMap;
+pub use ring::{KIND_CODE_LIVE, LiveRing, RingState};
 
 /// `MetaRecord::video_kind` codes: a metadata file of one kind is never opened as another.
 pub const KIND_CODE_UPLOAD: u8 = 2;
@@ -67,6 +69,8 @@ pub enum Availability {
     Pending,
     /// Not present and nobody is writing it.
     Absent,
+    /// A live channel's bytes that have left its window (overwritten).
+    Gone,
 }
 
 /// Why a write was refused before any byte was taken.
@@ -90,6 +94,8 @@ pub enum WriteRefusal {
     Busy(String),
     /// The video is complete: nothing left to append to.
     Full,
+    /// A live channel already has its one publisher.
+    PublisherActive,
 }
 
 impl std::fmt::Display for WriteRefusal {
@@ -123,6 +129,10 @@ impl std::fmt::Display for WriteRefusal {
                 "the presence map would exceed {max_ranges} separate ranges (limits.max_presence_ranges); write adjacent ranges"
             ),
             WriteRefusal::Busy(why) => write!(f, "{why}; retry shortly"),
+            WriteRefusal::PublisherActive => write!(
+                f,
+                "the channel already has a publisher; one publisher at a time"
+            ),
             WriteRefusal::Full => {
                 write!(f, "the slot is complete; nothing is missing to append to")
             }
@@ -141,27 +151,15 @@ struct Reservation {
 /// An `upload` slot: a writable mapping, its presence map and its commit state.
 pub struct Slot {
     pub data: WritableFile,
-    meta: Arc<MetaFile>,
     pub presence: PresenceMap,
     reservations: Vec<Reservation>,
     next_reservation_id: u64,
     /// Bumped by DELETE: part of the ETag, so a client never mixes two generations.
     pub generation: u64,
     pub modified: SystemTime,
-    boot_id: BootId,
-    /// The sequence number of the newest record written (fast or durable).
-    record_seq: u64,
-    /// Bumped on every change of what the metadata claims (presence, generation).
-    pub claim_seq: u64,
-    /// The claim_seq covered by the newest durable record / fast record.
-    pub durable_claim_seq: u64,
-    pub fast_claim_seq: u64,
-    next_durable_slot: usize,
-    next_fast_slot: usize,
-    pub commit_in_flight: bool,
+    pub commit: CommitState,
     /// A DELETE waits for its durable commit; no write is accepted until then.
     pub delete_pending: bool,
-    pub last_commit_error: Option<String>,
     max_presence_ranges: usize,
 }
 
@@ -173,6 +171,7 @@ pub enum Body {
         modified: SystemTime,
     },
     Upload(Box<Slot>),
+    Live(Box<LiveRing>),
 }
 
 /// One configured video as the event loop sees it.
@@ -186,22 +185,33 @@ pub struct Video {
     pub commit_waiters: Vec<Token>,
 }
 
+/// Why an in-flight write cannot take bytes right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestBlock {
+    /// A live ring must commit a new write intent first (see ARCHITECTURE.md); wait for the commit.
+    AwaitCommit,
+    /// The write is not allowed (a bug or a vanished reservation): fail it.
+    Refused(String),
+}
+
 impl Video {
     pub fn len(&self) -> u64 {
         match &self.body {
             Body::File { data, .. } => data.len,
             Body::Upload(s) => s.data.len,
+            Body::Live(r) => r.capacity(),
         }
     }
 
     pub fn is_writable(&self) -> bool {
-        matches!(self.body, Body::Upload(_))
+        !matches!(self.body, Body::File { .. })
     }
 
     pub fn etag(&self) -> String {
         match &self.body {
             Body::File { etag, .. } => etag.clone(),
             Body::Upload(s) => format!("\"u{:x}-{:x}\"", s.generation, s.data.len),
+            Body::Live(r) => format!("\"l{:x}-{:x}\"", r.state.generation, r.capacity()),
         }
     }
 
@@ -209,14 +219,16 @@ impl Video {
         match &self.body {
             Body::File { modified, .. } => *modified,
             Body::Upload(s) => s.modified,
+            Body::Live(r) => r.state.modified,
         }
     }
 
-    /// Whether every byte is present.
+    /// Whether every byte is present (a live channel never is: it grows).
     pub fn is_complete(&self) -> bool {
         match &self.body {
             Body::File { .. } => true,
             Body::Upload(s) => s.presence.is_complete(),
+            Body::Live(_) => false,
         }
     }
 
@@ -230,37 +242,188 @@ impl Video {
                 }
             }
             Body::Upload(s) => s.availability(offset),
+            Body::Live(r) => r.availability(offset),
         }
     }
 
-    /// The file descriptor and the mapping to send payload from.
-    pub fn payload_source(&self) -> (&File, Option<&[u8]>) {
+    /// The bytes [pos, end) as a slice of the mapping, if they are mapped contiguously (a live
+    /// ring's availability never spans its wrap point).
+    pub fn payload_slice(&self, pos: u64, end: u64) -> Option<&[u8]> {
+        let (map, a): (&[u8], u64) = match &self.body {
+            Body::File { data, .. } => (data.map.as_deref()?, pos),
+            Body::Upload(s) => (&s.data.map[..], pos),
+            Body::Live(r) => (&r.data.map[..], r.position(pos)),
+        };
+        let b = a.checked_add(end.checked_sub(pos)?)?;
+        map.get(usize::try_from(a).ok()?..usize::try_from(b).ok()?)
+    }
+
+    /// The file to sendfile(2) payload from, where logical offsets are file offsets and the bytes
+    /// never change once present (not a live ring: its pages are rewritten in place).
+    pub fn sendfile_source(&self) -> Option<&File> {
         match &self.body {
-            Body::File { data, .. } => (&data.file, data.map.as_deref()),
-            Body::Upload(s) => (&s.data.file, Some(&s.data.map[..])),
+            Body::File { data, .. } => Some(&data.file),
+            Body::Upload(s) => Some(&s.data.file),
+            Body::Live(_) => None,
         }
     }
 
     pub fn slot_mut(&mut self) -> Option<&mut Slot> {
         match &mut self.body {
             Body::Upload(s) => Some(s),
-            Body::File { .. } => None,
+            _ => None,
         }
     }
 
     pub fn slot(&self) -> Option<&Slot> {
         match &self.body {
             Body::Upload(s) => Some(s),
-            Body::File { .. } => None,
+            _ => None,
         }
     }
 
-    /// Cached ranges as half-open pairs (a file video is wholly cached).
+    pub fn ring(&self) -> Option<&LiveRing> {
+        match &self.body {
+            Body::Live(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn ring_mut(&mut self) -> Option<&mut LiveRing> {
+        match &mut self.body {
+            Body::Live(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Cached ranges as half-open pairs (a file video is wholly cached; a live channel holds its
+    /// window).
     pub fn cached_ranges(&self) -> Vec<(u64, u64)> {
         match &self.body {
             Body::File { data, .. } if data.len > 0 => vec![(0, data.len)],
             Body::File { .. } => Vec::new(),
             Body::Upload(s) => s.presence.ranges().to_vec(),
+            Body::Live(r) => {
+                let (start, head) = (r.window_start(), r.state.head);
+                if start < head {
+                    vec![(start, head)]
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    pub fn commit(&self) -> Option<&CommitState> {
+        match &self.body {
+            Body::Upload(s) => Some(&s.commit),
+            Body::Live(r) => Some(&r.commit),
+            Body::File { .. } => None,
+        }
+    }
+
+    pub fn commit_mut(&mut self) -> Option<&mut CommitState> {
+        match &mut self.body {
+            Body::Upload(s) => Some(&mut s.commit),
+            Body::Live(r) => Some(&mut r.commit),
+            Body::File { .. } => None,
+        }
+    }
+
+    /// A DELETE is waiting for its durable commit.
+    pub fn delete_pending(&self) -> bool {
+        self.slot().is_some_and(|s| s.delete_pending)
+    }
+
+    /// A writer is blocked until a durable commit lands (a live ring's write intent).
+    pub fn commit_urgent(&self) -> bool {
+        self.ring().is_some_and(|r| r.intent_commit_wanted())
+    }
+
+    /// Write the fast (process-crash) record of the current state.
+    pub fn write_fast_record(&mut self) -> Result<(), String> {
+        match &mut self.body {
+            Body::Upload(s) => {
+                let p = s.payload();
+                s.commit.write_fast_record(p)
+            }
+            Body::Live(r) => {
+                let p = r.state.encode();
+                r.commit.write_fast_record(p)
+            }
+            Body::File { .. } => Ok(()),
+        }
+    }
+
+    /// A durable commit job for the current state, if one is due and none is in flight.
+    pub fn commit_job(&mut self, id: &str) -> Option<CommitJob> {
+        match &mut self.body {
+            Body::Upload(s) => {
+                if !s.commit.checkpoint_due() {
+                    return None;
+                }
+                let p = s.payload();
+                s.commit.commit_job(id, &s.data.file, p)
+            }
+            Body::Live(r) => r.commit_job(id),
+            Body::File { .. } => None,
+        }
+    }
+
+    pub fn commit_done(&mut self, done: &CommitDone) {
+        match &mut self.body {
+            Body::Upload(s) => {
+                if s.commit.commit_done(done) && s.delete_pending && s.commit.is_settled() {
+                    s.delete_pending = false;
+                }
+            }
+            Body::Live(r) => r.commit_done(done),
+            Body::File { .. } => {}
+        }
+    }
+
+    /// The mutable bytes an in-flight write may fill next at `offset`, at most `max` of them.
+    pub fn ingest_target(
+        &mut self,
+        writer: u64,
+        offset: u64,
+        max: u64,
+    ) -> Result<&mut [u8], IngestBlock> {
+        match &mut self.body {
+            Body::Upload(s) => s
+                .write_target(writer, offset, max)
+                .ok_or_else(|| IngestBlock::Refused("write target outside the reservation".into())),
+            Body::Live(r) => r.write_target(writer, offset, max),
+            Body::File { .. } => Err(IngestBlock::Refused("a file video takes no writes".into())),
+        }
+    }
+
+    /// Claim [start, end) of an in-flight write; returns the end of what is now claimed (a slot may
+    /// defer a claim that would fragment its presence map too much).
+    pub fn ingest_claim(&mut self, writer: u64, start: u64, end: u64) -> u64 {
+        match &mut self.body {
+            Body::Upload(s) => {
+                s.claim(writer, start, end);
+                if end > start && s.presence.contains(end - 1) {
+                    end
+                } else {
+                    start
+                }
+            }
+            Body::Live(r) => {
+                r.claim(writer, start, end);
+                end
+            }
+            Body::File { .. } => start,
+        }
+    }
+
+    /// The write ended (finished or cut); what was claimed stays claimed.
+    pub fn ingest_release(&mut self, writer: u64) {
+        match &mut self.body {
+            Body::Upload(s) => s.release(writer),
+            Body::Live(r) => r.end_publish(writer),
+            Body::File { .. } => {}
         }
     }
 }
@@ -405,9 +568,7 @@ impl Slot {
             return;
         }
         match self.presence.insert(start, end) {
-            Ok(()) => {
-                self.claim_seq += 1;
-            }
+            Ok(()) => self.commit.bump(),
             Err(e) => log::warn!("claim of bytes {start}..{end} deferred: {e}"),
         }
     }
@@ -428,93 +589,13 @@ impl Slot {
         self.presence.clear();
         self.generation += 1;
         self.modified = SystemTime::now();
-        self.claim_seq += 1;
+        self.commit.bump();
         self.delete_pending = true;
         Ok(())
     }
 
-    fn payload(&self) -> Vec<u8> {
+    pub fn payload(&self) -> Vec<u8> {
         encode_upload_payload(self.generation, self.modified, &self.presence)
-    }
-
-    fn record(&mut self) -> MetaRecord {
-        self.record_seq += 1;
-        MetaRecord {
-            seq: self.record_seq,
-            boot_id: self.boot_id,
-            video_kind: KIND_CODE_UPLOAD,
-            data_len: self.data.len,
-            payload: self.payload(),
-        }
-    }
-
-    /// Does the metadata on disk (durable or fast) lag what is claimed in memory?
-    pub fn fast_record_due(&self) -> bool {
-        self.claim_seq > self.fast_claim_seq.max(self.durable_claim_seq)
-    }
-
-    /// Write the fast (process-crash) record: a plain pwrite into the page cache, no sync.
-    pub fn write_fast_record(&mut self) -> Result<(), String> {
-        let claim = self.claim_seq;
-        let rec = self.record();
-        let slot = self.next_fast_slot;
-        self.meta
-            .write_slot(slot, &rec)
-            .map_err(|e| format!("writing the fast metadata record failed: {e}"))?;
-        self.next_fast_slot = meta::next_fast_slot(Some(slot));
-        self.fast_claim_seq = claim;
-        Ok(())
-    }
-
-    pub fn checkpoint_due(&self) -> bool {
-        !self.commit_in_flight && self.claim_seq > self.durable_claim_seq
-    }
-
-    /// A durable commit job for the current state, or None if one is in flight or nothing changed.
-    pub fn commit_job(&mut self, id: &str) -> Option<CommitJob> {
-        if !self.checkpoint_due() {
-            return None;
-        }
-        let claim = self.claim_seq;
-        let rec = self.record();
-        let slot = self.next_durable_slot;
-        self.commit_in_flight = true;
-        Some(CommitJob {
-            video: id.to_string(),
-            data: self.data.file.clone(),
-            meta: self.meta.clone(),
-            slot,
-            record: rec,
-            claim_seq: claim,
-        })
-    }
-
-    pub fn commit_done(&mut self, done: &CommitDone) {
-        self.commit_in_flight = false;
-        match &done.result {
-            Ok(()) => {
-                self.durable_claim_seq = self.durable_claim_seq.max(done.claim_seq);
-                self.next_durable_slot = meta::next_durable_slot(Some(done.slot));
-                self.last_commit_error = None;
-                if self.delete_pending && self.durable_claim_seq >= self.claim_seq {
-                    self.delete_pending = false;
-                }
-            }
-            Err(e) => {
-                // The slot that failed may be torn: the next attempt goes to the same slot, so the
-                // other durable slot (the newest good record) is never overwritten.
-                self.last_commit_error = Some(e.clone());
-            }
-        }
-    }
-
-    /// Is the claim `claim_seq` covered as the given sync mode promises?
-    pub fn claim_is_committed(&self, claim_seq: u64, durable: bool) -> bool {
-        if durable {
-            self.durable_claim_seq >= claim_seq
-        } else {
-            self.durable_claim_seq.max(self.fast_claim_seq) >= claim_seq
-        }
     }
 }
 
@@ -639,9 +720,7 @@ impl Store {
                 }
             }
             VideoKind::Upload { size } => Body::Upload(Box::new(self.open_slot(&v.id, *size)?)),
-            VideoKind::Live { .. } => {
-                return Err("live channels are not supported by this build yet".into());
-            }
+            VideoKind::Live { capacity } => Body::Live(Box::new(self.open_ring(&v.id, *capacity)?)),
             VideoKind::Origin { .. } => {
                 return Err("origin videos are not supported by this build yet".into());
             }
@@ -655,15 +734,25 @@ impl Store {
         })
     }
 
-    fn open_slot(&self, id: &str, size: u64) -> Result<Slot, String> {
+    /// Open or create the data and metadata files of a writable video of `len` bytes, following the
+    /// creation order of the durability protocol. Returns the mapped data file, its commit state and
+    /// the payload of the winning record (None for a new video, created with `fresh_payload`).
+    fn open_writable(
+        &self,
+        id: &str,
+        len: u64,
+        kind_code: u8,
+        kind_name: &str,
+        fresh_payload: Vec<u8>,
+        claims_bytes: impl Fn(&[u8]) -> Result<bool, String>,
+    ) -> Result<(WritableFile, CommitState, Option<Vec<u8>>), String> {
         let dpath = data_path(&self.data_dir, id);
         let mpath = meta_path(&self.data_dir, id);
         let data_exists = dpath.exists();
-        let meta_exists = mpath.exists();
-        if data_exists && !meta_exists {
+        if data_exists && !mpath.exists() {
             return Err(format!(
                 "data file {} exists but its metadata {} is missing; both are left untouched \
-                 (move the data file away to start the slot afresh)",
+                 (move the data file away to start afresh)",
                 dpath.display(),
                 mpath.display()
             ));
@@ -683,16 +772,7 @@ impl Store {
                 scan.describe()
             ));
         }
-        let loaded = scan.winner.clone();
-        let was_fresh = loaded.is_none();
-        let fresh_record = |seq: u64| MetaRecord {
-            seq,
-            boot_id: self.boot_id,
-            video_kind: KIND_CODE_UPLOAD,
-            data_len: size,
-            payload: Vec::new(),
-        };
-        let (state, chosen_slot, seq) = match loaded {
+        let (payload, chosen_slot, seq) = match scan.winner.clone() {
             None => {
                 if data_exists {
                     return Err(format!(
@@ -703,51 +783,50 @@ impl Store {
                 }
                 // Creation, step 1: the metadata's first durable record, synced, before the data file
                 // exists. A crash between the steps leaves a record that claims nothing.
-                let state = UploadState {
-                    generation: 1,
-                    modified: SystemTime::now(),
-                    presence: PresenceMap::new(size, self.max_presence_ranges),
+                let rec = MetaRecord {
+                    seq: scan.max_seq.unwrap_or(0) + 1,
+                    boot_id: self.boot_id,
+                    video_kind: kind_code,
+                    data_len: len,
+                    payload: fresh_payload,
                 };
-                let mut rec = fresh_record(scan.max_seq.unwrap_or(0) + 1);
-                rec.payload =
-                    encode_upload_payload(state.generation, state.modified, &state.presence);
                 meta.write_slot_synced(meta::DURABLE_SLOTS[0], &rec)
                     .map_err(|e| format!("cannot write metadata {}: {e}", mpath.display()))?;
-                (state, meta::DURABLE_SLOTS[0], rec.seq)
+                (None, meta::DURABLE_SLOTS[0], rec.seq)
             }
             Some((slot, rec)) => {
-                if rec.video_kind != KIND_CODE_UPLOAD {
+                if rec.video_kind != kind_code {
                     return Err(format!(
-                        "metadata {} belongs to a video of another kind (code {}), the config says upload; left untouched",
+                        "metadata {} belongs to a video of another kind (code {}), the config says {kind_name}; left untouched",
                         mpath.display(),
                         rec.video_kind
                     ));
                 }
-                if rec.data_len != size {
+                if rec.data_len != len {
                     return Err(format!(
-                        "metadata {} describes {} bytes but the config says size = {size}; left untouched \
+                        "metadata {} describes {} bytes but the config says {len}; left untouched \
                          (restore the old size, or move both files away to start afresh)",
                         mpath.display(),
                         rec.data_len
                     ));
                 }
-                let state = decode_upload_payload(&rec.payload, size, self.max_presence_ranges)
+                let claims = claims_bytes(&rec.payload)
                     .map_err(|e| format!("metadata {}: {e}; left untouched", mpath.display()))?;
-                if !data_exists && state.presence.present_bytes() > 0 {
+                if !data_exists && claims {
                     return Err(format!(
-                        "data file {} is missing but its metadata claims {} bytes; left untouched",
+                        "data file {} is missing but its metadata claims bytes; left untouched",
                         dpath.display(),
-                        state.presence.present_bytes()
                     ));
                 }
-                (state, slot, scan.max_seq.unwrap_or(rec.seq).max(rec.seq))
+                let seq = scan.max_seq.unwrap_or(rec.seq).max(rec.seq);
+                (Some(rec.payload), slot, seq)
             }
         };
         let data = if data_exists {
-            data_file::open_existing(&dpath, size)
+            data_file::open_existing(&dpath, len)
         } else {
             // Creation, step 2: the data file, fully allocated.
-            let r = data_file::create(&dpath, size);
+            let r = data_file::create(&dpath, len);
             if r.is_ok() {
                 let _ = data_file::sync_dir(&self.data_dir);
             }
@@ -758,36 +837,67 @@ impl Store {
             _ => format!("data file {}: {e}", dpath.display()),
         })?;
         // Overwrite the older durable slot next, so the newest durable record survives a torn write.
-        let newest_durable = if was_fresh {
+        let newest_durable = if payload.is_none() {
             Some(meta::DURABLE_SLOTS[0])
         } else {
             scan.newest_durable
         };
-        let next_durable_slot = meta::next_durable_slot(newest_durable);
-        let next_fast_slot = meta::next_fast_slot(scan.newest_fast);
-        let from_fast = meta::FAST_SLOTS.contains(&chosen_slot);
+        let commit = CommitState::new(
+            Arc::new(meta),
+            self.boot_id,
+            kind_code,
+            len,
+            Recovered {
+                record_seq: seq,
+                from_fast: meta::FAST_SLOTS.contains(&chosen_slot),
+                next_durable_slot: meta::next_durable_slot(newest_durable),
+                next_fast_slot: meta::next_fast_slot(scan.newest_fast),
+            },
+        );
+        Ok((data, commit, payload))
+    }
+
+    fn open_slot(&self, id: &str, size: u64) -> Result<Slot, String> {
+        let max = self.max_presence_ranges;
+        let fresh = UploadState {
+            generation: 1,
+            modified: SystemTime::now(),
+            presence: PresenceMap::new(size, max),
+        };
+        let fresh_payload =
+            encode_upload_payload(fresh.generation, fresh.modified, &fresh.presence);
+        let (data, commit, payload) =
+            self.open_writable(id, size, KIND_CODE_UPLOAD, "upload", fresh_payload, |p| {
+                decode_upload_payload(p, size, max).map(|st| st.presence.present_bytes() > 0)
+            })?;
+        let state = match payload {
+            None => fresh,
+            Some(p) => decode_upload_payload(&p, size, max)?,
+        };
         Ok(Slot {
             data,
-            meta: Arc::new(meta),
             presence: state.presence,
             reservations: Vec::new(),
             next_reservation_id: 1,
             generation: state.generation,
             modified: state.modified,
-            boot_id: self.boot_id,
-            record_seq: seq,
-            claim_seq: 1,
-            // A state recovered from a fast record is in the page cache but maybe not on the disk:
-            // the first checkpoint makes it durable.
-            durable_claim_seq: if from_fast { 0 } else { 1 },
-            fast_claim_seq: 1,
-            next_durable_slot,
-            next_fast_slot,
-            commit_in_flight: false,
+            commit,
             delete_pending: false,
-            last_commit_error: None,
-            max_presence_ranges: self.max_presence_ranges,
+            max_presence_ranges: max,
         })
+    }
+
+    fn open_ring(&self, id: &str, capacity: u64) -> Result<LiveRing, String> {
+        let fresh = RingState::fresh(capacity);
+        let (data, commit, payload) =
+            self.open_writable(id, capacity, KIND_CODE_LIVE, "live", fresh.encode(), |p| {
+                RingState::decode(p, capacity).map(|st| st.head > 0)
+            })?;
+        let state = match payload {
+            None => fresh,
+            Some(p) => RingState::decode(&p, capacity)?,
+        };
+        Ok(LiveRing::new(data, commit, state))
     }
 
     /// A video by id, configured or retired (a connection that started on it keeps it). Whether a new

@@ -1,0 +1,336 @@
+//! Live rings: a `live` channel is a fully allocated, shared mapping of `capacity` bytes that one
+//! publisher appends to. Offsets are logical and only grow; offset N lives at N mod capacity, and the
+//! window [head − capacity, head) stays readable (a DVR window). The head and the *write intent* (how far
+//! the publisher may write before the next durable commit) are persisted with the same commit protocol as
+//! upload slots, so that after any crash the recovered window never includes bytes that a later write may
+//! have overwritten on disk (ARCHITECTURE.md, "Live rings").
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::commit::{CommitDone, CommitJob, CommitState};
+use super::data_file::WritableFile;
+use super::{Availability, IngestBlock, WriteRefusal};
+
+/// `MetaRecord::video_kind` of a live ring.
+pub const KIND_CODE_LIVE: u8 = 3;
+const RING_PAYLOAD_VERSION: u8 = 1;
+const RING_PAYLOAD_LEN: usize = 1 + 6 * 8;
+/// MPEG-TS packet size: followers of a video/mp2t channel start on a packet boundary.
+pub const TS_PACKET: u64 = 188;
+
+/// What a ring's metadata records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingState {
+    pub generation: u64,
+    pub modified: SystemTime,
+    /// Logical offset one past the last published byte.
+    pub head: u64,
+    /// The publisher may write up to here before a newer intent is durable. Bytes below
+    /// `intent - capacity` may have been overwritten on disk, so they are never claimed after a crash.
+    pub intent: u64,
+    /// The lowest offset the window may start at (raised by recovery).
+    pub floor: u64,
+    /// Where the current (or last) publish session started: the alignment base for TS followers.
+    pub session_start: u64,
+}
+
+/// How far ahead of the durable intent the publisher asks for the next one (a fraction of the ring, so
+/// a crash loses at most that fraction of the oldest window).
+fn intent_step(capacity: u64) -> u64 {
+    (capacity / 8).max(1)
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl RingState {
+    pub fn fresh(capacity: u64) -> RingState {
+        RingState {
+            generation: 1,
+            modified: SystemTime::now(),
+            head: 0,
+            intent: intent_step(capacity),
+            floor: 0,
+            session_start: 0,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(RING_PAYLOAD_LEN);
+        p.push(RING_PAYLOAD_VERSION);
+        for v in [
+            self.generation,
+            unix_secs(self.modified),
+            self.head,
+            self.intent,
+            self.floor,
+            self.session_start,
+        ] {
+            p.extend_from_slice(&v.to_le_bytes());
+        }
+        p
+    }
+
+    pub fn decode(p: &[u8], capacity: u64) -> Result<RingState, String> {
+        if p.len() != RING_PAYLOAD_LEN {
+            return Err(format!(
+                "live payload is {} bytes, expected {RING_PAYLOAD_LEN}",
+                p.len()
+            ));
+        }
+        if p[0] != RING_PAYLOAD_VERSION {
+            return Err(format!("unknown live payload version {}", p[0]));
+        }
+        let mut v = [0u64; 6];
+        for (i, x) in v.iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&p[1 + 8 * i..9 + 8 * i]);
+            *x = u64::from_le_bytes(b);
+        }
+        let st = RingState {
+            generation: v[0],
+            modified: UNIX_EPOCH + Duration::from_secs(v[1]),
+            head: v[2],
+            intent: v[3],
+            floor: v[4],
+            session_start: v[5],
+        };
+        if st.head > st.intent || st.floor > st.head || st.session_start > st.head || capacity == 0
+        {
+            return Err(format!(
+                "live record is inconsistent (head {}, intent {}, floor {}, session start {})",
+                st.head, st.intent, st.floor, st.session_start
+            ));
+        }
+        Ok(st)
+    }
+}
+
+/// A live channel's ring.
+pub struct LiveRing {
+    pub data: WritableFile,
+    pub commit: CommitState,
+    pub state: RingState,
+    /// The intent of the newest durable record: no byte is written at or beyond it.
+    durable_intent: u64,
+    /// The intent carried by the durable commit in flight.
+    inflight_intent: Option<u64>,
+    /// The publish session holding the channel, if any.
+    pub publisher: Option<u64>,
+    next_publisher: u64,
+    /// Publish sessions that have ended since start (followers finish once one has).
+    pub sessions_ended: u64,
+    /// Followers streaming from this channel now.
+    pub followers: usize,
+}
+
+impl LiveRing {
+    pub fn new(data: WritableFile, commit: CommitState, mut state: RingState) -> LiveRing {
+        let capacity = data.len;
+        // Bytes below intent - capacity may have been overwritten by writes the record allowed.
+        state.floor = state
+            .floor
+            .max(state.intent.saturating_sub(capacity))
+            .min(state.head);
+        LiveRing {
+            data,
+            commit,
+            // Until a new intent is durable nothing is written: the durable record on disk may be
+            // older than the record recovered (a fast one) and allow less.
+            durable_intent: state.head,
+            inflight_intent: None,
+            state,
+            publisher: None,
+            next_publisher: 1,
+            sessions_ended: 0,
+            followers: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.data.len
+    }
+
+    /// Where logical offset `offset` lives in the mapping.
+    pub fn position(&self, offset: u64) -> u64 {
+        offset % self.capacity()
+    }
+
+    /// The first readable offset.
+    pub fn window_start(&self) -> u64 {
+        self.state
+            .floor
+            .max(self.state.head.saturating_sub(self.capacity()))
+    }
+
+    /// Present bytes run up to the head or the ring's wrap point, whichever is first, so that every
+    /// Present run is one contiguous slice of the mapping.
+    pub fn availability(&self, offset: u64) -> Availability {
+        if offset < self.window_start() {
+            Availability::Gone
+        } else if offset < self.state.head {
+            let wrap = offset - self.position(offset) + self.capacity();
+            Availability::Present(self.state.head.min(wrap))
+        } else {
+            Availability::Pending
+        }
+    }
+
+    /// Take the channel for one publisher.
+    pub fn begin_publish(&mut self) -> Result<u64, WriteRefusal> {
+        if self.publisher.is_some() {
+            return Err(WriteRefusal::PublisherActive);
+        }
+        let id = self.next_publisher;
+        self.next_publisher += 1;
+        self.publisher = Some(id);
+        self.state.session_start = self.state.head;
+        self.commit.bump();
+        Ok(id)
+    }
+
+    pub fn end_publish(&mut self, writer: u64) {
+        if self.publisher == Some(writer) {
+            self.publisher = None;
+            self.sessions_ended += 1;
+        }
+    }
+
+    /// DELETE: forget the window (nothing is claimed any more; the data file stays allocated).
+    pub fn forget_all(&mut self) -> Result<(), WriteRefusal> {
+        if self.publisher.is_some() {
+            return Err(WriteRefusal::Busy(
+                "the channel is being published to".into(),
+            ));
+        }
+        self.state.floor = self.state.head;
+        self.state.generation += 1;
+        self.state.modified = SystemTime::now();
+        self.commit.bump();
+        Ok(())
+    }
+
+    /// Where a follower starts: the live edge, on a TS packet boundary of the session if `ts_aligned`.
+    pub fn follow_start(&self, ts_aligned: bool) -> u64 {
+        let head = self.state.head;
+        if !ts_aligned {
+            return head;
+        }
+        let base = self.state.session_start;
+        let aligned = base + (head - base) / TS_PACKET * TS_PACKET;
+        aligned.max(self.window_start())
+    }
+
+    /// The writable bytes at the head for the publisher, at most `max`, never past the wrap point or
+    /// the durable write intent. Raises the intent ahead of time so the publisher rarely waits.
+    pub fn write_target(
+        &mut self,
+        writer: u64,
+        offset: u64,
+        max: u64,
+    ) -> Result<&mut [u8], IngestBlock> {
+        if self.publisher != Some(writer) || offset != self.state.head {
+            return Err(IngestBlock::Refused(
+                "write is not at the head of the channel's current publisher".into(),
+            ));
+        }
+        let step = intent_step(self.capacity());
+        let head = self.state.head;
+        if self.durable_intent.saturating_sub(head) < step / 2 + 1 {
+            let want = head + step;
+            if self.state.intent < want {
+                self.state.intent = want;
+                self.commit.bump();
+            }
+        }
+        let allowed = self.durable_intent.saturating_sub(head);
+        if allowed == 0 {
+            return Err(IngestBlock::AwaitCommit);
+        }
+        let pos = self.position(head);
+        let n = max.min(allowed).min(self.capacity() - pos);
+        let (a, b) = (pos as usize, (pos + n) as usize);
+        self.data
+            .map
+            .get_mut(a..b)
+            .ok_or_else(|| IngestBlock::Refused("ring position outside the mapping".into()))
+    }
+
+    /// The publisher's bytes [start, end) are in the mapping: advance the head.
+    pub fn claim(&mut self, writer: u64, start: u64, end: u64) {
+        // The invariant that keeps every recovered window honest: nothing lands past the durable intent.
+        if self.publisher != Some(writer) || start != self.state.head || end > self.durable_intent {
+            log::error!(
+                "BUG: live claim {start}..{end} refused (head {}, durable intent {})",
+                self.state.head,
+                self.durable_intent
+            );
+            return;
+        }
+        if end > start {
+            self.state.head = end;
+            self.state.modified = SystemTime::now();
+            self.commit.bump();
+        }
+    }
+
+    /// A new write intent is waiting to become durable.
+    pub fn intent_commit_wanted(&self) -> bool {
+        self.state.intent > self.durable_intent
+    }
+
+    pub fn commit_job(&mut self, id: &str) -> Option<CommitJob> {
+        if !self.commit.checkpoint_due() {
+            return None;
+        }
+        let payload = self.state.encode();
+        let job = self.commit.commit_job(id, &self.data.file, payload)?;
+        self.inflight_intent = Some(self.state.intent);
+        Some(job)
+    }
+
+    pub fn commit_done(&mut self, done: &CommitDone) {
+        if self.commit.commit_done(done)
+            && let Some(i) = self.inflight_intent
+        {
+            self.durable_intent = self.durable_intent.max(i);
+        }
+        self.inflight_intent = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trip_and_checks() {
+        let st = RingState {
+            generation: 3,
+            modified: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            head: 5000,
+            intent: 6000,
+            floor: 100,
+            session_start: 4000,
+        };
+        assert_eq!(RingState::decode(&st.encode(), 4096), Ok(st.clone()));
+        let mut bad = st.clone();
+        bad.head = 7000; // past the intent
+        assert!(RingState::decode(&bad.encode(), 4096).is_err());
+        let mut short = st.encode();
+        short.pop();
+        assert!(RingState::decode(&short, 4096).is_err());
+        let mut v = st.encode();
+        v[0] = 9;
+        assert!(RingState::decode(&v, 4096).is_err());
+    }
+
+    #[test]
+    fn intent_step_is_an_eighth() {
+        assert_eq!(intent_step(8 << 20), 1 << 20);
+        assert_eq!(intent_step(4), 1);
+    }
+}
