@@ -464,7 +464,12 @@ fn offset_query(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Plan {
             keep_alive,
         );
     };
-    match seek_base(head, video, keep_alive) {
+    let offset = match video.ring() {
+        Some(ring) => live_seek(ring, video.cfg.seek.as_ref(), &t)
+            .map_err(|(status, msg)| error_plan(status, &msg, head_only, keep_alive)),
+        None => seek_base(head, video, keep_alive),
+    };
+    match offset {
         Ok(offset) => json_plan(
             200,
             &format!(
@@ -738,6 +743,58 @@ fn whole(
     })
 }
 
+/// The byte offset a `t=` selects on a live channel: `-30s` is thirty seconds behind the newest
+/// keyframe; `HH:MM:SS:FF` goes through the seek table when the channel has one, else through the
+/// keyframe index of the current publish session (time from its first keyframe in the window; frames
+/// must be 00 then, as no frame rate is configured).
+fn live_seek(
+    ring: &crate::store::LiveRing,
+    table: Option<&crate::seek::SeekTable>,
+    t: &str,
+) -> Result<u64, (u16, String)> {
+    let no_index = || {
+        (
+            416,
+            "no keyframes are indexed in the window yet (the index covers the current publish session of a video/mp2t channel)".to_string(),
+        )
+    };
+    let index = ring.index.as_ref().filter(|ix| !ix.keyframes.is_empty());
+    if let Some(rest) = t.strip_prefix('-') {
+        let digits = rest.strip_suffix('s').unwrap_or(rest);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 9 {
+            return Err((
+                400,
+                format!("t={t} is malformed: use -<seconds>s, e.g. -30s"),
+            ));
+        }
+        let secs: u64 = digits
+            .parse()
+            .map_err(|_| (400, format!("t={t} is malformed")))?;
+        let ix = index.ok_or_else(no_index)?;
+        return ix.seconds_behind_edge(secs).ok_or((
+            416,
+            format!("the live window holds less than {secs} s of keyframes"),
+        ));
+    }
+    if let Some(table) = table {
+        return table
+            .offset_of_str(t, None)
+            .map_err(|e| (400, format!("timecode {t}: {e}")));
+    }
+    let tc = crate::seek::Timecode::parse(t, crate::seek::MAX_FPS)
+        .map_err(|e| (400, format!("timecode {t}: {e}")))?;
+    if tc.frames != 0 {
+        return Err((
+            400,
+            format!("timecode {t}: this channel has no [video.seek] fps, so frames must be 00"),
+        ));
+    }
+    let secs = u64::from(tc.hours) * 3600 + u64::from(tc.minutes) * 60 + u64::from(tc.seconds);
+    let ix = index.ok_or_else(no_index)?;
+    ix.at_stream_time(secs * crate::tsindex::PTS_CLOCK_HZ)
+        .ok_or((416, format!("timecode {t} is not inside the live window")))
+}
+
 /// GET/HEAD of a live channel: a follower (no Range, `bytes=a-`, or an RFC 8673 open range), or a
 /// bounded range inside the window (waiting, bounded, for bytes not yet published).
 fn serve_live(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
@@ -783,26 +840,11 @@ fn serve_live(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
     // A timecode picks the follower's start (the channel's own byte offsets).
     let t_offset = match head.query.as_deref().and_then(|q| query_param(q, "t")) {
         None => None,
-        Some(t) => match &seek {
-            None => {
-                return Action::Respond(error_plan(
-                    400,
-                    &format!("video {id} has no seek table ([video.seek] in the config)"),
-                    head_only,
-                    keep_alive,
-                ));
+        Some(t) => match live_seek(ring, seek.as_ref(), &t) {
+            Ok(off) => Some(off),
+            Err((status, msg)) => {
+                return Action::Respond(error_plan(status, &msg, head_only, keep_alive));
             }
-            Some(table) => match table.offset_of_str(&t, None) {
-                Ok(off) => Some(off),
-                Err(e) => {
-                    return Action::Respond(error_plan(
-                        400,
-                        &format!("timecode {t}: {e}"),
-                        head_only,
-                        keep_alive,
-                    ));
-                }
-            },
         },
     };
     let specs = head

@@ -720,7 +720,11 @@ impl Store {
                 }
             }
             VideoKind::Upload { size } => Body::Upload(Box::new(self.open_slot(&v.id, *size)?)),
-            VideoKind::Live { capacity } => Body::Live(Box::new(self.open_ring(&v.id, *capacity)?)),
+            VideoKind::Live { capacity } => {
+                let mut ring = self.open_ring(&v.id, *capacity)?;
+                ring.ts_index = configured_content_type(v).starts_with("video/mp2t");
+                Body::Live(Box::new(ring))
+            }
             VideoKind::Origin { .. } => {
                 return Err("origin videos are not supported by this build yet".into());
             }
@@ -995,7 +999,41 @@ pub fn describe_cached(cfg: &Config, v: &VideoConfig, boot: &BootId) -> String {
             }
         }
         VideoKind::Live { capacity } => {
-            format!("live channel of {capacity} bytes (not supported by this build yet)")
+            let mpath = meta_path(&cfg.server.data_dir, &v.id);
+            if !mpath.exists() {
+                return format!("live channel of {capacity} bytes, not created yet");
+            }
+            let loaded = MetaFile::open(&mpath, false)
+                .map_err(|e| e.to_string())
+                .and_then(|m| m.load(boot).map_err(|e| e.to_string()));
+            match loaded {
+                Ok(None) => format!("live channel of {capacity} bytes, nothing recorded"),
+                Ok(Some((_, rec)))
+                    if rec.video_kind != KIND_CODE_LIVE || rec.data_len != *capacity =>
+                {
+                    format!(
+                        "PROBLEM: metadata describes kind code {} of {} bytes, config says live of {capacity}",
+                        rec.video_kind, rec.data_len
+                    )
+                }
+                Ok(Some((_, rec))) => match RingState::decode(&rec.payload, *capacity) {
+                    Ok(st) => {
+                        let start = st
+                            .floor
+                            .max(st.intent.saturating_sub(*capacity))
+                            .min(st.head);
+                        let start = start.max(st.head.saturating_sub(*capacity));
+                        format!(
+                            "live channel of {capacity} bytes, head {}, window {start}-{} ({} bytes)",
+                            st.head,
+                            st.head,
+                            st.head - start
+                        )
+                    }
+                    Err(e) => format!("PROBLEM: metadata {}: {e}", mpath.display()),
+                },
+                Err(e) => format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display()),
+            }
         }
         VideoKind::Origin { url, .. } => {
             format!("origin video at {url} (not supported by this build yet)")

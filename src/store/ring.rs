@@ -7,9 +7,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::collections::VecDeque;
+
 use super::commit::{CommitDone, CommitJob, CommitState};
 use super::data_file::WritableFile;
 use super::{Availability, IngestBlock, WriteRefusal};
+use crate::tsindex::{Keyframe, PTS_CLOCK_HZ, PTS_MODULUS, TsIndexer};
 
 /// `MetaRecord::video_kind` of a live ring.
 pub const KIND_CODE_LIVE: u8 = 3;
@@ -109,6 +112,46 @@ impl RingState {
     }
 }
 
+/// Most keyframes a live index keeps (older ones also leave with the window).
+const MAX_LIVE_KEYFRAMES: usize = 100_000;
+
+/// The keyframes of the current publish session of an MPEG-TS channel, kept as bytes arrive, so that
+/// timecodes seek inside the DVR window. Rebuilt from the next session after a restart (not persisted).
+pub struct LiveIndex {
+    indexer: TsIndexer,
+    /// In offset order; only keyframes inside the window.
+    pub keyframes: VecDeque<Keyframe>,
+}
+
+impl LiveIndex {
+    /// PTS ticks from `a` forward to `b`, modulo the 33-bit wrap.
+    fn ticks_between(a: u64, b: u64) -> u64 {
+        (b + PTS_MODULUS - a % PTS_MODULUS) % PTS_MODULUS
+    }
+
+    /// The offset of the last keyframe at least `secs_back` seconds before the newest keyframe.
+    pub fn seconds_behind_edge(&self, secs_back: u64) -> Option<u64> {
+        let newest = self.keyframes.back()?;
+        let want = secs_back.checked_mul(PTS_CLOCK_HZ)?;
+        self.keyframes
+            .iter()
+            .rev()
+            .find(|k| Self::ticks_between(k.pts, newest.pts) >= want)
+            .map(|k| k.offset)
+    }
+
+    /// The offset of the last keyframe at or before `secs` seconds (and `frac` of a second, in
+    /// 90 kHz ticks) after the session's first keyframe still in the window.
+    pub fn at_stream_time(&self, ticks: u64) -> Option<u64> {
+        let first = self.keyframes.front()?;
+        self.keyframes
+            .iter()
+            .rev()
+            .find(|k| Self::ticks_between(first.pts, k.pts) <= ticks)
+            .map(|k| k.offset)
+    }
+}
+
 /// A live channel's ring.
 pub struct LiveRing {
     pub data: WritableFile,
@@ -125,6 +168,9 @@ pub struct LiveRing {
     pub sessions_ended: u64,
     /// Followers streaming from this channel now.
     pub followers: usize,
+    /// Keep a keyframe index of each publish session (video/mp2t channels).
+    pub ts_index: bool,
+    pub index: Option<LiveIndex>,
 }
 
 impl LiveRing {
@@ -147,6 +193,8 @@ impl LiveRing {
             next_publisher: 1,
             sessions_ended: 0,
             followers: 0,
+            ts_index: false,
+            index: None,
         }
     }
 
@@ -188,6 +236,12 @@ impl LiveRing {
         self.next_publisher += 1;
         self.publisher = Some(id);
         self.state.session_start = self.state.head;
+        if self.ts_index {
+            self.index = Some(LiveIndex {
+                indexer: TsIndexer::new(self.state.head),
+                keyframes: VecDeque::new(),
+            });
+        }
         self.commit.bump();
         Ok(id)
     }
@@ -274,6 +328,29 @@ impl LiveRing {
             self.state.head = end;
             self.state.modified = SystemTime::now();
             self.commit.bump();
+            self.index_bytes(start, end);
+        }
+    }
+
+    /// Feed newly published bytes [start, end) (contiguous in the mapping) to the keyframe index.
+    fn index_bytes(&mut self, start: u64, end: u64) {
+        let window_start = self.window_start();
+        let pos = self.position(start) as usize;
+        let len = (end - start) as usize;
+        let Some(ix) = self.index.as_mut() else {
+            return;
+        };
+        let Some(bytes) = self.data.map.get(pos..pos + len) else {
+            return;
+        };
+        ix.keyframes.extend(ix.indexer.feed(bytes));
+        while ix
+            .keyframes
+            .front()
+            .is_some_and(|k| k.offset < window_start)
+            || ix.keyframes.len() > MAX_LIVE_KEYFRAMES
+        {
+            ix.keyframes.pop_front();
         }
     }
 
