@@ -814,6 +814,7 @@ impl Conn {
                 chunk_left,
                 chunked,
                 sessions_seen,
+                replay,
             } => {
                 if !self.writable {
                     return Step::Blocked;
@@ -840,7 +841,9 @@ impl Conn {
                             }
                         }
                         Availability::Pending | Availability::Absent => {
-                            if ring.publisher.is_none() && ring.sessions_ended > *sessions_seen {
+                            if ring.publisher.is_none()
+                                && (*replay || ring.sessions_ended > *sessions_seen)
+                            {
                                 // The publisher ended and this follower has caught up: done.
                                 if *chunked {
                                     self.out.extend_from_slice(b"0\r\n\r\n");

@@ -33,6 +33,9 @@ pub enum Part {
         chunk_left: u64,
         chunked: bool,
         sessions_seen: u64,
+        /// Started behind the head while no publisher was on: a replay of the window that ends once
+        /// caught up (a follower at the edge waits for the next session instead).
+        replay: bool,
     },
 }
 
@@ -937,6 +940,7 @@ fn serve_live(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
             chunk_left: 0,
             chunked,
             sessions_seen: ring.sessions_ended,
+            replay: ring.publisher.is_none() && from < live_head,
         });
         return Action::Respond(Plan {
             head: h,
