@@ -894,27 +894,19 @@ impl Conn {
                     ctx.metrics.followers_dropped += 1;
                     return Step::Close;
                 };
-                match self.stream.write(slice) {
-                    Ok(0) => Step::Close,
+                let result = self.stream.write(slice);
+                match classify_send(result, &mut self.writable) {
                     Ok(n) => {
-                        let n = n as u64;
                         *pos += n;
                         *chunk_left -= n;
                         if *chunk_left == 0 && *chunked {
                             self.out.extend_from_slice(b"\r\n");
                         }
                         self.sent_this_turn += n;
-                        ctx.metrics.bytes_out += n;
-                        ctx.metrics.payload_bytes_out += n;
-                        self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
+                        self.deadline = note_payload_sent(ctx, n);
                         Step::Progress
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.writable = false;
-                        Step::Blocked
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Progress,
-                    Err(_) => Step::Close,
+                    Err(step) => step,
                 }
             }
             Part::Payload { video, pos, end } => {
@@ -973,28 +965,20 @@ impl Conn {
                         },
                     },
                 };
-                match result {
-                    Ok(0) => {
-                        log::warn!(
-                            "{}: sending {video} made no progress (file truncated?)",
-                            self.peer
-                        );
-                        Step::Close
-                    }
+                if matches!(result, Ok(0)) {
+                    log::warn!(
+                        "{}: sending {video} made no progress (file truncated?)",
+                        self.peer
+                    );
+                }
+                match classify_send(result, &mut self.writable) {
                     Ok(n) => {
-                        *pos += n as u64;
-                        self.sent_this_turn += n as u64;
-                        ctx.metrics.bytes_out += n as u64;
-                        ctx.metrics.payload_bytes_out += n as u64;
-                        self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
+                        *pos += n;
+                        self.sent_this_turn += n;
+                        self.deadline = note_payload_sent(ctx, n);
                         Step::Progress
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.writable = false;
-                        Step::Blocked
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Progress,
-                    Err(_) => Step::Close,
+                    Err(step) => step,
                 }
             }
         }
@@ -1032,6 +1016,28 @@ enum Step {
     Progress,
     Blocked,
     Close,
+}
+
+/// The outcome of one payload send: the bytes sent, or the step to take instead (a would-block
+/// clears `writable`; no progress or an error ends the connection).
+fn classify_send(result: io::Result<usize>, writable: &mut bool) -> Result<u64, Step> {
+    match result {
+        Ok(0) => Err(Step::Close),
+        Ok(n) => Ok(n as u64),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            *writable = false;
+            Err(Step::Blocked)
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(Step::Progress),
+        Err(_) => Err(Step::Close),
+    }
+}
+
+/// Count `n` payload bytes sent; returns the connection's next send deadline.
+fn note_payload_sent(ctx: &mut Ctx<'_>, n: u64) -> Instant {
+    ctx.metrics.bytes_out += n;
+    ctx.metrics.payload_bytes_out += n;
+    ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms)
 }
 
 /// sendfile(2) `count` bytes of `file` from `offset` to the socket.

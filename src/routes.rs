@@ -487,6 +487,20 @@ fn offset_query(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Plan {
     }
 }
 
+/// A response head carrying the representation's validators, `Accept-Ranges` and, when the
+/// connection ends, `Connection: close`.
+fn validated_head(status: u16, validators: &[(&str, String); 2], keep_alive: bool) -> ResponseHead {
+    let mut rh = ResponseHead::new(status);
+    for (k, v) in validators {
+        rh.header(k, v.clone());
+    }
+    rh.header("Accept-Ranges", "bytes");
+    if !keep_alive {
+        rh.header("Connection", "close");
+    }
+    rh
+}
+
 /// The representation selected by `?t=`: bytes [base, len) of the video, with its own validator.
 struct Repr {
     base: u64,
@@ -532,14 +546,7 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
     match evaluate_preconditions(head, &repr.etag, repr.modified) {
         Precondition::Proceed => {}
         Precondition::NotModified => {
-            let mut rh = ResponseHead::new(304);
-            for (k, v) in &validators {
-                rh.header(k, v.clone());
-            }
-            rh.header("Accept-Ranges", "bytes");
-            if !keep_alive {
-                rh.header("Connection", "close");
-            }
+            let rh = validated_head(304, &validators, keep_alive);
             let mut h = Vec::new();
             rh.write_to(&mut h);
             return Action::Respond(Plan {
@@ -632,14 +639,7 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
             status, &message, head_only, keep_alive, &extra,
         ));
     }
-    let mut rh = ResponseHead::new(206);
-    for (k, v) in &validators {
-        rh.header(k, v.clone());
-    }
-    rh.header("Accept-Ranges", "bytes");
-    if !keep_alive {
-        rh.header("Connection", "close");
-    }
+    let mut rh = validated_head(206, &validators, keep_alive);
     let mut parts = VecDeque::new();
     if served.len() == 1 {
         let s = served[0];
@@ -719,16 +719,9 @@ fn whole(
             ));
         }
     }
-    let mut rh = ResponseHead::new(200);
-    for (k, v) in validators {
-        rh.header(k, v.clone());
-    }
-    rh.header("Accept-Ranges", "bytes");
+    let mut rh = validated_head(200, validators, keep_alive);
     rh.header("Content-Type", video.content_type.clone());
     rh.header("Content-Length", repr.len.to_string());
-    if !keep_alive {
-        rh.header("Connection", "close");
-    }
     let mut h = Vec::new();
     rh.write_to(&mut h);
     let mut parts = VecDeque::new();
