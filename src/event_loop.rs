@@ -190,6 +190,11 @@ impl Server {
             }
         }
         self.collect_commits();
+        for (_, v) in self.store.all_mut() {
+            if let Some(r) = v.ring_mut() {
+                r.settle_for_shutdown();
+            }
+        }
         let Some(worker) = self.worker.take() else {
             return Ok(());
         };

@@ -253,6 +253,16 @@ impl LiveRing {
         }
     }
 
+    /// A clean stop, after every connection is closed: nothing was written past the head and nothing
+    /// will be, so the final record's intent is the head and recovery keeps the whole window.
+    pub fn settle_for_shutdown(&mut self) {
+        if self.publisher.is_none() && self.state.intent > self.state.head {
+            self.state.intent = self.state.head;
+            self.durable_intent = self.durable_intent.min(self.state.head);
+            self.commit.bump();
+        }
+    }
+
     /// DELETE: forget the window (nothing is claimed any more; the data file stays allocated).
     pub fn forget_all(&mut self) -> Result<(), WriteRefusal> {
         if self.publisher.is_some() {
