@@ -84,6 +84,7 @@ enum State {
     WaitBytes {
         head: Box<RequestHead>,
         until: Instant,
+        started: Instant,
     },
     Send {
         parts: VecDeque<Part>,
@@ -248,8 +249,10 @@ impl Conn {
     }
 
     fn drive_with_expired_wait(&mut self, ctx: &mut Ctx<'_>) -> Next {
-        if let State::WaitBytes { head, .. } = std::mem::replace(&mut self.state, State::Head) {
-            self.dispatch(&head, ctx, true);
+        if let State::WaitBytes { head, started, .. } =
+            std::mem::replace(&mut self.state, State::Head)
+        {
+            self.dispatch(&head, ctx, true, started);
         }
         self.drive(ctx)
     }
@@ -331,9 +334,9 @@ impl Conn {
                         // Finish this request but close after it.
                         let mut h = head;
                         h.keep_alive = false;
-                        self.dispatch(&h, ctx, false);
+                        self.dispatch(&h, ctx, false, ctx.now);
                     } else {
-                        self.dispatch(&head, ctx, false);
+                        self.dispatch(&head, ctx, false, ctx.now);
                     }
                     return Step::Progress;
                 }
@@ -393,7 +396,13 @@ impl Conn {
     }
 
     /// Route a parsed head and enter the state its action needs.
-    fn dispatch(&mut self, head: &RequestHead, ctx: &mut Ctx<'_>, wait_expired: bool) {
+    fn dispatch(
+        &mut self,
+        head: &RequestHead,
+        ctx: &mut Ctx<'_>,
+        wait_expired: bool,
+        started: Instant,
+    ) {
         if head.path == "/metrics" {
             let keep_alive = head.keep_alive && !head.has_body();
             let videos: Vec<(String, u64, u64)> = ctx
@@ -432,6 +441,7 @@ impl Conn {
             problems: ctx.problems,
             boundary: ctx.boundary,
             wait_expired,
+            request_started: started,
         };
         let action = routes::route(head, &mut rctx);
         let limits = &ctx.cfg.server.limits;
@@ -473,6 +483,7 @@ impl Conn {
                 self.state = State::WaitBytes {
                     head: Box::new(head.clone()),
                     until,
+                    started,
                 };
             }
             Action::AwaitCommit {
@@ -492,7 +503,12 @@ impl Conn {
     }
 
     fn step_wait_bytes(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        let State::WaitBytes { head, until } = &self.state else {
+        let State::WaitBytes {
+            head,
+            until,
+            started,
+        } = &self.state
+        else {
             return Step::Blocked;
         };
         if ctx.now >= *until {
@@ -500,9 +516,9 @@ impl Conn {
         }
         // Woken (or spuriously driven): route again; it waits again if the bytes are still pending.
         let head = head.clone();
-        let until = *until;
+        let (until, started) = (*until, *started);
         self.state = State::Head;
-        self.dispatch(&head, ctx, false);
+        self.dispatch(&head, ctx, false, started);
         if let State::WaitBytes { until: u, .. } = &mut self.state {
             // Keep the original deadline across re-routes.
             *u = until;
@@ -840,7 +856,7 @@ impl Conn {
                                 return Step::Progress;
                             }
                         }
-                        Availability::Pending | Availability::Absent => {
+                        Availability::Pending | Availability::Absent | Availability::Failed(_) => {
                             if ring.publisher.is_none()
                                 && (*replay || ring.sessions_ended > *sessions_seen)
                             {
@@ -909,7 +925,12 @@ impl Conn {
                     Err(step) => step,
                 }
             }
-            Part::Payload { video, pos, end } => {
+            Part::Payload {
+                video,
+                pos,
+                end,
+                generation,
+            } => {
                 if *pos >= *end {
                     parts.pop_front();
                     return Step::Progress;
@@ -925,6 +946,13 @@ impl Conn {
                     log::info!("{}: video {video} went away mid-response", self.peer);
                     return Step::Close;
                 };
+                if v.generation() != *generation {
+                    log::info!(
+                        "{}: video {video} changed (DELETE or a new origin object) mid-response; cutting it",
+                        self.peer
+                    );
+                    return Step::Close;
+                }
                 let avail_end = match v.availability(*pos) {
                     Availability::Present(e) => e.min(*end),
                     Availability::Pending => {
@@ -938,9 +966,9 @@ impl Conn {
                         self.deadline = until;
                         return Step::Blocked;
                     }
-                    Availability::Absent | Availability::Gone => {
+                    Availability::Absent | Availability::Gone | Availability::Failed(_) => {
                         log::info!(
-                            "{}: byte {} of {video} is not present (or left the live window); closing",
+                            "{}: byte {} of {video} is not present (left the live window, or its origin fetch failed); closing",
                             self.peer,
                             *pos
                         );

@@ -15,6 +15,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::config::{self, Config, SyncMode};
 use crate::conn::{Conn, Ctx, Next, SendPath};
 use crate::metrics::Metrics;
+use crate::origin::Fetcher;
 use crate::service::{self, SignalPipes};
 use crate::store::commit::CommitWorker;
 use crate::store::{Store, VideoProblem};
@@ -49,6 +50,7 @@ pub struct Server {
     last_checkpoint: Instant,
     last_sweep: Instant,
     watchdog: Option<(Duration, Instant)>,
+    fetcher: Fetcher,
 }
 
 impl Server {
@@ -76,6 +78,7 @@ impl Server {
             _ => SendPath::Auto,
         };
         let now = Instant::now();
+        let fetcher = Fetcher::new(cfg.server.origin_connections, cfg.server.origin_timeout_ms);
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -96,6 +99,7 @@ impl Server {
             last_checkpoint: now,
             last_sweep: now,
             watchdog: service::watchdog_interval().map(|d| (d, now)),
+            fetcher,
         })
     }
 
@@ -123,6 +127,19 @@ impl Server {
                         if service::drain_signal_pipe(&mut self.signals.reload) {
                             self.reload();
                         }
+                    }
+                    token if Fetcher::owns(token) => {
+                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                        self.fetcher.on_event(
+                            token,
+                            readable,
+                            writable,
+                            self.poll.registry(),
+                            &mut self.store,
+                            &mut self.wake,
+                            now,
+                        );
                     }
                     token => {
                         if let Some(Some(c)) = self.conns.get_mut(token.0.wrapping_sub(FIRST_CONN))
@@ -189,6 +206,8 @@ impl Server {
                 self.close(Token(i + FIRST_CONN), now);
             }
         }
+        self.fetcher
+            .close_all(self.poll.registry(), &mut self.store);
         self.collect_commits();
         for (_, v) in self.store.all_mut() {
             if let Some(r) = v.ring_mut() {
@@ -349,6 +368,10 @@ impl Server {
 
     fn after_events(&mut self, now: Instant) {
         self.process_wakes(now);
+        // Blocks readers want from origins: fetch them while connections are free.
+        self.fetcher
+            .pump(self.poll.registry(), &mut self.store, &mut self.wake, now);
+        self.process_wakes(now);
         let interval_mode = self.cfg.server.sync == SyncMode::Interval;
         // Writes waiting for their acknowledgement: one fast record per video covers them all (interval
         // mode); durable waiters get a commit job (always mode, DELETE).
@@ -403,6 +426,8 @@ impl Server {
         if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
             self.sweep_timeouts(now);
+            self.fetcher
+                .sweep(self.poll.registry(), &mut self.store, &mut self.wake, now);
             self.drop_unused_retired();
         }
         if let Some((every, last)) = &mut self.watchdog

@@ -6,6 +6,7 @@ mod conn;
 mod event_loop;
 mod http;
 mod metrics;
+mod origin;
 mod routes;
 mod seek;
 mod service;

@@ -21,8 +21,14 @@ use crate::store::{Availability, Store, Video, VideoProblem, WriteRefusal};
 pub enum Part {
     /// Small framing bytes (multipart part headers).
     Bytes(Vec<u8>),
-    /// Bytes [pos, end) of a video, sent from its file or mapping.
-    Payload { video: String, pos: u64, end: u64 },
+    /// Bytes [pos, end) of a video, sent from its file or mapping, while the video is still at
+    /// `generation` (else the response is cut: it never mixes two versions).
+    Payload {
+        video: String,
+        pos: u64,
+        end: u64,
+        generation: u64,
+    },
     /// A live follower: bytes from `pos` on, as the publisher pushes them, in chunks of the chunked
     /// transfer coding (or raw for an HTTP/1.0 client, closed at the end), until the publisher of a
     /// session newer than `sessions_seen` ends and the follower has caught up.
@@ -96,6 +102,8 @@ pub struct RouteCtx<'a> {
     pub boundary: &'a str,
     /// True once the request has waited for bytes and the wait ran out.
     pub wait_expired: bool,
+    /// When the request's head arrived (a failure after it is reported, one before it is retried).
+    pub request_started: std::time::Instant,
 }
 
 /// A small complete response.
@@ -302,6 +310,8 @@ fn route_head(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
             Action::Respond(offset_query(head, id, ctx))
         }
         (Some("offset"), _) => Action::Respond(method_not_allowed("GET, HEAD", keep_alive)),
+        (Some("fill"), Method::Post) => fill(head, id, ctx),
+        (Some("fill"), _) => Action::Respond(method_not_allowed("POST", keep_alive)),
         (Some(other), _) => Action::Respond(error_plan(
             404,
             &format!("no resource {other} under video {id}"),
@@ -374,6 +384,20 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
             v.is_complete(),
             ranges.join(",")
         ));
+        if let Some(o) = v.origin() {
+            out.pop();
+            out.push_str(&format!(
+                ",\"url\":{},\"length\":{},\"validator\":{},\"fill_block\":{},\"fetching_blocks\":{},\"queued_blocks\":{},\"origin_fetches\":{},\"origin_bytes\":{}}}",
+                json_string(&o.url),
+                o.len().map_or_else(|| "null".to_string(), |n| n.to_string()),
+                json_string(o.validator()),
+                o.fill_block,
+                o.inflight.len(),
+                o.wanted_client.len() + o.wanted_warm.len(),
+                o.fetches,
+                o.fetched_bytes
+            ));
+        }
         if let Some(r) = v.ring() {
             // Insert the live fields before the closing brace of this video's object.
             out.pop();
@@ -523,6 +547,9 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
     if video.ring().is_some() {
         return serve_live(head, id, ctx);
     }
+    if video.origin().is_some_and(|o| o.len().is_none()) {
+        return origin_learn(head, id, ctx);
+    }
     let base = match seek_base(head, video, keep_alive) {
         Ok(b) => b,
         Err(plan) => return Action::Respond(plan),
@@ -575,6 +602,10 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
         _ => None,
     };
     let Some(specs) = specs else {
+        if video.origin().is_some() {
+            let spans = whole_span(repr.len);
+            return origin_spans(head, id, spans, &repr, &validators, true, ctx);
+        }
         return whole(head, id, video, &repr, &validators, ctx);
     };
     let spans = match resolve_ranges(&specs, repr.len) {
@@ -592,6 +623,9 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
             ));
         }
     };
+    if video.origin().is_some() {
+        return origin_spans(head, id, spans, &repr, &validators, false, ctx);
+    }
     // Cut each span at the first byte that is not present; a span that starts in a hole is dropped,
     // or waited for when a writer is filling it.
     let mut served: Vec<ByteSpan> = Vec::new();
@@ -610,7 +644,10 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
                     video: id.to_string(),
                 };
             }
-            Availability::Pending | Availability::Absent | Availability::Gone => missing.push(span),
+            Availability::Pending
+            | Availability::Absent
+            | Availability::Gone
+            | Availability::Failed(_) => missing.push(span),
         }
     }
     if served.is_empty() {
@@ -639,52 +676,84 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
             status, &message, head_only, keep_alive, &extra,
         ));
     }
-    let mut rh = validated_head(206, &validators, keep_alive);
+    Action::Respond(span_plan(
+        head,
+        id,
+        video,
+        &repr,
+        &validators,
+        &served,
+        false,
+        ctx.boundary,
+    ))
+}
+
+/// The response for `spans` of a representation: 206 with one part or `multipart/byteranges`, or
+/// (`whole`) 200 with everything. Payload parts carry the video's generation, so a response never
+/// continues with bytes of another one (after a DELETE or a changed origin object).
+#[allow(clippy::too_many_arguments)]
+fn span_plan(
+    head: &RequestHead,
+    id: &str,
+    video: &Video,
+    repr: &Repr,
+    validators: &[(&str, String); 2],
+    spans: &[ByteSpan],
+    whole: bool,
+    boundary: &str,
+) -> Plan {
+    let keep_alive = head.keep_alive;
+    let head_only = head.method == Method::Head;
+    let generation = video.generation();
+    let payload = |s: &ByteSpan| Part::Payload {
+        video: id.to_string(),
+        pos: repr.base + s.first,
+        end: repr.base + s.last + 1,
+        generation,
+    };
+    let mut rh = validated_head(if whole { 200 } else { 206 }, validators, keep_alive);
     let mut parts = VecDeque::new();
-    if served.len() == 1 {
-        let s = served[0];
+    if whole || spans.len() == 1 {
         rh.header("Content-Type", video.content_type.clone());
-        rh.header(
-            "Content-Range",
-            format!("bytes {}-{}/{}", s.first, s.last, repr.len),
-        );
-        rh.header("Content-Length", s.len().to_string());
-        if !head_only {
-            parts.push_back(Part::Payload {
-                video: id.to_string(),
-                pos: repr.base + s.first,
-                end: repr.base + s.last + 1,
-            });
+        match spans.first() {
+            Some(s) if !whole => {
+                rh.header(
+                    "Content-Range",
+                    format!("bytes {}-{}/{}", s.first, s.last, repr.len),
+                );
+                rh.header("Content-Length", s.len().to_string());
+            }
+            _ => {
+                rh.header("Content-Length", repr.len.to_string());
+            }
+        }
+        if !head_only && let Some(s) = spans.first() {
+            parts.push_back(payload(s));
         }
     } else {
-        let boundary = ctx.boundary;
-        let total = multipart_body_len(boundary, &video.content_type, &served, repr.len);
+        let total = multipart_body_len(boundary, &video.content_type, spans, repr.len);
         rh.header(
             "Content-Type",
             format!("multipart/byteranges; boundary={boundary}"),
         );
         rh.header("Content-Length", total.to_string());
         if !head_only {
-            for s in &served {
+            for s in spans {
                 parts.push_back(Part::Bytes(
                     multipart_part_header(boundary, &video.content_type, *s, repr.len).into_bytes(),
                 ));
-                parts.push_back(Part::Payload {
-                    video: id.to_string(),
-                    pos: repr.base + s.first,
-                    end: repr.base + s.last + 1,
-                });
+                parts.push_back(payload(s));
             }
             parts.push_back(Part::Bytes(multipart_trailer(boundary).into_bytes()));
         }
     }
     let mut h = Vec::new();
     rh.write_to(&mut h);
-    Action::Respond(Plan {
+    Plan {
         head: h,
         parts,
         keep_alive,
-    })
+    }
 }
 
 /// A request without a usable Range: 200 with the whole representation, when every byte is present or
@@ -695,7 +764,7 @@ fn whole(
     video: &Video,
     repr: &Repr,
     validators: &[(&str, String); 2],
-    _ctx: &RouteCtx<'_>,
+    ctx: &RouteCtx<'_>,
 ) -> Action {
     let keep_alive = head.keep_alive;
     let head_only = head.method == Method::Head;
@@ -719,24 +788,213 @@ fn whole(
             ));
         }
     }
-    let mut rh = validated_head(200, validators, keep_alive);
-    rh.header("Content-Type", video.content_type.clone());
-    rh.header("Content-Length", repr.len.to_string());
-    let mut h = Vec::new();
-    rh.write_to(&mut h);
-    let mut parts = VecDeque::new();
-    if !head_only && repr.len > 0 {
-        parts.push_back(Part::Payload {
-            video: id.to_string(),
-            pos: repr.base,
-            end: repr.base + repr.len,
-        });
+    let spans = whole_span(repr.len);
+    Action::Respond(span_plan(
+        head,
+        id,
+        video,
+        repr,
+        validators,
+        &spans,
+        true,
+        ctx.boundary,
+    ))
+}
+
+/// The one span of a whole representation of `len` bytes (none when it is empty).
+fn whole_span(len: u64) -> Vec<ByteSpan> {
+    if len == 0 {
+        Vec::new()
+    } else {
+        vec![ByteSpan {
+            first: 0,
+            last: len - 1,
+        }]
     }
-    Action::Respond(Plan {
-        head: h,
-        parts,
-        keep_alive,
-    })
+}
+
+/// An origin video whose length is not known yet: fetch the first block (it tells the length and the
+/// validator) and route the request again when it lands.
+fn origin_learn(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
+    let head_only = head.method == Method::Head;
+    let (wait_expired, wait_ms) = (ctx.wait_expired, ctx.cfg.server.limits.read_wait_ms);
+    let Some(o) = ctx.store.get_mut(id).and_then(|v| v.origin_mut()) else {
+        return Action::Respond(error_plan(
+            404,
+            &format!("no video with id {id}"),
+            head_only,
+            head.keep_alive,
+        ));
+    };
+    let since = ctx.request_started;
+    if let Some((status, why)) = o
+        .failure_of(0)
+        .filter(|_| o.failures.get(&0).is_some_and(|f| f.0 >= since))
+    {
+        return Action::Respond(error_plan(status, &why, head_only, head.keep_alive));
+    }
+    if wait_expired {
+        return Action::Respond(error_plan(
+            504,
+            &format!("the origin of {id} did not answer within {wait_ms} ms (limits.read_wait_ms)"),
+            head_only,
+            head.keep_alive,
+        ));
+    }
+    o.want(0, 0, false, since);
+    Action::WaitForBytes {
+        video: id.to_string(),
+    }
+}
+
+/// Serve spans of an origin video: every missing block of them is wanted (fetched once, however
+/// many readers wait for it); the response starts once its first byte is here — so an origin that
+/// fails before that gives its 502/504 — and then streams as the origin's bytes land.
+fn origin_spans(
+    head: &RequestHead,
+    id: &str,
+    spans: Vec<ByteSpan>,
+    repr: &Repr,
+    validators: &[(&str, String); 2],
+    whole: bool,
+    ctx: &mut RouteCtx<'_>,
+) -> Action {
+    let head_only = head.method == Method::Head;
+    let keep_alive = head.keep_alive;
+    let (wait_expired, wait_ms) = (ctx.wait_expired, ctx.cfg.server.limits.read_wait_ms);
+    let since = ctx.request_started;
+    if !head_only && let Some(o) = ctx.store.get_mut(id).and_then(|v| v.origin_mut()) {
+        for s in &spans {
+            o.want(repr.base + s.first, repr.base + s.last, false, since);
+        }
+    }
+    let Some(video) = ctx.store.get(id) else {
+        return Action::Respond(error_plan(
+            404,
+            &format!("no video with id {id}"),
+            head_only,
+            keep_alive,
+        ));
+    };
+    if let Some(first) = spans.first().filter(|_| !head_only) {
+        match video.availability(repr.base + first.first) {
+            Availability::Present(_) => {}
+            Availability::Pending if !wait_expired => {
+                return Action::WaitForBytes {
+                    video: id.to_string(),
+                };
+            }
+            Availability::Pending => {
+                return Action::Respond(error_plan(
+                    504,
+                    &format!(
+                        "the origin of {id} did not deliver within {wait_ms} ms (limits.read_wait_ms)"
+                    ),
+                    head_only,
+                    keep_alive,
+                ));
+            }
+            Availability::Failed(status) => {
+                let why = video
+                    .origin()
+                    .and_then(|o| o.failure_of(repr.base + first.first))
+                    .map_or_else(|| "the origin fetch failed".to_string(), |(_, w)| w);
+                return Action::Respond(error_plan(status, &why, head_only, keep_alive));
+            }
+            Availability::Absent | Availability::Gone => {
+                return Action::Respond(error_plan(
+                    416,
+                    "outside the video",
+                    head_only,
+                    keep_alive,
+                ));
+            }
+        }
+    }
+    Action::Respond(span_plan(
+        head,
+        id,
+        video,
+        repr,
+        validators,
+        &spans,
+        whole,
+        ctx.boundary,
+    ))
+}
+
+/// `POST /videos/{id}/fill` (+ optional Range): warm an origin video in the background, behind the
+/// fills readers are waiting for; 202.
+fn fill(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
+    let keep_alive = head.keep_alive && !head.has_body();
+    let cfg = ctx.cfg;
+    let since = ctx.request_started;
+    let Some(video) = ctx.store.get_mut(id) else {
+        return Action::Respond(error_plan(
+            404,
+            &format!("no video with id {id}"),
+            false,
+            keep_alive,
+        ));
+    };
+    let tokens = write_tokens(cfg, video);
+    if tokens.iter().all(|t| t.is_none()) {
+        return Action::Respond(error_plan(
+            403,
+            "writes are disabled: no write_token is configured",
+            false,
+            keep_alive,
+        ));
+    }
+    if !authorized(head, &tokens) {
+        return Action::Respond(unauthorized(false, keep_alive, "warming"));
+    }
+    let Some(o) = video.origin_mut() else {
+        return Action::Respond(error_plan(
+            405,
+            &format!("video {id} is not an origin video; only those are filled from an origin"),
+            false,
+            keep_alive,
+        ));
+    };
+    let (first, last) = match (o.len(), head.range.as_deref()) {
+        (None, _) => {
+            // Learn the length first; the whole object is warmed after it.
+            o.want(0, 0, true, since);
+            let body = format!(
+                "{{\"id\":{},\"filling\":\"whole\",\"length\":null}}\n",
+                json_string(id)
+            );
+            return Action::Respond(json_plan(202, &body, false, keep_alive));
+        }
+        (Some(0), _) => (0, 0),
+        (Some(len), None) => (0, len - 1),
+        (Some(len), Some(r)) => {
+            let spans = parse_range_header(r, cfg.server.limits.max_ranges)
+                .ok()
+                .and_then(|specs| resolve_ranges(&specs, len).ok());
+            match spans.as_deref() {
+                Some([s]) => (s.first, s.last),
+                _ => {
+                    return Action::Respond(error_plan_with(
+                        416,
+                        "fill takes one satisfiable byte range",
+                        false,
+                        keep_alive,
+                        &[("Content-Range", format!("bytes */{len}"))],
+                    ));
+                }
+            }
+        }
+    };
+    o.want(first, last, true, since);
+    let queued = o.wanted_warm.len() + o.wanted_client.len();
+    let body = format!(
+        "{{\"id\":{},\"filling\":{{\"start\":{first},\"end\":{}}},\"queued_blocks\":{queued}}}\n",
+        json_string(id),
+        last + 1
+    );
+    Action::Respond(json_plan(202, &body, false, keep_alive))
 }
 
 /// The byte offset a `t=` selects on a live channel: `-30s` is thirty seconds behind the newest
@@ -815,6 +1073,7 @@ fn serve_live(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
         return Action::Respond(error_plan(500, "not a live channel", head_only, keep_alive));
     };
     let (window_start, live_head) = (ring.window_start(), ring.state.head);
+    let generation = ring.state.generation;
     let info = [
         ("Accept-Ranges", "bytes".to_string()),
         ("Cache-Control", "no-store".to_string()),
@@ -989,6 +1248,7 @@ fn serve_live(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
             video: id.to_string(),
             pos: first,
             end: last + 1,
+            generation,
         });
     }
     Action::Respond(Plan {
@@ -1214,6 +1474,13 @@ fn delete(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
     }
     let forgotten = match (&mut video.body, video.cfg.kind_name()) {
         (crate::store::Body::Upload(slot), _) => slot.forget_all(),
+        (crate::store::Body::Origin(o), _) => match o.slot.as_deref_mut() {
+            Some(slot) if o.inflight.is_empty() => slot.forget_all(),
+            Some(_) => Err(WriteRefusal::Busy(
+                "origin fetches of this video are in progress".into(),
+            )),
+            None => Ok(()),
+        },
         (crate::store::Body::Live(ring), _) => ring.forget_all(),
         _ => Err(WriteRefusal::Busy("this video cannot be deleted".into())),
     };

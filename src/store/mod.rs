@@ -7,6 +7,7 @@
 pub mod commit;
 pub mod data_file;
 pub mod meta;
+pub mod origin;
 pub mod presence;
 pub mod ring;
 
@@ -22,6 +23,7 @@ use crate::config::{Config, VideoConfig, VideoKind};
 use commit::{CommitDone, CommitJob, CommitState, Recovered};
 use data_file::{DataFileError, ReadOnlyFile, WritableFile};
 use meta::{BootId, MetaFile, MetaRecord};
+pub use origin::OriginVideo;
 use presence::PresenceMap;
 pub use ring::{KIND_CODE_LIVE, LiveRing, RingState};
 
@@ -30,6 +32,12 @@ pub const KIND_CODE_UPLOAD: u8 = 2;
 
 /// Version of the upload-slot payload layout inside a metadata record.
 const UPLOAD_PAYLOAD_VERSION: u8 = 1;
+/// The same with an origin validator after the modification time.
+const ORIGIN_PAYLOAD_VERSION: u8 = 2;
+/// Longest origin validator kept.
+pub const MAX_VALIDATOR_LEN: usize = 1024;
+/// `MetaRecord::video_kind` of an origin video.
+pub const KIND_CODE_ORIGIN: u8 = 4;
 
 /// Content type by file extension, as nginx's mime.types does for the formats players fetch.
 pub fn content_type_for(path_or_id: &str) -> &'static str {
@@ -71,6 +79,8 @@ pub enum Availability {
     Absent,
     /// A live channel's bytes that have left its window (overwritten).
     Gone,
+    /// An origin video's bytes whose fetch failed: readers get this status (502 or 504).
+    Failed(u16),
 }
 
 /// Why a write was refused before any byte was taken.
@@ -161,6 +171,8 @@ pub struct Slot {
     /// A DELETE waits for its durable commit; no write is accepted until then.
     pub delete_pending: bool,
     max_presence_ranges: usize,
+    /// An origin video's validator (ETag or Last-Modified) of the bytes held; None for uploads.
+    pub validator: Option<String>,
 }
 
 /// What a video holds.
@@ -172,6 +184,26 @@ pub enum Body {
     },
     Upload(Box<Slot>),
     Live(Box<LiveRing>),
+    Origin(Box<OriginVideo>),
+}
+
+impl Body {
+    /// The slot holding an upload's or an origin video's bytes.
+    fn any_slot(&self) -> Option<&Slot> {
+        match self {
+            Body::Upload(s) => Some(s),
+            Body::Origin(o) => o.slot.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn any_slot_mut(&mut self) -> Option<&mut Slot> {
+        match self {
+            Body::Upload(s) => Some(s),
+            Body::Origin(o) => o.slot.as_deref_mut(),
+            _ => None,
+        }
+    }
 }
 
 /// One configured video as the event loop sees it.
@@ -200,6 +232,31 @@ impl Video {
             Body::File { data, .. } => data.len,
             Body::Upload(s) => s.data.len,
             Body::Live(r) => r.capacity(),
+            Body::Origin(o) => o.len().unwrap_or(0),
+        }
+    }
+
+    /// Bumped whenever bytes once served may be replaced (DELETE, a changed origin object): a
+    /// response started under one generation never continues under another.
+    pub fn generation(&self) -> u64 {
+        match &self.body {
+            Body::File { .. } => 0,
+            Body::Live(r) => r.state.generation,
+            body => body.any_slot().map_or(0, |s| s.generation),
+        }
+    }
+
+    pub fn origin(&self) -> Option<&OriginVideo> {
+        match &self.body {
+            Body::Origin(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    pub fn origin_mut(&mut self) -> Option<&mut OriginVideo> {
+        match &mut self.body {
+            Body::Origin(o) => Some(o),
+            _ => None,
         }
     }
 
@@ -212,6 +269,11 @@ impl Video {
             Body::File { etag, .. } => etag.clone(),
             Body::Upload(s) => format!("\"u{:x}-{:x}\"", s.generation, s.data.len),
             Body::Live(r) => format!("\"l{:x}-{:x}\"", r.state.generation, r.capacity()),
+            Body::Origin(o) => format!(
+                "\"o{:x}-{:x}\"",
+                o.slot.as_ref().map_or(0, |s| s.generation),
+                o.len().unwrap_or(0)
+            ),
         }
     }
 
@@ -220,6 +282,7 @@ impl Video {
             Body::File { modified, .. } => *modified,
             Body::Upload(s) => s.modified,
             Body::Live(r) => r.state.modified,
+            Body::Origin(o) => o.slot.as_ref().map_or(UNIX_EPOCH, |s| s.modified),
         }
     }
 
@@ -229,6 +292,7 @@ impl Video {
             Body::File { .. } => true,
             Body::Upload(s) => s.presence.is_complete(),
             Body::Live(_) => false,
+            Body::Origin(o) => o.slot.as_ref().is_some_and(|s| s.presence.is_complete()),
         }
     }
 
@@ -243,6 +307,7 @@ impl Video {
             }
             Body::Upload(s) => s.availability(offset),
             Body::Live(r) => r.availability(offset),
+            Body::Origin(o) => o.availability(offset),
         }
     }
 
@@ -253,6 +318,7 @@ impl Video {
             Body::File { data, .. } => (data.map.as_deref()?, pos),
             Body::Upload(s) => (&s.data.map[..], pos),
             Body::Live(r) => (&r.data.map[..], r.position(pos)),
+            Body::Origin(o) => (&o.slot.as_ref()?.data.map[..], pos),
         };
         let b = a.checked_add(end.checked_sub(pos)?)?;
         map.get(usize::try_from(a).ok()?..usize::try_from(b).ok()?)
@@ -264,6 +330,7 @@ impl Video {
         match &self.body {
             Body::File { data, .. } => Some(&data.file),
             Body::Upload(s) => Some(&s.data.file),
+            Body::Origin(o) => o.slot.as_ref().map(|s| &*s.data.file),
             Body::Live(_) => None,
         }
     }
@@ -303,6 +370,10 @@ impl Video {
             Body::File { data, .. } if data.len > 0 => vec![(0, data.len)],
             Body::File { .. } => Vec::new(),
             Body::Upload(s) => s.presence.ranges().to_vec(),
+            Body::Origin(o) => o
+                .slot
+                .as_ref()
+                .map_or_else(Vec::new, |s| s.presence.ranges().to_vec()),
             Body::Live(r) => {
                 let (start, head) = (r.window_start(), r.state.head);
                 if start < head {
@@ -316,69 +387,77 @@ impl Video {
 
     pub fn commit(&self) -> Option<&CommitState> {
         match &self.body {
-            Body::Upload(s) => Some(&s.commit),
             Body::Live(r) => Some(&r.commit),
-            Body::File { .. } => None,
+            body => body.any_slot().map(|s| &s.commit),
         }
     }
 
     pub fn commit_mut(&mut self) -> Option<&mut CommitState> {
         match &mut self.body {
-            Body::Upload(s) => Some(&mut s.commit),
             Body::Live(r) => Some(&mut r.commit),
-            Body::File { .. } => None,
+            body => body.any_slot_mut().map(|s| &mut s.commit),
         }
     }
 
-    /// A DELETE is waiting for its durable commit.
+    /// A DELETE (or a changed origin object) is waiting for its durable commit.
     pub fn delete_pending(&self) -> bool {
-        self.slot().is_some_and(|s| s.delete_pending)
+        self.body.any_slot().is_some_and(|s| s.delete_pending)
     }
 
-    /// A writer is blocked until a durable commit lands (a live ring's write intent).
+    /// A writer is blocked until a durable commit lands (a live ring's write intent, an origin
+    /// video's forgetting of a changed object).
     pub fn commit_urgent(&self) -> bool {
-        self.ring().is_some_and(|r| r.intent_commit_wanted())
+        match &self.body {
+            Body::Live(r) => r.intent_commit_wanted(),
+            Body::Origin(_) => self.delete_pending(),
+            _ => false,
+        }
     }
 
     /// Write the fast (process-crash) record of the current state.
     pub fn write_fast_record(&mut self) -> Result<(), String> {
         match &mut self.body {
-            Body::Upload(s) => {
-                let p = s.payload();
-                s.commit.write_fast_record(p)
-            }
             Body::Live(r) => {
                 let p = r.state.encode();
                 r.commit.write_fast_record(p)
             }
-            Body::File { .. } => Ok(()),
+            body => match body.any_slot_mut() {
+                Some(s) => {
+                    let p = s.payload();
+                    s.commit.write_fast_record(p)
+                }
+                None => Ok(()),
+            },
         }
     }
 
     /// A durable commit job for the current state, if one is due and none is in flight.
     pub fn commit_job(&mut self, id: &str) -> Option<CommitJob> {
         match &mut self.body {
-            Body::Upload(s) => {
+            Body::Live(r) => r.commit_job(id),
+            body => {
+                let s = body.any_slot_mut()?;
                 if !s.commit.checkpoint_due() {
                     return None;
                 }
                 let p = s.payload();
                 s.commit.commit_job(id, &s.data.file, p)
             }
-            Body::Live(r) => r.commit_job(id),
-            Body::File { .. } => None,
         }
     }
 
     pub fn commit_done(&mut self, done: &CommitDone) {
         match &mut self.body {
-            Body::Upload(s) => {
-                if s.commit.commit_done(done) && s.delete_pending && s.commit.is_settled() {
+            Body::Live(r) => r.commit_done(done),
+            body => {
+                if let Some(s) = body.any_slot_mut()
+                    && s.commit.commit_done(done)
+                    && s.delete_pending
+                    && s.commit.is_settled()
+                {
                     s.delete_pending = false;
                 }
             }
-            Body::Live(r) => r.commit_done(done),
-            Body::File { .. } => {}
         }
     }
 
@@ -394,7 +473,9 @@ impl Video {
                 .write_target(writer, offset, max)
                 .ok_or_else(|| IngestBlock::Refused("write target outside the reservation".into())),
             Body::Live(r) => r.write_target(writer, offset, max),
-            Body::File { .. } => Err(IngestBlock::Refused("a file video takes no writes".into())),
+            Body::File { .. } | Body::Origin(_) => Err(IngestBlock::Refused(
+                "this video takes no client writes".into(),
+            )),
         }
     }
 
@@ -414,7 +495,7 @@ impl Video {
                 r.claim(writer, start, end);
                 end
             }
-            Body::File { .. } => start,
+            Body::File { .. } | Body::Origin(_) => start,
         }
     }
 
@@ -423,7 +504,7 @@ impl Video {
         match &mut self.body {
             Body::Upload(s) => s.release(writer),
             Body::Live(r) => r.end_publish(writer),
-            Body::File { .. } => {}
+            Body::File { .. } | Body::Origin(_) => {}
         }
     }
 }
@@ -433,6 +514,9 @@ pub fn configured_content_type(v: &VideoConfig) -> String {
     v.content_type.clone().unwrap_or_else(|| {
         match &v.kind {
             VideoKind::File { path } => content_type_for(&path.to_string_lossy()),
+            VideoKind::Origin { path, .. } => {
+                content_type_for(path.split(['?', '#']).next().unwrap_or(path))
+            }
             _ => content_type_for(&v.id),
         }
         .to_string()
@@ -578,6 +662,11 @@ impl Slot {
         self.reservations.retain(|r| r.id != reservation);
     }
 
+    /// End every reservation (an origin object changed: its fetches are aborted).
+    pub fn release_all(&mut self) {
+        self.reservations.clear();
+    }
+
     /// DELETE: forget every present byte. The caller must wait for the durable commit before
     /// acknowledging, and no write is accepted meanwhile (`delete_pending`).
     pub fn forget_all(&mut self) -> Result<(), WriteRefusal> {
@@ -595,7 +684,12 @@ impl Slot {
     }
 
     pub fn payload(&self) -> Vec<u8> {
-        encode_upload_payload(self.generation, self.modified, &self.presence)
+        encode_upload_payload(
+            self.generation,
+            self.modified,
+            &self.presence,
+            self.validator.as_deref(),
+        )
     }
 }
 
@@ -633,6 +727,8 @@ struct UploadState {
     generation: u64,
     modified: SystemTime,
     presence: PresenceMap,
+    /// Origin videos only (payload version 2): "" while unknown.
+    validator: Option<String>,
 }
 
 fn decode_upload_payload(
@@ -640,22 +736,41 @@ fn decode_upload_payload(
     len: u64,
     max_ranges: usize,
 ) -> Result<UploadState, String> {
-    if payload.len() < 17 {
-        return Err("metadata payload is truncated".into());
+    let version = *payload.first().ok_or("metadata payload is empty")?;
+    if version != UPLOAD_PAYLOAD_VERSION && version != ORIGIN_PAYLOAD_VERSION {
+        return Err(format!("unknown payload version {version}"));
     }
-    if payload[0] != UPLOAD_PAYLOAD_VERSION {
-        return Err(format!("unknown payload version {}", payload[0]));
+    let word = |at: usize| -> Result<u64, String> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(
+            payload
+                .get(at..at + 8)
+                .ok_or("metadata payload is truncated")?,
+        );
+        Ok(u64::from_le_bytes(b))
+    };
+    let generation = word(1)?;
+    let modified = UNIX_EPOCH + Duration::from_secs(word(9)?);
+    let mut at = 17;
+    let mut validator = None;
+    if version == ORIGIN_PAYLOAD_VERSION {
+        let n = payload
+            .get(17..19)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+            .ok_or("metadata payload is truncated")?;
+        let v = payload
+            .get(19..19 + n)
+            .ok_or("metadata payload is truncated")?;
+        validator = Some(String::from_utf8(v.to_vec()).map_err(|_| "validator is not UTF-8")?);
+        at = 19 + n;
     }
-    let mut g = [0u8; 8];
-    g.copy_from_slice(&payload[1..9]);
-    let mut m = [0u8; 8];
-    m.copy_from_slice(&payload[9..17]);
-    let presence = PresenceMap::decode(&payload[17..], len, max_ranges)
+    let presence = PresenceMap::decode(&payload[at..], len, max_ranges)
         .map_err(|e| format!("presence map: {e}"))?;
     Ok(UploadState {
-        generation: u64::from_le_bytes(g),
-        modified: UNIX_EPOCH + Duration::from_secs(u64::from_le_bytes(m)),
+        generation,
+        modified,
         presence,
+        validator,
     })
 }
 
@@ -725,9 +840,22 @@ impl Store {
                 ring.ts_index = configured_content_type(v).starts_with("video/mp2t");
                 Body::Live(Box::new(ring))
             }
-            VideoKind::Origin { .. } => {
-                return Err("origin videos are not supported by this build yet".into());
-            }
+            VideoKind::Origin {
+                url,
+                host,
+                port,
+                path,
+                fill_block,
+                size,
+            } => Body::Origin(Box::new(self.open_origin(
+                &v.id,
+                url,
+                host,
+                *port,
+                path,
+                *fill_block,
+                *size,
+            )?)),
         };
         Ok(Video {
             cfg: v.clone(),
@@ -862,16 +990,34 @@ impl Store {
     }
 
     fn open_slot(&self, id: &str, size: u64) -> Result<Slot, String> {
+        self.open_slot_of_kind(id, size, KIND_CODE_UPLOAD, "upload", None)
+    }
+
+    /// Open or create an upload slot's files, or an origin video's once its length is known (then
+    /// `validator` is Some: what the new files start with).
+    pub fn open_slot_of_kind(
+        &self,
+        id: &str,
+        size: u64,
+        kind_code: u8,
+        kind_name: &str,
+        validator: Option<String>,
+    ) -> Result<Slot, String> {
         let max = self.max_presence_ranges;
         let fresh = UploadState {
             generation: 1,
             modified: SystemTime::now(),
             presence: PresenceMap::new(size, max),
+            validator,
         };
-        let fresh_payload =
-            encode_upload_payload(fresh.generation, fresh.modified, &fresh.presence);
+        let fresh_payload = encode_upload_payload(
+            fresh.generation,
+            fresh.modified,
+            &fresh.presence,
+            fresh.validator.as_deref(),
+        );
         let (data, commit, payload) =
-            self.open_writable(id, size, KIND_CODE_UPLOAD, "upload", fresh_payload, |p| {
+            self.open_writable(id, size, kind_code, kind_name, fresh_payload, |p| {
                 decode_upload_payload(p, size, max).map(|st| st.presence.present_bytes() > 0)
             })?;
         let state = match payload {
@@ -888,7 +1034,88 @@ impl Store {
             commit,
             delete_pending: false,
             max_presence_ranges: max,
+            validator: state.validator,
         })
+    }
+
+    /// An origin video: its host resolved now (config load or reload, never on the event loop) and its
+    /// files opened if they exist — or created when the config gives the size; otherwise they are
+    /// created when the origin first tells the length.
+    #[allow(clippy::too_many_arguments)]
+    fn open_origin(
+        &self,
+        id: &str,
+        url: &str,
+        host: &str,
+        port: u16,
+        path: &str,
+        fill_block: u64,
+        size: Option<u64>,
+    ) -> Result<OriginVideo, String> {
+        use std::net::ToSocketAddrs;
+        let addrs: Vec<std::net::SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve the origin host {host} of {url}: {e}"))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(format!("the origin host {host} of {url} has no address"));
+        }
+        let recorded = self.recorded_len(id)?;
+        let len = match (recorded, size) {
+            (Some(n), Some(s)) if n != s => {
+                return Err(format!(
+                    "metadata records {n} bytes but the config says size = {s}; left untouched \
+                     (remove `size` to take the origin's length, or move the files away)"
+                ));
+            }
+            (Some(n), _) | (None, Some(n)) => Some(n),
+            (None, None) => None,
+        };
+        let slot = match len {
+            Some(n) => Some(Box::new(self.open_slot_of_kind(
+                id,
+                n,
+                KIND_CODE_ORIGIN,
+                "origin",
+                Some(String::new()),
+            )?)),
+            None => None,
+        };
+        Ok(OriginVideo::new(
+            url.to_string(),
+            host.to_string(),
+            port,
+            path.to_string(),
+            fill_block,
+            addrs,
+            slot,
+        ))
+    }
+
+    /// The data length an existing video's metadata records, if its metadata file exists and reads.
+    pub fn recorded_len(&self, id: &str) -> Result<Option<u64>, String> {
+        let mpath = meta_path(&self.data_dir, id);
+        if !mpath.exists() {
+            return Ok(None);
+        }
+        let meta = MetaFile::open(&mpath, false)
+            .map_err(|e| format!("cannot open metadata {}: {e}", mpath.display()))?;
+        match meta.load(&self.boot_id) {
+            Ok(Some((_, rec))) => Ok(Some(rec.data_len)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(format!(
+                "metadata {} cannot be read ({e}); the video is left out and its files untouched",
+                mpath.display()
+            )),
+        }
+    }
+
+    /// Remove a video's data and metadata files (an origin object changed length). The caller has
+    /// closed them (dropped the slot) and made a record that claims nothing durable first.
+    pub fn remove_files(&self, id: &str) -> std::io::Result<()> {
+        std::fs::remove_file(data_path(&self.data_dir, id))?;
+        std::fs::remove_file(meta_path(&self.data_dir, id))?;
+        data_file::sync_dir(&self.data_dir)
     }
 
     fn open_ring(&self, id: &str, capacity: u64) -> Result<LiveRing, String> {
@@ -946,11 +1173,27 @@ impl Store {
     }
 }
 
-fn encode_upload_payload(generation: u64, modified: SystemTime, presence: &PresenceMap) -> Vec<u8> {
-    let mut p = Vec::with_capacity(17 + presence.encoded_len());
-    p.push(UPLOAD_PAYLOAD_VERSION);
+fn encode_upload_payload(
+    generation: u64,
+    modified: SystemTime,
+    presence: &PresenceMap,
+    validator: Option<&str>,
+) -> Vec<u8> {
+    let mut p = Vec::with_capacity(19 + presence.encoded_len());
+    p.push(if validator.is_some() {
+        ORIGIN_PAYLOAD_VERSION
+    } else {
+        UPLOAD_PAYLOAD_VERSION
+    });
     p.extend_from_slice(&generation.to_le_bytes());
     p.extend_from_slice(&unix_secs(modified).to_le_bytes());
+    if let Some(v) = validator {
+        // Validators longer than this are not kept (the origin's object is then always re-validated
+        // by length only); real ETags are far shorter.
+        let v = if v.len() <= MAX_VALIDATOR_LEN { v } else { "" };
+        p.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        p.extend_from_slice(v.as_bytes());
+    }
     presence.encode(&mut p);
     p
 }
@@ -1035,8 +1278,46 @@ pub fn describe_cached(cfg: &Config, v: &VideoConfig, boot: &BootId) -> String {
                 Err(e) => format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display()),
             }
         }
-        VideoKind::Origin { url, .. } => {
-            format!("origin video at {url} (not supported by this build yet)")
+        VideoKind::Origin { url, size, .. } => {
+            let mpath = meta_path(&cfg.server.data_dir, &v.id);
+            if !mpath.exists() {
+                return match size {
+                    Some(n) => format!("origin video at {url}, {n} bytes, nothing cached yet"),
+                    None => {
+                        format!("origin video at {url}, length not learned yet, nothing cached")
+                    }
+                };
+            }
+            let loaded = MetaFile::open(&mpath, false)
+                .map_err(|e| e.to_string())
+                .and_then(|m| m.load(boot).map_err(|e| e.to_string()));
+            match loaded {
+                Ok(None) => format!("origin video at {url}, nothing recorded"),
+                Ok(Some((_, rec))) if rec.video_kind != KIND_CODE_ORIGIN => format!(
+                    "PROBLEM: metadata describes kind code {}, config says origin",
+                    rec.video_kind
+                ),
+                Ok(Some((_, rec))) => {
+                    match decode_upload_payload(&rec.payload, rec.data_len, usize::MAX) {
+                        Ok(st) => {
+                            let validator = st.validator.unwrap_or_default();
+                            format!(
+                                "origin video at {url}, {} bytes, {} cached in {} ranges, validator {}",
+                                rec.data_len,
+                                st.presence.present_bytes(),
+                                st.presence.ranges().len(),
+                                if validator.is_empty() {
+                                    "unknown".to_string()
+                                } else {
+                                    format!("known ({validator})")
+                                }
+                            )
+                        }
+                        Err(e) => format!("PROBLEM: metadata {}: {e}", mpath.display()),
+                    }
+                }
+                Err(e) => format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display()),
+            }
         }
     }
 }

@@ -1,0 +1,1271 @@
+//! Outbound origin fetches: non-blocking HTTP/1.1 connections on the event loop that fill origin videos
+//! block by block. Each fetch asks for the missing part of one aligned `fill_block` with `Range` (and
+//! `If-Range` carrying the stored validator) and reads the response body from the origin socket straight
+//! into the video's mapping — the same zero-copy path as a PUT — claiming bytes as they land, so readers
+//! stream at the origin's pace. Connections are bounded by `[server] origin_connections`, kept alive and
+//! reused; connect, first byte and stalls are bounded by `origin_timeout_ms`. What to fetch is decided in
+//! `store::origin`; a changed origin object is forgotten, never mixed with the old bytes.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use crate::http::range::parse_content_range;
+use crate::store::{KIND_CODE_ORIGIN, Store};
+
+/// Origin connections use tokens from here on (client connections use small ones).
+pub const ORIGIN_TOKEN_BASE: usize = 1 << 40;
+/// Largest origin response head.
+const MAX_ORIGIN_HEAD: usize = 16 * 1024;
+/// Most response headers parsed.
+const MAX_ORIGIN_HEADERS: usize = 64;
+/// How long an idle origin connection is kept for reuse.
+const ORIGIN_IDLE_KEEP: Duration = Duration::from_secs(30);
+/// Most bytes read into the mapping per read(2).
+const ORIGIN_READ: u64 = 1 << 20;
+
+/// One block fetch.
+#[derive(Debug, Clone)]
+struct Job {
+    video: String,
+    block: u64,
+    /// The requested bytes, inclusive.
+    first: u64,
+    last: u64,
+    /// Sent as If-Range ("" = none).
+    validator: String,
+    /// On a reused connection: a close before any answer is retried, not a failure.
+    reused: bool,
+}
+
+enum OState {
+    Connecting(Job),
+    Sending {
+        job: Job,
+        req: Vec<u8>,
+        pos: usize,
+    },
+    Head {
+        job: Job,
+        buf: Vec<u8>,
+    },
+    Body {
+        job: Job,
+        reservation: u64,
+        cursor: u64,
+        end: u64,
+        keep_alive: bool,
+    },
+    Idle,
+}
+
+struct OriginConn {
+    stream: TcpStream,
+    addr: SocketAddr,
+    state: OState,
+    deadline: Instant,
+    readable: bool,
+    writable: bool,
+}
+
+impl OriginConn {
+    fn job(&self) -> Option<&Job> {
+        match &self.state {
+            OState::Connecting(job)
+            | OState::Sending { job, .. }
+            | OState::Head { job, .. }
+            | OState::Body { job, .. } => Some(job),
+            OState::Idle => None,
+        }
+    }
+}
+
+/// What an origin's answer means for a fetch.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Read `[start, end)` of an object of `total` bytes with this validator.
+    Body {
+        start: u64,
+        end: u64,
+        total: u64,
+        validator: String,
+    },
+    /// The object is not the one cached: forget the old copy (and its length if `new_length`).
+    Changed {
+        why: String,
+        new_length: bool,
+    },
+    Fail {
+        status: u16,
+        why: String,
+    },
+}
+
+/// The parts of an origin response head that decide a fetch.
+#[derive(Debug, Default)]
+struct OriginHead {
+    status: u16,
+    content_length: Option<u64>,
+    content_range: Option<String>,
+    chunked: bool,
+    validator: String,
+    close: bool,
+}
+
+/// Judge an origin's answer to `job` for an object cached as `known_len` bytes with `known_validator`.
+fn judge(job: &Job, h: &OriginHead, known_len: Option<u64>, known_validator: &str) -> Verdict {
+    let fail = |why: String| Verdict::Fail { status: 502, why };
+    if h.chunked {
+        return fail("the origin sent a chunked body; vcache needs Content-Length".into());
+    }
+    let validator_changed =
+        !known_validator.is_empty() && !h.validator.is_empty() && h.validator != known_validator;
+    match h.status {
+        206 => {
+            let Some(cr) = h
+                .content_range
+                .as_deref()
+                .and_then(|v| parse_content_range(v).ok())
+            else {
+                return fail("the origin's 206 has no usable Content-Range".into());
+            };
+            let Some(total) = cr.complete_length else {
+                return fail(
+                    "the origin does not say the object's length (Content-Range */*)".into(),
+                );
+            };
+            if let Some(n) = known_len
+                && n != total
+            {
+                return Verdict::Changed {
+                    why: format!("its length changed from {n} to {total} bytes"),
+                    new_length: true,
+                };
+            }
+            if validator_changed {
+                return Verdict::Changed {
+                    why: format!(
+                        "its validator changed from {known_validator} to {}",
+                        h.validator
+                    ),
+                    new_length: false,
+                };
+            }
+            if cr.first != job.first || cr.last > job.last.max(cr.first) || cr.last >= total {
+                return fail(format!(
+                    "the origin answered bytes {}-{} for {}-{}",
+                    cr.first, cr.last, job.first, job.last
+                ));
+            }
+            if h.content_length
+                .is_some_and(|n| n != cr.last - cr.first + 1)
+            {
+                return fail("the origin's Content-Length disagrees with its Content-Range".into());
+            }
+            Verdict::Body {
+                start: cr.first,
+                end: cr.last + 1,
+                total,
+                validator: h.validator.clone(),
+            }
+        }
+        200 => {
+            if !job.validator.is_empty() || validator_changed {
+                return Verdict::Changed {
+                    why: "the origin answered 200 to If-Range: a new object".into(),
+                    new_length: true,
+                };
+            }
+            match (known_len, h.content_length) {
+                (None, Some(total)) => Verdict::Body {
+                    start: 0,
+                    end: total,
+                    total,
+                    validator: h.validator.clone(),
+                },
+                (None, None) => fail("the origin's 200 has no Content-Length".into()),
+                (Some(_), _) => fail("the origin ignored the Range request".into()),
+            }
+        }
+        412 => Verdict::Changed {
+            why: "the origin answered 412: the object changed".into(),
+            new_length: true,
+        },
+        416 => Verdict::Changed {
+            why: "the origin answered 416: the object is shorter now".into(),
+            new_length: true,
+        },
+        s => fail(format!("the origin answered {s}")),
+    }
+}
+
+fn parse_origin_head(buf: &[u8]) -> Result<Option<(OriginHead, usize)>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_ORIGIN_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let used = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("malformed origin response head: {e}")),
+    };
+    let mut h = OriginHead {
+        status: resp.code.unwrap_or(0),
+        close: resp.version == Some(0),
+        ..OriginHead::default()
+    };
+    let mut etag = None;
+    let mut last_modified = None;
+    for hd in resp.headers.iter() {
+        let v = String::from_utf8_lossy(hd.value).trim().to_string();
+        let name = hd.name.to_ascii_lowercase();
+        match name.as_str() {
+            "content-length" => {
+                h.content_length = Some(v.parse().map_err(|_| "bad origin Content-Length")?);
+            }
+            "content-range" => h.content_range = Some(v),
+            "transfer-encoding" => h.chunked = !v.eq_ignore_ascii_case("identity"),
+            "etag" => etag = Some(v),
+            "last-modified" => last_modified = Some(v),
+            "connection" => {
+                let l = v.to_ascii_lowercase();
+                if l.contains("close") {
+                    h.close = true;
+                } else if l.contains("keep-alive") {
+                    h.close = false;
+                }
+            }
+            _ => {}
+        }
+    }
+    // A weak ETag cannot validate byte ranges (RFC 9110 §13.1.5): fall back to Last-Modified.
+    h.validator = match etag {
+        Some(e) if !e.starts_with("W/") => e,
+        _ => last_modified.unwrap_or_default(),
+    };
+    Ok(Some((h, used)))
+}
+
+fn host_header(host: &str, port: u16) -> String {
+    let h = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    if port == 80 { h } else { format!("{h}:{port}") }
+}
+
+/// The outbound connections and their fetches.
+pub struct Fetcher {
+    conns: Vec<Option<OriginConn>>,
+    free: Vec<usize>,
+    limit: usize,
+    timeout: Duration,
+}
+
+impl Fetcher {
+    pub fn new(limit: usize, timeout_ms: u64) -> Fetcher {
+        Fetcher {
+            conns: Vec::new(),
+            free: Vec::new(),
+            limit: limit.max(1),
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    pub fn owns(token: Token) -> bool {
+        token.0 >= ORIGIN_TOKEN_BASE
+    }
+
+    fn open_count(&self) -> usize {
+        self.conns.iter().flatten().count()
+    }
+
+    /// Start fetches for wanted blocks while connections are free.
+    pub fn pump(
+        &mut self,
+        registry: &Registry,
+        store: &mut Store,
+        wake: &mut Vec<Token>,
+        now: Instant,
+    ) {
+        self.relearn(store, wake);
+        loop {
+            let busy = self
+                .conns
+                .iter()
+                .flatten()
+                .filter(|c| c.job().is_some())
+                .count();
+            if busy >= self.limit {
+                return;
+            }
+            let Some(job_and_addr) = pick_job(store) else {
+                return;
+            };
+            let (mut job, addr) = job_and_addr;
+            // An idle connection to the same origin is reused; at the limit, an idle one to another
+            // origin is closed to make room.
+            let idle = self.conns.iter().position(|c| {
+                c.as_ref()
+                    .is_some_and(|c| matches!(c.state, OState::Idle) && c.addr == addr)
+            });
+            let reuse = idle.is_some();
+            let index = match idle {
+                Some(i) => {
+                    job.reused = true;
+                    i
+                }
+                None => {
+                    if self.open_count() >= self.limit {
+                        let other = self.conns.iter().position(|c| {
+                            c.as_ref().is_some_and(|c| matches!(c.state, OState::Idle))
+                        });
+                        match other {
+                            Some(i) => self.close(i, registry),
+                            None => {
+                                requeue(store, &job);
+                                return;
+                            }
+                        }
+                    }
+                    match self.connect(addr, registry, now) {
+                        Ok(i) => i,
+                        Err(e) => {
+                            fail_job(
+                                store,
+                                wake,
+                                &job,
+                                None,
+                                502,
+                                format!("cannot connect to the origin {addr}: {e}"),
+                            );
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Some(Some(c)) = self.conns.get_mut(index) {
+                c.deadline = now + self.timeout;
+                c.state = if reuse {
+                    let req = request_bytes(store, &job);
+                    OState::Sending { job, req, pos: 0 }
+                } else {
+                    OState::Connecting(job)
+                };
+            }
+            self.drive(index, registry, store, wake, now);
+        }
+    }
+
+    /// Origin videos whose object changed length: once the forgetting record is durable, close and
+    /// remove their files; the next fetch learns the new length and creates them anew.
+    fn relearn(&mut self, store: &mut Store, wake: &mut Vec<Token>) {
+        let ids: Vec<String> = store
+            .videos
+            .iter()
+            .filter(|(_, v)| {
+                v.origin().is_some_and(|o| o.relearn)
+                    && !v.delete_pending()
+                    && v.commit().is_none_or(|c| c.is_settled())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            let Some(o) = store.get_mut(&id).and_then(|v| v.origin_mut()) else {
+                continue;
+            };
+            o.relearn = false;
+            o.inflight.clear();
+            o.wanted_client.clear();
+            o.wanted_warm.clear();
+            drop(o.slot.take());
+            if let Err(e) = store.remove_files(&id) {
+                log::error!("video {id}: removing the files of the old origin object failed: {e}");
+            } else {
+                log::info!(
+                    "video {id}: the old origin object's files are removed; the new one is fetched on demand"
+                );
+            }
+            // Readers waiting for the old object route again: they learn the new one.
+            if let Some(v) = store.get_mut(&id) {
+                wake.append(&mut v.byte_waiters);
+            }
+        }
+    }
+
+    fn connect(
+        &mut self,
+        addr: SocketAddr,
+        registry: &Registry,
+        now: Instant,
+    ) -> io::Result<usize> {
+        let mut stream = TcpStream::connect(addr)?;
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        if let Err(e) = registry.register(
+            &mut stream,
+            Token(ORIGIN_TOKEN_BASE + index),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.free.push(index);
+            return Err(e);
+        }
+        let _ = stream.set_nodelay(true);
+        self.conns[index] = Some(OriginConn {
+            stream,
+            addr,
+            state: OState::Idle,
+            deadline: now + self.timeout,
+            readable: false,
+            writable: false,
+        });
+        Ok(index)
+    }
+
+    fn close(&mut self, index: usize, registry: &Registry) {
+        if let Some(Some(mut c)) = self.conns.get_mut(index).map(Option::take) {
+            let _ = registry.deregister(&mut c.stream);
+            self.free.push(index);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_event(
+        &mut self,
+        token: Token,
+        readable: bool,
+        writable: bool,
+        registry: &Registry,
+        store: &mut Store,
+        wake: &mut Vec<Token>,
+        now: Instant,
+    ) {
+        let index = token.0 - ORIGIN_TOKEN_BASE;
+        if let Some(Some(c)) = self.conns.get_mut(index) {
+            c.readable |= readable;
+            c.writable |= writable;
+        }
+        self.drive(index, registry, store, wake, now);
+    }
+
+    /// Time out stalled fetches (504 to their readers) and drop idle connections kept too long.
+    pub fn sweep(
+        &mut self,
+        registry: &Registry,
+        store: &mut Store,
+        wake: &mut Vec<Token>,
+        now: Instant,
+    ) {
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_ref() else {
+                continue;
+            };
+            if c.deadline > now {
+                continue;
+            }
+            match c.job().cloned() {
+                None => self.close(i, registry),
+                Some(job) => {
+                    let res = reservation_of(&c.state);
+                    fail_job(
+                        store,
+                        wake,
+                        &job,
+                        res,
+                        504,
+                        format!(
+                            "the origin {} did not answer in time (origin_timeout_ms)",
+                            c.addr
+                        ),
+                    );
+                    self.close(i, registry);
+                }
+            }
+        }
+    }
+
+    /// Close every connection (shutdown); what arrived stays claimed.
+    pub fn close_all(&mut self, registry: &Registry, store: &mut Store) {
+        for i in 0..self.conns.len() {
+            if let Some(c) = self.conns[i].as_ref() {
+                if let (Some(job), Some(res)) = (c.job(), reservation_of(&c.state))
+                    && let Some(s) = store
+                        .get_mut(&job.video)
+                        .and_then(|v| v.origin_mut())
+                        .and_then(|o| o.slot.as_deref_mut())
+                {
+                    s.release(res);
+                }
+                self.close(i, registry);
+            }
+        }
+    }
+
+    /// Abort the fetches of one video (its object changed): their blocks are wanted again.
+    fn abort_video(&mut self, video: &str, registry: &Registry, store: &mut Store) {
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_ref() else {
+                continue;
+            };
+            let Some(job) = c.job().filter(|j| j.video == video).cloned() else {
+                continue;
+            };
+            let res = reservation_of(&c.state);
+            if let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) {
+                if let (Some(r), Some(s)) = (res, o.slot.as_deref_mut()) {
+                    s.release(r);
+                }
+                o.inflight.remove(&job.block);
+            }
+            requeue(store, &job);
+            self.close(i, registry);
+        }
+    }
+
+    fn drive(
+        &mut self,
+        index: usize,
+        registry: &Registry,
+        store: &mut Store,
+        wake: &mut Vec<Token>,
+        now: Instant,
+    ) {
+        loop {
+            let step = match self.conns.get_mut(index) {
+                Some(Some(c)) => step(c, store, wake, now, self.timeout),
+                _ => return,
+            };
+            match step {
+                OStep::Progress => continue,
+                OStep::Blocked => return,
+                OStep::Close => {
+                    self.close(index, registry);
+                    return;
+                }
+                OStep::Retry(job) => {
+                    // A reused connection the origin had closed: try again on a fresh one.
+                    self.close(index, registry);
+                    requeue_front(store, &job);
+                    return;
+                }
+                OStep::Fail(job, res, status, why) => {
+                    fail_job(store, wake, &job, res, status, why);
+                    self.close(index, registry);
+                    return;
+                }
+                OStep::Changed(job, why, new_length) => {
+                    self.close(index, registry);
+                    object_changed(store, wake, &job, &why, new_length);
+                    self.abort_video(&job.video, registry, store);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+enum OStep {
+    Progress,
+    Blocked,
+    Close,
+    Retry(Job),
+    Fail(Job, Option<u64>, u16, String),
+    Changed(Job, String, bool),
+}
+
+fn reservation_of(state: &OState) -> Option<u64> {
+    match state {
+        OState::Body { reservation, .. } => Some(*reservation),
+        _ => None,
+    }
+}
+
+/// The next wanted block of any origin video, as a job and the address to fetch it from.
+fn pick_job(store: &mut Store) -> Option<(Job, SocketAddr)> {
+    for warm_pass in [false, true] {
+        for (id, v) in store.videos.iter_mut() {
+            if v.delete_pending() {
+                continue;
+            }
+            let Some(o) = v.origin_mut() else { continue };
+            if o.relearn || (!warm_pass && o.wanted_client.is_empty()) {
+                continue;
+            }
+            let Some(&addr) = o.addrs.first() else {
+                continue;
+            };
+            let Some(block) = o.next_block() else {
+                continue;
+            };
+            let (first, last) = match o.slot.as_deref() {
+                None => (0, o.fill_block - 1),
+                Some(s) => {
+                    let (a, e) = o.block_span(block);
+                    let Some(&(ms, me)) = s.presence.missing_in(a, e).first() else {
+                        continue;
+                    };
+                    (ms, me - 1)
+                }
+            };
+            o.inflight.insert(block);
+            o.fetches += 1;
+            let job = Job {
+                video: id.clone(),
+                block,
+                first,
+                last,
+                validator: o.validator().to_string(),
+                reused: false,
+            };
+            return Some((job, addr));
+        }
+    }
+    None
+}
+
+fn request_bytes(store: &Store, job: &Job) -> Vec<u8> {
+    let Some(o) = store.get(&job.video).and_then(|v| v.origin()) else {
+        return Vec::new();
+    };
+    let mut req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nRange: bytes={}-{}\r\nUser-Agent: vcache/{}\r\nAccept-Encoding: identity\r\n",
+        o.path,
+        host_header(&o.host, o.port),
+        job.first,
+        job.last,
+        env!("CARGO_PKG_VERSION")
+    );
+    if !job.validator.is_empty() {
+        req.push_str(&format!("If-Range: {}\r\n", job.validator));
+    }
+    req.push_str("\r\n");
+    req.into_bytes()
+}
+
+fn requeue(store: &mut Store, job: &Job) {
+    if let Some(o) = store.get_mut(&job.video).and_then(|v| v.origin_mut()) {
+        o.inflight.remove(&job.block);
+        if !o.wanted_client.contains(&job.block) {
+            o.wanted_client.push_back(job.block);
+        }
+    }
+}
+
+fn requeue_front(store: &mut Store, job: &Job) {
+    if let Some(o) = store.get_mut(&job.video).and_then(|v| v.origin_mut()) {
+        o.inflight.remove(&job.block);
+        o.wanted_client.retain(|&b| b != job.block);
+        o.wanted_client.push_front(job.block);
+    }
+}
+
+/// A fetch failed: its readers get `status`; bytes that arrived stay claimed.
+fn fail_job(
+    store: &mut Store,
+    wake: &mut Vec<Token>,
+    job: &Job,
+    res: Option<u64>,
+    status: u16,
+    why: String,
+) {
+    log::warn!(
+        "video {}: origin fetch of bytes {}-{} failed: {why}",
+        job.video,
+        job.first,
+        job.last
+    );
+    if let Some(v) = store.get_mut(&job.video) {
+        if let Some(o) = v.origin_mut() {
+            if let (Some(r), Some(s)) = (res, o.slot.as_deref_mut()) {
+                s.release(r);
+            }
+            o.inflight.remove(&job.block);
+            o.failures.insert(job.block, (Instant::now(), status, why));
+        }
+        wake.append(&mut v.byte_waiters);
+    }
+}
+
+/// The origin object is not the cached one: forget the old copy (its files too if the length changed)
+/// and fetch again; readers of the old generation are cut, none gets bytes of two versions.
+fn object_changed(
+    store: &mut Store,
+    wake: &mut Vec<Token>,
+    job: &Job,
+    why: &str,
+    new_length: bool,
+) {
+    log::warn!(
+        "video {}: the origin object changed ({why}); forgetting the cached copy",
+        job.video
+    );
+    let Some(v) = store.get_mut(&job.video) else {
+        return;
+    };
+    if let Some(o) = v.origin_mut() {
+        o.inflight.remove(&job.block);
+        if let Some(s) = o.slot.as_deref_mut() {
+            // Reservations of other fetches are released by abort_video right after; forget what is
+            // claimed now, and let the next fetch learn the new validator.
+            s.release_all();
+            let _ = s.forget_all();
+            s.validator = Some(String::new());
+            o.relearn = new_length;
+        }
+        if !o.wanted_client.contains(&job.block) {
+            o.wanted_client.push_back(job.block);
+        }
+    }
+    wake.append(&mut v.byte_waiters);
+}
+
+/// One step of an origin connection's state machine.
+fn step(
+    c: &mut OriginConn,
+    store: &mut Store,
+    wake: &mut Vec<Token>,
+    now: Instant,
+    timeout: Duration,
+) -> OStep {
+    match &mut c.state {
+        OState::Idle => {
+            if !c.readable {
+                return OStep::Blocked;
+            }
+            // An idle connection that turns readable was closed (or sent garbage): drop it.
+            let mut b = [0u8; 256];
+            match c.stream.read(&mut b) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.readable = false;
+                    OStep::Blocked
+                }
+                _ => OStep::Close,
+            }
+        }
+        OState::Connecting(job) => {
+            if !c.writable {
+                return OStep::Blocked;
+            }
+            match c.stream.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    return OStep::Fail(
+                        job.clone(),
+                        None,
+                        502,
+                        format!("cannot connect to the origin {}: {e}", c.addr),
+                    );
+                }
+                Ok(None) => {}
+            }
+            match c.stream.peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    c.writable = false;
+                    return OStep::Blocked;
+                }
+                Err(e) => {
+                    return OStep::Fail(
+                        job.clone(),
+                        None,
+                        502,
+                        format!("cannot connect to the origin {}: {e}", c.addr),
+                    );
+                }
+            }
+            let job = job.clone();
+            let req = request_bytes(store, &job);
+            c.state = OState::Sending { job, req, pos: 0 };
+            OStep::Progress
+        }
+        OState::Sending { job, req, pos } => {
+            if *pos >= req.len() {
+                let job = job.clone();
+                c.state = OState::Head {
+                    job,
+                    buf: Vec::new(),
+                };
+                c.deadline = now + timeout;
+                return OStep::Progress;
+            }
+            if !c.writable {
+                return OStep::Blocked;
+            }
+            match c.stream.write(&req[*pos..]) {
+                Ok(n) => {
+                    *pos += n;
+                    OStep::Progress
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.writable = false;
+                    OStep::Blocked
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => OStep::Progress,
+                Err(e) if job.reused => {
+                    log::debug!("reused origin connection failed ({e}); retrying");
+                    OStep::Retry(job.clone())
+                }
+                Err(e) => OStep::Fail(
+                    job.clone(),
+                    None,
+                    502,
+                    format!("sending to the origin failed: {e}"),
+                ),
+            }
+        }
+        OState::Head { job, buf } => {
+            if !c.readable {
+                return OStep::Blocked;
+            }
+            let old = buf.len();
+            if old >= MAX_ORIGIN_HEAD {
+                return OStep::Fail(
+                    job.clone(),
+                    None,
+                    502,
+                    "the origin's response head is too large".into(),
+                );
+            }
+            // Read in small steps: body bytes that share a read with the head are copied once.
+            buf.resize(old + 1024.min(MAX_ORIGIN_HEAD - old), 0);
+            let n = match c.stream.read(&mut buf[old..]) {
+                Ok(0) => {
+                    buf.truncate(old);
+                    if job.reused && old == 0 {
+                        return OStep::Retry(job.clone());
+                    }
+                    return OStep::Fail(
+                        job.clone(),
+                        None,
+                        502,
+                        "the origin closed the connection without an answer".into(),
+                    );
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    buf.truncate(old);
+                    return match e.kind() {
+                        io::ErrorKind::WouldBlock => {
+                            c.readable = false;
+                            OStep::Blocked
+                        }
+                        io::ErrorKind::Interrupted => OStep::Progress,
+                        _ if job.reused && old == 0 => OStep::Retry(job.clone()),
+                        _ => OStep::Fail(
+                            job.clone(),
+                            None,
+                            502,
+                            format!("reading from the origin failed: {e}"),
+                        ),
+                    };
+                }
+            };
+            buf.truncate(old + n);
+            c.deadline = now + timeout;
+            let (h, used) = match parse_origin_head(buf) {
+                Ok(Some(x)) => x,
+                Ok(None) => return OStep::Progress,
+                Err(why) => return OStep::Fail(job.clone(), None, 502, why),
+            };
+            let job = job.clone();
+            let extra: Vec<u8> = buf[used..].to_vec();
+            start_body(c, store, wake, job, &h, &extra)
+        }
+        OState::Body {
+            job,
+            reservation,
+            cursor,
+            end,
+            keep_alive,
+        } => {
+            if *cursor >= *end {
+                let (job, res, keep) = (job.clone(), *reservation, *keep_alive);
+                finish_fetch(store, &job, res);
+                if keep {
+                    c.state = OState::Idle;
+                    c.deadline = now + ORIGIN_IDLE_KEEP;
+                    return OStep::Blocked;
+                }
+                return OStep::Close;
+            }
+            if !c.readable {
+                return OStep::Blocked;
+            }
+            let want = (*end - *cursor).min(ORIGIN_READ);
+            let Some(v) = store.get_mut(&job.video) else {
+                return OStep::Fail(
+                    job.clone(),
+                    Some(*reservation),
+                    502,
+                    "the video went away".into(),
+                );
+            };
+            let Some(slot) = v.origin_mut().and_then(|o| o.slot.as_deref_mut()) else {
+                return OStep::Fail(
+                    job.clone(),
+                    Some(*reservation),
+                    502,
+                    "the video's data file is gone".into(),
+                );
+            };
+            let Some(target) = slot.write_target(*reservation, *cursor, want) else {
+                return OStep::Fail(
+                    job.clone(),
+                    Some(*reservation),
+                    502,
+                    "write outside the fetch's reservation".into(),
+                );
+            };
+            match c.stream.read(target) {
+                Ok(0) => {
+                    let why = format!(
+                        "the origin closed after {} of {} bytes",
+                        *cursor - job.first,
+                        *end - job.first
+                    );
+                    OStep::Fail(job.clone(), Some(*reservation), 502, why)
+                }
+                Ok(n) => {
+                    let n = n as u64;
+                    slot.claim(*reservation, *cursor, *cursor + n);
+                    *cursor += n;
+                    if let Some(o) = v.origin_mut() {
+                        o.fetched_bytes += n;
+                    }
+                    wake.append(&mut v.byte_waiters);
+                    c.deadline = now + timeout;
+                    OStep::Progress
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.readable = false;
+                    OStep::Blocked
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => OStep::Progress,
+                Err(e) => OStep::Fail(
+                    job.clone(),
+                    Some(*reservation),
+                    502,
+                    format!("reading from the origin failed: {e}"),
+                ),
+            }
+        }
+    }
+}
+
+/// The head is in: judge it, create the data file if this fetch taught the length, reserve the bytes
+/// and move the body bytes that came with the head.
+fn start_body(
+    c: &mut OriginConn,
+    store: &mut Store,
+    wake: &mut Vec<Token>,
+    job: Job,
+    h: &OriginHead,
+    extra: &[u8],
+) -> OStep {
+    let (known_len, known_validator) = match store.get(&job.video).and_then(|v| v.origin()) {
+        Some(o) => (o.len(), o.validator().to_string()),
+        None => return OStep::Fail(job, None, 502, "the video went away".into()),
+    };
+    let (start, end, total, validator) = match judge(&job, h, known_len, &known_validator) {
+        Verdict::Body {
+            start,
+            end,
+            total,
+            validator,
+        } => (start, end, total, validator),
+        Verdict::Changed { why, new_length } => return OStep::Changed(job, why, new_length),
+        Verdict::Fail { status, why } => return OStep::Fail(job, None, status, why),
+    };
+    if known_len.is_none() {
+        // The first answer teaches the length: create the data file now, fully allocated.
+        let created = store.open_slot_of_kind(
+            &job.video,
+            total,
+            KIND_CODE_ORIGIN,
+            "origin",
+            Some(validator.clone()),
+        );
+        match created {
+            Ok(slot) => {
+                log::info!(
+                    "video {}: origin object is {total} bytes (validator {validator:?})",
+                    job.video
+                );
+                if let Some(o) = store.get_mut(&job.video).and_then(|v| v.origin_mut()) {
+                    o.slot = Some(Box::new(slot));
+                    if o.warm_all_after_learning && total > 0 {
+                        o.warm_all_after_learning = false;
+                        o.want(0, total - 1, true, Instant::now());
+                    }
+                }
+            }
+            Err(e) => {
+                return OStep::Fail(job, None, 502, format!("cannot create the data file: {e}"));
+            }
+        }
+    }
+    let Some(v) = store.get_mut(&job.video) else {
+        return OStep::Fail(job, None, 502, "the video went away".into());
+    };
+    let Some(slot) = v.origin_mut().and_then(|o| o.slot.as_deref_mut()) else {
+        return OStep::Fail(job, None, 502, "the video's data file is gone".into());
+    };
+    if slot.validator.as_deref().is_none_or(str::is_empty) && !validator.is_empty() {
+        slot.validator = Some(validator);
+        slot.commit.bump();
+    }
+    if start >= end {
+        finish_fetch(store, &job, 0);
+        c.state = OState::Idle;
+        return OStep::Blocked;
+    }
+    // Only bytes still missing are reserved; bytes present already (a learning fetch of block 0 that
+    // raced nothing, in practice) would be refused as overlap.
+    let reservation = match slot.reserve(start, end) {
+        Ok(r) => r,
+        Err(e) => {
+            return OStep::Fail(
+                job,
+                None,
+                502,
+                format!("cannot take the origin's bytes: {e}"),
+            );
+        }
+    };
+    let mut cursor = start;
+    if !extra.is_empty() {
+        let n = (extra.len() as u64).min(end - start);
+        if let Some(t) = slot.write_target(reservation, start, n) {
+            t.copy_from_slice(&extra[..n as usize]);
+            slot.claim(reservation, start, start + n);
+            cursor += n;
+        }
+        if let Some(o) = v.origin_mut() {
+            o.fetched_bytes += n;
+        }
+        wake.append(&mut v.byte_waiters);
+    }
+    // Readers waiting to learn the length re-route now.
+    wake.append(&mut v.byte_waiters);
+    c.state = OState::Body {
+        job,
+        reservation,
+        cursor,
+        end,
+        keep_alive: !h.close,
+    };
+    OStep::Progress
+}
+
+fn finish_fetch(store: &mut Store, job: &Job, reservation: u64) {
+    if let Some(o) = store.get_mut(&job.video).and_then(|v| v.origin_mut()) {
+        if let Some(s) = o.slot.as_deref_mut() {
+            s.release(reservation);
+        }
+        o.inflight.remove(&job.block);
+        // The rest of a block that was requested in part (a hole after present bytes) is wanted again.
+        if let Some(s) = o.slot.as_deref() {
+            let (a, e) = o.block_span(job.block);
+            if !s.presence.missing_in(a, e).is_empty() && !o.wanted_client.contains(&job.block) {
+                o.wanted_client.push_back(job.block);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(first: u64, last: u64, validator: &str) -> Job {
+        Job {
+            video: "v".into(),
+            block: 0,
+            first,
+            last,
+            validator: validator.into(),
+            reused: false,
+        }
+    }
+
+    fn head(status: u16, cr: Option<&str>, cl: Option<u64>, validator: &str) -> OriginHead {
+        OriginHead {
+            status,
+            content_length: cl,
+            content_range: cr.map(str::to_string),
+            chunked: false,
+            validator: validator.into(),
+            close: false,
+        }
+    }
+
+    #[test]
+    fn a_matching_206_is_read() {
+        let v = judge(
+            &job(0, 99, "\"a\""),
+            &head(206, Some("bytes 0-99/1000"), Some(100), "\"a\""),
+            Some(1000),
+            "\"a\"",
+        );
+        assert_eq!(
+            v,
+            Verdict::Body {
+                start: 0,
+                end: 100,
+                total: 1000,
+                validator: "\"a\"".into()
+            }
+        );
+        // A shorter answer at the end of the object.
+        let v = judge(
+            &job(900, 999, ""),
+            &head(206, Some("bytes 900-949/950"), Some(50), ""),
+            None,
+            "",
+        );
+        assert!(matches!(
+            v,
+            Verdict::Body {
+                end: 950,
+                total: 950,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn changes_are_detected() {
+        assert!(matches!(
+            judge(
+                &job(0, 99, "\"a\""),
+                &head(206, Some("bytes 0-99/1000"), Some(100), "\"b\""),
+                Some(1000),
+                "\"a\""
+            ),
+            Verdict::Changed {
+                new_length: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge(
+                &job(0, 99, ""),
+                &head(206, Some("bytes 0-99/2000"), Some(100), ""),
+                Some(1000),
+                ""
+            ),
+            Verdict::Changed {
+                new_length: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge(
+                &job(0, 99, "\"a\""),
+                &head(200, None, Some(5000), "\"b\""),
+                Some(1000),
+                "\"a\""
+            ),
+            Verdict::Changed { .. }
+        ));
+        assert!(matches!(
+            judge(
+                &job(0, 99, "\"a\""),
+                &head(412, None, None, ""),
+                Some(1000),
+                "\"a\""
+            ),
+            Verdict::Changed { .. }
+        ));
+        assert!(matches!(
+            judge(&job(0, 99, ""), &head(416, None, None, ""), Some(1000), ""),
+            Verdict::Changed { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_answers_fail_with_502() {
+        let bad = [
+            head(206, None, Some(100), ""),
+            head(206, Some("bytes 0-99/*"), Some(100), ""),
+            head(206, Some("bytes 5-99/1000"), Some(95), ""),
+            head(206, Some("bytes 0-99/1000"), Some(7), ""),
+            head(500, None, None, ""),
+            head(404, None, None, ""),
+        ];
+        for h in bad {
+            assert!(
+                matches!(
+                    judge(&job(0, 99, ""), &h, Some(1000), ""),
+                    Verdict::Fail { status: 502, .. }
+                ),
+                "{h:?}"
+            );
+        }
+        let mut chunked = head(206, Some("bytes 0-99/1000"), None, "");
+        chunked.chunked = true;
+        assert!(matches!(
+            judge(&job(0, 99, ""), &chunked, None, ""),
+            Verdict::Fail { .. }
+        ));
+        // An origin that ignores Range on an object we already hold part of.
+        assert!(matches!(
+            judge(
+                &job(0, 99, ""),
+                &head(200, None, Some(1000), ""),
+                Some(1000),
+                ""
+            ),
+            Verdict::Fail { .. }
+        ));
+    }
+
+    #[test]
+    fn a_200_teaches_a_whole_object_when_nothing_is_known() {
+        assert_eq!(
+            judge(
+                &job(0, 99, ""),
+                &head(200, None, Some(42), "\"x\""),
+                None,
+                ""
+            ),
+            Verdict::Body {
+                start: 0,
+                end: 42,
+                total: 42,
+                validator: "\"x\"".into()
+            }
+        );
+    }
+
+    #[test]
+    fn heads_parse_and_weak_etags_fall_back_to_last_modified() {
+        let raw = b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/20\r\nContent-Length: 10\r\nETag: W/\"weak\"\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\nBODY";
+        let (h, used) = parse_origin_head(raw).unwrap().unwrap();
+        assert_eq!(h.status, 206);
+        assert_eq!(h.content_length, Some(10));
+        assert_eq!(h.validator, "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&raw[used..], b"BODY");
+        assert!(parse_origin_head(b"HTTP/1.1 200 OK\r\n").unwrap().is_none());
+        assert!(parse_origin_head(b"garbage\r\n\r\n").is_err());
+        let (h, _) =
+            parse_origin_head(b"HTTP/1.1 200 OK\r\nETag: \"s\"\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(h.validator, "\"s\"");
+        assert!(h.close);
+    }
+
+    #[test]
+    fn host_headers() {
+        assert_eq!(host_header("a.example", 80), "a.example");
+        assert_eq!(host_header("a.example", 8000), "a.example:8000");
+        assert_eq!(host_header("::1", 8080), "[::1]:8080");
+    }
+}
