@@ -384,10 +384,19 @@ impl Server {
                 }
                 continue;
             }
+            let fast_due = v.commit().is_some_and(|c| c.fast_record_due());
+            // Origin bytes are recorded as soon as they land (a fast record, no sync), so a process
+            // crash never makes vcache fetch them again.
+            if v.origin().is_some() && fast_due && !v.delete_pending() {
+                match v.write_fast_record() {
+                    Ok(()) => self.metrics.fast_records += 1,
+                    Err(e) => log::error!("video {id}: {e}"),
+                }
+                continue;
+            }
             if v.commit_waiters.is_empty() {
                 continue;
             }
-            let fast_due = v.commit().is_some_and(|c| c.fast_record_due());
             if interval_mode && !v.delete_pending() && fast_due {
                 match v.write_fast_record() {
                     Ok(()) => self.metrics.fast_records += 1,
