@@ -380,7 +380,11 @@ impl Fetcher {
             o.inflight.clear();
             o.wanted_client.clear();
             o.wanted_warm.clear();
-            drop(o.slot.take());
+            // The new object's generation follows the old one's, so its ETag differs and responses
+            // begun on the old object are cut rather than continued with the new bytes.
+            if let Some(s) = o.slot.take() {
+                o.generation_floor = o.generation_floor.max(s.generation + 1);
+            }
             if let Err(e) = store.remove_files(&id) {
                 log::error!("video {id}: removing the files of the old origin object failed: {e}");
             } else {
@@ -992,12 +996,23 @@ fn start_body(
             Some(validator.clone()),
         );
         match created {
-            Ok(slot) => {
+            Ok(mut slot) => {
                 log::info!(
                     "video {}: origin object is {total} bytes (validator {validator:?})",
                     job.video
                 );
                 if let Some(o) = store.get_mut(&job.video).and_then(|v| v.origin_mut()) {
+                    // A new object's generation is never one an earlier object of this video had:
+                    // above the floor, and seeded from the clock so that a restart between removing
+                    // the old files and creating these cannot reuse an old generation (and ETag).
+                    let seed = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    let generation = o.generation_floor.max(seed);
+                    if slot.generation < generation {
+                        slot.generation = generation;
+                        slot.commit.bump();
+                    }
                     o.slot = Some(Box::new(slot));
                     if o.warm_all_after_learning && total > 0 {
                         o.warm_all_after_learning = false;

@@ -37,6 +37,9 @@ pub struct OriginVideo {
     /// Bytes received from the origin (metrics, tests).
     pub fetched_bytes: u64,
     pub fetches: u64,
+    /// The lowest generation a recreated data file may take: above the forgotten object's (its files
+    /// were removed when its length changed), so ETags and running responses never confuse the two.
+    pub generation_floor: u64,
 }
 
 impl OriginVideo {
@@ -65,6 +68,7 @@ impl OriginVideo {
             warm_all_after_learning: false,
             fetched_bytes: 0,
             fetches: 0,
+            generation_floor: 0,
         }
     }
 
