@@ -130,8 +130,15 @@ impl OriginVideo {
             if self.wanted_client.len() + self.wanted_warm.len() >= MAX_QUEUED_BLOCKS {
                 break;
             }
-            if !self.block_missing(b) || self.inflight.contains(&b) || self.failed_before(b, since)
-            {
+            // Only blocks with missing bytes inside the wanted range (a read of cached bytes fetches
+            // nothing); a fetch then fills the whole block.
+            let (a, e) = self.block_span(b);
+            let wanted_missing = self.slot.as_ref().is_none_or(|s| {
+                !s.presence
+                    .missing_in(a.max(first), e.min(last + 1))
+                    .is_empty()
+            });
+            if !wanted_missing || self.inflight.contains(&b) || self.failed_before(b, since) {
                 continue;
             }
             self.failures.remove(&b);
