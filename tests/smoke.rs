@@ -24,3 +24,41 @@ fn serves_a_file_video_and_stops_on_sigterm() {
     let status = d.stop(Duration::from_secs(15));
     assert!(status.success(), "exit status {status}");
 }
+
+#[test]
+fn the_index_page_lists_every_video_with_a_player_and_a_cached_bar() {
+    let dir = TestDir::new("index-page");
+    std::fs::write(dir.join("clip.mp4"), pseudo_random_bytes(1000, 2)).unwrap();
+    let d = Daemon::start(
+        &dir.path,
+        "[server]\ndata_dir = \"data\"\nwrite_token = \"t\"\n\n[[video]]\nid = \"clip\"\nkind = \"file\"\npath = \"clip.mp4\"\n\n[[video]]\nid = \"slot\"\nkind = \"upload\"\nsize = 1000\n\n[[video]]\nid = \"ch\"\nkind = \"live\"\ncapacity = 4096\ncontent_type = \"video/mp2t\"\n",
+    );
+    let r = request(
+        d.addr(),
+        "PUT",
+        "/videos/slot",
+        &[
+            ("Authorization", "Bearer t"),
+            ("Content-Range", "bytes 0-249/1000"),
+        ],
+        &[7u8; 250],
+    );
+    assert_eq!(r.status, 200);
+    let page = d.get("/", &[]);
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    let html = page.text();
+    for id in ["clip", "slot", "ch"] {
+        assert!(html.contains(&format!("<h2>{id} ")), "{id} listed");
+    }
+    // A browser plays the mp4; the TS channel gets a command instead of a broken player.
+    assert!(html.contains("<video controls preload=\"metadata\" src=\"/videos/clip\">"));
+    assert!(!html.contains("src=\"/videos/ch\""));
+    // The slot's bar shows its one cached quarter.
+    assert!(html.contains("left:0.000%;width:25.000%"), "{html}");
+    assert!(html.contains("250 cached"));
+    assert_eq!(d.get("/", &[("Range", "bytes=0-1")]).status, 200);
+}
