@@ -1046,26 +1046,10 @@ fn fill(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
     let keep_alive = head.keep_alive && !head.has_body();
     let cfg = ctx.cfg;
     let since = ctx.request_started;
-    let Some(video) = ctx.store.get_mut(id) else {
-        return Action::Respond(error_plan(
-            404,
-            &format!("no video with id {id}"),
-            false,
-            keep_alive,
-        ));
+    let video = match writable_video(head, id, cfg, ctx.store, keep_alive, "warming") {
+        Ok(v) => v,
+        Err(refusal) => return refusal,
     };
-    let tokens = write_tokens(cfg, video);
-    if tokens.iter().all(|t| t.is_none()) {
-        return Action::Respond(error_plan(
-            403,
-            "writes are disabled: no write_token is configured",
-            false,
-            keep_alive,
-        ));
-    }
-    if !authorized(head, &tokens) {
-        return Action::Respond(unauthorized(false, keep_alive, "warming"));
-    }
     let Some(o) = video.origin_mut() else {
         return Action::Respond(error_plan(
             405,
@@ -1393,20 +1377,47 @@ fn refusal_status(r: &WriteRefusal) -> u16 {
     }
 }
 
+/// The video a write-like request (PUT, POST, DELETE, fill) may change, or the refusal: 404 for an
+/// unknown id, 403 when no write token is configured, 401 without a valid one.
+fn writable_video<'a>(
+    head: &RequestHead,
+    id: &str,
+    cfg: &Config,
+    store: &'a mut Store,
+    keep_alive: bool,
+    what: &str,
+) -> Result<&'a mut Video, Action> {
+    let Some(video) = store.get_mut(id) else {
+        return Err(Action::Respond(error_plan(
+            404,
+            &format!("no video with id {id}"),
+            false,
+            keep_alive,
+        )));
+    };
+    let tokens = write_tokens(cfg, video);
+    if tokens.iter().all(|t| t.is_none()) {
+        return Err(Action::Respond(error_plan(
+            403,
+            "writes are disabled: no write_token is configured",
+            false,
+            keep_alive,
+        )));
+    }
+    if !authorized(head, &tokens) {
+        return Err(Action::Respond(unauthorized(false, keep_alive, what)));
+    }
+    Ok(video)
+}
+
 fn ingest(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
     // A refused write closes the connection: its body (if any) is not read.
     let close = |status: u16, msg: &str| Action::Respond(error_plan(status, msg, false, false));
     let cfg = ctx.cfg;
-    let Some(video) = ctx.store.get_mut(id) else {
-        return close(404, &format!("no video with id {id}"));
+    let video = match writable_video(head, id, cfg, ctx.store, false, "writing") {
+        Ok(v) => v,
+        Err(refusal) => return refusal,
     };
-    let tokens = write_tokens(cfg, video);
-    if tokens.iter().all(|t| t.is_none()) {
-        return close(403, "writes are disabled: no write_token is configured");
-    }
-    if !authorized(head, &tokens) {
-        return Action::Respond(unauthorized(false, false, "writing"));
-    }
     if !video.is_writable() {
         return Action::Respond(error_plan_with(
             405,
@@ -1560,26 +1571,10 @@ pub fn write_done_plan(store: &Store, id: &str, start: u64, end: u64, keep_alive
 fn delete(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
     let keep_alive = head.keep_alive && !head.has_body();
     let cfg = ctx.cfg;
-    let Some(video) = ctx.store.get_mut(id) else {
-        return Action::Respond(error_plan(
-            404,
-            &format!("no video with id {id}"),
-            false,
-            keep_alive,
-        ));
+    let video = match writable_video(head, id, cfg, ctx.store, keep_alive, "deleting") {
+        Ok(v) => v,
+        Err(refusal) => return refusal,
     };
-    let tokens = write_tokens(cfg, video);
-    if tokens.iter().all(|t| t.is_none()) {
-        return Action::Respond(error_plan(
-            403,
-            "writes are disabled: no write_token is configured",
-            false,
-            keep_alive,
-        ));
-    }
-    if !authorized(head, &tokens) {
-        return Action::Respond(unauthorized(false, keep_alive, "deleting"));
-    }
     if matches!(video.cfg.kind, VideoKind::File { .. }) {
         return Action::Respond(error_plan_with(
             405,
