@@ -45,11 +45,30 @@ impl ReadOnlyFile {
     }
 }
 
-/// A writable, fully allocated, exclusively locked data file and its shared mapping.
+/// A writable, fully allocated, exclusively locked data file and two shared mappings of it: `map` for
+/// reading (normal read-ahead, so serving bytes that are not in the page cache reads ahead) and
+/// `write_map` for ingest, advised MADV_RANDOM — a write fault into a page of a fully allocated but
+/// unwritten extent would otherwise read ahead (zero-fill) megabytes of neighbouring pages. Both map
+/// the same page cache, so a byte written through one is seen through the other.
 pub struct WritableFile {
     pub file: Arc<File>,
     pub map: MmapMut,
+    pub write_map: MmapMut,
     pub len: u64,
+}
+
+fn writable(file: File, len: u64) -> Result<WritableFile, DataFileError> {
+    let map = map_shared(&file)?;
+    let write_map = map_shared(&file)?;
+    if let Err(e) = write_map.advise(memmap2::Advice::Random) {
+        log::warn!("madvise(MADV_RANDOM) on a data file failed: {e}");
+    }
+    Ok(WritableFile {
+        file: Arc::new(file),
+        map,
+        write_map,
+        len,
+    })
 }
 
 /// Why a data file could not be created or opened.
@@ -119,6 +138,8 @@ fn map_shared(file: &File) -> io::Result<MmapMut> {
     // mapped (its size is fixed at creation). It is fully allocated, so stores to any page of the
     // mapping cannot fault for lack of space. Concurrent access is only from this process's single
     // event-loop thread; the sync thread touches the file descriptor (fdatasync), never the mapping.
+    // A file has two such mappings (`map`, `write_map`): the event loop never holds a reference into
+    // one while writing through the other, and the kernel keeps both coherent (one page cache).
     unsafe { MmapMut::map_mut(file) }
 }
 
@@ -152,12 +173,7 @@ fn allocate_and_map(file: File, len: u64) -> Result<WritableFile, DataFileError>
         e => return Err(DataFileError::Io(io::Error::from_raw_os_error(e))),
     }
     file.sync_all()?;
-    let map = map_shared(&file)?;
-    Ok(WritableFile {
-        file: Arc::new(file),
-        map,
-        len,
-    })
+    writable(file, len)
 }
 
 /// Open an existing data file that must be exactly `len` bytes; never changes its size or content.
@@ -171,12 +187,7 @@ pub fn open_existing(path: &Path, len: u64) -> Result<WritableFile, DataFileErro
             configured: len,
         });
     }
-    let map = map_shared(&file)?;
-    Ok(WritableFile {
-        file: Arc::new(file),
-        map,
-        len,
-    })
+    writable(file, len)
 }
 
 /// fsync a directory so that a file created or renamed in it survives a machine crash.
@@ -201,7 +212,8 @@ mod tests {
         let p = d.join("a.data");
         let mut f = create(&p, 1 << 20).unwrap();
         assert_eq!(f.map.len(), 1 << 20);
-        f.map[5] = 7;
+        f.write_map[5] = 7;
+        assert_eq!(f.map[5], 7, "both mappings see one page cache");
         let meta = std::fs::metadata(&p).unwrap();
         assert_eq!(meta.len(), 1 << 20);
         use std::os::unix::fs::MetadataExt;

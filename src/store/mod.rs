@@ -635,7 +635,7 @@ impl Slot {
             return None;
         }
         let (a, b) = (usize::try_from(offset).ok()?, usize::try_from(end).ok()?);
-        self.data.map.get_mut(a..b)
+        self.data.write_map.get_mut(a..b)
     }
 
     /// Record that [start, end) of a reservation has arrived in the mapping.

@@ -318,7 +318,7 @@ impl LiveRing {
         let n = max.min(allowed).min(self.capacity() - pos);
         let (a, b) = (pos as usize, (pos + n) as usize);
         self.data
-            .map
+            .write_map
             .get_mut(a..b)
             .ok_or_else(|| IngestBlock::Refused("ring position outside the mapping".into()))
     }
