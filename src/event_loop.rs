@@ -371,6 +371,7 @@ impl Server {
         // Blocks readers want from origins: fetch them while connections are free.
         self.fetcher
             .pump(self.poll.registry(), &mut self.store, &mut self.wake, now);
+        self.submit_creations();
         self.process_wakes(now);
         let interval_mode = self.cfg.server.sync == SyncMode::Interval;
         // Writes waiting for their acknowledgement: one fast record per video covers them all (interval
@@ -458,8 +459,43 @@ impl Server {
 
     fn collect_commits(&mut self) {
         let Some(worker) = &self.worker else { return };
+        let created = worker.take_created();
         for done in worker.take_done() {
             self.apply_commit(done);
+        }
+        let now = Instant::now();
+        for c in created {
+            self.fetcher.slot_created(
+                &c.video,
+                c.result,
+                self.poll.registry(),
+                &mut self.store,
+                &mut self.wake,
+                now,
+            );
+        }
+    }
+
+    /// Origin videos that just learned their object's length get their files created by the commit
+    /// worker (a fallocate and metadata syncs do not belong on the loop).
+    fn submit_creations(&mut self) {
+        let Some(worker) = &self.worker else { return };
+        let paths = self.store.paths();
+        for (id, v) in self.store.videos.iter_mut() {
+            let Some(o) = v.origin_mut() else { continue };
+            let Some((len, validator)) = o.create_wanted.take() else {
+                continue;
+            };
+            o.creating = true;
+            let job = crate::store::commit::CreateJob {
+                video: id.clone(),
+                paths: paths.clone(),
+                len,
+                validator,
+            };
+            if !worker.submit_create(job) {
+                log::error!("the commit worker is gone");
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::http::range::parse_content_range;
-use crate::store::{KIND_CODE_ORIGIN, Store};
+use crate::store::Store;
 
 /// Origin connections use tokens from here on (client connections use small ones).
 pub const ORIGIN_TOKEN_BASE: usize = 1 << 40;
@@ -52,6 +52,15 @@ enum OState {
         job: Job,
         buf: Vec<u8>,
     },
+    /// A learning fetch waits for the commit worker to create the video's files.
+    AwaitSlot {
+        job: Job,
+        start: u64,
+        end: u64,
+        validator: String,
+        close: bool,
+        extra: Vec<u8>,
+    },
     Body {
         job: Job,
         reservation: u64,
@@ -77,6 +86,7 @@ impl OriginConn {
             OState::Connecting(job)
             | OState::Sending { job, .. }
             | OState::Head { job, .. }
+            | OState::AwaitSlot { job, .. }
             | OState::Body { job, .. } => Some(job),
             OState::Idle => None,
         }
@@ -385,7 +395,7 @@ impl Fetcher {
             if let Some(s) = o.slot.take() {
                 o.generation_floor = o.generation_floor.max(s.generation + 1);
             }
-            if let Err(e) = store.remove_files(&id) {
+            if let Err(e) = store.paths().remove_files(&id) {
                 log::error!("video {id}: removing the files of the old origin object failed: {e}");
             } else {
                 log::info!(
@@ -495,6 +505,90 @@ impl Fetcher {
         }
     }
 
+    /// The commit worker created (or failed to create) an origin video's files: install the slot and
+    /// let the fetches that waited for it read their bodies.
+    pub fn slot_created(
+        &mut self,
+        video: &str,
+        result: Result<crate::store::Slot, String>,
+        registry: &Registry,
+        store: &mut Store,
+        wake: &mut Vec<Token>,
+        now: Instant,
+    ) {
+        let failed = match result {
+            Ok(mut slot) => {
+                if let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) {
+                    // A new object's generation is never one an earlier object of this video had:
+                    // above the floor, and seeded from the clock so that a restart between removing
+                    // the old files and creating these cannot reuse an old generation (and ETag).
+                    let seed = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    let generation = o.generation_floor.max(seed);
+                    if slot.generation < generation {
+                        slot.generation = generation;
+                        slot.commit.bump();
+                    }
+                    let total = slot.data.len;
+                    log::info!(
+                        "video {video}: origin object is {total} bytes (validator {:?})",
+                        slot.validator.as_deref().unwrap_or("")
+                    );
+                    o.slot = Some(Box::new(slot));
+                    o.creating = false;
+                    if o.warm_all_after_learning && total > 0 {
+                        o.warm_all_after_learning = false;
+                        o.want(0, total - 1, true, Instant::now());
+                    }
+                }
+                None
+            }
+            Err(e) => {
+                if let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) {
+                    o.creating = false;
+                }
+                Some(format!("cannot create the data file: {e}"))
+            }
+        };
+        for i in 0..self.conns.len() {
+            let waiting = matches!(
+                self.conns[i].as_ref().map(|c| &c.state),
+                Some(OState::AwaitSlot { job, .. }) if job.video == video
+            );
+            if !waiting {
+                continue;
+            }
+            let Some(Some(c)) = self.conns.get_mut(i) else {
+                continue;
+            };
+            let OState::AwaitSlot {
+                job,
+                start,
+                end,
+                validator,
+                close,
+                extra,
+            } = std::mem::replace(&mut c.state, OState::Idle)
+            else {
+                continue;
+            };
+            if let Some(why) = &failed {
+                fail_job(store, wake, &job, None, 502, why.clone());
+                self.close(i, registry);
+                continue;
+            }
+            let step = begin_body(c, store, wake, job, start, end, validator, close, &extra);
+            match step {
+                OStep::Fail(job, res, status, why) => {
+                    fail_job(store, wake, &job, res, status, why);
+                    self.close(i, registry);
+                }
+                _ => self.drive(i, registry, store, wake, now),
+            }
+        }
+    }
+
     /// Close every connection (shutdown); what arrived stays claimed.
     pub fn close_all(&mut self, registry: &Registry, store: &mut Store) {
         for i in 0..self.conns.len() {
@@ -599,7 +693,7 @@ fn pick_job(store: &mut Store) -> Option<(Job, SocketAddr)> {
                 continue;
             }
             let Some(o) = v.origin_mut() else { continue };
-            if o.relearn || (!warm_pass && o.wanted_client.is_empty()) {
+            if o.relearn || o.creating || (!warm_pass && o.wanted_client.is_empty()) {
                 continue;
             }
             let Some(&addr) = o.addrs.first() else {
@@ -881,6 +975,7 @@ fn step(
             let extra: Vec<u8> = buf[used..].to_vec();
             start_body(c, store, wake, job, &h, &extra)
         }
+        OState::AwaitSlot { .. } => OStep::Blocked,
         OState::Body {
             job,
             reservation,
@@ -987,44 +1082,38 @@ fn start_body(
         Verdict::Fail { status, why } => return OStep::Fail(job, None, status, why),
     };
     if known_len.is_none() {
-        // The first answer teaches the length: create the data file now, fully allocated.
-        let created = store.open_slot_of_kind(
-            &job.video,
-            total,
-            KIND_CODE_ORIGIN,
-            "origin",
-            Some(validator.clone()),
-        );
-        match created {
-            Ok(mut slot) => {
-                log::info!(
-                    "video {}: origin object is {total} bytes (validator {validator:?})",
-                    job.video
-                );
-                if let Some(o) = store.get_mut(&job.video).and_then(|v| v.origin_mut()) {
-                    // A new object's generation is never one an earlier object of this video had:
-                    // above the floor, and seeded from the clock so that a restart between removing
-                    // the old files and creating these cannot reuse an old generation (and ETag).
-                    let seed = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
-                    let generation = o.generation_floor.max(seed);
-                    if slot.generation < generation {
-                        slot.generation = generation;
-                        slot.commit.bump();
-                    }
-                    o.slot = Some(Box::new(slot));
-                    if o.warm_all_after_learning && total > 0 {
-                        o.warm_all_after_learning = false;
-                        o.want(0, total - 1, true, Instant::now());
-                    }
-                }
-            }
-            Err(e) => {
-                return OStep::Fail(job, None, 502, format!("cannot create the data file: {e}"));
-            }
+        // The first answer teaches the length: the files are created, fully allocated, by the commit
+        // worker (off the loop); this fetch waits for them without reading the origin meanwhile.
+        if let Some(o) = store.get_mut(&job.video).and_then(|v| v.origin_mut()) {
+            o.create_wanted = Some((total, validator.clone()));
         }
+        c.state = OState::AwaitSlot {
+            job,
+            start,
+            end,
+            validator,
+            close: h.close,
+            extra: extra.to_vec(),
+        };
+        return OStep::Blocked;
     }
+    begin_body(c, store, wake, job, start, end, validator, h.close, extra)
+}
+
+/// Take the body of a judged answer into the slot: record a newly learned validator, reserve the
+/// bytes, move those that came with the head, and read the rest from the socket.
+#[allow(clippy::too_many_arguments)]
+fn begin_body(
+    c: &mut OriginConn,
+    store: &mut Store,
+    wake: &mut Vec<Token>,
+    job: Job,
+    start: u64,
+    end: u64,
+    validator: String,
+    close: bool,
+    extra: &[u8],
+) -> OStep {
     let Some(v) = store.get_mut(&job.video) else {
         return OStep::Fail(job, None, 502, "the video went away".into());
     };
@@ -1073,7 +1162,7 @@ fn start_body(
         reservation,
         cursor,
         end,
-        keep_alive: !h.close,
+        keep_alive: !close,
     };
     OStep::Progress
 }

@@ -32,9 +32,30 @@ pub struct CommitDone {
     pub result: Result<(), String>,
 }
 
+/// Create an origin video's files once its length is known (a fallocate and metadata syncs: off the
+/// event loop).
+pub struct CreateJob {
+    pub video: String,
+    pub paths: super::StorePaths,
+    pub len: u64,
+    pub validator: String,
+}
+
+/// The outcome of a `CreateJob`.
+pub struct Created {
+    pub video: String,
+    pub result: Result<super::Slot, String>,
+}
+
+enum Work {
+    Commit(CommitJob),
+    Create(CreateJob),
+}
+
 pub struct CommitWorker {
-    tx: Option<Sender<CommitJob>>,
+    tx: Option<Sender<Work>>,
     done: Arc<Mutex<Vec<CommitDone>>>,
+    created: Arc<Mutex<Vec<Created>>>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -42,13 +63,15 @@ impl CommitWorker {
     pub fn start(waker: Arc<mio::Waker>) -> std::io::Result<CommitWorker> {
         let (tx, rx) = mpsc::channel();
         let done = Arc::new(Mutex::new(Vec::new()));
-        let done2 = done.clone();
+        let created = Arc::new(Mutex::new(Vec::new()));
+        let (done2, created2) = (done.clone(), created.clone());
         let handle = std::thread::Builder::new()
             .name("vcache-commit".into())
-            .spawn(move || run(rx, done2, waker))?;
+            .spawn(move || run(rx, done2, created2, waker))?;
         Ok(CommitWorker {
             tx: Some(tx),
             done,
+            created,
             handle: Some(handle),
         })
     }
@@ -56,8 +79,24 @@ impl CommitWorker {
     /// Queue a job. Returns false if the worker is gone (it never exits while the sender lives).
     pub fn submit(&self, job: CommitJob) -> bool {
         match &self.tx {
-            Some(tx) => tx.send(job).is_ok(),
+            Some(tx) => tx.send(Work::Commit(job)).is_ok(),
             None => false,
+        }
+    }
+
+    /// Queue the creation of an origin video's files.
+    pub fn submit_create(&self, job: CreateJob) -> bool {
+        match &self.tx {
+            Some(tx) => tx.send(Work::Create(job)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Creations finished since the last call.
+    pub fn take_created(&self) -> Vec<Created> {
+        match self.created.lock() {
+            Ok(mut d) => std::mem::take(&mut *d),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         }
     }
 
@@ -89,11 +128,45 @@ fn fdatasync(file: &File) -> std::io::Result<()> {
     }
 }
 
-fn run(rx: Receiver<CommitJob>, done: Arc<Mutex<Vec<CommitDone>>>, waker: Arc<mio::Waker>) {
+fn run(
+    rx: Receiver<Work>,
+    done: Arc<Mutex<Vec<CommitDone>>>,
+    created: Arc<Mutex<Vec<Created>>>,
+    waker: Arc<mio::Waker>,
+) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+        let mut batch = Vec::new();
+        let mut creates = Vec::new();
+        for work in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            match work {
+                Work::Commit(job) => batch.push(job),
+                Work::Create(job) => creates.push(job),
+            }
+        }
+        if !creates.is_empty() {
+            let results: Vec<Created> = creates
+                .into_iter()
+                .map(|c| Created {
+                    result: c.paths.open_slot_of_kind(
+                        &c.video,
+                        c.len,
+                        super::KIND_CODE_ORIGIN,
+                        "origin",
+                        Some(c.validator),
+                    ),
+                    video: c.video,
+                })
+                .collect();
+            match created.lock() {
+                Ok(mut d) => d.extend(results),
+                Err(p) => p.into_inner().extend(results),
+            }
+            if let Err(e) = waker.wake() {
+                log::error!("commit worker could not wake the event loop: {e}");
+            }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let results = commit_batch(&batch);
         {

@@ -693,6 +693,265 @@ impl Slot {
     }
 }
 
+/// Where and how writable videos' files are opened: the data directory, the boot id that stamps fast
+/// records, and the presence-map bound.
+#[derive(Debug, Clone)]
+pub struct StorePaths {
+    pub data_dir: PathBuf,
+    pub boot_id: BootId,
+    pub max_presence_ranges: usize,
+}
+
+impl StorePaths {
+    /// Open or create the data and metadata files of a writable video of `len` bytes, following the
+    /// creation order of the durability protocol. Returns the mapped data file, its commit state and
+    /// the payload of the winning record (None for a new video, created with `fresh_payload`).
+    fn open_writable(
+        &self,
+        id: &str,
+        len: u64,
+        kind_code: u8,
+        kind_name: &str,
+        fresh_payload: Vec<u8>,
+        claims_bytes: impl Fn(&[u8]) -> Result<bool, String>,
+    ) -> Result<(WritableFile, CommitState, Option<Vec<u8>>), String> {
+        let dpath = data_path(&self.data_dir, id);
+        let mpath = meta_path(&self.data_dir, id);
+        let data_exists = dpath.exists();
+        if data_exists && !mpath.exists() {
+            return Err(format!(
+                "data file {} exists but its metadata {} is missing; both are left untouched \
+                 (move the data file away to start afresh)",
+                dpath.display(),
+                mpath.display()
+            ));
+        }
+        let meta = MetaFile::open(&mpath, true)
+            .map_err(|e| format!("cannot open metadata {}: {e}", mpath.display()))?;
+        let scan = meta.scan(&self.boot_id).map_err(|e| {
+            format!(
+                "metadata {} cannot be read ({e}); the video is left out and its files untouched",
+                mpath.display()
+            )
+        })?;
+        if scan.winner.is_none() && scan.has_invalid() {
+            return Err(format!(
+                "metadata {} holds no valid record ({}); the video is left out and its files untouched",
+                mpath.display(),
+                scan.describe()
+            ));
+        }
+        let (payload, chosen_slot, seq) = match scan.winner.clone() {
+            None => {
+                if data_exists {
+                    return Err(format!(
+                        "metadata {} holds no valid record but data file {} exists; both are left untouched",
+                        mpath.display(),
+                        dpath.display()
+                    ));
+                }
+                // Creation, step 1: the metadata's first durable record, synced, before the data file
+                // exists. A crash between the steps leaves a record that claims nothing.
+                let rec = MetaRecord {
+                    seq: scan.max_seq.unwrap_or(0) + 1,
+                    boot_id: self.boot_id,
+                    video_kind: kind_code,
+                    data_len: len,
+                    payload: fresh_payload,
+                };
+                meta.write_slot_synced(meta::DURABLE_SLOTS[0], &rec)
+                    .map_err(|e| format!("cannot write metadata {}: {e}", mpath.display()))?;
+                (None, meta::DURABLE_SLOTS[0], rec.seq)
+            }
+            Some((slot, rec)) => {
+                if rec.video_kind != kind_code {
+                    return Err(format!(
+                        "metadata {} belongs to a video of another kind (code {}), the config says {kind_name}; left untouched",
+                        mpath.display(),
+                        rec.video_kind
+                    ));
+                }
+                if rec.data_len != len {
+                    return Err(format!(
+                        "metadata {} describes {} bytes but the config says {len}; left untouched \
+                         (restore the old size, or move both files away to start afresh)",
+                        mpath.display(),
+                        rec.data_len
+                    ));
+                }
+                let claims = claims_bytes(&rec.payload)
+                    .map_err(|e| format!("metadata {}: {e}; left untouched", mpath.display()))?;
+                if !data_exists && claims {
+                    return Err(format!(
+                        "data file {} is missing but its metadata claims bytes; left untouched",
+                        dpath.display(),
+                    ));
+                }
+                let seq = scan.max_seq.unwrap_or(rec.seq).max(rec.seq);
+                (Some(rec.payload), slot, seq)
+            }
+        };
+        let data = if data_exists {
+            data_file::open_existing(&dpath, len)
+        } else {
+            // Creation, step 2: the data file, fully allocated.
+            let r = data_file::create(&dpath, len);
+            if r.is_ok() {
+                let _ = data_file::sync_dir(&self.data_dir);
+            }
+            r
+        }
+        .map_err(|e| match e {
+            DataFileError::NoSpace { .. } => format!("cannot create {}: {e}", dpath.display()),
+            _ => format!("data file {}: {e}", dpath.display()),
+        })?;
+        // Overwrite the older durable slot next, so the newest durable record survives a torn write.
+        let newest_durable = if payload.is_none() {
+            Some(meta::DURABLE_SLOTS[0])
+        } else {
+            scan.newest_durable
+        };
+        let commit = CommitState::new(
+            Arc::new(meta),
+            self.boot_id,
+            kind_code,
+            len,
+            Recovered {
+                record_seq: seq,
+                from_fast: meta::FAST_SLOTS.contains(&chosen_slot),
+                next_durable_slot: meta::next_durable_slot(newest_durable),
+                next_fast_slot: meta::next_fast_slot(scan.newest_fast),
+            },
+        );
+        Ok((data, commit, payload))
+    }
+
+    /// Open or create an upload slot's files, or an origin video's once its length is known (then
+    /// `validator` is Some: what the new files start with).
+    pub fn open_slot_of_kind(
+        &self,
+        id: &str,
+        size: u64,
+        kind_code: u8,
+        kind_name: &str,
+        validator: Option<String>,
+    ) -> Result<Slot, String> {
+        let max = self.max_presence_ranges;
+        let fresh = UploadState {
+            generation: 1,
+            modified: SystemTime::now(),
+            presence: PresenceMap::new(size, max),
+            validator,
+        };
+        let fresh_payload = encode_upload_payload(
+            fresh.generation,
+            fresh.modified,
+            &fresh.presence,
+            fresh.validator.as_deref(),
+        );
+        let (data, commit, payload) =
+            self.open_writable(id, size, kind_code, kind_name, fresh_payload, |p| {
+                decode_upload_payload(p, size, max).map(|st| st.presence.present_bytes() > 0)
+            })?;
+        let state = match payload {
+            None => fresh,
+            Some(p) => decode_upload_payload(&p, size, max)?,
+        };
+        Ok(Slot {
+            data,
+            presence: state.presence,
+            reservations: Vec::new(),
+            next_reservation_id: 1,
+            generation: state.generation,
+            modified: state.modified,
+            commit,
+            delete_pending: false,
+            max_presence_ranges: max,
+            validator: state.validator,
+        })
+    }
+
+    /// An origin video: its host resolved now (config load or reload, never on the event loop) and its
+    /// files opened if they exist — or created when the config gives the size; otherwise they are
+    /// created when the origin first tells the length.
+    #[allow(clippy::too_many_arguments)]
+    fn open_origin(
+        &self,
+        id: &str,
+        url: &str,
+        host: &str,
+        port: u16,
+        path: &str,
+        fill_block: u64,
+        size: Option<u64>,
+    ) -> Result<OriginVideo, String> {
+        use std::net::ToSocketAddrs;
+        let addrs: Vec<std::net::SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve the origin host {host} of {url}: {e}"))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(format!("the origin host {host} of {url} has no address"));
+        }
+        let recorded = self.recorded_len(id)?;
+        let len = match (recorded, size) {
+            (Some(n), Some(s)) if n != s => {
+                return Err(format!(
+                    "metadata records {n} bytes but the config says size = {s}; left untouched \
+                     (remove `size` to take the origin's length, or move the files away)"
+                ));
+            }
+            (Some(n), _) | (None, Some(n)) => Some(n),
+            (None, None) => None,
+        };
+        let slot = match len {
+            Some(n) => Some(Box::new(self.open_slot_of_kind(
+                id,
+                n,
+                KIND_CODE_ORIGIN,
+                "origin",
+                Some(String::new()),
+            )?)),
+            None => None,
+        };
+        Ok(OriginVideo::new(
+            url.to_string(),
+            host.to_string(),
+            port,
+            path.to_string(),
+            fill_block,
+            addrs,
+            slot,
+        ))
+    }
+
+    /// The data length an existing video's metadata records, if its metadata file exists and reads.
+    pub fn recorded_len(&self, id: &str) -> Result<Option<u64>, String> {
+        let mpath = meta_path(&self.data_dir, id);
+        if !mpath.exists() {
+            return Ok(None);
+        }
+        let meta = MetaFile::open(&mpath, false)
+            .map_err(|e| format!("cannot open metadata {}: {e}", mpath.display()))?;
+        match meta.load(&self.boot_id) {
+            Ok(Some((_, rec))) => Ok(Some(rec.data_len)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(format!(
+                "metadata {} cannot be read ({e}); the video is left out and its files untouched",
+                mpath.display()
+            )),
+        }
+    }
+
+    /// Remove a video's data and metadata files (an origin object changed length). The caller has
+    /// closed them (dropped the slot) and made a record that claims nothing durable first.
+    pub fn remove_files(&self, id: &str) -> std::io::Result<()> {
+        std::fs::remove_file(data_path(&self.data_dir, id))?;
+        std::fs::remove_file(meta_path(&self.data_dir, id))?;
+        data_file::sync_dir(&self.data_dir)
+    }
+}
+
 /// A video the store could not open: it is left out and its files are left untouched.
 #[derive(Debug, Clone)]
 pub struct VideoProblem {
@@ -847,7 +1106,7 @@ impl Store {
                 path,
                 fill_block,
                 size,
-            } => Body::Origin(Box::new(self.open_origin(
+            } => Body::Origin(Box::new(self.paths().open_origin(
                 &v.id,
                 url,
                 host,
@@ -866,135 +1125,20 @@ impl Store {
         })
     }
 
-    /// Open or create the data and metadata files of a writable video of `len` bytes, following the
-    /// creation order of the durability protocol. Returns the mapped data file, its commit state and
-    /// the payload of the winning record (None for a new video, created with `fresh_payload`).
-    fn open_writable(
-        &self,
-        id: &str,
-        len: u64,
-        kind_code: u8,
-        kind_name: &str,
-        fresh_payload: Vec<u8>,
-        claims_bytes: impl Fn(&[u8]) -> Result<bool, String>,
-    ) -> Result<(WritableFile, CommitState, Option<Vec<u8>>), String> {
-        let dpath = data_path(&self.data_dir, id);
-        let mpath = meta_path(&self.data_dir, id);
-        let data_exists = dpath.exists();
-        if data_exists && !mpath.exists() {
-            return Err(format!(
-                "data file {} exists but its metadata {} is missing; both are left untouched \
-                 (move the data file away to start afresh)",
-                dpath.display(),
-                mpath.display()
-            ));
-        }
-        let meta = MetaFile::open(&mpath, true)
-            .map_err(|e| format!("cannot open metadata {}: {e}", mpath.display()))?;
-        let scan = meta.scan(&self.boot_id).map_err(|e| {
-            format!(
-                "metadata {} cannot be read ({e}); the video is left out and its files untouched",
-                mpath.display()
-            )
-        })?;
-        if scan.winner.is_none() && scan.has_invalid() {
-            return Err(format!(
-                "metadata {} holds no valid record ({}); the video is left out and its files untouched",
-                mpath.display(),
-                scan.describe()
-            ));
-        }
-        let (payload, chosen_slot, seq) = match scan.winner.clone() {
-            None => {
-                if data_exists {
-                    return Err(format!(
-                        "metadata {} holds no valid record but data file {} exists; both are left untouched",
-                        mpath.display(),
-                        dpath.display()
-                    ));
-                }
-                // Creation, step 1: the metadata's first durable record, synced, before the data file
-                // exists. A crash between the steps leaves a record that claims nothing.
-                let rec = MetaRecord {
-                    seq: scan.max_seq.unwrap_or(0) + 1,
-                    boot_id: self.boot_id,
-                    video_kind: kind_code,
-                    data_len: len,
-                    payload: fresh_payload,
-                };
-                meta.write_slot_synced(meta::DURABLE_SLOTS[0], &rec)
-                    .map_err(|e| format!("cannot write metadata {}: {e}", mpath.display()))?;
-                (None, meta::DURABLE_SLOTS[0], rec.seq)
-            }
-            Some((slot, rec)) => {
-                if rec.video_kind != kind_code {
-                    return Err(format!(
-                        "metadata {} belongs to a video of another kind (code {}), the config says {kind_name}; left untouched",
-                        mpath.display(),
-                        rec.video_kind
-                    ));
-                }
-                if rec.data_len != len {
-                    return Err(format!(
-                        "metadata {} describes {} bytes but the config says {len}; left untouched \
-                         (restore the old size, or move both files away to start afresh)",
-                        mpath.display(),
-                        rec.data_len
-                    ));
-                }
-                let claims = claims_bytes(&rec.payload)
-                    .map_err(|e| format!("metadata {}: {e}; left untouched", mpath.display()))?;
-                if !data_exists && claims {
-                    return Err(format!(
-                        "data file {} is missing but its metadata claims bytes; left untouched",
-                        dpath.display(),
-                    ));
-                }
-                let seq = scan.max_seq.unwrap_or(rec.seq).max(rec.seq);
-                (Some(rec.payload), slot, seq)
-            }
-        };
-        let data = if data_exists {
-            data_file::open_existing(&dpath, len)
-        } else {
-            // Creation, step 2: the data file, fully allocated.
-            let r = data_file::create(&dpath, len);
-            if r.is_ok() {
-                let _ = data_file::sync_dir(&self.data_dir);
-            }
-            r
-        }
-        .map_err(|e| match e {
-            DataFileError::NoSpace { .. } => format!("cannot create {}: {e}", dpath.display()),
-            _ => format!("data file {}: {e}", dpath.display()),
-        })?;
-        // Overwrite the older durable slot next, so the newest durable record survives a torn write.
-        let newest_durable = if payload.is_none() {
-            Some(meta::DURABLE_SLOTS[0])
-        } else {
-            scan.newest_durable
-        };
-        let commit = CommitState::new(
-            Arc::new(meta),
-            self.boot_id,
-            kind_code,
-            len,
-            Recovered {
-                record_seq: seq,
-                from_fast: meta::FAST_SLOTS.contains(&chosen_slot),
-                next_durable_slot: meta::next_durable_slot(newest_durable),
-                next_fast_slot: meta::next_fast_slot(scan.newest_fast),
-            },
-        );
-        Ok((data, commit, payload))
-    }
-
     fn open_slot(&self, id: &str, size: u64) -> Result<Slot, String> {
         self.open_slot_of_kind(id, size, KIND_CODE_UPLOAD, "upload", None)
     }
 
-    /// Open or create an upload slot's files, or an origin video's once its length is known (then
-    /// `validator` is Some: what the new files start with).
+    /// What opening a writable video needs, detached from the store (the commit worker creates origin
+    /// videos' files with it, off the event loop).
+    pub fn paths(&self) -> StorePaths {
+        StorePaths {
+            data_dir: self.data_dir.clone(),
+            boot_id: self.boot_id,
+            max_presence_ranges: self.max_presence_ranges,
+        }
+    }
+
     pub fn open_slot_of_kind(
         &self,
         id: &str,
@@ -1003,127 +1147,20 @@ impl Store {
         kind_name: &str,
         validator: Option<String>,
     ) -> Result<Slot, String> {
-        let max = self.max_presence_ranges;
-        let fresh = UploadState {
-            generation: 1,
-            modified: SystemTime::now(),
-            presence: PresenceMap::new(size, max),
-            validator,
-        };
-        let fresh_payload = encode_upload_payload(
-            fresh.generation,
-            fresh.modified,
-            &fresh.presence,
-            fresh.validator.as_deref(),
-        );
-        let (data, commit, payload) =
-            self.open_writable(id, size, kind_code, kind_name, fresh_payload, |p| {
-                decode_upload_payload(p, size, max).map(|st| st.presence.present_bytes() > 0)
-            })?;
-        let state = match payload {
-            None => fresh,
-            Some(p) => decode_upload_payload(&p, size, max)?,
-        };
-        Ok(Slot {
-            data,
-            presence: state.presence,
-            reservations: Vec::new(),
-            next_reservation_id: 1,
-            generation: state.generation,
-            modified: state.modified,
-            commit,
-            delete_pending: false,
-            max_presence_ranges: max,
-            validator: state.validator,
-        })
-    }
-
-    /// An origin video: its host resolved now (config load or reload, never on the event loop) and its
-    /// files opened if they exist — or created when the config gives the size; otherwise they are
-    /// created when the origin first tells the length.
-    #[allow(clippy::too_many_arguments)]
-    fn open_origin(
-        &self,
-        id: &str,
-        url: &str,
-        host: &str,
-        port: u16,
-        path: &str,
-        fill_block: u64,
-        size: Option<u64>,
-    ) -> Result<OriginVideo, String> {
-        use std::net::ToSocketAddrs;
-        let addrs: Vec<std::net::SocketAddr> = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve the origin host {host} of {url}: {e}"))?
-            .collect();
-        if addrs.is_empty() {
-            return Err(format!("the origin host {host} of {url} has no address"));
-        }
-        let recorded = self.recorded_len(id)?;
-        let len = match (recorded, size) {
-            (Some(n), Some(s)) if n != s => {
-                return Err(format!(
-                    "metadata records {n} bytes but the config says size = {s}; left untouched \
-                     (remove `size` to take the origin's length, or move the files away)"
-                ));
-            }
-            (Some(n), _) | (None, Some(n)) => Some(n),
-            (None, None) => None,
-        };
-        let slot = match len {
-            Some(n) => Some(Box::new(self.open_slot_of_kind(
-                id,
-                n,
-                KIND_CODE_ORIGIN,
-                "origin",
-                Some(String::new()),
-            )?)),
-            None => None,
-        };
-        Ok(OriginVideo::new(
-            url.to_string(),
-            host.to_string(),
-            port,
-            path.to_string(),
-            fill_block,
-            addrs,
-            slot,
-        ))
-    }
-
-    /// The data length an existing video's metadata records, if its metadata file exists and reads.
-    pub fn recorded_len(&self, id: &str) -> Result<Option<u64>, String> {
-        let mpath = meta_path(&self.data_dir, id);
-        if !mpath.exists() {
-            return Ok(None);
-        }
-        let meta = MetaFile::open(&mpath, false)
-            .map_err(|e| format!("cannot open metadata {}: {e}", mpath.display()))?;
-        match meta.load(&self.boot_id) {
-            Ok(Some((_, rec))) => Ok(Some(rec.data_len)),
-            Ok(None) => Ok(None),
-            Err(e) => Err(format!(
-                "metadata {} cannot be read ({e}); the video is left out and its files untouched",
-                mpath.display()
-            )),
-        }
-    }
-
-    /// Remove a video's data and metadata files (an origin object changed length). The caller has
-    /// closed them (dropped the slot) and made a record that claims nothing durable first.
-    pub fn remove_files(&self, id: &str) -> std::io::Result<()> {
-        std::fs::remove_file(data_path(&self.data_dir, id))?;
-        std::fs::remove_file(meta_path(&self.data_dir, id))?;
-        data_file::sync_dir(&self.data_dir)
+        self.paths()
+            .open_slot_of_kind(id, size, kind_code, kind_name, validator)
     }
 
     fn open_ring(&self, id: &str, capacity: u64) -> Result<LiveRing, String> {
         let fresh = RingState::fresh(capacity);
-        let (data, commit, payload) =
-            self.open_writable(id, capacity, KIND_CODE_LIVE, "live", fresh.encode(), |p| {
-                RingState::decode(p, capacity).map(|st| st.head > 0)
-            })?;
+        let (data, commit, payload) = self.paths().open_writable(
+            id,
+            capacity,
+            KIND_CODE_LIVE,
+            "live",
+            fresh.encode(),
+            |p| RingState::decode(p, capacity).map(|st| st.head > 0),
+        )?;
         let state = match payload {
             None => fresh,
             Some(p) => RingState::decode(&p, capacity)?,

@@ -34,6 +34,10 @@ pub struct OriginVideo {
     pub relearn: bool,
     /// A warm-up of the whole object was asked for before its length was known.
     pub warm_all_after_learning: bool,
+    /// The length and validator a fetch learned: the event loop asks the commit worker to create the
+    /// files (`creating` while it does).
+    pub create_wanted: Option<(u64, String)>,
+    pub creating: bool,
     /// Bytes received from the origin (metrics, tests).
     pub fetched_bytes: u64,
     pub fetches: u64,
@@ -66,6 +70,8 @@ impl OriginVideo {
             failures: BTreeMap::new(),
             relearn: false,
             warm_all_after_learning: false,
+            create_wanted: None,
+            creating: false,
             fetched_bytes: 0,
             fetches: 0,
             generation_floor: 0,
