@@ -17,6 +17,9 @@ use crate::conn::{Conn, Ctx, Next, SendPath};
 use crate::metrics::Metrics;
 use crate::origin::Fetcher;
 use crate::service::{self, SignalPipes};
+use std::sync::mpsc::Receiver;
+
+use crate::store::ResolvedOrigins;
 use crate::store::commit::CommitWorker;
 use crate::store::{Store, VideoProblem};
 
@@ -51,7 +54,15 @@ pub struct Server {
     last_sweep: Instant,
     watchdog: Option<(Duration, Instant)>,
     fetcher: Fetcher,
+    waker: Arc<Waker>,
+    /// A reload being loaded (parsed, origins resolved) on its own thread.
+    reload_rx: Option<Receiver<ReloadLoaded>>,
+    /// A SIGHUP arrived while a reload was loading: load again after it.
+    reload_again: bool,
 }
+
+/// A config loaded for a reload, with its origin hosts resolved, or why it was refused.
+type ReloadLoaded = Result<(Config, ResolvedOrigins), String>;
 
 impl Server {
     pub fn new(
@@ -71,7 +82,7 @@ impl Server {
             .register(&mut signals.stop, SIG_STOP, Interest::READABLE)?;
         poll.registry()
             .register(&mut signals.reload, SIG_RELOAD, Interest::READABLE)?;
-        let worker = CommitWorker::start(waker)?;
+        let worker = CommitWorker::start(waker.clone())?;
         let send_path = match std::env::var("VCACHE_SEND_PATH").as_deref() {
             Ok("mmap") => SendPath::MapSlice,
             Ok("sendfile") => SendPath::Sendfile,
@@ -100,6 +111,9 @@ impl Server {
             last_sweep: now,
             watchdog: service::watchdog_interval().map(|d| (d, now)),
             fetcher,
+            waker,
+            reload_rx: None,
+            reload_again: false,
         })
     }
 
@@ -117,7 +131,10 @@ impl Server {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(now),
-                    WAKER => self.collect_commits(),
+                    WAKER => {
+                        self.collect_commits();
+                        self.collect_reload();
+                    }
                     SIG_STOP => {
                         if service::drain_signal_pipe(&mut self.signals.stop) {
                             self.begin_shutdown(now);
@@ -541,6 +558,8 @@ impl Server {
     }
 
     /// SIGHUP: load the config again and apply it as a diff. A config that fails to load changes nothing.
+    /// SIGHUP: load the config again on a short-lived thread (parsing and resolving origin hosts do
+    /// not belong on the loop); the loop applies it as a diff when it is ready.
     fn reload(&mut self) {
         let Some(path) = self.config_path.clone() else {
             log::warn!("SIGHUP: running on the embedded default config; nothing to reload");
@@ -550,25 +569,68 @@ impl Server {
             log::info!("SIGHUP during shutdown: ignored");
             return;
         }
+        if self.reload_rx.is_some() {
+            self.reload_again = true;
+            return;
+        }
         service::sd_notify(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading {}",
             service::monotonic_usec(),
             path.display()
         ));
-        match config::load(&path) {
-            Err(e) => log::error!(
-                "reload of {} refused, the running config stays: {e}",
-                path.display()
-            ),
-            Ok(new) => self.apply_config(new),
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waker = self.waker.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vcache-reload".into())
+            .spawn(move || {
+                let loaded = config::load(&path)
+                    .map(|cfg| {
+                        let resolved = crate::store::resolve_origins(&cfg);
+                        (cfg, resolved)
+                    })
+                    .map_err(|e| {
+                        format!(
+                            "reload of {} refused, the running config stays: {e}",
+                            path.display()
+                        )
+                    });
+                let _ = tx.send(loaded);
+                let _ = waker.wake();
+            });
+        match spawned {
+            Ok(_) => self.reload_rx = Some(rx),
+            Err(e) => {
+                log::error!("reload refused: cannot start the reload thread: {e}");
+                service::sd_notify("READY=1\nSTATUS=serving");
+            }
+        }
+    }
+
+    /// Apply a reload that finished loading.
+    fn collect_reload(&mut self) {
+        let Some(rx) = &self.reload_rx else { return };
+        let loaded = match rx.try_recv() {
+            Ok(l) => l,
+            Err(std::sync::mpsc::TryRecvError::Empty) => return,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Err("reload refused: the reload thread ended without a result".to_string())
+            }
+        };
+        self.reload_rx = None;
+        match loaded {
+            Ok((new, resolved)) => self.apply_config(new, &resolved),
+            Err(e) => log::error!("{e}"),
         }
         service::sd_notify("READY=1\nSTATUS=serving");
+        if std::mem::take(&mut self.reload_again) {
+            self.reload();
+        }
     }
 
     /// Apply a new config as a diff: new videos are opened, removed ones are retired (no new request
     /// reaches them; connections using them finish), changed settings apply to new requests. Open
     /// connections and cached data are untouched. `listen` and `data_dir` need a restart.
-    fn apply_config(&mut self, new: Config) {
+    fn apply_config(&mut self, new: Config, resolved: &ResolvedOrigins) {
         if new.server.listen != self.cfg.server.listen {
             log::warn!("reload: a new listen address takes effect only after a restart");
         }
@@ -630,7 +692,7 @@ impl Server {
                 }
                 continue;
             }
-            match self.store.open_video(nv) {
+            match self.store.open_video_with(nv, resolved) {
                 Ok(v) => {
                     self.store.videos.insert(nv.id.clone(), v);
                     added.push(nv.id.clone());

@@ -693,6 +693,40 @@ impl Slot {
     }
 }
 
+/// Resolved origin addresses by video id (a reload resolves them off the event loop).
+pub type ResolvedOrigins =
+    std::collections::HashMap<String, Result<Vec<std::net::SocketAddr>, String>>;
+
+/// Resolve an origin's host (blocking: at start-up, or on the reload thread — never on the loop).
+pub fn resolve_origin(
+    host: &str,
+    port: u16,
+    url: &str,
+) -> Result<Vec<std::net::SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<std::net::SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve the origin host {host} of {url}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("the origin host {host} of {url} has no address"));
+    }
+    Ok(addrs)
+}
+
+/// Resolve every origin video of a config.
+pub fn resolve_origins(cfg: &Config) -> ResolvedOrigins {
+    cfg.videos
+        .iter()
+        .filter_map(|v| match &v.kind {
+            VideoKind::Origin {
+                url, host, port, ..
+            } => Some((v.id.clone(), resolve_origin(host, *port, url))),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Where and how writable videos' files are opened: the data directory, the boot id that stamps fast
 /// records, and the presence-map bound.
 #[derive(Debug, Clone)]
@@ -884,15 +918,12 @@ impl StorePaths {
         path: &str,
         fill_block: u64,
         size: Option<u64>,
+        resolved: Option<&Result<Vec<std::net::SocketAddr>, String>>,
     ) -> Result<OriginVideo, String> {
-        use std::net::ToSocketAddrs;
-        let addrs: Vec<std::net::SocketAddr> = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve the origin host {host} of {url}: {e}"))?
-            .collect();
-        if addrs.is_empty() {
-            return Err(format!("the origin host {host} of {url} has no address"));
-        }
+        let addrs = match resolved {
+            Some(r) => r.clone()?,
+            None => resolve_origin(host, port, url)?,
+        };
         let recorded = self.recorded_len(id)?;
         let len = match (recorded, size) {
             (Some(n), Some(s)) if n != s => {
@@ -1073,6 +1104,15 @@ impl Store {
 
     /// Open (or create) one video's files.
     pub fn open_video(&self, v: &VideoConfig) -> Result<Video, String> {
+        self.open_video_with(v, &ResolvedOrigins::new())
+    }
+
+    /// Open (or create) one video's files, taking origin addresses from `resolved` when it has them.
+    pub fn open_video_with(
+        &self,
+        v: &VideoConfig,
+        resolved: &ResolvedOrigins,
+    ) -> Result<Video, String> {
         let body = match &v.kind {
             VideoKind::File { path } => {
                 let data = ReadOnlyFile::open(path)
@@ -1114,6 +1154,7 @@ impl Store {
                 path,
                 *fill_block,
                 *size,
+                resolved.get(&v.id),
             )?)),
         };
         Ok(Video {
