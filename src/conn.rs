@@ -765,11 +765,23 @@ impl Conn {
             ing.plan.exact,
             ing.plan.keep_alive,
         );
+        // A write is acknowledged only if every byte it received is recorded as present.
+        let unrecorded = ing.claimed < ing.cursor;
         let reservation = ing.plan.reservation;
         if let Some(v) = ctx.store.get_mut(&video) {
             v.ingest_release(reservation);
             // Followers finish once the publisher has ended and they have caught up.
             ctx.wake.append(&mut v.byte_waiters);
+        }
+        if unrecorded {
+            let e = HttpError::new(
+                507,
+                "the bytes arrived but could not be recorded (limits.max_presence_ranges); write adjacent ranges",
+            );
+            log::error!("{}: write to {video} could not be recorded", self.peer);
+            self.state = State::Head;
+            self.respond_error(&e, false);
+            return Step::Progress;
         }
         if exact && cursor != end {
             // A chunked body shorter than its Content-Range: what arrived is kept and claimed.

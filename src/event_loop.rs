@@ -30,6 +30,8 @@ const SIG_RELOAD: Token = Token(3);
 const FIRST_CONN: usize = 16;
 /// How often deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
+/// Attempts at each video's final commit during shutdown before giving up on it.
+const FINAL_COMMIT_ATTEMPTS: usize = 3;
 /// Rounds of wake-ups processed per loop iteration (each round drives the connections woken by the last).
 const MAX_WAKE_ROUNDS: usize = 8;
 
@@ -235,13 +237,23 @@ impl Server {
             return Ok(());
         };
         // One more commit per video once any in-flight commit is done.
+        let mut attempts: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::new();
         loop {
             let mut pending = false;
             for (id, v) in self.store.all_mut() {
                 if v.commit().is_some_and(|c| c.commit_in_flight) {
                     pending = true;
+                } else if attempts.get(id).copied().unwrap_or(0) >= FINAL_COMMIT_ATTEMPTS {
+                    // A commit that keeps failing at shutdown (a full or failing disk) is not
+                    // retried forever: the exit status and the log say what could not be committed.
+                    continue;
                 } else if let Some(job) = v.commit_job(id) {
+                    *attempts.entry(id.clone()).or_insert(0) += 1;
                     worker.submit(job);
+                    pending = true;
+                } else if v.commit().is_some_and(|c| !c.is_settled()) {
+                    // Backing off after a failed attempt: try again shortly.
                     pending = true;
                 }
             }
@@ -253,16 +265,19 @@ impl Server {
                 self.apply_commit(done);
             }
         }
-        let mut failures = 0;
         for done in worker.finish() {
-            if done.result.is_err() {
-                failures += 1;
-            }
             self.apply_commit(done);
         }
-        if failures > 0 {
+        let unsettled: Vec<String> = self
+            .store
+            .all_mut()
+            .filter(|(_, v)| v.commit().is_some_and(|c| !c.is_settled()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !unsettled.is_empty() {
             return Err(format!(
-                "{failures} final commits failed; see the log above"
+                "shutdown: could not commit what was received for {} (see the log above)",
+                unsettled.join(", ")
             ));
         }
         log::info!("shutdown complete: everything received is committed");
@@ -477,8 +492,28 @@ impl Server {
     fn collect_commits(&mut self) {
         let Some(worker) = &self.worker else { return };
         let created = worker.take_created();
+        let removed = worker.take_removed();
         for done in worker.take_done() {
             self.apply_commit(done);
+        }
+        for r in removed {
+            match &r.result {
+                Ok(()) => log::info!(
+                    "video {}: the old origin object's files are removed; the new one is fetched on demand",
+                    r.video
+                ),
+                Err(e) => log::error!(
+                    "video {}: removing the files of the old origin object failed: {e}",
+                    r.video
+                ),
+            }
+            if let Some(v) = self.store.get_mut(&r.video) {
+                if let Some(o) = v.origin_mut() {
+                    o.removing = false;
+                }
+                // Readers waiting for the old object route again: they learn the new one.
+                self.wake.append(&mut v.byte_waiters);
+            }
         }
         let now = Instant::now();
         for c in created {
@@ -500,6 +535,16 @@ impl Server {
         let paths = self.store.paths();
         for (id, v) in self.store.videos.iter_mut() {
             let Some(o) = v.origin_mut() else { continue };
+            if std::mem::take(&mut o.remove_wanted) {
+                o.removing = true;
+                let job = crate::store::commit::RemoveJob {
+                    video: id.clone(),
+                    paths: paths.clone(),
+                };
+                if !worker.submit_remove(job) {
+                    log::error!("the commit worker is gone");
+                }
+            }
             let Some((len, validator)) = o.create_wanted.take() else {
                 continue;
             };

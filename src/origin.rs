@@ -128,6 +128,23 @@ struct OriginHead {
 /// Judge an origin's answer to `job` for an object cached as `known_len` bytes with `known_validator`.
 fn judge(job: &Job, h: &OriginHead, known_len: Option<u64>, known_validator: &str) -> Verdict {
     let fail = |why: String| Verdict::Fail { status: 502, why };
+    let verdict = judge_answer(job, h, known_len, known_validator);
+    match verdict {
+        // An empty object has nothing to cache (and a data file cannot be empty).
+        Verdict::Body { total: 0, .. } => {
+            fail("the origin object is empty; vcache does not cache empty objects".into())
+        }
+        v => v,
+    }
+}
+
+fn judge_answer(
+    job: &Job,
+    h: &OriginHead,
+    known_len: Option<u64>,
+    known_validator: &str,
+) -> Verdict {
+    let fail = |why: String| Verdict::Fail { status: 502, why };
     if h.chunked {
         return fail("the origin sent a chunked body; vcache needs Content-Length".into());
     }
@@ -200,6 +217,11 @@ fn judge(job: &Job, h: &OriginHead, known_len: Option<u64>, known_validator: &st
                 (Some(_), _) => fail("the origin ignored the Range request".into()),
             }
         }
+        // With nothing cached there is nothing to forget: the answer is a failure (no retry loop).
+        412 | 416 if known_len.is_none() => fail(format!(
+            "the origin answered {} to the first range request (an empty or unavailable object)",
+            h.status
+        )),
         412 => Verdict::Changed {
             why: "the origin answered 412: the object changed".into(),
             new_length: true,
@@ -395,13 +417,9 @@ impl Fetcher {
             if let Some(s) = o.slot.take() {
                 o.generation_floor = o.generation_floor.max(s.generation + 1);
             }
-            if let Err(e) = store.paths().remove_files(&id) {
-                log::error!("video {id}: removing the files of the old origin object failed: {e}");
-            } else {
-                log::info!(
-                    "video {id}: the old origin object's files are removed; the new one is fetched on demand"
-                );
-            }
+            // The commit worker removes the closed files (unlink and a directory sync are not for the
+            // loop); learning the new object waits for it.
+            o.remove_wanted = true;
             // Readers waiting for the old object route again: they learn the new one.
             if let Some(v) = store.get_mut(&id) {
                 wake.append(&mut v.byte_waiters);
@@ -693,7 +711,12 @@ fn pick_job(store: &mut Store) -> Option<(Job, SocketAddr)> {
                 continue;
             }
             let Some(o) = v.origin_mut() else { continue };
-            if o.relearn || o.creating || (!warm_pass && o.wanted_client.is_empty()) {
+            if o.relearn
+                || o.creating
+                || o.remove_wanted
+                || o.removing
+                || (!warm_pass && o.wanted_client.is_empty())
+            {
                 continue;
             }
             let Some(&addr) = o.addrs.first() else {
@@ -1327,6 +1350,14 @@ mod tests {
                 ""
             ),
             Verdict::Fail { .. }
+        ));
+    }
+
+    #[test]
+    fn empty_objects_are_not_cached() {
+        assert!(matches!(
+            judge(&job(0, 99, ""), &head(200, None, Some(0), ""), None, ""),
+            Verdict::Fail { status: 502, .. }
         ));
     }
 

@@ -47,15 +47,29 @@ pub struct Created {
     pub result: Result<super::Slot, String>,
 }
 
+/// Remove a video's files (an origin object changed length; the files are closed already).
+pub struct RemoveJob {
+    pub video: String,
+    pub paths: super::StorePaths,
+}
+
+/// The outcome of a `RemoveJob`.
+pub struct Removed {
+    pub video: String,
+    pub result: Result<(), String>,
+}
+
 enum Work {
     Commit(CommitJob),
     Create(CreateJob),
+    Remove(RemoveJob),
 }
 
 pub struct CommitWorker {
     tx: Option<Sender<Work>>,
     done: Arc<Mutex<Vec<CommitDone>>>,
     created: Arc<Mutex<Vec<Created>>>,
+    removed: Arc<Mutex<Vec<Removed>>>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -64,14 +78,16 @@ impl CommitWorker {
         let (tx, rx) = mpsc::channel();
         let done = Arc::new(Mutex::new(Vec::new()));
         let created = Arc::new(Mutex::new(Vec::new()));
-        let (done2, created2) = (done.clone(), created.clone());
+        let removed = Arc::new(Mutex::new(Vec::new()));
+        let (done2, created2, removed2) = (done.clone(), created.clone(), removed.clone());
         let handle = std::thread::Builder::new()
             .name("vcache-commit".into())
-            .spawn(move || run(rx, done2, created2, waker))?;
+            .spawn(move || run(rx, done2, created2, removed2, waker))?;
         Ok(CommitWorker {
             tx: Some(tx),
             done,
             created,
+            removed,
             handle: Some(handle),
         })
     }
@@ -89,6 +105,22 @@ impl CommitWorker {
         match &self.tx {
             Some(tx) => tx.send(Work::Create(job)).is_ok(),
             None => false,
+        }
+    }
+
+    /// Queue the removal of a video's (closed) files.
+    pub fn submit_remove(&self, job: RemoveJob) -> bool {
+        match &self.tx {
+            Some(tx) => tx.send(Work::Remove(job)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Removals finished since the last call.
+    pub fn take_removed(&self) -> Vec<Removed> {
+        match self.removed.lock() {
+            Ok(mut d) => std::mem::take(&mut *d),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         }
     }
 
@@ -132,15 +164,34 @@ fn run(
     rx: Receiver<Work>,
     done: Arc<Mutex<Vec<CommitDone>>>,
     created: Arc<Mutex<Vec<Created>>>,
+    removed: Arc<Mutex<Vec<Removed>>>,
     waker: Arc<mio::Waker>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
         let mut creates = Vec::new();
+        let mut removes = Vec::new();
         for work in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
             match work {
                 Work::Commit(job) => batch.push(job),
                 Work::Create(job) => creates.push(job),
+                Work::Remove(job) => removes.push(job),
+            }
+        }
+        if !removes.is_empty() {
+            let results: Vec<Removed> = removes
+                .into_iter()
+                .map(|r| Removed {
+                    result: r.paths.remove_files(&r.video).map_err(|e| e.to_string()),
+                    video: r.video,
+                })
+                .collect();
+            match removed.lock() {
+                Ok(mut d) => d.extend(results),
+                Err(p) => p.into_inner().extend(results),
+            }
+            if let Err(e) = waker.wake() {
+                log::error!("commit worker could not wake the event loop: {e}");
             }
         }
         if !creates.is_empty() {
@@ -251,7 +302,13 @@ pub struct CommitState {
     next_fast_slot: usize,
     pub commit_in_flight: bool,
     pub last_commit_error: Option<String>,
+    /// When the last commit failed: the next attempt waits COMMIT_RETRY_BACKOFF.
+    failed_at: Option<std::time::Instant>,
 }
+
+/// How long after a failed durable commit the next one is attempted (a failing disk is not hammered
+/// from every loop turn).
+pub const COMMIT_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Where a recovered video's metadata stands, for `CommitState::new`.
 pub struct Recovered {
@@ -284,6 +341,7 @@ impl CommitState {
             next_fast_slot: r.next_fast_slot,
             commit_in_flight: false,
             last_commit_error: None,
+            failed_at: None,
         }
     }
 
@@ -322,7 +380,11 @@ impl CommitState {
     }
 
     pub fn checkpoint_due(&self) -> bool {
-        !self.commit_in_flight && self.claim_seq > self.durable_claim_seq
+        !self.commit_in_flight
+            && self.claim_seq > self.durable_claim_seq
+            && self
+                .failed_at
+                .is_none_or(|t| t.elapsed() >= COMMIT_RETRY_BACKOFF)
     }
 
     /// A durable commit job for `payload` (the current state), or None if one is in flight or
@@ -357,12 +419,14 @@ impl CommitState {
                 self.durable_claim_seq = self.durable_claim_seq.max(done.claim_seq);
                 self.next_durable_slot = super::meta::next_durable_slot(Some(done.slot));
                 self.last_commit_error = None;
+                self.failed_at = None;
                 true
             }
             Err(e) => {
                 // The slot that failed may be torn: the next attempt goes to the same slot, so the
                 // other durable slot (the newest good record) is never overwritten.
                 self.last_commit_error = Some(e.clone());
+                self.failed_at = Some(std::time::Instant::now());
                 false
             }
         }

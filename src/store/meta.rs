@@ -7,6 +7,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -397,8 +398,8 @@ fn io_error(path: &Path, what: &str, err: &io::Error) -> MetaError {
     MetaError::Io(format!("{what} {}: {err}", path.display()))
 }
 
-/// The metadata file of one video: `SLOT_COUNT * SLOT_SIZE` bytes, created sparse with
-/// set_len, opened read-write. It holds an `Arc<File>`: cloning is cheap and the clone is
+/// The metadata file of one video: `SLOT_COUNT * SLOT_SIZE` bytes, created fully allocated
+/// (posix_fallocate), opened read-write. It holds an `Arc<File>`: cloning is cheap and the clone is
 /// Send + Sync, so the sync thread can hold one while the event loop holds another
 /// (pwrite/pread at explicit offsets need no shared cursor).
 #[derive(Debug, Clone)]
@@ -435,7 +436,19 @@ impl MetaFile {
         };
         let len = file.metadata()?.len();
         if len == 0 {
-            file.set_len(META_FILE_LEN)?;
+            // Fully allocated like a data file: a full disk is an error now, not an ENOSPC on a
+            // later metadata write (which would make every commit of the video fail).
+            let want = libc::off_t::try_from(META_FILE_LEN).map_err(io::Error::other)?;
+            // SAFETY: posix_fallocate on a descriptor `file` keeps open, opened for writing; it
+            // returns an error number instead of setting errno.
+            let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, want) };
+            if rc != 0 {
+                let err = io::Error::from_raw_os_error(rc);
+                if created {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(err);
+            }
             file.sync_all()?;
             created = true;
         } else if len != META_FILE_LEN {

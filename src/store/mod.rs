@@ -574,7 +574,10 @@ impl Slot {
                 in_flight: true,
             });
         }
-        if self.presence.would_fragment(start, end) {
+        // Every write in flight may add a range of its own when it is claimed: count them too, so a
+        // write that is accepted can always be recorded.
+        let worst_case = self.presence.ranges().len() + self.reservations.len() + 1;
+        if self.presence.would_fragment(start, end) || worst_case > self.presence_max_ranges() {
             return Err(WriteRefusal::TooFragmented {
                 max_ranges: self.presence_max_ranges(),
             });
@@ -835,10 +838,29 @@ impl StorePaths {
             }
             r
         }
-        .map_err(|e| match e {
-            DataFileError::NoSpace { .. } => format!("cannot create {}: {e}", dpath.display()),
-            _ => format!("data file {}: {e}", dpath.display()),
+        .map_err(|e| {
+            if payload.is_none() {
+                // The metadata was created just now and claims nothing: remove it with the failed
+                // data file, so that nothing is left that would refuse a later attempt.
+                let _ = std::fs::remove_file(&mpath);
+                let _ = data_file::sync_dir(&self.data_dir);
+            }
+            match e {
+                DataFileError::NoSpace { .. } => format!("cannot create {}: {e}", dpath.display()),
+                _ => format!("data file {}: {e}", dpath.display()),
+            }
         })?;
+        if payload.is_some() {
+            // After a process crash the page cache may hold a durable-slot record (and data) that never
+            // reached the disk: sync both before trusting the scan's idea of the newest durable record,
+            // which decides which slot the next commit may overwrite.
+            let synced = data.file.sync_data().and_then(|()| meta.sync());
+            if let Err(e) = synced {
+                return Err(format!(
+                    "cannot sync the files of {id} before opening them: {e}"
+                ));
+            }
+        }
         // Overwrite the older durable slot next, so the newest durable record survives a torn write.
         let newest_durable = if payload.is_none() {
             Some(meta::DURABLE_SLOTS[0])

@@ -38,6 +38,9 @@ pub struct OriginVideo {
     /// files (`creating` while it does).
     pub create_wanted: Option<(u64, String)>,
     pub creating: bool,
+    /// The old object's files are closed and wait for the commit worker to remove them.
+    pub remove_wanted: bool,
+    pub removing: bool,
     /// Bytes received from the origin (metrics, tests).
     pub fetched_bytes: u64,
     pub fetches: u64,
@@ -72,6 +75,8 @@ impl OriginVideo {
             warm_all_after_learning: false,
             create_wanted: None,
             creating: false,
+            remove_wanted: false,
+            removing: false,
             fetched_bytes: 0,
             fetches: 0,
             generation_floor: 0,

@@ -94,19 +94,34 @@ impl Daemon {
     /// Write `config_body` (everything but `listen`, which is added as the first key of `[server]`)
     /// into `dir/vcache.toml` and start `vcache serve` on it. `config_body` must begin with `[server]`.
     pub fn start(dir: &Path, config_body: &str) -> Daemon {
-        let port = free_port();
-        let config = config_body.replacen(
-            "[server]",
-            &format!("[server]\nlisten = \"127.0.0.1:{port}\""),
-            1,
-        );
-        let config_path = dir.join("vcache.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        Self::start_with_config(dir, &config_path, port)
+        // The port was free a moment ago; another test may take it before vcache binds it. Then
+        // vcache exits with "Address already in use" and the start is tried on another port.
+        for attempt in 1.. {
+            let port = free_port();
+            let config = config_body.replacen(
+                "[server]",
+                &format!("[server]\nlisten = \"127.0.0.1:{port}\""),
+                1,
+            );
+            let config_path = dir.join("vcache.toml");
+            std::fs::write(&config_path, config).expect("write config");
+            match Self::try_start_with_config(dir, &config_path, port) {
+                Ok(d) => return d,
+                Err(log) if attempt < 5 && log.contains("Address already in use") => continue,
+                Err(log) => panic!("vcache exited early; log:\n{log}"),
+            }
+        }
+        unreachable!()
     }
 
     /// Start on an existing config file whose listen port is `port`.
     pub fn start_with_config(dir: &Path, config_path: &Path, port: u16) -> Daemon {
+        Self::try_start_with_config(dir, config_path, port)
+            .unwrap_or_else(|log| panic!("vcache exited early; log:\n{log}"))
+    }
+
+    /// Start, or the daemon's log if it exited before it served.
+    fn try_start_with_config(dir: &Path, config_path: &Path, port: u16) -> Result<Daemon, String> {
         let log_path = dir.join(format!(
             "vcache-{}.log",
             DIR_COUNTER.fetch_add(1, Ordering::SeqCst)
@@ -129,8 +144,12 @@ impl Daemon {
             config_path: config_path.to_path_buf(),
             log_path,
         };
-        d.wait_ready();
-        d
+        if d.wait_ready() {
+            Ok(d)
+        } else {
+            d.child = None;
+            Err(d.log())
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -145,18 +164,19 @@ impl Daemon {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    fn wait_ready(&mut self) {
+    /// Wait until the daemon answers /healthz; false if it exited first.
+    fn wait_ready(&mut self) -> bool {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
             if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
+                && let Ok(Some(_)) = child.try_wait()
             {
-                panic!("vcache exited early with {status}; log:\n{}", self.log());
+                return false;
             }
             if let Ok(r) = try_request(self.addr(), "GET", "/healthz", &[], b"")
                 && r.status == 200
             {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
