@@ -34,6 +34,9 @@ const SEND_CHUNK: u64 = 1 << 20;
 /// Most payload bytes one connection sends per turn before it yields to the others (it queues itself
 /// to be driven again in the same loop iteration), so one fast reader cannot starve the rest.
 const SEND_BUDGET_PER_TURN: u64 = 2 << 20;
+/// Most body bytes one connection ingests per turn before it yields (a fast uploader or publisher
+/// must not hold the loop: followers and other clients are served between its turns).
+const INGEST_BUDGET_PER_TURN: u64 = 4 << 20;
 
 /// How payload leaves: sendfile(2) from the file, or write(2) from a slice of the mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +119,8 @@ pub struct Conn {
     waiting_bytes_until: Option<Instant>,
     /// Payload bytes sent in the current turn (see SEND_BUDGET_PER_TURN).
     sent_this_turn: u64,
+    /// Body bytes ingested in the current turn (see INGEST_BUDGET_PER_TURN).
+    received_this_turn: u64,
     /// The live channel this connection follows (its place counts against limits.max_followers).
     following: Option<String>,
 }
@@ -161,6 +166,7 @@ impl Conn {
             requests: 0,
             waiting_bytes_until: None,
             sent_this_turn: 0,
+            received_this_turn: 0,
             following: None,
         }
     }
@@ -184,6 +190,10 @@ impl Conn {
             State::Send { parts, .. } => parts
                 .iter()
                 .any(|p| matches!(p, Part::Payload { video, .. } | Part::Follow { video, .. } if video == id)),
+            State::WaitBytes { head, .. } => head
+                .path
+                .strip_prefix("/videos/")
+                .is_some_and(|rest| rest.split('/').next() == Some(id)),
             _ => false,
         }
     }
@@ -282,6 +292,7 @@ impl Conn {
     /// Make as much progress as readiness allows.
     pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Next {
         self.sent_this_turn = 0;
+        self.received_this_turn = 0;
         loop {
             // Pending head bytes go first, whatever the state (e.g. a 100 Continue before a body).
             if self.out_pos < self.out.len() {
@@ -405,6 +416,26 @@ impl Conn {
     ) {
         if head.path == "/metrics" {
             let keep_alive = head.keep_alive && !head.has_body();
+            let head_only = head.method == crate::http::request::Method::Head;
+            let refusal = if !matches!(
+                head.method,
+                crate::http::request::Method::Get | crate::http::request::Method::Head
+            ) {
+                Some(HttpError::new(405, "allowed methods here: GET, HEAD"))
+            } else if !routes::read_allowed(head, ctx.cfg) {
+                Some(HttpError::new(
+                    401,
+                    "reading needs `Authorization: Bearer <token>`",
+                ))
+            } else {
+                None
+            };
+            if let Some(e) = refusal {
+                let plan = routes::error_plan(e.status, &e.message, head_only, keep_alive);
+                self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
+                self.start_plan(plan);
+                return;
+            }
             let videos: Vec<(String, u64, u64)> = ctx
                 .store
                 .videos
@@ -475,7 +506,9 @@ impl Conn {
                 }));
             }
             Action::WaitForBytes { video } => {
-                if let Some(v) = ctx.store.get_mut(&video) {
+                if let Some(v) = ctx.store.get_mut(&video)
+                    && !v.byte_waiters.contains(&self.token)
+                {
                     v.byte_waiters.push(self.token);
                 }
                 let until = ctx.now + ms(limits.read_wait_ms);
@@ -683,6 +716,12 @@ impl Conn {
         self.deadline = ctx.now + ms(limits.body_timeout_ms);
         // Claim at once: readers (live followers) see the bytes in this loop turn.
         self.claim_progress(ctx);
+        self.received_this_turn += k;
+        if self.received_this_turn >= INGEST_BUDGET_PER_TURN {
+            // Yield; driven again in this loop iteration's wake rounds or the next one.
+            ctx.wake.push(self.token);
+            return Step::Blocked;
+        }
         Step::Progress
     }
 
@@ -884,6 +923,26 @@ impl Conn {
                             }
                             if !v.byte_waiters.contains(&self.token) {
                                 v.byte_waiters.push(self.token);
+                            }
+                            // A follower that hung up while waiting gives its place back now.
+                            if self.readable && self.inbuf.len() < FRAMING_READ {
+                                let old = self.inbuf.len();
+                                self.inbuf.resize(old + FRAMING_READ, 0);
+                                let r = self.stream.read(&mut self.inbuf[old..]);
+                                let n = match &r {
+                                    Ok(n) => *n,
+                                    Err(_) => 0,
+                                };
+                                self.inbuf.truncate(old + n);
+                                match r {
+                                    Ok(0) => return Step::Close,
+                                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                        self.readable = false;
+                                    }
+                                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                                    Err(_) => return Step::Close,
+                                    Ok(_) => {}
+                                }
                             }
                             // A follower waits for the publisher; with none, at most the idle timeout.
                             self.deadline = ctx.now + ms(ctx.cfg.server.limits.idle_timeout_ms);

@@ -124,7 +124,13 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         service::sd_notify("READY=1\nSTATUS=serving");
         loop {
-            match self.poll.poll(&mut events, Some(SWEEP_EVERY)) {
+            // Connections queued to be driven again (a budget ran out) must not wait for a timeout.
+            let timeout = if self.wake.is_empty() {
+                SWEEP_EVERY
+            } else {
+                Duration::ZERO
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(format!("poll failed: {e}")),
@@ -586,11 +592,10 @@ impl Server {
             .retired
             .iter()
             .filter(|(id, v)| {
+                // Waiter lists may hold tokens of connections that left without being woken: what
+                // counts is whether a live connection still uses the video.
                 let committed = v.commit().is_none_or(|c| c.is_settled());
-                committed
-                    && v.byte_waiters.is_empty()
-                    && v.commit_waiters.is_empty()
-                    && !self.conns.iter().flatten().any(|c| c.uses_video(id))
+                committed && !self.conns.iter().flatten().any(|c| c.uses_video(id))
             })
             .map(|(id, _)| id.clone())
             .collect();

@@ -179,6 +179,18 @@ fn bearer(head: &RequestHead) -> Option<&str> {
     }
 }
 
+/// May this request read (no read token configured, or it carries the read or write token)?
+pub fn read_allowed(head: &RequestHead, cfg: &Config) -> bool {
+    cfg.server.read_token.is_none()
+        || authorized(
+            head,
+            &[
+                cfg.server.read_token.as_deref(),
+                cfg.server.write_token.as_deref(),
+            ],
+        )
+}
+
 /// Does the request carry one of the accepted tokens? Every candidate is compared in full.
 fn authorized(head: &RequestHead, tokens: &[Option<&str>]) -> bool {
     let presented = bearer(head).unwrap_or("").as_bytes();
@@ -203,16 +215,32 @@ pub fn route(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
     match route_head(head, ctx) {
         // Only an ingest reads a request body. Any other answer to a request with a body closes the
         // connection after it, so that the unread body is never parsed as a next request (a
-        // smuggling shape behind a proxy). Respond actions change nothing, so routing again is pure.
-        Action::Respond(plan) if plan.keep_alive && head.has_body() => {
-            let closing = RequestHead {
-                keep_alive: false,
-                ..head.clone()
-            };
-            route_head(&closing, ctx)
+        // smuggling shape behind a proxy). The plan is changed, not routed again: routing has side
+        // effects (a follower's place, an origin fetch).
+        Action::Respond(mut plan) if plan.keep_alive && head.has_body() => {
+            force_close(&mut plan);
+            Action::Respond(plan)
         }
         action => action,
     }
+}
+
+/// Make a response close its connection: `Connection: close` in its head, and no keep-alive.
+fn force_close(plan: &mut Plan) {
+    plan.keep_alive = false;
+    let Some(head_end) = plan.head.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return;
+    };
+    let (head, rest) = plan.head.split_at(head_end);
+    let text = String::from_utf8_lossy(head)
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let mut out = text.into_bytes();
+    out.extend_from_slice(b"\r\nConnection: close");
+    out.extend_from_slice(rest);
+    plan.head = out;
 }
 
 fn route_head(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
@@ -238,7 +266,7 @@ fn route_head(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
                     keep_alive,
                 })
             }
-            _ => Action::Respond(method_not_allowed("GET, HEAD", keep_alive)),
+            _ => Action::Respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
         };
     }
     let read_ok = ctx.cfg.server.read_token.is_none()
@@ -272,7 +300,7 @@ fn route_head(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
                     keep_alive,
                 })
             }
-            _ => Action::Respond(method_not_allowed("GET, HEAD", keep_alive)),
+            _ => Action::Respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
         };
     }
     if path == "/videos" || path == "/videos/" {
@@ -283,7 +311,7 @@ fn route_head(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
                 }
                 Action::Respond(json_plan(200, &videos_json(ctx), head_only, keep_alive))
             }
-            _ => Action::Respond(method_not_allowed("GET, HEAD", keep_alive)),
+            _ => Action::Respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
         };
     }
     let Some(rest) = path.strip_prefix("/videos/") else {
@@ -327,6 +355,7 @@ fn route_head(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
         (None, Method::Options) => Action::Respond(options(keep_alive)),
         (None, _) => Action::Respond(method_not_allowed(
             "GET, HEAD, PUT, POST, DELETE, OPTIONS",
+            head_only,
             keep_alive,
         )),
         (Some("offset"), Method::Get | Method::Head) => {
@@ -335,9 +364,11 @@ fn route_head(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
             }
             Action::Respond(offset_query(head, id, ctx))
         }
-        (Some("offset"), _) => Action::Respond(method_not_allowed("GET, HEAD", keep_alive)),
+        (Some("offset"), _) => {
+            Action::Respond(method_not_allowed("GET, HEAD", head_only, keep_alive))
+        }
         (Some("fill"), Method::Post) => fill(head, id, ctx),
-        (Some("fill"), _) => Action::Respond(method_not_allowed("POST", keep_alive)),
+        (Some("fill"), _) => Action::Respond(method_not_allowed("POST", head_only, keep_alive)),
         (Some(other), _) => Action::Respond(error_plan(
             404,
             &format!("no resource {other} under video {id}"),
@@ -365,11 +396,11 @@ fn options(keep_alive: bool) -> Plan {
     }
 }
 
-fn method_not_allowed(allow: &str, keep_alive: bool) -> Plan {
+fn method_not_allowed(allow: &str, head_only: bool, keep_alive: bool) -> Plan {
     error_plan_with(
         405,
         &format!("allowed methods here: {allow}"),
-        false,
+        head_only,
         keep_alive,
         &[("Allow", allow.to_string())],
     )
@@ -636,9 +667,11 @@ fn validated_head(status: u16, validators: &[(&str, String); 2], keep_alive: boo
         rh.header(k, v.clone());
     }
     rh.header("Accept-Ranges", "bytes");
-    if !keep_alive {
-        rh.header("Connection", "close");
-    }
+    // Explicit both ways: HTTP/1.0 clients keep a connection only when told.
+    rh.header(
+        "Connection",
+        if keep_alive { "keep-alive" } else { "close" },
+    );
     rh
 }
 
@@ -1217,6 +1250,15 @@ fn serve_live(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
             )),
             None,
         ),
+        // `bytes=0-` is what ffmpeg/ffprobe send for any URL: once the ring has wrapped, offset 0 is
+        // gone, and the useful answer is a plain follower from the live edge.
+        Some([RangeSpec::From(0)]) if window_start > 0 => (
+            Some((
+                t_offset.unwrap_or_else(|| ring.follow_start(ts_aligned)),
+                None,
+            )),
+            None,
+        ),
         Some([RangeSpec::From(a)]) => (Some((*a, Some(LIVE_OPEN_END))), None),
         Some([RangeSpec::FromTo(a, b)]) if *b >= LIVE_OPEN_END => (Some((*a, Some(*b))), None),
         Some([RangeSpec::FromTo(a, b)]) => (None, Some((*a, *b))),
@@ -1256,9 +1298,10 @@ fn serve_live(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
         }
         let chunked = head.minor_version >= 1;
         if head_only {
-            if !keep_alive {
-                rh.header("Connection", "close");
-            }
+            rh.header(
+                "Connection",
+                if keep_alive { "keep-alive" } else { "close" },
+            );
             let mut h = Vec::new();
             rh.write_to(&mut h);
             return Action::Respond(Plan {
@@ -1281,9 +1324,7 @@ fn serve_live(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
         if chunked {
             rh.header("Transfer-Encoding", "chunked");
         }
-        if !keep {
-            rh.header("Connection", "close");
-        }
+        rh.header("Connection", if keep { "keep-alive" } else { "close" });
         let mut h = Vec::new();
         rh.write_to(&mut h);
         let mut parts = VecDeque::new();
@@ -1338,9 +1379,10 @@ fn serve_live(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
     }
     rh.header("Content-Range", format!("bytes {first}-{last}/*"));
     rh.header("Content-Length", (last - first + 1).to_string());
-    if !keep_alive {
-        rh.header("Connection", "close");
-    }
+    rh.header(
+        "Connection",
+        if keep_alive { "keep-alive" } else { "close" },
+    );
     let mut h = Vec::new();
     rh.write_to(&mut h);
     let mut parts = VecDeque::new();
