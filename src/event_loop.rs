@@ -763,6 +763,10 @@ impl Server {
         self.cfg = new;
         self.cfg.server.listen = listen;
         self.cfg.server.data_dir = data_dir;
+        self.fetcher.set_limits(
+            self.cfg.server.origin_connections,
+            self.cfg.server.origin_timeout_ms,
+        );
         let still_open = self.store.retired.len();
         log::info!(
             "reloaded config {}: {} videos added {:?}, {} removed {:?}, {} changed {:?}; {} serving, {} \

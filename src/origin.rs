@@ -306,6 +306,12 @@ impl Fetcher {
         }
     }
 
+    /// New bounds from a reload: they apply to the next fetches (fetches in flight finish as they are).
+    pub fn set_limits(&mut self, limit: usize, timeout_ms: u64) {
+        self.limit = limit.max(1);
+        self.timeout = Duration::from_millis(timeout_ms);
+    }
+
     pub fn owns(token: Token) -> bool {
         token.0 >= ORIGIN_TOKEN_BASE
     }
