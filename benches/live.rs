@@ -16,6 +16,9 @@
 //! BENCH_READERS (follower threads, default 2), BENCH_TICK_MS (publisher write period, default 2),
 //! BENCH_CAPACITY (ring capacity, default "256MiB"), BENCH_SERVERS (default "fanout,vcache").
 
+mod common;
+use common::*;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -34,31 +37,6 @@ const STAMP: usize = 24;
 const MAGIC: [u8; 8] = *b"\x47VCLIVE!";
 /// How long followers may take to catch up after the publisher ends before they count as stalled.
 const CATCH_UP: Duration = Duration::from_secs(15);
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("ephemeral port")
-}
-
-fn wait_port(port: u16) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nothing listens on {port}");
-}
 
 /// Raise the soft open-file limit to the hard one (the child inherits it): 1,000 followers need
 /// 1,000 descriptors here and as many in the server.

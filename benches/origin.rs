@@ -13,8 +13,11 @@
 //! the origin, e.g. `100m`; default unlimited — it throttles long transfers, while a 1 MiB response
 //! mostly leaves before the limiter engages, so it shows the cost of whole-object fetches).
 
+mod common;
+use common::*;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -23,20 +26,6 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 const RANGE: u64 = MIB;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("ephemeral port")
-}
 
 /// xorshift64: the same offsets for every cache.
 struct Rng(u64);

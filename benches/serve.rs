@@ -3,6 +3,9 @@
 //! writer) — printed side by side. Run: `cargo bench --bench serve` (nginx from Debian's nginx-light;
 //! skipped with a note when absent). Environment: BENCH_SECS (default 5), BENCH_FILE_MIB (default 256).
 
+mod common;
+use common::*;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -10,24 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("ephemeral port")
-}
-
-fn wait_port(port: u16) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nothing listens on {port}");
-}
 
 struct Killer(Child);
 impl Drop for Killer {

@@ -91,35 +91,6 @@ fn get_range(d: &Daemon, id: &str, start: u64, end: u64) -> Response {
     )
 }
 
-/// The `GET /videos` entry of one video (its JSON object as text).
-fn video_entry(d: &Daemon, id: &str) -> String {
-    let r = d.get("/videos", &[]);
-    assert_eq!(r.status, 200);
-    let json = r.text();
-    let key = format!("{{\"id\":\"{id}\"");
-    let at = json
-        .find(&key)
-        .unwrap_or_else(|| panic!("no entry for {id} in {json}"));
-    let rest = &json[at + 1..];
-    let end = rest
-        .find("{\"id\":")
-        .map(|e| e + 1)
-        .unwrap_or(rest.len() + 1);
-    json[at..at + end].to_string()
-}
-
-fn numbers_after(text: &str, key: &str) -> Vec<u64> {
-    text.match_indices(key)
-        .map(|(i, _)| {
-            let digits: String = text[i + key.len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect();
-            digits.parse().expect("a number")
-        })
-        .collect()
-}
-
 /// Cached ranges of a video, half-open, as GET /videos lists them.
 fn cached(d: &Daemon, id: &str) -> Vec<(u64, u64)> {
     let entry = video_entry(d, id);

@@ -541,31 +541,6 @@ fn raw_get(d: &Daemon, path: &str, range: &str) -> (u16, String, Vec<u8>) {
     (status, head, raw[end + 4..].to_vec())
 }
 
-fn video_entry(d: &Daemon, id: &str) -> String {
-    let r = d.get("/videos", &[]);
-    assert_eq!(r.status, 200);
-    let json = r.text();
-    let key = format!("{{\"id\":\"{id}\"");
-    let at = json
-        .find(&key)
-        .unwrap_or_else(|| panic!("{id} not in {json}"));
-    let rest = &json[at + 1..];
-    let end = rest.find("{\"id\":").unwrap_or(rest.len());
-    json[at..at + 1 + end].to_string()
-}
-
-fn numbers_after(text: &str, key: &str) -> Vec<u64> {
-    text.match_indices(key)
-        .map(|(i, _)| {
-            let digits: String = text[i + key.len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect();
-            digits.parse().expect("a number")
-        })
-        .collect()
-}
-
 fn field(d: &Daemon, id: &str, key: &str) -> u64 {
     let e = video_entry(d, id);
     numbers_after(&e, &format!("\"{key}\":"))

@@ -411,3 +411,30 @@ pub fn have(tool: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// The `GET /videos` entry of one video: its JSON object as text, from `{"id":"ID"` to the next video.
+pub fn video_entry(d: &Daemon, id: &str) -> String {
+    let r = d.get("/videos", &[]);
+    assert_eq!(r.status, 200);
+    let json = r.text();
+    let key = format!("{{\"id\":\"{id}\"");
+    let at = json
+        .find(&key)
+        .unwrap_or_else(|| panic!("no entry for {id} in {json}"));
+    let rest = &json[at + 1..];
+    let end = rest.find("{\"id\":").unwrap_or(rest.len());
+    json[at..at + 1 + end].to_string()
+}
+
+/// Every unsigned number that follows `key` in `text` (`"start":` → its values, in order).
+pub fn numbers_after(text: &str, key: &str) -> Vec<u64> {
+    text.match_indices(key)
+        .map(|(i, _)| {
+            let digits: String = text[i + key.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            digits.parse().expect("a number")
+        })
+        .collect()
+}
