@@ -19,6 +19,7 @@ use crate::http::chunked::{ChunkEvent, ChunkedDecoder, ChunkedLimits};
 use crate::http::request::{HeadLimits, RequestHead, parse_request_head};
 use crate::metrics::Metrics;
 use crate::routes::{self, Action, Framing, IngestPlan, Part, Plan, RouteCtx};
+use crate::store::data_file::{PREFAULT_WINDOW, prefault_for_write};
 use crate::store::{Availability, IngestBlock, Store, VideoProblem};
 
 /// Most bytes read per read(2) of framing (heads, chunk-size lines). Small on purpose: payload that
@@ -69,6 +70,8 @@ struct Ingest {
     cursor: u64,
     /// Bytes [plan.start, claimed) are claimed in the presence map.
     claimed: u64,
+    /// Bytes [cursor, populated) of the target are already faulted in for writing.
+    populated: u64,
     remaining: Option<u64>,
     chunked: Option<ChunkedDecoder>,
 }
@@ -500,6 +503,7 @@ impl Conn {
                 self.state = State::Body(Box::new(Ingest {
                     cursor: plan.start,
                     claimed: plan.start,
+                    populated: plan.start,
                     remaining,
                     chunked,
                     plan,
@@ -650,7 +654,7 @@ impl Conn {
             );
             return self.body_failed(ctx, e);
         }
-        let n = want.min(room);
+        let n = want.min(room).min(PREFAULT_WINDOW);
         let Some(video) = ctx.store.get_mut(&ing.plan.video) else {
             return self.body_failed(ctx, HttpError::new(500, "video removed during the write"));
         };
@@ -668,6 +672,15 @@ impl Conn {
                 return self.body_failed(ctx, HttpError::new(500, why));
             }
         };
+        // Fault the next window in with one call before the socket is read into it.
+        let ahead = ing.populated.saturating_sub(ing.cursor);
+        if ahead < PREFAULT_WINDOW / 2 {
+            let from = usize::try_from(ahead)
+                .unwrap_or(usize::MAX)
+                .min(target.len());
+            prefault_for_write(&mut target[from..]);
+            ing.populated = ing.cursor + target.len() as u64;
+        }
         // 2. Payload: bytes that arrived with framing are moved from the buffer once; the rest is read
         // from the socket straight into the mapping.
         let got = if !self.inbuf.is_empty() {

@@ -21,7 +21,7 @@ use mio::Token;
 
 use crate::config::{Config, VideoConfig, VideoKind};
 use commit::{CommitDone, CommitJob, CommitState, Recovered};
-use data_file::{DataFileError, ReadOnlyFile, WritableFile};
+use data_file::{DataFileError, ReadOnlyFile, WritableFile, WritePattern};
 use meta::{BootId, MetaFile, MetaRecord};
 pub use origin::OriginVideo;
 use presence::PresenceMap;
@@ -828,11 +828,16 @@ impl StorePaths {
                 (Some(rec.payload), slot, seq)
             }
         };
+        let pattern = if kind_code == KIND_CODE_ORIGIN {
+            WritePattern::Blocks
+        } else {
+            WritePattern::Runs
+        };
         let data = if data_exists {
-            data_file::open_existing(&dpath, len)
+            data_file::open_existing(&dpath, len, pattern)
         } else {
             // Creation, step 2: the data file, fully allocated.
-            let r = data_file::create(&dpath, len);
+            let r = data_file::create(&dpath, len, pattern);
             if r.is_ok() {
                 let _ = data_file::sync_dir(&self.data_dir);
             }
