@@ -173,7 +173,7 @@ impl Server {
                                 c.readable = true;
                             }
                             if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
-                                c.writable = true;
+                                c.set_writable();
                             }
                             self.drive(token, now);
                         }

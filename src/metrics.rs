@@ -16,6 +16,47 @@ pub struct Metrics {
     pub commit_failures: u64,
     pub fast_records: u64,
     pub followers_dropped: u64,
+    /// From a live byte's claim to the write that sends it to a follower.
+    pub follower_delay: Histogram,
+}
+
+/// Upper bounds of the latency histogram buckets, in microseconds (the last bucket is +Inf).
+const BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
+];
+
+/// A latency histogram with fixed buckets, rendered as a Prometheus histogram in seconds.
+#[derive(Debug, Default, Clone)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last is +Inf.
+    counts: [u64; BUCKETS_US.len() + 1],
+    sum_us: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = BUCKETS_US.partition_point(|&b| b < us);
+        self.counts[i] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    fn render(&self, s: &mut String, name: &str, help: &str) {
+        s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
+        let mut cumulative = 0;
+        for (i, &n) in self.counts.iter().enumerate() {
+            cumulative += n;
+            let le = BUCKETS_US
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |&us| format!("{}", us as f64 / 1e6));
+            s.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
+        }
+        s.push_str(&format!(
+            "{name}_sum {}\n{name}_count {cumulative}\n",
+            self.sum_us as f64 / 1e6
+        ));
+    }
 }
 
 impl Metrics {
@@ -94,6 +135,11 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
             ));
         }
+        self.follower_delay.render(
+            &mut s,
+            "vcache_follower_delay_seconds",
+            "From a live byte's claim (its arrival from the publisher) to the write that sends it to a follower.",
+        );
         s.push_str("# HELP vcache_open_connections Client connections open now.\n# TYPE vcache_open_connections gauge\n");
         s.push_str(&format!("vcache_open_connections {open_connections}\n"));
         s.push_str("# HELP vcache_video_size_bytes Size of each video.\n# TYPE vcache_video_size_bytes gauge\n");
@@ -135,5 +181,27 @@ mod tests {
         assert!(text.contains("vcache_open_connections 3\n"));
         assert!(text.contains("vcache_video_present_bytes{id=\"a\"} 4\n"));
         assert!(text.contains("# TYPE vcache_requests_total counter\n"));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_in_seconds() {
+        let mut m = Metrics::default();
+        for us in [50, 100, 101, 3_000, 9_000_000] {
+            m.follower_delay
+                .observe(std::time::Duration::from_micros(us));
+        }
+        let text = m.render(0, &[]);
+        let name = "vcache_follower_delay_seconds";
+        assert!(text.contains(&format!("# TYPE {name} histogram\n")));
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"0.0001\"}} 2\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{name}_bucket{{le=\"0.00025\"}} 3\n")));
+        assert!(text.contains(&format!("{name}_bucket{{le=\"0.005\"}} 4\n")));
+        assert!(text.contains(&format!("{name}_bucket{{le=\"2.5\"}} 4\n")));
+        assert!(text.contains(&format!("{name}_bucket{{le=\"+Inf\"}} 5\n")));
+        assert!(text.contains(&format!("{name}_count 5\n")));
+        assert!(text.contains(&format!("{name}_sum 9.003251\n")));
     }
 }

@@ -31,11 +31,12 @@ impl ReadOnlyFile {
         let map = if len == 0 {
             None
         } else {
-            // SAFETY: the mapping is read-only and private to this process's reads. The file is the
-            // operator's and is documented as immutable while configured (ARCHITECTURE.md, "file
-            // videos"): like nginx's open_file_cache, vcache assumes it is not truncated in place. The
-            // default send path is sendfile(2), which does not touch the mapping and so cannot SIGBUS
-            // even if that assumption is broken.
+            // SAFETY: the mapping is read-only. The file is the operator's and documented as immutable
+            // while configured (ARCHITECTURE.md, "File videos"), but if it is truncated in place the
+            // process stays sound: vcache never reads these bytes in user space — slices of this map
+            // are only handed to write(2)/writev(2) (`Video::payload_slice`), and a kernel copy from a
+            // page past EOF fails with EFAULT (the response is cut) where a user-space read would
+            // raise SIGBUS. tests/send_path.rs truncates a file under a reader.
             Some(unsafe { Mmap::map(&file)? })
         };
         Ok(ReadOnlyFile {

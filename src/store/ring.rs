@@ -5,7 +5,7 @@
 //! upload slots, so that after any crash the recovered window never includes bytes that a later write may
 //! have overwritten on disk (ARCHITECTURE.md, "Live rings").
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use std::collections::VecDeque;
 
@@ -36,6 +36,9 @@ pub struct RingState {
     /// Where the current (or last) publish session started: the alignment base for TS followers.
     pub session_start: u64,
 }
+
+/// How many recent claims keep their time, for the follower delay histogram (claim → send).
+const CLAIM_TIMES: usize = 1024;
 
 /// How far ahead of the durable intent the publisher asks for the next one (a fraction of the ring, so
 /// a crash loses at most that fraction of the oldest window).
@@ -171,6 +174,8 @@ pub struct LiveRing {
     /// Keep a keyframe index of each publish session (video/mp2t channels).
     pub ts_index: bool,
     pub index: Option<LiveIndex>,
+    /// (start offset, when it was claimed) of the most recent claims, oldest first.
+    claim_times: VecDeque<(u64, Instant)>,
 }
 
 impl LiveRing {
@@ -195,7 +200,30 @@ impl LiveRing {
             followers: 0,
             ts_index: false,
             index: None,
+            claim_times: VecDeque::with_capacity(CLAIM_TIMES),
         }
+    }
+
+    /// When the byte at `offset` was claimed, if that claim is among the recent ones.
+    pub fn claimed_at(&self, offset: u64) -> Option<Instant> {
+        if offset >= self.state.head {
+            return None;
+        }
+        let i = self
+            .claim_times
+            .partition_point(|&(start, _)| start <= offset);
+        i.checked_sub(1).map(|i| self.claim_times[i].1)
+    }
+
+    fn note_claim_time(&mut self, start: u64) {
+        if self.claim_times.len() == CLAIM_TIMES {
+            self.claim_times.pop_front();
+        }
+        assert!(
+            self.claim_times.back().is_none_or(|&(s, _)| s < start),
+            "claims advance"
+        );
+        self.claim_times.push_back((start, Instant::now()));
     }
 
     pub fn capacity(&self) -> u64 {
@@ -337,6 +365,7 @@ impl LiveRing {
         if end > start {
             self.state.head = end;
             self.state.modified = SystemTime::now();
+            self.note_claim_time(start);
             self.commit.bump();
             self.index_bytes(start, end);
         }

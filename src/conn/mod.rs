@@ -5,9 +5,8 @@
 //! the mapping, and arrives with read(2) into `&mut map[a..b]`.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::os::unix::io::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::Token;
@@ -20,6 +19,9 @@ use crate::http::request::{HeadLimits, RequestHead, parse_request_head};
 use crate::metrics::Metrics;
 use crate::routes::{self, Action, Framing, IngestPlan, Part, Plan, RouteCtx};
 use crate::store::data_file::{PREFAULT_WINDOW, prefault_for_write};
+use writer::{Stop, Writer, Wrote};
+
+mod writer;
 use crate::store::{Availability, IngestBlock, Store, VideoProblem};
 
 /// Most bytes read per read(2) of framing (heads, chunk-size lines). Small on purpose: payload that
@@ -109,19 +111,15 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// Framing bytes read but not yet parsed (heads, chunk lines, pipelined requests).
     inbuf: Vec<u8>,
-    /// Head (and small body) bytes to send before any payload.
-    out: Vec<u8>,
-    out_pos: usize,
+    /// The write half: head and framing bytes waiting to go out with the next payload send.
+    writer: Writer,
     state: State,
     pub readable: bool,
-    pub writable: bool,
     /// When the current state gives up.
     pub deadline: Instant,
     requests: u64,
     /// Wait for readiness: payload is blocked on bytes that are not there yet.
     waiting_bytes_until: Option<Instant>,
-    /// Payload bytes sent in the current turn (see SEND_BUDGET_PER_TURN).
-    sent_this_turn: u64,
     /// Body bytes ingested in the current turn (see INGEST_BUDGET_PER_TURN).
     received_this_turn: u64,
     /// The live channel this connection follows (its place counts against limits.max_followers).
@@ -160,15 +158,12 @@ impl Conn {
             token,
             peer,
             inbuf: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
+            writer: Writer::new(),
             state: State::Head,
             readable: true,
-            writable: true,
             deadline: now + ms(limits.header_timeout_ms),
             requests: 0,
             waiting_bytes_until: None,
-            sent_this_turn: 0,
             received_this_turn: 0,
             following: None,
         }
@@ -181,7 +176,7 @@ impl Conn {
         matches!(self.state, State::Head)
             && self.requests > 0
             && self.inbuf.is_empty()
-            && self.out_pos >= self.out.len()
+            && self.writer.is_flushed()
     }
 
     /// Does this connection hold on to a video (a write, a commit wait, or payload still to send)? A
@@ -243,7 +238,7 @@ impl Conn {
                 self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
                 Next::Keep
             }
-            State::Head if self.inbuf.is_empty() && self.out_pos >= self.out.len() => Next::Close,
+            State::Head if self.inbuf.is_empty() && self.writer.is_flushed() => Next::Close,
             State::Linger { .. } => Next::Close,
             State::Head => {
                 ctx.metrics.timeouts += 1;
@@ -281,41 +276,32 @@ impl Conn {
             // connection closes.
             self.following = Some(video.clone());
         }
-        if self.out_pos >= self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-        }
-        self.out.extend_from_slice(&plan.head);
+        self.writer.queue(&plan.head);
         self.state = State::Send {
             parts: plan.parts,
             keep_alive: plan.keep_alive,
         };
     }
 
+    /// The loop saw the socket writable.
+    pub fn set_writable(&mut self) {
+        self.writer.writable = true;
+    }
+
     /// Make as much progress as readiness allows.
     pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Next {
-        self.sent_this_turn = 0;
+        self.writer.sent_this_turn = 0;
         self.received_this_turn = 0;
         loop {
-            // Pending head bytes go first, whatever the state (e.g. a 100 Continue before a body).
-            if self.out_pos < self.out.len() {
-                if !self.writable {
-                    return Next::Keep;
-                }
-                match self.stream.write(&self.out[self.out_pos..]) {
-                    Ok(0) => return Next::Close,
-                    Ok(n) => {
-                        self.out_pos += n;
-                        ctx.metrics.bytes_out += n as u64;
-                        self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.writable = false;
-                        return Next::Keep;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => return Next::Close,
+            // Queued head bytes go first (e.g. a 100 Continue before a body) — except while sending a
+            // response, where they leave in the same writev as the payload.
+            if !matches!(self.state, State::Send { .. })
+                && let Some(step) = self.flush_writer(ctx)
+            {
+                match step {
+                    Step::Progress => continue,
+                    Step::Blocked => return Next::Keep,
+                    Step::Close => return Next::Close,
                 }
             }
             let step = match &mut self.state {
@@ -486,7 +472,7 @@ impl Conn {
             }
             Action::Ingest(plan) => {
                 if plan.expect_continue {
-                    self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    self.writer.queue(b"HTTP/1.1 100 Continue\r\n\r\n");
                 }
                 let chunked = match plan.framing {
                     Framing::Chunked => Some(ChunkedDecoder::new(ChunkedLimits {
@@ -864,235 +850,336 @@ impl Conn {
     }
 
     fn step_send(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let State::Send { parts, .. } = &mut self.state else {
+            return Step::Blocked;
+        };
+        match parts.front_mut() {
+            None => self.finish_response(ctx),
+            Some(Part::Bytes(b)) => {
+                let bytes = std::mem::take(b);
+                parts.pop_front();
+                self.writer.queue(&bytes);
+                Step::Progress
+            }
+            Some(Part::Payload { .. }) => self.send_payload(ctx),
+            Some(Part::Follow { .. }) => self.send_follow(ctx),
+        }
+    }
+
+    /// Send what is queued; None once nothing is, else the step to take.
+    fn flush_writer(&mut self, ctx: &mut Ctx<'_>) -> Option<Step> {
+        if self.writer.is_flushed() {
+            return None;
+        }
+        match self.writer.flush(&mut self.stream) {
+            Ok(n) => {
+                ctx.metrics.bytes_out += n;
+                self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
+                None
+            }
+            Err(stop) => Some(stop.into()),
+        }
+    }
+
+    /// The last part went out: flush, then keep the connection for the next request or close it.
+    fn finish_response(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        if let Some(step) = self.flush_writer(ctx) {
+            return step;
+        }
+        let State::Send { keep_alive, .. } = &self.state else {
+            return Step::Blocked;
+        };
+        let keep = *keep_alive && !ctx.shutting_down;
+        self.waiting_bytes_until = None;
+        if keep {
+            self.state = State::Head;
+            self.deadline = ctx.now + ms(ctx.cfg.server.limits.idle_timeout_ms);
+            return Step::Progress;
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        self.state = State::Linger { drained: 0 };
+        self.deadline = ctx.now + LINGER_TIME;
+        Step::Progress
+    }
+
+    /// Whether this turn's payload budget is spent (then the connection queues itself to go on).
+    fn budget_spent(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        if self.writer.sent_this_turn < SEND_BUDGET_PER_TURN {
+            return false;
+        }
+        ctx.wake.push(self.token);
+        true
+    }
+
+    /// Bytes [pos, end) of a video: one writev with the queued head, or MSG_MORE + sendfile.
+    fn send_payload(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        if !self.writer.writable {
+            return Step::Blocked;
+        }
+        if self.budget_spent(ctx) {
+            return Step::Blocked;
+        }
+        let Conn {
+            state,
+            writer,
+            stream,
+            peer,
+            ..
+        } = self;
+        let State::Send { parts, .. } = state else {
+            return Step::Blocked;
+        };
+        let Some(Part::Payload {
+            video,
+            pos,
+            end,
+            generation,
+        }) = parts.front_mut()
+        else {
+            return Step::Blocked;
+        };
+        if *pos >= *end {
+            parts.pop_front();
+            return Step::Progress;
+        }
+        let Some(v) = ctx.store.get_mut(video) else {
+            log::info!("{peer}: video {video} went away mid-response");
+            return Step::Close;
+        };
+        if v.generation() != *generation {
+            log::info!(
+                "{peer}: video {video} changed (DELETE or a new origin object) mid-response; cutting it"
+            );
+            return Step::Close;
+        }
+        let avail_end = match v.availability(*pos) {
+            Availability::Present(e) => e.min(*end),
+            Availability::Pending => return self.wait_for_payload(ctx),
+            Availability::Absent | Availability::Gone | Availability::Failed(_) => {
+                log::info!(
+                    "{peer}: byte {} of {video} is not present (left the live window, or its origin fetch failed); closing",
+                    *pos
+                );
+                return Step::Close;
+            }
+        };
+        let count = (avail_end - *pos).min(SEND_CHUNK);
+        let file = v.sendfile_source();
+        let use_map = match (ctx.send_path, file) {
+            (_, None) | (SendPath::MapSlice | SendPath::Auto, _) => true,
+            (SendPath::Sendfile, _) => false,
+        };
+        let result = match (use_map, file) {
+            (false, Some(f)) => writer.send_file(stream, f, *pos, count),
+            _ => match v.payload_slice(*pos, *pos + count) {
+                Some(slice) => writer.send(stream, slice, b""),
+                None => return Step::Close,
+            },
+        };
+        let wrote = match result {
+            Ok(w) => w,
+            Err(Stop::Close) => {
+                log::info!(
+                    "{peer}: sending {video} failed (client gone, or the file was truncated)"
+                );
+                return Step::Close;
+            }
+            Err(stop) => return stop.into(),
+        };
+        *pos += wrote.payload;
+        self.waiting_bytes_until = None;
+        self.note_sent(ctx, &wrote);
+        Step::Progress
+    }
+
+    /// The next payload byte is being written by an ingest or a fetch: flush the head and wait (the
+    /// writer wakes this connection), at most limits.read_wait_ms.
+    fn wait_for_payload(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let State::Send { parts, .. } = &self.state else {
+            return Step::Blocked;
+        };
+        if let Some(Part::Payload { video, .. }) = parts.front()
+            && let Some(v) = ctx.store.get_mut(video)
+            && !v.byte_waiters.contains(&self.token)
+        {
+            v.byte_waiters.push(self.token);
+        }
+        let until = *self
+            .waiting_bytes_until
+            .get_or_insert(ctx.now + ms(ctx.cfg.server.limits.read_wait_ms));
+        if let Some(step) = self.flush_writer(ctx)
+            && step != Step::Progress
+        {
+            return step;
+        }
+        self.deadline = until;
+        Step::Blocked
+    }
+
+    /// Count a send in metrics, the turn's budget and the deadline.
+    fn note_sent(&mut self, ctx: &mut Ctx<'_>, wrote: &Wrote) {
+        ctx.metrics.bytes_out += wrote.framing + wrote.payload;
+        ctx.metrics.payload_bytes_out += wrote.payload;
+        self.writer.sent_this_turn += wrote.payload;
+        self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
+    }
+
+    /// A live follower: announce a chunk of what is present, then send it with its size line and
+    /// CRLF in one writev.
+    fn send_follow(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        if !self.writer.writable {
+            return Step::Blocked;
+        }
+        if self.budget_spent(ctx) {
+            return Step::Blocked;
+        }
+        let Conn {
+            state,
+            writer,
+            stream,
+            ..
+        } = self;
+        let State::Send { parts, .. } = state else {
+            return Step::Blocked;
+        };
+        let Some(Part::Follow {
+            video,
+            pos,
+            chunk_left,
+            chunked,
+            ..
+        }) = parts.front_mut()
+        else {
+            return Step::Blocked;
+        };
+        let Some(v) = ctx.store.get(video) else {
+            return Step::Close;
+        };
+        let Some(ring) = v.ring() else {
+            return Step::Close;
+        };
+        let avail = ring.availability(*pos);
+        if *chunk_left == 0 {
+            let Availability::Present(end) = avail else {
+                return self.follow_no_bytes(ctx, avail);
+            };
+            *chunk_left = (end - *pos).min(SEND_CHUNK);
+            if *chunked {
+                writer.queue_chunk_size(*chunk_left);
+            }
+        }
+        let end = *pos + *chunk_left;
+        let slice = match avail {
+            Availability::Present(e) if e >= end => v.payload_slice(*pos, end),
+            _ => None,
+        };
+        let Some(slice) = slice else {
+            // The window moved past a chunk already announced: cut the response.
+            ctx.metrics.followers_dropped += 1;
+            return Step::Close;
+        };
+        let suffix: &[u8] = if *chunked { b"\r\n" } else { b"" };
+        let wrote = match writer.send(stream, slice, suffix) {
+            Ok(w) => w,
+            Err(stop) => return stop.into(),
+        };
+        if wrote.payload > 0
+            && let Some(claimed) = ring.claimed_at(*pos)
+        {
+            ctx.metrics.follower_delay.observe(claimed.elapsed());
+        }
+        *pos += wrote.payload;
+        *chunk_left -= wrote.payload;
+        self.note_sent(ctx, &wrote);
+        Step::Progress
+    }
+
+    /// A follower with no bytes to send at its position: it ends (the publisher is done and it has
+    /// caught up), waits for the publisher, or fell out of the window.
+    fn follow_no_bytes(&mut self, ctx: &mut Ctx<'_>, avail: Availability) -> Step {
         let State::Send { parts, keep_alive } = &mut self.state else {
             return Step::Blocked;
         };
-        let Some(part) = parts.front_mut() else {
-            // Response complete.
-            let keep = *keep_alive && !ctx.shutting_down;
-            self.waiting_bytes_until = None;
-            if keep {
-                self.state = State::Head;
-                self.deadline = ctx.now + ms(ctx.cfg.server.limits.idle_timeout_ms);
-                return Step::Progress;
-            }
-            let _ = self.stream.shutdown(std::net::Shutdown::Write);
-            self.state = State::Linger { drained: 0 };
-            self.deadline = ctx.now + LINGER_TIME;
-            return Step::Progress;
+        let Some(Part::Follow {
+            video,
+            pos,
+            chunked,
+            sessions_seen,
+            replay,
+            ..
+        }) = parts.front()
+        else {
+            return Step::Blocked;
         };
-        match part {
-            Part::Bytes(b) => {
-                let bytes = std::mem::take(b);
-                parts.pop_front();
-                self.out.extend_from_slice(&bytes);
-                Step::Progress
+        let Some(v) = ctx.store.get_mut(video) else {
+            return Step::Close;
+        };
+        let Some(ring) = v.ring() else {
+            return Step::Close;
+        };
+        if avail == Availability::Gone {
+            // Fell out of the ring's window: say so and close; never send overwritten bytes.
+            log::info!(
+                "{}: follower of {video} fell behind the live window at {pos}; closing",
+                self.peer
+            );
+            ctx.metrics.followers_dropped += 1;
+            if *chunked {
+                self.writer
+                    .queue(b"0\r\nX-Vcache-Error: fell behind the live window\r\n\r\n");
             }
-            Part::Follow {
-                video,
-                pos,
-                chunk_left,
-                chunked,
-                sessions_seen,
-                replay,
-            } => {
-                if !self.writable {
-                    return Step::Blocked;
-                }
-                if self.sent_this_turn >= SEND_BUDGET_PER_TURN {
-                    ctx.wake.push(self.token);
-                    return Step::Blocked;
-                }
-                let Some(v) = ctx.store.get_mut(video) else {
-                    return Step::Close;
-                };
-                let Some(ring) = v.ring() else {
-                    return Step::Close;
-                };
-                let avail = ring.availability(*pos);
-                if *chunk_left == 0 {
-                    match avail {
-                        Availability::Present(end) => {
-                            let n = (end - *pos).min(SEND_CHUNK);
-                            *chunk_left = n;
-                            if *chunked {
-                                self.out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-                                return Step::Progress;
-                            }
-                        }
-                        Availability::Pending | Availability::Absent | Availability::Failed(_) => {
-                            if ring.publisher.is_none()
-                                && (*replay || ring.sessions_ended > *sessions_seen)
-                            {
-                                // The publisher ended and this follower has caught up: done.
-                                if *chunked {
-                                    self.out.extend_from_slice(b"0\r\n\r\n");
-                                } else {
-                                    *keep_alive = false;
-                                }
-                                parts.pop_front();
-                                self.stop_following(ctx.store);
-                                return Step::Progress;
-                            }
-                            if !v.byte_waiters.contains(&self.token) {
-                                v.byte_waiters.push(self.token);
-                            }
-                            // A follower that hung up while waiting gives its place back now.
-                            if self.readable && self.inbuf.len() < FRAMING_READ {
-                                let old = self.inbuf.len();
-                                self.inbuf.resize(old + FRAMING_READ, 0);
-                                let r = self.stream.read(&mut self.inbuf[old..]);
-                                let n = match &r {
-                                    Ok(n) => *n,
-                                    Err(_) => 0,
-                                };
-                                self.inbuf.truncate(old + n);
-                                match r {
-                                    Ok(0) => return Step::Close,
-                                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                        self.readable = false;
-                                    }
-                                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                                    Err(_) => return Step::Close,
-                                    Ok(_) => {}
-                                }
-                            }
-                            // A follower waits for the publisher; with none, at most the idle timeout.
-                            self.deadline = ctx.now + ms(ctx.cfg.server.limits.idle_timeout_ms);
-                            return Step::Blocked;
-                        }
-                        Availability::Gone => {
-                            // Fell out of the ring's window: say so and close; never send
-                            // overwritten bytes.
-                            log::info!(
-                                "{}: follower of {video} fell behind the live window at {}; closing",
-                                self.peer,
-                                *pos
-                            );
-                            ctx.metrics.followers_dropped += 1;
-                            if *chunked {
-                                self.out.extend_from_slice(
-                                    b"0\r\nX-Vcache-Error: fell behind the live window\r\n\r\n",
-                                );
-                            }
-                            parts.clear();
-                            *keep_alive = false;
-                            self.stop_following(ctx.store);
-                            return Step::Progress;
-                        }
-                    }
-                }
-                let end = *pos + *chunk_left;
-                let fits = matches!(avail, Availability::Present(e) if e >= end);
-                let slice = if fits {
-                    v.payload_slice(*pos, end)
-                } else {
-                    None
-                };
-                let Some(slice) = slice else {
-                    // The window moved past a chunk already announced: cut the response.
-                    ctx.metrics.followers_dropped += 1;
-                    return Step::Close;
-                };
-                let result = self.stream.write(slice);
-                match classify_send(result, &mut self.writable) {
-                    Ok(n) => {
-                        *pos += n;
-                        *chunk_left -= n;
-                        if *chunk_left == 0 && *chunked {
-                            self.out.extend_from_slice(b"\r\n");
-                        }
-                        self.sent_this_turn += n;
-                        self.deadline = note_payload_sent(ctx, n);
-                        Step::Progress
-                    }
-                    Err(step) => step,
-                }
+            parts.clear();
+            *keep_alive = false;
+            self.stop_following(ctx.store);
+            return Step::Progress;
+        }
+        if ring.publisher.is_none() && (*replay || ring.sessions_ended > *sessions_seen) {
+            // The publisher ended and this follower has caught up: done.
+            if *chunked {
+                self.writer.queue(b"0\r\n\r\n");
+            } else {
+                *keep_alive = false;
             }
-            Part::Payload {
-                video,
-                pos,
-                end,
-                generation,
-            } => {
-                if *pos >= *end {
-                    parts.pop_front();
-                    return Step::Progress;
-                }
-                if !self.writable {
-                    return Step::Blocked;
-                }
-                if self.sent_this_turn >= SEND_BUDGET_PER_TURN {
-                    ctx.wake.push(self.token);
-                    return Step::Blocked;
-                }
-                let Some(v) = ctx.store.get_mut(video) else {
-                    log::info!("{}: video {video} went away mid-response", self.peer);
-                    return Step::Close;
-                };
-                if v.generation() != *generation {
-                    log::info!(
-                        "{}: video {video} changed (DELETE or a new origin object) mid-response; cutting it",
-                        self.peer
-                    );
-                    return Step::Close;
-                }
-                let avail_end = match v.availability(*pos) {
-                    Availability::Present(e) => e.min(*end),
-                    Availability::Pending => {
-                        // Wait for the writer; the ingest path wakes us.
-                        if !v.byte_waiters.contains(&self.token) {
-                            v.byte_waiters.push(self.token);
-                        }
-                        let until = *self
-                            .waiting_bytes_until
-                            .get_or_insert(ctx.now + ms(ctx.cfg.server.limits.read_wait_ms));
-                        self.deadline = until;
-                        return Step::Blocked;
-                    }
-                    Availability::Absent | Availability::Gone | Availability::Failed(_) => {
-                        log::info!(
-                            "{}: byte {} of {video} is not present (left the live window, or its origin fetch failed); closing",
-                            self.peer,
-                            *pos
-                        );
-                        return Step::Close;
-                    }
-                };
-                self.waiting_bytes_until = None;
-                let count = (avail_end - *pos).min(SEND_CHUNK);
-                let file = v.sendfile_source();
-                let use_map = match (ctx.send_path, file) {
-                    (_, None) | (SendPath::MapSlice, _) => true,
-                    (SendPath::Sendfile, _) => false,
-                    (SendPath::Auto, _) => v.is_writable(),
-                };
-                let result = match (use_map, file) {
-                    (false, Some(f)) => sendfile(&self.stream, f, *pos, count),
-                    _ => match v.payload_slice(*pos, *pos + count) {
-                        Some(slice) => self.stream.write(slice),
-                        None => match file {
-                            Some(f) => sendfile(&self.stream, f, *pos, count),
-                            None => return Step::Close,
-                        },
-                    },
-                };
-                if matches!(result, Ok(0)) {
-                    log::warn!(
-                        "{}: sending {video} made no progress (file truncated?)",
-                        self.peer
-                    );
-                }
-                match classify_send(result, &mut self.writable) {
-                    Ok(n) => {
-                        *pos += n;
-                        self.sent_this_turn += n;
-                        self.deadline = note_payload_sent(ctx, n);
-                        Step::Progress
-                    }
-                    Err(step) => step,
-                }
+            parts.pop_front();
+            self.stop_following(ctx.store);
+            return Step::Progress;
+        }
+        if !v.byte_waiters.contains(&self.token) {
+            v.byte_waiters.push(self.token);
+        }
+        self.follow_wait(ctx)
+    }
+
+    /// A follower waits for the publisher: its head goes out now, a hang-up gives its place back, and
+    /// with no publisher it waits at most the idle timeout.
+    fn follow_wait(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        if let Some(step) = self.flush_writer(ctx)
+            && step != Step::Progress
+        {
+            return step;
+        }
+        if self.readable && self.inbuf.len() < FRAMING_READ && self.peer_hung_up() {
+            return Step::Close;
+        }
+        self.deadline = ctx.now + ms(ctx.cfg.server.limits.idle_timeout_ms);
+        Step::Blocked
+    }
+
+    /// Read what a waiting follower sent (kept for the next request): has it closed its side?
+    fn peer_hung_up(&mut self) -> bool {
+        let old = self.inbuf.len();
+        self.inbuf.resize(old + FRAMING_READ, 0);
+        let r = self.stream.read(&mut self.inbuf[old..]);
+        let n = r.as_ref().map_or(0, |n| *n);
+        self.inbuf.truncate(old + n);
+        match r {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                false
             }
+            Err(e) => e.kind() != io::ErrorKind::Interrupted,
         }
     }
 
@@ -1124,51 +1211,19 @@ impl Conn {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Step {
     Progress,
     Blocked,
     Close,
 }
 
-/// The outcome of one payload send: the bytes sent, or the step to take instead (a would-block
-/// clears `writable`; no progress or an error ends the connection).
-fn classify_send(result: io::Result<usize>, writable: &mut bool) -> Result<u64, Step> {
-    match result {
-        Ok(0) => Err(Step::Close),
-        Ok(n) => Ok(n as u64),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            *writable = false;
-            Err(Step::Blocked)
+impl From<Stop> for Step {
+    fn from(stop: Stop) -> Step {
+        match stop {
+            Stop::Blocked => Step::Blocked,
+            Stop::Retry => Step::Progress,
+            Stop::Close => Step::Close,
         }
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(Step::Progress),
-        Err(_) => Err(Step::Close),
-    }
-}
-
-/// Count `n` payload bytes sent; returns the connection's next send deadline.
-fn note_payload_sent(ctx: &mut Ctx<'_>, n: u64) -> Instant {
-    ctx.metrics.bytes_out += n;
-    ctx.metrics.payload_bytes_out += n;
-    ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms)
-}
-
-/// sendfile(2) `count` bytes of `file` from `offset` to the socket.
-fn sendfile(
-    stream: &TcpStream,
-    file: &std::fs::File,
-    offset: u64,
-    count: u64,
-) -> io::Result<usize> {
-    let mut off =
-        libc::off_t::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
-    let count = usize::try_from(count).unwrap_or(usize::MAX);
-    // SAFETY: both descriptors are open for the duration of the call (the stream and the file are
-    // borrowed), `off` is a valid, exclusively borrowed off_t; sendfile reads the file through the page
-    // cache and never touches our memory otherwise.
-    let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
     }
 }
