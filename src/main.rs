@@ -13,6 +13,7 @@ mod service;
 mod store;
 mod tsindex;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -48,24 +49,47 @@ fn main() -> ExitCode {
             Err(e) => usage_error(&e),
         },
         "index" => match tsindex::run_index_command(rest) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
+            Ok(text) => exit(Stdout::default().print(&text)),
             Err(e) => {
                 eprintln!("{e}"); // run_index_command errors already say "vcache index:"
                 ExitCode::FAILURE
             }
         },
         "--version" | "-V" | "version" => {
-            println!("vcache {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+            exit(Stdout::default().line(format_args!("vcache {}", env!("CARGO_PKG_VERSION"))))
         }
-        "--help" | "-h" | "help" => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
+        "--help" | "-h" | "help" => exit(Stdout::default().line(format_args!("{USAGE}"))),
         other => usage_error(&format!("unknown command {other:?}")),
+    }
+}
+
+/// Standard output of the CLI commands. A reader that goes away early (`vcache check | head`) is not
+/// an error: the rest of the output is dropped and the command ends with its own status. (println!
+/// would panic there: Rust ignores SIGPIPE, as `serve` needs for its sockets, so a write to a closed
+/// pipe fails with EPIPE instead of ending the process.)
+#[derive(Default)]
+struct Stdout {
+    reader_gone: bool,
+}
+
+impl Stdout {
+    fn print(&mut self, text: &str) -> Result<(), String> {
+        if self.reader_gone {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.reader_gone = true;
+                Ok(())
+            }
+            Err(e) => Err(format!("cannot write to standard output: {e}")),
+        }
+    }
+
+    fn line(&mut self, args: std::fmt::Arguments<'_>) -> Result<(), String> {
+        self.print(&format!("{args}\n"))
     }
 }
 
@@ -156,14 +180,15 @@ fn serve(path: Option<PathBuf>) -> Result<(), String> {
 fn check(path: Option<PathBuf>) -> Result<(), String> {
     let cfg = load_config(path.as_deref())?;
     let boot = store::meta::current_boot_id().unwrap_or([0; 16]);
-    println!("config {}: OK", cfg.source);
-    println!("  listen {}", cfg.server.listen);
-    println!("  data_dir {}", cfg.server.data_dir.display());
-    println!(
+    let mut out = Stdout::default();
+    out.line(format_args!("config {}: OK", cfg.source))?;
+    out.line(format_args!("  listen {}", cfg.server.listen))?;
+    out.line(format_args!("  data_dir {}", cfg.server.data_dir.display()))?;
+    out.line(format_args!(
         "  sync {:?}, checkpoint every {} ms",
         cfg.server.sync, cfg.server.checkpoint_interval_ms
-    );
-    println!("  {} videos:", cfg.videos.len());
+    ))?;
+    out.line(format_args!("  {} videos:", cfg.videos.len()))?;
     let mut problems = 0;
     for v in &cfg.videos {
         let what = store::describe_cached(&cfg, v, &boot);
@@ -171,7 +196,11 @@ fn check(path: Option<PathBuf>) -> Result<(), String> {
             problems += 1;
         }
         let seek = if v.seek.is_some() { ", seek table" } else { "" };
-        println!("    {} ({}{seek}): {what}", v.id, v.kind_name());
+        out.line(format_args!(
+            "    {} ({}{seek}): {what}",
+            v.id,
+            v.kind_name()
+        ))?;
     }
     if problems > 0 {
         return Err(format!("{problems} videos have problems (see above)"));

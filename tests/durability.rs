@@ -27,17 +27,6 @@ fn slot_config(sync: &str, size: u64, checkpoint_ms: u64, extra: &str) -> String
     )
 }
 
-/// Source bytes with no zero byte, so a hole (zeros of a fresh allocation) can never pass for content.
-fn source(len: u64, seed: u64) -> Vec<u8> {
-    let mut v = pseudo_random_bytes(len as usize, seed);
-    for b in &mut v {
-        if *b == 0 {
-            *b = 0x5A;
-        }
-    }
-    v
-}
-
 fn put_range(
     addr: SocketAddr,
     id: &str,
@@ -74,6 +63,7 @@ fn put_range_pausing(
     s.write_all(head.as_bytes())?;
     let half = bytes.len() / 2;
     s.write_all(&bytes[..half])?;
+    // The pause is the behaviour: a body that arrives in two parts.
     std::thread::sleep(pause);
     s.write_all(&bytes[half..])?;
     read_response(&mut std::io::BufReader::new(s), false)
@@ -82,27 +72,6 @@ fn put_range_pausing(
 fn put_ok(d: &Daemon, id: &str, start: u64, bytes: &[u8], total: u64) {
     let r = put_range(d.addr(), id, start, bytes, total).expect("PUT");
     assert_eq!(r.status, 200, "PUT {start}+{}: {}", bytes.len(), r.text());
-}
-
-fn get_range(d: &Daemon, id: &str, start: u64, end: u64) -> Response {
-    d.get(
-        &format!("/videos/{id}"),
-        &[("Range", &format!("bytes={start}-{}", end - 1))],
-    )
-}
-
-/// Cached ranges of a video, half-open, as GET /videos lists them.
-fn cached(d: &Daemon, id: &str) -> Vec<(u64, u64)> {
-    let entry = video_entry(d, id);
-    let at = entry
-        .find("\"cached_ranges\":[")
-        .unwrap_or_else(|| panic!("no cached_ranges in {entry}"));
-    let list = &entry[at..];
-    let list = &list[..list.find(']').expect("end of cached_ranges")];
-    let starts = numbers_after(list, "\"start\":");
-    let ends = numbers_after(list, "\"end\":");
-    assert_eq!(starts.len(), ends.len(), "{entry}");
-    starts.into_iter().zip(ends).collect()
 }
 
 fn etag(d: &Daemon, id: &str) -> String {
@@ -136,17 +105,6 @@ fn missing(ranges: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
     out
 }
 
-fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
-    if got != want {
-        let first = got.iter().zip(want).position(|(a, b)| a != b);
-        panic!(
-            "{what}: {} bytes read, {} expected, first difference at {first:?}",
-            got.len(),
-            want.len()
-        );
-    }
-}
-
 /// Every served byte equals the source, every acked range is served, and a hole is refused.
 fn verify_served(d: &Daemon, src: &[u8], acked: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let present = cached(d, "slot");
@@ -161,7 +119,7 @@ fn verify_served(d: &Daemon, src: &[u8], acked: &[(u64, u64)]) -> Vec<(u64, u64)
         let mut at = s;
         while at < e {
             let to = (at + CHUNK).min(e);
-            let r = get_range(d, "slot", at, to);
+            let r = get_range(d, "slot", at, to - 1);
             assert_eq!(r.status, 206, "range {at}..{to}: {}", r.text());
             assert_bytes(
                 &r.body,
@@ -172,7 +130,7 @@ fn verify_served(d: &Daemon, src: &[u8], acked: &[(u64, u64)]) -> Vec<(u64, u64)
         }
     }
     if let Some(&(hole, _)) = missing(&present, 0, src.len() as u64).first() {
-        let r = get_range(d, "slot", hole, hole + 1);
+        let r = get_range(d, "slot", hole, hole);
         assert_eq!(
             r.status,
             416,
@@ -292,10 +250,22 @@ fn sigterm_restart_keeps_acked_and_received_bytes() {
     stalled
         .write_all(&src[ca as usize..(ca + half) as usize])
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Both first halves received (and claimed) before the signal.
+    wait_until(
+        "the first halves of both PUTs to be cached",
+        Duration::from_secs(10),
+        || {
+            let now = cached(&d, "slot");
+            covered(&now, fa, fa + half) && covered(&now, ca, ca + half)
+        },
+    );
     let before = cached(&d, "slot");
     d.signal(15);
-    std::thread::sleep(Duration::from_millis(100));
+    wait_until(
+        "the daemon to begin its shutdown",
+        Duration::from_secs(10),
+        || d.log().contains("shutting down:"),
+    );
     finishing
         .write_all(&src[(fa + half) as usize..fb as usize])
         .unwrap();
@@ -412,6 +382,8 @@ fn storm_survives_kill9(sync: &str, seed: u64) {
             .collect();
         let target = present_bytes + step;
         let started = Instant::now();
+        // Not a wait_until: the kill comes when the target is reached, when the writers are done,
+        // or after 8 s in any case; none of these is a failure.
         while acked_bytes.load(Ordering::SeqCst) < target
             && started.elapsed() < Duration::from_secs(8)
             && !writers.iter().all(|w| w.is_finished())
@@ -573,7 +545,7 @@ fn size_mismatch_is_reported_and_files_untouched() {
     // The old size back: everything is as it was.
     let d = Daemon::start(&dir.path, &slot_config("interval", size, 1000, extra));
     assert_eq!(cached(&d, "slot"), vec![(100, 60_000)]);
-    let r = get_range(&d, "slot", 100, 60_000);
+    let r = get_range(&d, "slot", 100, 59_999);
     assert_bytes(
         &r.body,
         &src[100..60_000],
@@ -729,14 +701,14 @@ fn delete_forgets_across_restart_and_new_puts_work() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(cached(&d, "slot"), vec![]);
     assert!(video_entry(&d, "slot").contains("\"present_bytes\":0"));
-    assert_eq!(get_range(&d, "slot", 0, 10).status, 416);
+    assert_eq!(get_range(&d, "slot", 0, 9).status, 416);
     let tag_after = etag(&d, "slot");
     assert_ne!(tag_before, tag_after, "the ETag must change with a DELETE");
     // The DELETE was acknowledged: it survives even a kill -9.
     d.kill9();
     let mut d = Daemon::start(&dir.path, &body);
     assert_eq!(cached(&d, "slot"), vec![]);
-    assert_eq!(get_range(&d, "slot", 20_000, 20_010).status, 416);
+    assert_eq!(get_range(&d, "slot", 20_000, 20_009).status, 416);
     assert_eq!(etag(&d, "slot"), tag_after);
     // New PUTs, with other content at the same offsets, work and read back.
     let other = source(size, 99);
@@ -794,7 +766,7 @@ fn overlapping_puts_are_refused_and_change_nothing() {
     }
     assert_eq!(cached(&d, "slot"), vec![(1000, 2000)]);
     assert_bytes(
-        &get_range(&d, "slot", 1000, 2000).body,
+        &get_range(&d, "slot", 1000, 1999).body,
         &src[1000..2000],
         "present bytes after refusals",
     );
@@ -816,7 +788,11 @@ fn overlapping_puts_are_refused_and_change_nothing() {
     first
         .write_all(&src[a as usize..(a + 100) as usize])
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until(
+        "the first write's first bytes",
+        Duration::from_secs(10),
+        || cached(&d, "slot").contains(&(a, a + 100)),
+    );
     let r = put_range(d.addr(), "slot", 15_000, &other[15_000..25_000], size).expect("second PUT");
     assert_eq!(r.status, 409, "{}", r.text());
     first
@@ -829,11 +805,11 @@ fn overlapping_puts_are_refused_and_change_nothing() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(cached(&d, "slot"), vec![(1000, 2000), (a, b)]);
     assert_bytes(
-        &get_range(&d, "slot", a, b).body,
+        &get_range(&d, "slot", a, b - 1).body,
         &src[a as usize..b as usize],
         "first writer's bytes",
     );
-    assert_eq!(get_range(&d, "slot", b, b + 10).status, 416);
+    assert_eq!(get_range(&d, "slot", b, b + 9).status, 416);
 
     // Truly concurrent pairs: exactly one of each pair is taken, and the bytes are the winner's.
     let src = Arc::new(src);
@@ -860,7 +836,7 @@ fn overlapping_puts_are_refused_and_change_nothing() {
         assert_eq!(statuses, [200, 409], "pair {pair}: {sa} / {sb}");
         let (won, bytes) = if sa == 200 { (ra, &src) } else { (rb, &other) };
         assert!(cached(&d, "slot").contains(&won), "pair {pair}");
-        let r = get_range(&d, "slot", won.0, won.1);
+        let r = get_range(&d, "slot", won.0, won.1 - 1);
         assert_bytes(
             &r.body,
             &bytes[won.0 as usize..won.1 as usize],
@@ -869,7 +845,7 @@ fn overlapping_puts_are_refused_and_change_nothing() {
         let loser = if sa == 200 { rb } else { ra };
         let lost_only = missing(&[won], loser.0, loser.1)[0];
         assert_eq!(
-            get_range(&d, "slot", lost_only.0, lost_only.0 + 1).status,
+            get_range(&d, "slot", lost_only.0, lost_only.0).status,
             416,
             "pair {pair}"
         );

@@ -84,16 +84,6 @@ fn content_range(v: &str) -> (u64, u64, u64) {
     )
 }
 
-fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if from > hay.len() {
-        return None;
-    }
-    hay[from..]
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
-}
-
 /// One part of a multipart/byteranges body.
 #[derive(Debug)]
 struct MultiPart {
@@ -298,12 +288,10 @@ fn count_responses(bytes: &[u8]) -> usize {
     n
 }
 
+/// Run curl. These tests fail without it even when VCACHE_REQUIRE_TOOLS is not set.
 fn curl(args: &[&str]) -> std::process::Output {
-    assert!(
-        have("curl"),
-        "this test needs curl (/usr/bin/curl); CI installs it"
-    );
-    Command::new("curl").args(args).output().expect("run curl")
+    let curl = require_tool("curl").expect("this test needs curl (apt-get install curl)");
+    Command::new(curl).args(args).output().expect("run curl")
 }
 
 /// The video's entry in GET /videos.
@@ -1756,18 +1744,20 @@ fn max_connections_refuses_with_503_and_recovers_when_one_closes() {
     // Open two keep-alive connections that are both served (retrying while the readiness probe's
     // connection may still be counted).
     let open = |d: &Daemon| -> Client {
-        let start = Instant::now();
-        loop {
-            let mut c = Client::connect(d.addr());
-            c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-            match read_response(&mut c.reader, false) {
-                Ok(r) if r.status == 200 => return c,
-                _ if start.elapsed() < Duration::from_secs(10) => {
-                    std::thread::sleep(Duration::from_millis(50))
+        let mut served = None;
+        wait_until(
+            "a served keep-alive connection",
+            Duration::from_secs(10),
+            || {
+                let mut c = Client::connect(d.addr());
+                c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+                if read_response(&mut c.reader, false).is_ok_and(|r| r.status == 200) {
+                    served = Some(c);
                 }
-                other => panic!("could not open a connection: {other:?}"),
-            }
-        }
+                served.is_some()
+            },
+        );
+        served.expect("served")
     };
     let c1 = open(&d);
     let mut c2 = open(&d);
@@ -1789,17 +1779,11 @@ fn max_connections_refuses_with_503_and_recovers_when_one_closes() {
     assert_eq!(ka(&mut c2, "GET", "/videos/m", &[]).status, 200);
     // Close one: the next connection is served.
     drop(c1);
-    let start = Instant::now();
-    loop {
-        if try_request(d.addr(), "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no connection served after one closed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "a connection to be served after one closed",
+        Duration::from_secs(10),
+        || try_request(d.addr(), "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200),
+    );
     assert_eq!(ka(&mut c2, "GET", "/healthz", &[]).status, 200);
 }
 

@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const TS: usize = 188;
@@ -30,35 +30,42 @@ struct Variant {
     options: &'static [&'static str],
 }
 
-fn run(program: &str, args: &[&str]) -> Output {
+fn run(program: &Path, args: &[&str]) -> Output {
     let out = Command::new(program)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
     assert!(
         out.status.success(),
-        "{program} {args:?} failed: {}",
+        "{} {args:?} failed: {}",
+        program.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     out
 }
 
-fn ffmpeg_missing() -> bool {
-    if have("ffmpeg") && have("ffprobe") {
-        return false;
-    }
-    eprintln!("SKIP: ffmpeg/ffprobe are not installed (CI installs them)");
-    true
+/// Where ffmpeg and ffprobe are.
+struct Ff {
+    ffmpeg: PathBuf,
+    ffprobe: PathBuf,
 }
 
-fn has_encoder(name: &str) -> bool {
-    let out = run("ffmpeg", &["-hide_banner", "-encoders"]);
+/// ffmpeg and ffprobe, or None when the test is to be skipped (see `require_tool`).
+fn ff() -> Option<Ff> {
+    Some(Ff {
+        ffmpeg: require_tool("ffmpeg")?,
+        ffprobe: require_tool("ffprobe")?,
+    })
+}
+
+fn has_encoder(ff: &Ff, name: &str) -> bool {
+    let out = run(&ff.ffmpeg, &["-hide_banner", "-encoders"]);
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .any(|w| w == name)
 }
 
-fn generate(dir: &TestDir, v: &Variant) -> std::path::PathBuf {
+fn generate(ff: &Ff, dir: &TestDir, v: &Variant) -> PathBuf {
     let path = dir.join(&format!("{}.ts", v.name));
     let size_rate = format!("testsrc=size=320x240:rate={FPS}");
     let gop = v.gop.to_string();
@@ -68,16 +75,13 @@ fn generate(dir: &TestDir, v: &Variant) -> std::path::PathBuf {
     args.extend_from_slice(&["-t", &seconds, "-g", &gop]);
     args.extend_from_slice(v.options);
     args.extend_from_slice(&["-f", "mpegts", path.to_str().unwrap()]);
-    run("ffmpeg", &args);
+    run(&ff.ffmpeg, &args);
     path
 }
 
 /// `vcache index FILE` → (full text, fps, [(timecode, offset)]).
 fn index(path: &Path) -> (String, u32, Vec<(String, u64)>) {
-    let out = run(
-        vcache_bin().to_str().unwrap(),
-        &["index", path.to_str().unwrap()],
-    );
+    let out = run(&vcache_bin(), &["index", path.to_str().unwrap()]);
     let text = String::from_utf8(out.stdout).expect("utf-8 output");
     let mut fps = None;
     let mut points = Vec::new();
@@ -100,10 +104,10 @@ fn index(path: &Path) -> (String, u32, Vec<(String, u64)>) {
 }
 
 /// `key=value|key=value` lines of `ffprobe -of compact=p=0`.
-fn ffprobe_compact(args: &[&str]) -> Vec<BTreeMap<String, String>> {
+fn ffprobe_compact(ff: &Ff, args: &[&str]) -> Vec<BTreeMap<String, String>> {
     let mut full = vec!["-v", "error", "-of", "compact=p=0"];
     full.extend_from_slice(args);
-    let out = run("ffprobe", &full);
+    let out = run(&ff.ffprobe, &full);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|line| {
@@ -188,9 +192,9 @@ fn is_keyframe_access_unit(es: &[u8], codec: Codec) -> bool {
     }
 }
 
-fn check_variant(v: &Variant) {
+fn check_variant(ff: &Ff, v: &Variant) {
     let dir = TestDir::new(&format!("index-{}", v.name));
-    let path = generate(&dir, v);
+    let path = generate(ff, &dir, v);
     let data = std::fs::read(&path).unwrap();
     let (text, fps, points) = index(&path);
     assert_eq!(fps, FPS, "{}: detected fps\n{text}", v.name);
@@ -202,24 +206,30 @@ fn check_variant(v: &Variant) {
     );
 
     // ffprobe's view: the video PID, its start time and the keyframe packets.
-    let streams = ffprobe_compact(&[
-        "-select_streams",
-        "v:0",
-        "-show_entries",
-        "stream=id,start_time",
-        path.to_str().unwrap(),
-    ]);
+    let streams = ffprobe_compact(
+        ff,
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=id,start_time",
+            path.to_str().unwrap(),
+        ],
+    );
     let stream = &streams[0];
     let pid = u16::from_str_radix(stream["id"].trim_start_matches("0x"), 16).unwrap();
     let start: f64 = stream["start_time"].parse().unwrap();
-    let packets = ffprobe_compact(&[
-        "-select_streams",
-        "v:0",
-        "-show_packets",
-        "-show_entries",
-        "packet=pts_time,pos,flags",
-        path.to_str().unwrap(),
-    ]);
+    let packets = ffprobe_compact(
+        ff,
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_packets",
+            "-show_entries",
+            "packet=pts_time,pos,flags",
+            path.to_str().unwrap(),
+        ],
+    );
     let keyframes: BTreeMap<u64, f64> = packets
         .iter()
         .filter(|p| p.get("flags").is_some_and(|f| f.contains('K')))
@@ -313,7 +323,7 @@ fn check_variant(v: &Variant) {
     assert!(r.body == data[*offset as usize..], "{} {tc}", v.name);
     let key_pts = keyframes[offset];
     let frames = |input: &str| -> (Vec<(bool, String)>, String) {
-        let out = Command::new("ffprobe")
+        let out = Command::new(&ff.ffprobe)
             .args([
                 "-v",
                 "error",
@@ -365,76 +375,91 @@ fn check_variant(v: &Variant) {
 
 #[test]
 fn h264_gop_25_without_b_frames() {
-    if ffmpeg_missing() {
+    let Some(ff) = ff() else {
         return;
-    }
-    check_variant(&Variant {
-        name: "h264-g25",
-        codec: Codec::H264,
-        gop: 25,
-        inputs: &[],
-        options: &["-c:v", "libx264", "-bf", "0"],
-    });
+    };
+    check_variant(
+        &ff,
+        &Variant {
+            name: "h264-g25",
+            codec: Codec::H264,
+            gop: 25,
+            inputs: &[],
+            options: &["-c:v", "libx264", "-bf", "0"],
+        },
+    );
 }
 
 #[test]
 fn h264_gop_50_with_audio() {
-    if ffmpeg_missing() {
+    let Some(ff) = ff() else {
         return;
-    }
-    check_variant(&Variant {
-        name: "h264-g50-audio",
-        codec: Codec::H264,
-        gop: 50,
-        inputs: &["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"],
-        options: &["-c:v", "libx264", "-bf", "0", "-c:a", "aac"],
-    });
+    };
+    check_variant(
+        &ff,
+        &Variant {
+            name: "h264-g50-audio",
+            codec: Codec::H264,
+            gop: 50,
+            inputs: &["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"],
+            options: &["-c:v", "libx264", "-bf", "0", "-c:a", "aac"],
+        },
+    );
 }
 
 #[test]
 fn h264_gop_50_with_b_frames() {
-    if ffmpeg_missing() {
+    let Some(ff) = ff() else {
         return;
-    }
-    check_variant(&Variant {
-        name: "h264-g50-bframes",
-        codec: Codec::H264,
-        gop: 50,
-        inputs: &[],
-        options: &["-c:v", "libx264", "-bf", "3"],
-    });
+    };
+    check_variant(
+        &ff,
+        &Variant {
+            name: "h264-g50-bframes",
+            codec: Codec::H264,
+            gop: 50,
+            inputs: &[],
+            options: &["-c:v", "libx264", "-bf", "3"],
+        },
+    );
 }
 
 #[test]
 fn mpeg2_gop_25() {
-    if ffmpeg_missing() {
+    let Some(ff) = ff() else {
         return;
-    }
-    check_variant(&Variant {
-        name: "mpeg2-g25",
-        codec: Codec::Mpeg2,
-        gop: 25,
-        inputs: &[],
-        options: &["-c:v", "mpeg2video"],
-    });
+    };
+    check_variant(
+        &ff,
+        &Variant {
+            name: "mpeg2-g25",
+            codec: Codec::Mpeg2,
+            gop: 25,
+            inputs: &[],
+            options: &["-c:v", "mpeg2video"],
+        },
+    );
 }
 
 #[test]
 fn hevc_gop_25() {
-    if ffmpeg_missing() {
+    let Some(ff) = ff() else {
+        return;
+    };
+    if !has_encoder(&ff, "libx265") {
+        missing_tool("ffmpeg's libx265 encoder", "ffmpeg");
         return;
     }
-    if !has_encoder("libx265") {
-        eprintln!("SKIP: this ffmpeg has no libx265 encoder");
-        return;
-    }
-    check_variant(&Variant {
-        name: "hevc-g25",
-        codec: Codec::Hevc,
-        gop: 25,
-        inputs: &[],
-        options: &["-c:v", "libx265", "-x265-params", "log-level=error"],
-    });
+    check_variant(
+        &ff,
+        &Variant {
+            name: "hevc-g25",
+            codec: Codec::Hevc,
+            gop: 25,
+            inputs: &[],
+            options: &["-c:v", "libx265", "-x265-params", "log-level=error"],
+        },
+    );
 }
 
 #[test]

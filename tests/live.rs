@@ -22,25 +22,6 @@ const AUTH: (&str, &str) = ("Authorization", "Bearer tok");
 /// The RFC 8673 "live" last-byte-pos: 2^53 − 1.
 const OPEN_END: u64 = 9_007_199_254_740_991;
 
-/// A config with one live channel `id` of `capacity` bytes.
-fn live_config(
-    id: &str,
-    capacity: u64,
-    server_extra: &str,
-    limits: &str,
-    video_extra: &str,
-) -> String {
-    let limits = if limits.is_empty() {
-        String::new()
-    } else {
-        format!("[limits]\n{limits}\n\n")
-    };
-    format!(
-        "[server]\ndata_dir = \"data\"\nwrite_token = \"tok\"\n{server_extra}\n\n{limits}\
-         [[video]]\nid = \"{id}\"\nkind = \"live\"\ncapacity = {capacity}\n{video_extra}\n"
-    )
-}
-
 fn live_daemon(
     name: &str,
     id: &str,
@@ -54,33 +35,6 @@ fn live_daemon(
         &live_config(id, capacity, server_extra, limits, ""),
     );
     (dir, d)
-}
-
-/// The published stream: byte N of the channel is `src[N]`. No zero byte, so a hole (zeros of a fresh
-/// allocation) can never pass for content.
-fn source(len: usize, seed: u64) -> Vec<u8> {
-    let mut v = pseudo_random_bytes(len, seed);
-    for b in &mut v {
-        if *b == 0 {
-            *b = 0xA5;
-        }
-    }
-    v
-}
-
-fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
-    if got != want {
-        let first = got
-            .iter()
-            .zip(want)
-            .position(|(a, b)| a != b)
-            .unwrap_or(got.len().min(want.len()));
-        panic!(
-            "{what}: got {} bytes, want {}; first difference at {first}",
-            got.len(),
-            want.len()
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -104,16 +58,9 @@ fn field<'a>(obj: &'a str, key: &str) -> &'a str {
 }
 
 fn live_info(d: &Daemon, id: &str) -> LiveInfo {
-    let r = d.get("/videos", &[]);
-    assert_eq!(r.status, 200, "GET /videos: {}", r.text());
-    let json = r.text();
-    let key = format!("{{\"id\":\"{id}\"");
-    let at = json
-        .find(&key)
-        .unwrap_or_else(|| panic!("no entry for {id} in {json}"));
-    let obj = &json[at..];
-    let cut = (obj.find("\"followers\":").expect("followers") + 40).min(obj.len());
-    let obj = &obj[..cut];
+    let entry = video_entry(d, id);
+    let cut = (entry.find("\"followers\":").expect("followers") + 40).min(entry.len());
+    let obj = &entry[..cut];
     let num = |k: &str| -> u64 {
         field(obj, k)
             .trim()
@@ -136,29 +83,18 @@ fn live_info(d: &Daemon, id: &str) -> LiveInfo {
 
 /// Poll GET /videos until `pred` holds (bounded: 15 s).
 fn wait_info(d: &Daemon, id: &str, what: &str, pred: impl Fn(&LiveInfo) -> bool) -> LiveInfo {
-    let start = Instant::now();
-    loop {
+    let mut last = None;
+    wait_until(&format!("{what} ({id})"), Duration::from_secs(15), || {
         let i = live_info(d, id);
-        if pred(&i) {
-            return i;
-        }
-        if start.elapsed() > Duration::from_secs(15) {
-            panic!("{what}: still {i:?} after 15 s");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        let done = pred(&i);
+        last = Some(i);
+        done
+    });
+    last.expect("polled")
 }
 
 fn wait_head(d: &Daemon, id: &str, head: u64) -> LiveInfo {
     wait_info(d, id, &format!("head {head}"), |i| i.head == head)
-}
-
-/// A bounded range of the channel.
-fn get_range(d: &Daemon, id: &str, first: u64, last: u64) -> Response {
-    d.get(
-        &format!("/videos/{id}"),
-        &[("Range", &format!("bytes={first}-{last}"))],
-    )
 }
 
 /// Read the whole reported window and check every byte against the source.
@@ -303,29 +239,6 @@ struct Follower {
     headers: Vec<(String, String)>,
 }
 
-fn read_head<R: BufRead>(r: &mut R) -> (u16, Vec<(String, String)>) {
-    let mut line = String::new();
-    r.read_line(&mut line).expect("status line");
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).expect("header line");
-        let h = h.trim_end_matches(['\r', '\n']);
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    (status, headers)
-}
-
 fn request_text(id: &str, range: Option<&str>, close: bool) -> String {
     let mut req = format!("GET /videos/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     if let Some(r) = range {
@@ -349,7 +262,7 @@ impl Follower {
         s.write_all(request_text(id, range, close).as_bytes())
             .expect("send follower request");
         let mut reader = BufReader::new(s);
-        let (status, headers) = read_head(&mut reader);
+        let (status, headers) = read_response_head(&mut reader).expect("follower response head");
         Follower {
             reader,
             status,
@@ -358,10 +271,7 @@ impl Follower {
     }
 
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_in(&self.headers, name)
     }
 
     /// Read the chunked body on a thread; `progress` counts payload bytes received.
@@ -456,16 +366,11 @@ fn read_chunked<R: BufRead>(r: &mut R, progress: &AtomicU64) -> Streamed {
 
 /// Wait (bounded) until `counter` reaches `n`.
 fn wait_progress(counter: &AtomicU64, n: u64, what: &str) {
-    let start = Instant::now();
-    while counter.load(Ordering::SeqCst) < n {
-        if start.elapsed() > Duration::from_secs(20) {
-            panic!(
-                "{what}: received {} of {n} bytes after 20 s",
-                counter.load(Ordering::SeqCst)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until(
+        &format!("{what} to receive {n} bytes"),
+        Duration::from_secs(20),
+        || counter.load(Ordering::SeqCst) >= n,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -724,7 +629,7 @@ fn an_http10_follower_gets_the_raw_stream_closed_at_the_end() {
     s.write_all(b"GET /videos/ch HTTP/1.0\r\nRange: bytes=500-\r\n\r\n")
         .unwrap();
     let mut r = BufReader::new(s);
-    let (status, headers) = read_head(&mut r);
+    let (status, headers) = read_response_head(&mut r).expect("response head");
     assert_eq!(status, 206);
     let has = |k: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k));
     assert!(
@@ -860,6 +765,7 @@ fn bounded_ranges_wait_for_bytes_being_published_then_cut_or_503() {
     assert_eq!(r.header("Content-Length"), Some("800"));
     assert_eq!(r.body, &src[100..900]);
     // Past the head: the read waits while the publisher delivers the rest.
+    let before = d.metric("vcache_requests_total");
     let addr = d.addr();
     let waiting = std::thread::spawn(move || {
         request(
@@ -870,9 +776,9 @@ fn bounded_ranges_wait_for_bytes_being_published_then_cut_or_503() {
             b"",
         )
     });
-    std::thread::sleep(Duration::from_millis(300));
+    d.wait_requests(before, 1, "the waiting range request");
     p.chunk(&src[1000..1300]);
-    std::thread::sleep(Duration::from_millis(100));
+    wait_head(&d, "ch", 1300);
     p.chunk(&src[1300..1600]);
     let r = waiting.join().unwrap();
     assert_eq!(r.status, 206, "{}", r.text());
@@ -920,18 +826,16 @@ fn max_followers_gives_503_and_places_come_back() {
     let mut p = Publisher::put(d.addr(), "ch");
     let b = b.spawn(Arc::new(AtomicU64::new(0)));
     let mut at = 0;
-    let start = Instant::now();
-    while live_info(&d, "ch").followers != 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "the place never came back"
-        );
+    wait_until("the place to come back", Duration::from_secs(15), || {
+        if live_info(&d, "ch").followers == 1 {
+            return true;
+        }
         if at < 50_000 {
             p.chunk(&src[at..at + 1000]);
             at += 1000;
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        false
+    });
     let c = Follower::open(d.addr(), "ch", Some(&format!("bytes={at}-")));
     assert_eq!(c.status, 206);
     let c = c.spawn(Arc::new(AtomicU64::new(0)));
@@ -949,7 +853,7 @@ fn the_ring_wraps_many_times_with_readers_in_and_out_of_the_window() {
     let cap: u64 = 64 * 1024;
     let (_dir, d) = live_daemon("wrap", "ch", cap, "", "");
     let total = 40 * cap as usize + 12_345;
-    let src = source(total, 21);
+    let src = source(total as u64, 21);
     let mut rng = Rng(77);
     let mut p = Publisher::put(d.addr(), "ch");
     // A follower from the start, one from the middle (an open range), each reading as it comes; the
@@ -1024,7 +928,7 @@ fn the_ring_wraps_many_times_with_readers_in_and_out_of_the_window() {
     }
     assert!(checks > 5, "few quiet checks: {checks}");
     // One chunk larger than the whole ring at the end: only its last capacity bytes stay readable.
-    let big = source(total + 3 * cap as usize, 21);
+    let big = source(total as u64 + 3 * cap, 21);
     // `source` is deterministic, so big[..total] == src.
     assert_eq!(&big[..total], &src[..]);
     assert_eq!(answered_head(&p.finish()), total as u64);
@@ -1086,7 +990,7 @@ fn a_slow_follower_is_closed_without_hurting_the_publisher_or_other_followers() 
     let cap: u64 = 256 * 1024;
     let (_dir, d) = live_daemon("slow", "ch", cap, "", "");
     let total = 40 * cap as usize;
-    let src = source(total, 22);
+    let src = source(total as u64, 22);
     let slow = Follower::open_on(small_rcvbuf_stream(d.addr()), "ch", None, true);
     assert_eq!(slow.status, 200);
     let fast = Follower::open(d.addr(), "ch", None);
@@ -1215,7 +1119,7 @@ fn sigterm_mid_stream_keeps_everything_received_and_the_stream_continues() {
         ),
     );
     let total = 6 * cap as usize;
-    let src = source(total, 24);
+    let src = source(total as u64, 24);
     let mut p = Publisher::put(d.addr(), "ch");
     p.odd_chunks(&src[..1_000_003], &mut Rng(1), 40_000);
     wait_head(&d, "ch", 1_000_003);
@@ -1249,11 +1153,12 @@ fn kill9_with_the_publisher_connected_keeps_the_last_checkpoint() {
         &dir.path,
         &live_config("ch", cap, "checkpoint_interval_ms = 50", "", ""),
     );
-    let src = source(4 * cap as usize, 25);
+    let src = source(4 * cap, 25);
     let mut p = Publisher::put(d.addr(), "ch");
     p.odd_chunks(&src[..700_001], &mut Rng(3), 30_000);
     wait_head(&d, "ch", 700_001);
-    // The publisher stays connected and quiet for many checkpoint intervals.
+    // The publisher stays connected and quiet for many checkpoint intervals. (This sleep is the
+    // behaviour under test: quiet time that the checkpoint timer must cover.)
     std::thread::sleep(Duration::from_millis(600));
     d.kill9();
     drop(p);
@@ -1279,7 +1184,7 @@ fn kill9_while_the_publisher_pushes_never_serves_wrong_bytes() {
             &live_config("ch", cap, "checkpoint_interval_ms = 20", "", ""),
         );
         let total = 64 * cap as usize;
-        let src = Arc::new(source(total, 26 + round));
+        let src = Arc::new(source(total as u64, 26 + round));
         let sent = Arc::new(AtomicU64::new(0));
         let addr = d.addr();
         let pusher = {
@@ -1295,6 +1200,7 @@ fn kill9_while_the_publisher_pushes_never_serves_wrong_bytes() {
                     }
                     at += n;
                     sent.store(at as u64, Ordering::SeqCst);
+                    // A paced publisher (the pace is the behaviour, not a wait).
                     std::thread::sleep(Duration::from_millis(1));
                 }
             })
@@ -1329,16 +1235,15 @@ fn kill9_while_the_publisher_pushes_never_serves_wrong_bytes() {
 
 #[test]
 fn curl_publishes_chunked_and_with_content_length() {
-    if !have("curl") {
-        eprintln!("curl is not installed: skipping (CI installs it)");
+    let Some(curl_bin) = require_tool("curl") else {
         return;
-    }
+    };
     let (dir, d) = live_daemon("curl", "ch", 1 << 20, "", "");
     let src = source(500_000, 27);
     std::fs::write(dir.join("a.bin"), &src[..300_000]).unwrap();
     std::fs::write(dir.join("b.bin"), &src[300_000..]).unwrap();
     let curl = |file: &str, chunked: bool| {
-        let mut c = Command::new("curl");
+        let mut c = Command::new(&curl_bin);
         c.args(["-sS", "--fail-with-body", "-T"])
             .arg(dir.join(file))
             .args(["-H", "Authorization: Bearer tok"]);
@@ -1370,7 +1275,7 @@ fn curl_publishes_chunked_and_with_content_length() {
     check_window(&d, "ch", &src, "after curl");
     // curl as a follower too. An open range behind the head while no publisher is on replays the
     // window and ends once caught up.
-    let out = Command::new("curl")
+    let out = Command::new(&curl_bin)
         .args(["-sS", "-N", "-r", "100000-", &d.url("/videos/ch")])
         .output()
         .expect("run curl");
@@ -1383,7 +1288,7 @@ fn curl_publishes_chunked_and_with_content_length() {
     // At the live edge, it waits for the next session and ends after it.
     let addr_url = d.url("/videos/ch");
     let follower = std::thread::spawn(move || {
-        Command::new("curl")
+        Command::new(curl_bin)
             .args(["-sS", "-N", &addr_url])
             .output()
             .expect("run curl")
@@ -1403,16 +1308,15 @@ fn curl_publishes_chunked_and_with_content_length() {
 
 #[test]
 fn ffmpeg_publishes_with_put_and_the_recording_decodes() {
-    if !have("ffmpeg") || !have("ffprobe") {
-        eprintln!("ffmpeg/ffprobe are not installed: skipping (CI installs them)");
+    let (Some(ffmpeg), Some(ffprobe)) = (require_tool("ffmpeg"), require_tool("ffprobe")) else {
         return;
-    }
+    };
     let (dir, d) = live_daemon("ffmpeg", "cam.ts", 8 << 20, "", "");
     let f = Follower::open(d.addr(), "cam.ts", None);
     assert_eq!(f.status, 200);
     assert_eq!(f.header("Content-Type"), Some("video/mp2t"));
     let h = f.spawn(Arc::new(AtomicU64::new(0)));
-    let out = Command::new("ffmpeg")
+    let out = Command::new(ffmpeg)
         .args([
             "-hide_banner",
             "-loglevel",
@@ -1456,7 +1360,7 @@ fn ffmpeg_publishes_with_put_and_the_recording_decodes() {
     assert_bytes(&r.body, &s.body, "recording vs window");
     let rec = dir.join("rec.ts");
     std::fs::write(&rec, &s.body).unwrap();
-    let probe = Command::new("ffprobe")
+    let probe = Command::new(ffprobe)
         .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
         .args([
             "-show_entries",

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 const AUTH: (&str, &str) = ("Authorization", "Bearer t");
 const BLOCK: u64 = 64 * 1024;
-const NGINX: &str = "/usr/sbin/nginx";
 
 // ---------------------------------------------------------------------------------------------------
 // nginx as the origin
@@ -44,23 +43,11 @@ struct Nginx {
     dir: PathBuf,
 }
 
-fn nginx_bin() -> Option<PathBuf> {
-    if Path::new(NGINX).exists() {
-        return Some(PathBuf::from(NGINX));
-    }
-    if have("nginx") {
-        return Some(PathBuf::from("nginx"));
-    }
-    None
-}
-
 impl Nginx {
-    /// Start nginx under `base/nginx`, or None (with a note) when nginx is not installed.
+    /// Start nginx under `base/nginx`, or None (the test is skipped; see `require_tool`) when nginx
+    /// is not installed.
     fn start(base: &Path) -> Option<Nginx> {
-        let Some(bin) = nginx_bin() else {
-            eprintln!("SKIP: nginx is not installed (CI installs nginx-light)");
-            return None;
-        };
+        let bin = require_tool("nginx")?;
         let dir = base.join("nginx");
         std::fs::create_dir_all(dir.join("www")).unwrap();
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
@@ -103,7 +90,7 @@ impl Nginx {
                  \x20   }}\n}}\n"
             );
             std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-            let mut child = Command::new(&bin)
+            let child = Command::new(&bin)
                 .arg("-p")
                 .arg(&dir)
                 .arg("-c")
@@ -115,22 +102,23 @@ impl Nginx {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("spawn nginx");
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(10) {
-                if child.try_wait().expect("try_wait").is_some() {
-                    break; // the port was taken meanwhile, most likely: try another
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(Nginx {
-                        child: Some(child),
-                        port,
-                        dir,
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            // Owned by an Nginx at once, so that a failed wait kills it too.
+            let mut ng = Nginx {
+                child: Some(child),
+                port,
+                dir: dir.clone(),
+            };
+            let child = ng.child.as_mut().expect("nginx running");
+            let mut exited = false;
+            let what = format!("nginx to listen on port {port} (or to exit)");
+            wait_until(&what, Duration::from_secs(10), || {
+                exited = child.try_wait().expect("try_wait").is_some();
+                exited || TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            if !exited {
+                return Some(ng);
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            // The port was taken meanwhile, most likely: try another.
         }
         panic!(
             "nginx did not start; error log:\n{}",
@@ -192,19 +180,18 @@ impl Nginx {
         let size = || std::fs::metadata(&path).map_or(0, |m| m.len());
         let mut last = size();
         let mut quiet_since = Instant::now();
-        let start = Instant::now();
-        while quiet_since.elapsed() < Duration::from_millis(300) {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "nginx log never settled"
-            );
-            std::thread::sleep(Duration::from_millis(25));
-            let now = size();
-            if now != last {
-                last = now;
-                quiet_since = Instant::now();
-            }
-        }
+        wait_until(
+            "nginx's access log to settle (300 ms without growing)",
+            Duration::from_secs(20),
+            || {
+                let now = size();
+                if now != last {
+                    last = now;
+                    quiet_since = Instant::now();
+                }
+                quiet_since.elapsed() >= Duration::from_millis(300)
+            },
+        );
         self.log()
     }
 
@@ -369,6 +356,8 @@ fn read_head(s: &mut TcpStream, stop: &AtomicBool) -> Option<String> {
     Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
+/// A stalled origin: say nothing until the fake origin is dropped. (The sleep is the stall itself,
+/// not a wait for something to happen.)
 fn idle_until_stopped(stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(20));
@@ -424,6 +413,7 @@ fn serve_fake(
                 }
             }
             Answer::Delay(ms) => {
+                // The delay is the behaviour asked for: a slow origin.
                 std::thread::sleep(Duration::from_millis(ms));
                 if s.write_all(head206(first).as_bytes()).is_err() || !send(&mut s, body) {
                     return;
@@ -497,17 +487,6 @@ fn config(server: &str, limits: &str, videos: &[(&str, String, &str)]) -> String
     c
 }
 
-/// Bytes with no zero byte, so a hole can never pass for content.
-fn source(len: u64, seed: u64) -> Vec<u8> {
-    let mut v = pseudo_random_bytes(len as usize, seed);
-    for b in &mut v {
-        if *b == 0 {
-            *b = 0x5A;
-        }
-    }
-    v
-}
-
 /// GET `first..=last` of `id` and check it is a 206 carrying exactly those bytes of `data`.
 fn read_exact_range(d: &Daemon, id: &str, data: &[u8], first: u64, last: u64) {
     let r = d.get(
@@ -547,25 +526,6 @@ fn field(d: &Daemon, id: &str, key: &str) -> u64 {
         .first()
         .copied()
         .unwrap_or_else(|| panic!("no {key} in {e}"))
-}
-
-fn cached(d: &Daemon, id: &str) -> Vec<(u64, u64)> {
-    let entry = video_entry(d, id);
-    let at = entry.find("\"cached_ranges\":[").expect("cached_ranges");
-    let list = &entry[at..];
-    let list = &list[..list.find(']').unwrap()];
-    numbers_after(list, "\"start\":")
-        .into_iter()
-        .zip(numbers_after(list, "\"end\":"))
-        .collect()
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Random inclusive ranges of a `len`-byte object: bounded, open-ended and suffix shapes as `Range`
@@ -987,7 +947,7 @@ fn a_response_started_on_the_old_object_is_cut_never_mixed() {
         b"",
     );
     assert_eq!(r.status, 202, "{}", r.text());
-    wait_for("the warm-up", Duration::from_secs(60), || {
+    wait_until("the warm-up", Duration::from_secs(60), || {
         field(&d, "v", "present_bytes") == 31 * MIB
     });
 
@@ -1019,7 +979,7 @@ fn a_response_started_on_the_old_object_is_cut_never_mixed() {
     // The new object is all cached before the old response goes on: nothing may splice it in.
     let r = request(d.addr(), "POST", "/videos/v/fill", &[AUTH], b"");
     assert_eq!(r.status, 202, "{}", r.text());
-    wait_for("the new object's warm-up", Duration::from_secs(60), || {
+    wait_until("the new object's warm-up", Duration::from_secs(60), || {
         field(&d, "v", "present_bytes") == len
     });
 
@@ -1071,7 +1031,7 @@ fn a_slow_origin_does_not_hold_up_reads_of_cached_bytes() {
             assert!(r.body == slow_data[BLOCK as usize..2 * BLOCK as usize]);
         }
     });
-    wait_for("the slow fetch to start", Duration::from_secs(10), || {
+    wait_until("the slow fetch to start", Duration::from_secs(10), || {
         field(&d, "v", "fetching_blocks") == 1 && field(&d, "v", "origin_bytes") > BLOCK
     });
     for i in 0..20 {
@@ -1254,7 +1214,7 @@ fn fill_warms_in_the_background_then_reads_cost_the_origin_nothing() {
     assert_eq!(r.status, 401, "fill needs the write token");
     let r = request(d.addr(), "POST", "/videos/w/fill", &[AUTH], b"");
     assert_eq!(r.status, 202, "{}", r.text());
-    wait_for(
+    wait_until(
         "the whole video to be warmed",
         Duration::from_secs(20),
         || field(&d, "w", "present_bytes") == len,
@@ -1281,7 +1241,7 @@ fn fill_warms_in_the_background_then_reads_cost_the_origin_nothing() {
         b"",
     );
     assert_eq!(r.status, 202, "{}", r.text());
-    wait_for("the ranged warm-up", Duration::from_secs(20), || {
+    wait_until("the ranged warm-up", Duration::from_secs(20), || {
         cached(&d, "p") == vec![(0, BLOCK), (3 * BLOCK, 5 * BLOCK)]
     });
     let mut after: Vec<String> = ng.settled_log()[log.len()..]
@@ -1342,7 +1302,7 @@ fn origin_connections_bound_concurrent_outbound_connections() {
     for r in readers {
         r.join().unwrap();
     }
-    wait_for("the warm-up", Duration::from_secs(20), || {
+    wait_until("the warm-up", Duration::from_secs(20), || {
         field(&d, "v", "present_bytes") == len
     });
     let max = origin.max_open.load(Ordering::SeqCst);
@@ -1367,10 +1327,9 @@ fn origin_connections_bound_concurrent_outbound_connections() {
 
 #[test]
 fn curl_reads_an_origin_video_through_vcache() {
-    if !have("curl") {
-        eprintln!("SKIP: curl is not installed");
+    let Some(curl) = require_tool("curl") else {
         return;
-    }
+    };
     let dir = TestDir::new("origin-curl");
     let Some(ng) = Nginx::start(&dir.path) else {
         return;
@@ -1383,7 +1342,7 @@ fn curl_reads_an_origin_video_through_vcache() {
         &config("", "", &[("v", ng.url("/v.mp4"), "64KiB")]),
     );
     let out = dir.join("part");
-    let st = Command::new("curl")
+    let st = Command::new(&curl)
         .args(["-sS", "-f", "-r", "1000-99999", "-o"])
         .arg(&out)
         .arg(d.url("/videos/v"))
@@ -1392,7 +1351,7 @@ fn curl_reads_an_origin_video_through_vcache() {
     assert!(st.success());
     assert!(std::fs::read(&out).unwrap() == data[1000..100_000]);
     let out = dir.join("whole");
-    let st = Command::new("curl")
+    let st = Command::new(&curl)
         .args(["-sS", "-f", "-o"])
         .arg(&out)
         .arg(d.url("/videos/v"))
@@ -1404,7 +1363,7 @@ fn curl_reads_an_origin_video_through_vcache() {
     assert_eq!(sent, len);
     // A resumed download (curl -C) of the cached object: no origin traffic.
     std::fs::write(&out, &data[..123_456]).unwrap();
-    let st = Command::new("curl")
+    let st = Command::new(&curl)
         .args(["-sS", "-f", "-C", "-", "-o"])
         .arg(&out)
         .arg(d.url("/videos/v"))
@@ -1450,10 +1409,9 @@ fn vcache_check_reports_cached_bytes_and_the_validator() {
     read_exact_range(&d, "v", &data, 0, 99);
     read_exact_range(&d, "v", &data, 200_000, 200_099);
     // The rest of each block may still be landing after the read returned: wait (bounded) for it.
-    let start = std::time::Instant::now();
-    while field(&d, "v", "present_bytes") < 2 * BLOCK && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("both blocks to be present", Duration::from_secs(10), || {
+        field(&d, "v", "present_bytes") >= 2 * BLOCK
+    });
     let present = field(&d, "v", "present_bytes");
     assert_eq!(present, 2 * BLOCK);
     assert!(d.stop(Duration::from_secs(15)).success());

@@ -7,9 +7,16 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-fn live_config(extra_limits: &str) -> String {
-    format!(
-        "[server]\ndata_dir = \"data\"\nwrite_token = \"t\"\n\n[limits]\n{extra_limits}\n\n[[video]]\nid = \"ch\"\nkind = \"live\"\ncapacity = 65536\ncontent_type = \"video/mp2t\"\n\n[[video]]\nid = \"slot\"\nkind = \"upload\"\nsize = 100000\n"
+const AUTH: (&str, &str) = ("Authorization", "Bearer tok");
+
+/// A live TS channel `ch` of 64 KiB and an upload slot `slot` of 100000 bytes.
+fn channel_and_slot(extra_limits: &str) -> String {
+    live_config(
+        "ch",
+        65536,
+        "",
+        extra_limits,
+        "content_type = \"video/mp2t\"\n\n[[video]]\nid = \"slot\"\nkind = \"upload\"\nsize = 100000",
     )
 }
 
@@ -26,7 +33,7 @@ fn followers(d: &Daemon) -> u64 {
 #[test]
 fn a_head_405_has_no_body_on_a_kept_connection() {
     let dir = TestDir::new("reg-head405");
-    let d = Daemon::start(&dir.path, &live_config(""));
+    let d = Daemon::start(&dir.path, &channel_and_slot(""));
     let out = raw_exchange(
         d.addr(),
         b"HEAD /videos/ch/fill HTTP/1.1\r\nHost: h\r\n\r\nGET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
@@ -44,7 +51,7 @@ fn a_head_405_has_no_body_on_a_kept_connection() {
 #[test]
 fn a_follower_request_with_a_body_does_not_leak_its_place() {
     let dir = TestDir::new("reg-follow-body");
-    let d = Daemon::start(&dir.path, &live_config("max_followers = 3"));
+    let d = Daemon::start(&dir.path, &channel_and_slot("max_followers = 3"));
     for _ in 0..5 {
         let mut s = TcpStream::connect(d.addr()).unwrap();
         s.write_all(b"GET /videos/ch HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx")
@@ -56,10 +63,11 @@ fn a_follower_request_with_a_body_does_not_leak_its_place() {
         drop(s);
     }
     // Every place comes back once the connections are gone (a hang-up is noticed while waiting).
-    let start = std::time::Instant::now();
-    while followers(&d) > 0 && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "every follower place to come back",
+        Duration::from_secs(5),
+        || followers(&d) == 0,
+    );
     assert_eq!(followers(&d), 0);
     // All three places are free again: three followers are accepted.
     let mut held = Vec::new();
@@ -78,15 +86,9 @@ fn a_follower_request_with_a_body_does_not_leak_its_place() {
 #[test]
 fn ffmpeg_style_open_range_from_zero_follows_a_wrapped_channel() {
     let dir = TestDir::new("reg-live-zero");
-    let d = Daemon::start(&dir.path, &live_config(""));
+    let d = Daemon::start(&dir.path, &channel_and_slot(""));
     let data = pseudo_random_bytes(200_000, 5);
-    let r = request(
-        d.addr(),
-        "PUT",
-        "/videos/ch",
-        &[("Authorization", "Bearer t")],
-        &data,
-    );
+    let r = request(d.addr(), "PUT", "/videos/ch", &[AUTH], &data);
     assert_eq!(r.status, 200, "{}", r.text());
     // Offset 0 left the 64 KiB window long ago; ffmpeg asks `bytes=0-` anyway.
     let mut s = TcpStream::connect(d.addr()).unwrap();
@@ -128,21 +130,26 @@ fn metrics_need_the_read_token_and_a_read_method() {
 #[test]
 fn concurrent_writes_never_get_200_without_being_recorded() {
     let dir = TestDir::new("reg-fragment");
-    let d = Daemon::start(&dir.path, &live_config("max_presence_ranges = 2"));
+    let d = Daemon::start(&dir.path, &channel_and_slot("max_presence_ranges = 2"));
     let put = |range: &str, body: &[u8]| {
         request(
             d.addr(),
             "PUT",
             "/videos/slot",
-            &[("Authorization", "Bearer t"), ("Content-Range", range)],
+            &[AUTH, ("Content-Range", range)],
             body,
         )
     };
     assert_eq!(put("bytes 0-9/100000", &[1; 10]).status, 200);
     // Two writes in flight at once that would each add a range: the second must be refused up front.
     let mut a = TcpStream::connect(d.addr()).unwrap();
-    a.write_all(b"PUT /videos/slot HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\nContent-Range: bytes 100-109/100000\r\nContent-Length: 10\r\n\r\n12345").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    a.write_all(b"PUT /videos/slot HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer tok\r\nContent-Range: bytes 100-109/100000\r\nContent-Length: 10\r\n\r\n12345").unwrap();
+    // In flight: its first five bytes are received (and claimed).
+    wait_until(
+        "the first write's first bytes",
+        Duration::from_secs(10),
+        || cached(&d, "slot").contains(&(100, 105)),
+    );
     let second = put("bytes 200-209/100000", &[2; 10]);
     a.write_all(b"67890").unwrap();
     let mut out = Vec::new();

@@ -43,13 +43,12 @@ fn json_offset(r: &Response) -> u64 {
 
 #[test]
 fn timecodes_seek_to_indexed_keyframes_inside_the_live_window() {
-    if !have("ffmpeg") || !have("ffprobe") {
-        eprintln!("SKIPPED: ffmpeg/ffprobe not installed (CI installs them)");
+    let (Some(ffmpeg), Some(ffprobe)) = (require_tool("ffmpeg"), require_tool("ffprobe")) else {
         return;
-    }
+    };
     let dir = TestDir::new("seek-live");
     let src = dir.join("src.ts");
-    let status = Command::new("ffmpeg")
+    let status = Command::new(ffmpeg)
         .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
         .arg("testsrc=size=320x240:rate=25")
         .args([
@@ -109,7 +108,7 @@ fn timecodes_seek_to_indexed_keyframes_inside_the_live_window() {
     assert_eq!(r.body, &bytes[three_back as usize..]);
     let tail = dir.join("tail.ts");
     std::fs::write(&tail, &r.body).unwrap();
-    let probe = Command::new("ffprobe")
+    let probe = Command::new(ffprobe)
         .args([
             "-v",
             "error",

@@ -4,12 +4,25 @@
 
 #![allow(dead_code)]
 
+mod tools;
+mod videos;
+mod wait;
+
+// Not every test crate uses every helper.
+#[allow(unused_imports)]
+pub use tools::{missing_tool, require_tool, tools_required};
+#[allow(unused_imports)]
+pub use videos::{
+    assert_bytes, cached, find, get_range, live_config, numbers_after, source, video_entry,
+};
+pub use wait::wait_until;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub fn vcache_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vcache"))
@@ -166,21 +179,19 @@ impl Daemon {
 
     /// Wait until the daemon answers /healthz; false if it exited first.
     fn wait_ready(&mut self) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(_)) = child.try_wait()
-            {
-                return false;
-            }
-            if let Ok(r) = try_request(self.addr(), "GET", "/healthz", &[], b"")
-                && r.status == 200
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("vcache did not become ready; log:\n{}", self.log());
+        let addr = self.addr();
+        let child = self.child.as_mut().expect("daemon running");
+        let mut exited = false;
+        wait_until(
+            "vcache to answer GET /healthz",
+            Duration::from_secs(20),
+            || {
+                exited = matches!(child.try_wait(), Ok(Some(_)));
+                exited
+                    || try_request(addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+            },
+        );
+        !exited
     }
 
     /// Send a signal to the daemon.
@@ -201,20 +212,42 @@ impl Daemon {
         self.wait_exit(limit)
     }
 
+    /// Wait for the exit (at most `limit`; the daemon is killed if it is still running then).
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("daemon running");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("vcache did not exit within {limit:?}; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let child = self.child.as_mut().expect("daemon running");
+        let mut status = None;
+        wait_until(&format!("vcache to exit within {limit:?}"), limit, || {
+            status = child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        self.child = None;
+        status.expect("exited")
+    }
+
+    /// Wait until the daemon has parsed `n` requests more than it had when `before` was read from
+    /// `vcache_requests_total` — not counting the /metrics requests that ask, each of which counts
+    /// itself. Only meaningful while no other client sends requests.
+    pub fn wait_requests(&self, before: u64, n: u64, what: &str) {
+        let mut asked = 0;
+        wait_until(
+            &format!("the daemon to receive {what}"),
+            Duration::from_secs(10),
+            || {
+                asked += 1;
+                self.metric("vcache_requests_total") >= before + asked + n
+            },
+        );
+    }
+
+    /// The value of `name` (a counter or gauge without labels) in GET /metrics.
+    pub fn metric(&self, name: &str) -> u64 {
+        let r = self.get("/metrics", &[]);
+        assert_eq!(r.status, 200, "GET /metrics: {}", r.text());
+        let text = r.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
     }
 
     /// SIGKILL now.
@@ -231,8 +264,21 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Kill the daemon; when the test is failing, show the end of its log (a timed-out wait says
+    /// only what it waited for).
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(100)..];
+            eprintln!(
+                "vcache log {} (last {} lines):\n{}",
+                self.log_path.display(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
@@ -244,12 +290,17 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+/// The value of header `name` (any case) in `headers`.
+pub fn header_in<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_in(&self.headers, name)
     }
 
     pub fn text(&self) -> String {
@@ -307,34 +358,39 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Read a response's status line and header lines, up to the blank line: (status, headers).
+pub fn read_response_head<R: BufRead>(r: &mut R) -> std::io::Result<(u16, Vec<(String, String)>)> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "no status line",
+        ));
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        let h = h.trim_end_matches(['\r', '\n']);
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    Ok((status, headers))
+}
+
 /// Read one response from a buffered stream (keep-alive aware).
 pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<Response> {
-    let mut line = String::new();
     loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "no status line",
-            ));
-        }
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            r.read_line(&mut h)?;
-            let h = h.trim_end_matches(['\r', '\n']);
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_string(), v.trim().to_string()));
-            }
-        }
+        let (status, headers) = read_response_head(r)?;
         if (100..200).contains(&status) {
             continue; // 100 Continue: the real response follows
         }
@@ -400,41 +456,4 @@ impl Client {
     pub fn read(&mut self, head_only: bool) -> Response {
         read_response(&mut self.reader, head_only).expect("read response")
     }
-}
-
-/// Does the `curl` binary exist? (CI installs it; tests that need it say so when it is missing.)
-pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// The `GET /videos` entry of one video: its JSON object as text, from `{"id":"ID"` to the next video.
-pub fn video_entry(d: &Daemon, id: &str) -> String {
-    let r = d.get("/videos", &[]);
-    assert_eq!(r.status, 200);
-    let json = r.text();
-    let key = format!("{{\"id\":\"{id}\"");
-    let at = json
-        .find(&key)
-        .unwrap_or_else(|| panic!("no entry for {id} in {json}"));
-    let rest = &json[at + 1..];
-    let end = rest.find("{\"id\":").unwrap_or(rest.len());
-    json[at..at + 1 + end].to_string()
-}
-
-/// Every unsigned number that follows `key` in `text` (`"start":` → its values, in order).
-pub fn numbers_after(text: &str, key: &str) -> Vec<u64> {
-    text.match_indices(key)
-        .map(|(i, _)| {
-            let digits: String = text[i + key.len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect();
-            digits.parse().expect("a number")
-        })
-        .collect()
 }
