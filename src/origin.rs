@@ -1378,6 +1378,78 @@ mod tests {
     }
 
     #[test]
+    fn a_first_answer_that_tells_nothing_usable_fails_and_forgets_nothing() {
+        // With nothing cached, 412 and 416 are failures (there is nothing to forget, no retry loop).
+        for status in [412, 416] {
+            assert!(matches!(
+                judge(&job(0, 99, ""), &head(status, None, None, ""), None, ""),
+                Verdict::Fail { status: 502, .. }
+            ));
+        }
+        // A 200 without a length, and a 206 past the object's end or beyond the bytes asked for.
+        let bad = [
+            head(200, None, None, "\"x\""),
+            head(206, Some("bytes 0-99/50"), Some(100), ""),
+            head(206, Some("bytes 0-199/1000"), Some(200), ""),
+        ];
+        for h in bad {
+            assert!(
+                matches!(
+                    judge(&job(0, 99, ""), &h, None, ""),
+                    Verdict::Fail { status: 502, .. }
+                ),
+                "{h:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn validators_change_only_when_both_are_known() {
+        // The first validator is learned, not compared; an answer without one changes nothing.
+        for (known, answered) in [("", "\"new\""), ("\"old\"", "")] {
+            assert!(matches!(
+                judge(
+                    &job(100, 199, known),
+                    &head(206, Some("bytes 100-199/1000"), Some(100), answered),
+                    Some(1000),
+                    known
+                ),
+                Verdict::Body {
+                    start: 100,
+                    end: 200,
+                    ..
+                }
+            ));
+        }
+        // A 200 with another validator is a new object even without If-Range.
+        assert!(matches!(
+            judge(
+                &job(0, 99, ""),
+                &head(200, None, Some(1000), "\"b\""),
+                Some(1000),
+                "\"a\""
+            ),
+            Verdict::Changed {
+                new_length: true,
+                ..
+            }
+        ));
+        // A length change wins over a validator change: the files must be recreated.
+        assert!(matches!(
+            judge(
+                &job(0, 99, "\"a\""),
+                &head(206, Some("bytes 0-99/2000"), Some(100), "\"b\""),
+                Some(1000),
+                "\"a\""
+            ),
+            Verdict::Changed {
+                new_length: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn heads_parse_and_weak_etags_fall_back_to_last_modified() {
         let raw = b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/20\r\nContent-Length: 10\r\nETag: W/\"weak\"\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\nBODY";
         let (h, used) = parse_origin_head(raw).unwrap().unwrap();
