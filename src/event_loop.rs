@@ -21,6 +21,7 @@ use std::sync::mpsc::Receiver;
 
 use crate::store::ResolvedOrigins;
 use crate::store::commit::CommitWorker;
+use crate::store::origin::Phase;
 use crate::store::{Store, VideoProblem};
 
 const LISTENER: Token = Token(0);
@@ -514,8 +515,8 @@ impl Server {
                 ),
             }
             if let Some(v) = self.store.get_mut(&r.video) {
-                if let Some(o) = v.origin_mut() {
-                    o.removing = false;
+                if let Some(o) = v.origin_mut().filter(|o| o.phase() == Phase::Removing) {
+                    o.files_removed();
                 }
                 // Readers waiting for the old object route again: they learn the new one.
                 self.wake.append(&mut v.byte_waiters);
@@ -541,8 +542,7 @@ impl Server {
         let paths = self.store.paths();
         for (id, v) in self.store.videos.iter_mut() {
             let Some(o) = v.origin_mut() else { continue };
-            if std::mem::take(&mut o.remove_wanted) {
-                o.removing = true;
+            if o.take_remove_wanted() {
                 let job = crate::store::commit::RemoveJob {
                     video: id.clone(),
                     paths: paths.clone(),
@@ -551,10 +551,9 @@ impl Server {
                     log::error!("the commit worker is gone");
                 }
             }
-            let Some((len, validator)) = o.create_wanted.take() else {
+            let Some((len, validator)) = o.take_create_wanted() else {
                 continue;
             };
-            o.creating = true;
             let job = crate::store::commit::CreateJob {
                 video: id.clone(),
                 paths: paths.clone(),

@@ -15,6 +15,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::http::range::parse_content_range;
 use crate::store::Store;
+use crate::store::origin::Phase;
 
 /// Origin connections use tokens from here on (client connections use small ones).
 pub const ORIGIN_TOKEN_BASE: usize = 1 << 40;
@@ -55,10 +56,7 @@ enum OState {
     /// A learning fetch waits for the commit worker to create the video's files.
     AwaitSlot {
         job: Job,
-        start: u64,
-        end: u64,
-        validator: String,
-        close: bool,
+        answer: Answer,
         extra: Vec<u8>,
     },
     Body {
@@ -114,6 +112,15 @@ enum Verdict {
     },
 }
 
+/// A judged answer's body: bytes [start, end) with this validator; `close` if the origin closes after.
+#[derive(Debug)]
+struct Answer {
+    start: u64,
+    end: u64,
+    validator: String,
+    close: bool,
+}
+
 /// The parts of an origin response head that decide a fetch.
 #[derive(Debug, Default)]
 struct OriginHead {
@@ -151,54 +158,7 @@ fn judge_answer(
     let validator_changed =
         !known_validator.is_empty() && !h.validator.is_empty() && h.validator != known_validator;
     match h.status {
-        206 => {
-            let Some(cr) = h
-                .content_range
-                .as_deref()
-                .and_then(|v| parse_content_range(v).ok())
-            else {
-                return fail("the origin's 206 has no usable Content-Range".into());
-            };
-            let Some(total) = cr.complete_length else {
-                return fail(
-                    "the origin does not say the object's length (Content-Range */*)".into(),
-                );
-            };
-            if let Some(n) = known_len
-                && n != total
-            {
-                return Verdict::Changed {
-                    why: format!("its length changed from {n} to {total} bytes"),
-                    new_length: true,
-                };
-            }
-            if validator_changed {
-                return Verdict::Changed {
-                    why: format!(
-                        "its validator changed from {known_validator} to {}",
-                        h.validator
-                    ),
-                    new_length: false,
-                };
-            }
-            if cr.first != job.first || cr.last > job.last.max(cr.first) || cr.last >= total {
-                return fail(format!(
-                    "the origin answered bytes {}-{} for {}-{}",
-                    cr.first, cr.last, job.first, job.last
-                ));
-            }
-            if h.content_length
-                .is_some_and(|n| n != cr.last - cr.first + 1)
-            {
-                return fail("the origin's Content-Length disagrees with its Content-Range".into());
-            }
-            Verdict::Body {
-                start: cr.first,
-                end: cr.last + 1,
-                total,
-                validator: h.validator.clone(),
-            }
-        }
+        206 => judge_partial(job, h, known_len, known_validator, validator_changed),
         200 => {
             if !job.validator.is_empty() || validator_changed {
                 return Verdict::Changed {
@@ -231,6 +191,61 @@ fn judge_answer(
             new_length: true,
         },
         s => fail(format!("the origin answered {s}")),
+    }
+}
+
+/// A 206: the range asked for (or its start, at the object's end) of the same object.
+fn judge_partial(
+    job: &Job,
+    h: &OriginHead,
+    known_len: Option<u64>,
+    known_validator: &str,
+    validator_changed: bool,
+) -> Verdict {
+    let fail = |why: String| Verdict::Fail { status: 502, why };
+    let Some(cr) = h
+        .content_range
+        .as_deref()
+        .and_then(|v| parse_content_range(v).ok())
+    else {
+        return fail("the origin's 206 has no usable Content-Range".into());
+    };
+    let Some(total) = cr.complete_length else {
+        return fail("the origin does not say the object's length (Content-Range */*)".into());
+    };
+    if let Some(n) = known_len
+        && n != total
+    {
+        return Verdict::Changed {
+            why: format!("its length changed from {n} to {total} bytes"),
+            new_length: true,
+        };
+    }
+    if validator_changed {
+        return Verdict::Changed {
+            why: format!(
+                "its validator changed from {known_validator} to {}",
+                h.validator
+            ),
+            new_length: false,
+        };
+    }
+    if cr.first != job.first || cr.last > job.last.max(cr.first) || cr.last >= total {
+        return fail(format!(
+            "the origin answered bytes {}-{} for {}-{}",
+            cr.first, cr.last, job.first, job.last
+        ));
+    }
+    if h.content_length
+        .is_some_and(|n| n != cr.last - cr.first + 1)
+    {
+        return fail("the origin's Content-Length disagrees with its Content-Range".into());
+    }
+    Verdict::Body {
+        start: cr.first,
+        end: cr.last + 1,
+        total,
+        validator: h.validator.clone(),
     }
 }
 
@@ -339,54 +354,23 @@ impl Fetcher {
             if busy >= self.limit {
                 return;
             }
-            let Some(job_and_addr) = pick_job(store) else {
+            let Some((mut job, addr)) = pick_job(store) else {
                 return;
             };
-            let (mut job, addr) = job_and_addr;
-            // An idle connection to the same origin is reused; at the limit, an idle one to another
-            // origin is closed to make room.
-            let idle = self.conns.iter().position(|c| {
-                c.as_ref()
-                    .is_some_and(|c| matches!(c.state, OState::Idle) && c.addr == addr)
-            });
-            let reuse = idle.is_some();
-            let index = match idle {
-                Some(i) => {
-                    job.reused = true;
-                    i
+            let index = match self.conn_for(&mut job, addr, registry, now) {
+                Ok(i) => i,
+                Err(NoConn::Full) => {
+                    requeue(store, &job, false);
+                    return;
                 }
-                None => {
-                    if self.open_count() >= self.limit {
-                        let other = self.conns.iter().position(|c| {
-                            c.as_ref().is_some_and(|c| matches!(c.state, OState::Idle))
-                        });
-                        match other {
-                            Some(i) => self.close(i, registry),
-                            None => {
-                                requeue(store, &job);
-                                return;
-                            }
-                        }
-                    }
-                    match self.connect(addr, registry, now) {
-                        Ok(i) => i,
-                        Err(e) => {
-                            fail_job(
-                                store,
-                                wake,
-                                &job,
-                                None,
-                                502,
-                                format!("cannot connect to the origin {addr}: {e}"),
-                            );
-                            continue;
-                        }
-                    }
+                Err(NoConn::Failed(why)) => {
+                    fail_job(store, wake, Failure::bad_gateway(job, None, why));
+                    continue;
                 }
             };
             if let Some(Some(c)) = self.conns.get_mut(index) {
                 c.deadline = now + self.timeout;
-                c.state = if reuse {
+                c.state = if job.reused {
                     let req = request_bytes(store, &job);
                     OState::Sending { job, req, pos: 0 }
                 } else {
@@ -397,6 +381,34 @@ impl Fetcher {
         }
     }
 
+    /// A connection for `job`: an idle one to the same origin (the job is then `reused`), else a new
+    /// one; at the limit, an idle one to another origin is closed to make room.
+    fn conn_for(
+        &mut self,
+        job: &mut Job,
+        addr: SocketAddr,
+        registry: &Registry,
+        now: Instant,
+    ) -> Result<usize, NoConn> {
+        let idle = |c: &Option<OriginConn>, same_origin: bool| {
+            c.as_ref().is_some_and(|c| {
+                matches!(c.state, OState::Idle) && (!same_origin || c.addr == addr)
+            })
+        };
+        if let Some(i) = self.conns.iter().position(|c| idle(c, true)) {
+            job.reused = true;
+            return Ok(i);
+        }
+        if self.open_count() >= self.limit {
+            match self.conns.iter().position(|c| idle(c, false)) {
+                Some(i) => self.close(i, registry),
+                None => return Err(NoConn::Full),
+            }
+        }
+        self.connect(addr, registry, now)
+            .map_err(|e| NoConn::Failed(format!("cannot connect to the origin {addr}: {e}")))
+    }
+
     /// Origin videos whose object changed length: once the forgetting record is durable, close and
     /// remove their files; the next fetch learns the new length and creates them anew.
     fn relearn(&mut self, store: &mut Store, wake: &mut Vec<Token>) {
@@ -404,32 +416,23 @@ impl Fetcher {
             .videos
             .iter()
             .filter(|(_, v)| {
-                v.origin().is_some_and(|o| o.relearn)
+                v.origin().is_some_and(|o| o.phase() == Phase::Forgetting)
                     && !v.delete_pending()
                     && v.commit().is_none_or(|c| c.is_settled())
             })
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
-            let Some(o) = store.get_mut(&id).and_then(|v| v.origin_mut()) else {
+            let Some(v) = store.get_mut(&id) else {
                 continue;
             };
-            o.relearn = false;
-            o.inflight.clear();
-            o.wanted_client.clear();
-            o.wanted_warm.clear();
-            // The new object's generation follows the old one's, so its ETag differs and responses
-            // begun on the old object are cut rather than continued with the new bytes.
-            if let Some(s) = o.slot.take() {
-                o.generation_floor = o.generation_floor.max(s.generation + 1);
-            }
             // The commit worker removes the closed files (unlink and a directory sync are not for the
             // loop); learning the new object waits for it.
-            o.remove_wanted = true;
-            // Readers waiting for the old object route again: they learn the new one.
-            if let Some(v) = store.get_mut(&id) {
-                wake.append(&mut v.byte_waiters);
+            if let Some(o) = v.origin_mut() {
+                o.drop_files();
             }
+            // Readers waiting for the old object route again: they learn the new one.
+            wake.append(&mut v.byte_waiters);
         }
     }
 
@@ -511,18 +514,16 @@ impl Fetcher {
             match c.job().cloned() {
                 None => self.close(i, registry),
                 Some(job) => {
-                    let res = reservation_of(&c.state);
-                    fail_job(
-                        store,
-                        wake,
-                        &job,
-                        res,
-                        504,
-                        format!(
+                    let failure = Failure {
+                        job,
+                        reservation: reservation_of(&c.state),
+                        status: 504,
+                        why: format!(
                             "the origin {} did not answer in time (origin_timeout_ms)",
                             c.addr
                         ),
-                    );
+                    };
+                    fail_job(store, wake, failure);
                     self.close(i, registry);
                 }
             }
@@ -540,72 +541,27 @@ impl Fetcher {
         wake: &mut Vec<Token>,
         now: Instant,
     ) {
-        let failed = match result {
-            Ok(mut slot) => {
-                if let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) {
-                    // A new object's generation is never one an earlier object of this video had:
-                    // above the floor, and seeded from the clock so that a restart between removing
-                    // the old files and creating these cannot reuse an old generation (and ETag).
-                    let seed = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
-                    let generation = o.generation_floor.max(seed);
-                    if slot.generation < generation {
-                        slot.generation = generation;
-                        slot.commit.bump();
-                    }
-                    let total = slot.data.len;
-                    log::info!(
-                        "video {video}: origin object is {total} bytes (validator {:?})",
-                        slot.validator.as_deref().unwrap_or("")
-                    );
-                    o.slot = Some(Box::new(slot));
-                    o.creating = false;
-                    if o.warm_all_after_learning && total > 0 {
-                        o.warm_all_after_learning = false;
-                        o.want(0, total - 1, true, Instant::now());
-                    }
-                }
-                None
-            }
-            Err(e) => {
-                if let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) {
-                    o.creating = false;
-                }
-                Some(format!("cannot create the data file: {e}"))
-            }
-        };
+        let failed = install_slot(store, video, result);
         for i in 0..self.conns.len() {
-            let waiting = matches!(
-                self.conns[i].as_ref().map(|c| &c.state),
-                Some(OState::AwaitSlot { job, .. }) if job.video == video
-            );
-            if !waiting {
-                continue;
-            }
             let Some(Some(c)) = self.conns.get_mut(i) else {
                 continue;
             };
-            let OState::AwaitSlot {
-                job,
-                start,
-                end,
-                validator,
-                close,
-                extra,
-            } = std::mem::replace(&mut c.state, OState::Idle)
+            if !matches!(&c.state, OState::AwaitSlot { job, .. } if job.video == video) {
+                continue;
+            }
+            let OState::AwaitSlot { job, answer, extra } =
+                std::mem::replace(&mut c.state, OState::Idle)
             else {
                 continue;
             };
             if let Some(why) = &failed {
-                fail_job(store, wake, &job, None, 502, why.clone());
+                fail_job(store, wake, Failure::bad_gateway(job, None, why.clone()));
                 self.close(i, registry);
                 continue;
             }
-            let step = begin_body(c, store, wake, job, start, end, validator, close, &extra);
-            match step {
-                OStep::Fail(job, res, status, why) => {
-                    fail_job(store, wake, &job, res, status, why);
+            match begin_body(c, store, wake, job, answer, &extra) {
+                OStep::Fail(failure) => {
+                    fail_job(store, wake, failure);
                     self.close(i, registry);
                 }
                 _ => self.drive(i, registry, store, wake, now),
@@ -616,17 +572,18 @@ impl Fetcher {
     /// Close every connection (shutdown); what arrived stays claimed.
     pub fn close_all(&mut self, registry: &Registry, store: &mut Store) {
         for i in 0..self.conns.len() {
-            if let Some(c) = self.conns[i].as_ref() {
-                if let (Some(job), Some(res)) = (c.job(), reservation_of(&c.state))
-                    && let Some(s) = store
-                        .get_mut(&job.video)
-                        .and_then(|v| v.origin_mut())
-                        .and_then(|o| o.slot.as_deref_mut())
-                {
-                    s.release(res);
-                }
-                self.close(i, registry);
+            let Some(c) = self.conns[i].as_ref() else {
+                continue;
+            };
+            if let (Some(job), Some(res)) = (c.job(), reservation_of(&c.state))
+                && let Some(s) = store
+                    .get_mut(&job.video)
+                    .and_then(|v| v.origin_mut())
+                    .and_then(|o| o.slot_mut())
+            {
+                s.release(res);
             }
+            self.close(i, registry);
         }
     }
 
@@ -636,17 +593,13 @@ impl Fetcher {
             let Some(c) = self.conns[i].as_ref() else {
                 continue;
             };
-            let Some(job) = c.job().filter(|j| j.video == video).cloned() else {
+            let Some(block) = c.job().filter(|j| j.video == video).map(|j| j.block) else {
                 continue;
             };
             let res = reservation_of(&c.state);
             if let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) {
-                if let (Some(r), Some(s)) = (res, o.slot.as_deref_mut()) {
-                    s.release(r);
-                }
-                o.inflight.remove(&job.block);
+                o.fetch_again(block, res, false);
             }
-            requeue(store, &job);
             self.close(i, registry);
         }
     }
@@ -674,15 +627,19 @@ impl Fetcher {
                 OStep::Retry(job) => {
                     // A reused connection the origin had closed: try again on a fresh one.
                     self.close(index, registry);
-                    requeue_front(store, &job);
+                    requeue(store, &job, true);
                     return;
                 }
-                OStep::Fail(job, res, status, why) => {
-                    fail_job(store, wake, &job, res, status, why);
+                OStep::Fail(failure) => {
+                    fail_job(store, wake, failure);
                     self.close(index, registry);
                     return;
                 }
-                OStep::Changed(job, why, new_length) => {
+                OStep::Changed {
+                    job,
+                    why,
+                    new_length,
+                } => {
                     self.close(index, registry);
                     object_changed(store, wake, &job, &why, new_length);
                     self.abort_video(&job.video, registry, store);
@@ -693,13 +650,54 @@ impl Fetcher {
     }
 }
 
+/// Why no connection could be had for a job.
+enum NoConn {
+    /// Every connection is busy: the job waits.
+    Full,
+    /// Connecting failed at once.
+    Failed(String),
+}
+
+/// What one step of an origin connection did.
 enum OStep {
     Progress,
     Blocked,
     Close,
+    /// A reused connection the origin had closed before answering: the job goes first on a fresh one.
     Retry(Job),
-    Fail(Job, Option<u64>, u16, String),
-    Changed(Job, String, bool),
+    Fail(Failure),
+    /// The answer shows another object than the cached one.
+    Changed {
+        job: Job,
+        why: String,
+        new_length: bool,
+    },
+}
+
+/// A fetch that failed: its waiting readers get `status` (502 or 504) and `why`; its reservation, if
+/// it had one, ends (the bytes that arrived stay claimed).
+struct Failure {
+    job: Job,
+    reservation: Option<u64>,
+    status: u16,
+    why: String,
+}
+
+impl Failure {
+    fn bad_gateway(job: Job, reservation: Option<u64>, why: impl Into<String>) -> Failure {
+        let why = why.into();
+        Failure {
+            job,
+            reservation,
+            status: 502,
+            why,
+        }
+    }
+}
+
+/// A 502 step for `job`.
+fn fail(job: &Job, reservation: Option<u64>, why: impl Into<String>) -> OStep {
+    OStep::Fail(Failure::bad_gateway(job.clone(), reservation, why))
 }
 
 fn reservation_of(state: &OState) -> Option<u64> {
@@ -709,7 +707,8 @@ fn reservation_of(state: &OState) -> Option<u64> {
     }
 }
 
-/// The next wanted block of any origin video, as a job and the address to fetch it from.
+/// The next wanted block of any origin video (readers' before warm-ups', across videos), as a job
+/// and the address to fetch it from.
 fn pick_job(store: &mut Store) -> Option<(Job, SocketAddr)> {
     for warm_pass in [false, true] {
         for (id, v) in store.videos.iter_mut() {
@@ -717,37 +716,20 @@ fn pick_job(store: &mut Store) -> Option<(Job, SocketAddr)> {
                 continue;
             }
             let Some(o) = v.origin_mut() else { continue };
-            if o.relearn
-                || o.creating
-                || o.remove_wanted
-                || o.removing
-                || (!warm_pass && o.wanted_client.is_empty())
-            {
+            if !warm_pass && !o.has_client_work() {
                 continue;
             }
-            let Some(&addr) = o.addrs.first() else {
+            let Some(addr) = o.addr() else {
                 continue;
             };
-            let Some(block) = o.next_block() else {
+            let Some(fetch) = o.start_fetch() else {
                 continue;
             };
-            let (first, last) = match o.slot.as_deref() {
-                None => (0, o.fill_block - 1),
-                Some(s) => {
-                    let (a, e) = o.block_span(block);
-                    let Some(&(ms, me)) = s.presence.missing_in(a, e).first() else {
-                        continue;
-                    };
-                    (ms, me - 1)
-                }
-            };
-            o.inflight.insert(block);
-            o.fetches += 1;
             let job = Job {
                 video: id.clone(),
-                block,
-                first,
-                last,
+                block: fetch.block,
+                first: fetch.first,
+                last: fetch.last,
                 validator: o.validator().to_string(),
                 reused: false,
             };
@@ -761,10 +743,10 @@ fn request_bytes(store: &Store, job: &Job) -> Vec<u8> {
     let Some(o) = store.get(&job.video).and_then(|v| v.origin()) else {
         return Vec::new();
     };
+    let (host, port, path) = o.target();
     let mut req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nRange: bytes={}-{}\r\nUser-Agent: vcache/{}\r\nAccept-Encoding: identity\r\n",
-        o.path,
-        host_header(&o.host, o.port),
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nRange: bytes={}-{}\r\nUser-Agent: vcache/{}\r\nAccept-Encoding: identity\r\n",
+        host_header(host, port),
         job.first,
         job.last,
         env!("CARGO_PKG_VERSION")
@@ -776,47 +758,63 @@ fn request_bytes(store: &Store, job: &Job) -> Vec<u8> {
     req.into_bytes()
 }
 
-fn requeue(store: &mut Store, job: &Job) {
+/// The job did not run (or must run again): its block is wanted again, `first` for a retry.
+fn requeue(store: &mut Store, job: &Job, first: bool) {
     if let Some(o) = store.get_mut(&job.video).and_then(|v| v.origin_mut()) {
-        o.inflight.remove(&job.block);
-        if !o.wanted_client.contains(&job.block) {
-            o.wanted_client.push_back(job.block);
-        }
+        o.fetch_again(job.block, None, first);
     }
 }
 
-fn requeue_front(store: &mut Store, job: &Job) {
-    if let Some(o) = store.get_mut(&job.video).and_then(|v| v.origin_mut()) {
-        o.inflight.remove(&job.block);
-        o.wanted_client.retain(|&b| b != job.block);
-        o.wanted_client.push_front(job.block);
-    }
-}
-
-/// A fetch failed: its readers get `status`; bytes that arrived stay claimed.
-fn fail_job(
-    store: &mut Store,
-    wake: &mut Vec<Token>,
-    job: &Job,
-    res: Option<u64>,
-    status: u16,
-    why: String,
-) {
+/// A fetch failed: its readers get the status; bytes that arrived stay claimed.
+fn fail_job(store: &mut Store, wake: &mut Vec<Token>, f: Failure) {
     log::warn!(
-        "video {}: origin fetch of bytes {}-{} failed: {why}",
-        job.video,
-        job.first,
-        job.last
+        "video {}: origin fetch of bytes {}-{} failed: {}",
+        f.job.video,
+        f.job.first,
+        f.job.last,
+        f.why
     );
-    if let Some(v) = store.get_mut(&job.video) {
+    if let Some(v) = store.get_mut(&f.job.video) {
         if let Some(o) = v.origin_mut() {
-            if let (Some(r), Some(s)) = (res, o.slot.as_deref_mut()) {
-                s.release(r);
-            }
-            o.inflight.remove(&job.block);
-            o.failures.insert(job.block, (Instant::now(), status, why));
+            o.fetch_failed(f.job.block, f.reservation, f.status, f.why);
         }
         wake.append(&mut v.byte_waiters);
+    }
+}
+
+/// The commit worker's answer for a video's files: the slot goes in (None), or why the fetches that
+/// waited for it fail.
+fn install_slot(
+    store: &mut Store,
+    video: &str,
+    result: Result<crate::store::Slot, String>,
+) -> Option<String> {
+    let origin = store.get_mut(video).and_then(|v| v.origin_mut());
+    let creating = origin
+        .as_ref()
+        .is_some_and(|o| o.phase() == Phase::Creating);
+    match (result, origin) {
+        (Ok(slot), Some(o)) if creating => {
+            o.files_created(slot);
+            log::info!(
+                "video {video}: origin object is {} bytes (validator {:?})",
+                o.len().unwrap_or(0),
+                o.validator()
+            );
+            None
+        }
+        (Ok(_), None) => None,
+        (Ok(_), Some(_)) => {
+            // A reload replaced the video while the files were created: they are not its.
+            log::warn!("video {video}: files created for a video that no longer waits for them");
+            Some("the video changed while its data file was created".into())
+        }
+        (Err(e), o) => {
+            if let Some(o) = o.filter(|_| creating) {
+                o.files_failed();
+            }
+            Some(format!("cannot create the data file: {e}"))
+        }
     }
 }
 
@@ -837,23 +835,13 @@ fn object_changed(
         return;
     };
     if let Some(o) = v.origin_mut() {
-        o.inflight.remove(&job.block);
-        if let Some(s) = o.slot.as_deref_mut() {
-            // Reservations of other fetches are released by abort_video right after; forget what is
-            // claimed now, and let the next fetch learn the new validator.
-            s.release_all();
-            let _ = s.forget_all();
-            s.validator = Some(String::new());
-            o.relearn = new_length;
-        }
-        if !o.wanted_client.contains(&job.block) {
-            o.wanted_client.push_back(job.block);
-        }
+        o.object_changed(job.block, new_length);
     }
     wake.append(&mut v.byte_waiters);
 }
 
-/// One step of an origin connection's state machine.
+/// One step of an origin connection's state machine: connect, send the request, read the head and
+/// judge it, read the body into the mapping, finish (idle for reuse, or close).
 fn step(
     c: &mut OriginConn,
     store: &mut Store,
@@ -861,233 +849,154 @@ fn step(
     now: Instant,
     timeout: Duration,
 ) -> OStep {
-    match &mut c.state {
-        OState::Idle => {
-            if !c.readable {
-                return OStep::Blocked;
-            }
-            // An idle connection that turns readable was closed (or sent garbage): drop it.
-            let mut b = [0u8; 256];
-            match c.stream.read(&mut b) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.readable = false;
-                    OStep::Blocked
-                }
-                _ => OStep::Close,
-            }
-        }
-        OState::Connecting(job) => {
-            if !c.writable {
-                return OStep::Blocked;
-            }
-            match c.stream.take_error() {
-                Ok(Some(e)) | Err(e) => {
-                    return OStep::Fail(
-                        job.clone(),
-                        None,
-                        502,
-                        format!("cannot connect to the origin {}: {e}", c.addr),
-                    );
-                }
-                Ok(None) => {}
-            }
-            match c.stream.peer_addr() {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                    c.writable = false;
-                    return OStep::Blocked;
-                }
-                Err(e) => {
-                    return OStep::Fail(
-                        job.clone(),
-                        None,
-                        502,
-                        format!("cannot connect to the origin {}: {e}", c.addr),
-                    );
-                }
-            }
-            let job = job.clone();
-            let req = request_bytes(store, &job);
-            c.state = OState::Sending { job, req, pos: 0 };
-            OStep::Progress
-        }
-        OState::Sending { job, req, pos } => {
-            if *pos >= req.len() {
-                let job = job.clone();
-                c.state = OState::Head {
-                    job,
-                    buf: Vec::new(),
-                };
-                c.deadline = now + timeout;
-                return OStep::Progress;
-            }
-            if !c.writable {
-                return OStep::Blocked;
-            }
-            match c.stream.write(&req[*pos..]) {
-                Ok(n) => {
-                    *pos += n;
-                    OStep::Progress
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.writable = false;
-                    OStep::Blocked
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => OStep::Progress,
-                Err(e) if job.reused => {
-                    log::debug!("reused origin connection failed ({e}); retrying");
-                    OStep::Retry(job.clone())
-                }
-                Err(e) => OStep::Fail(
-                    job.clone(),
-                    None,
-                    502,
-                    format!("sending to the origin failed: {e}"),
-                ),
-            }
-        }
-        OState::Head { job, buf } => {
-            if !c.readable {
-                return OStep::Blocked;
-            }
-            let old = buf.len();
-            if old >= MAX_ORIGIN_HEAD {
-                return OStep::Fail(
-                    job.clone(),
-                    None,
-                    502,
-                    "the origin's response head is too large".into(),
-                );
-            }
-            // Read in small steps: body bytes that share a read with the head are copied once.
-            buf.resize(old + 1024.min(MAX_ORIGIN_HEAD - old), 0);
-            let n = match c.stream.read(&mut buf[old..]) {
-                Ok(0) => {
-                    buf.truncate(old);
-                    if job.reused && old == 0 {
-                        return OStep::Retry(job.clone());
-                    }
-                    return OStep::Fail(
-                        job.clone(),
-                        None,
-                        502,
-                        "the origin closed the connection without an answer".into(),
-                    );
-                }
-                Ok(n) => n,
-                Err(e) => {
-                    buf.truncate(old);
-                    return match e.kind() {
-                        io::ErrorKind::WouldBlock => {
-                            c.readable = false;
-                            OStep::Blocked
-                        }
-                        io::ErrorKind::Interrupted => OStep::Progress,
-                        _ if job.reused && old == 0 => OStep::Retry(job.clone()),
-                        _ => OStep::Fail(
-                            job.clone(),
-                            None,
-                            502,
-                            format!("reading from the origin failed: {e}"),
-                        ),
-                    };
-                }
-            };
-            buf.truncate(old + n);
-            c.deadline = now + timeout;
-            let (h, used) = match parse_origin_head(buf) {
-                Ok(Some(x)) => x,
-                Ok(None) => return OStep::Progress,
-                Err(why) => return OStep::Fail(job.clone(), None, 502, why),
-            };
-            let job = job.clone();
-            let extra: Vec<u8> = buf[used..].to_vec();
-            start_body(c, store, wake, job, &h, &extra)
-        }
+    match c.state {
+        OState::Idle => step_idle(c),
+        OState::Connecting(_) => step_connect(c, store),
+        OState::Sending { .. } => step_send(c, now, timeout),
+        OState::Head { .. } => step_head(c, store, wake, now, timeout),
         OState::AwaitSlot { .. } => OStep::Blocked,
-        OState::Body {
-            job,
-            reservation,
-            cursor,
-            end,
-            keep_alive,
-        } => {
-            if *cursor >= *end {
-                let (job, res, keep) = (job.clone(), *reservation, *keep_alive);
-                finish_fetch(store, &job, res);
-                if keep {
-                    c.state = OState::Idle;
-                    c.deadline = now + ORIGIN_IDLE_KEEP;
-                    return OStep::Blocked;
-                }
-                return OStep::Close;
-            }
-            if !c.readable {
-                return OStep::Blocked;
-            }
-            let want = (*end - *cursor).min(ORIGIN_READ);
-            let Some(v) = store.get_mut(&job.video) else {
-                return OStep::Fail(
-                    job.clone(),
-                    Some(*reservation),
-                    502,
-                    "the video went away".into(),
-                );
-            };
-            let Some(slot) = v.origin_mut().and_then(|o| o.slot.as_deref_mut()) else {
-                return OStep::Fail(
-                    job.clone(),
-                    Some(*reservation),
-                    502,
-                    "the video's data file is gone".into(),
-                );
-            };
-            let Some(target) = slot.write_target(*reservation, *cursor, want) else {
-                return OStep::Fail(
-                    job.clone(),
-                    Some(*reservation),
-                    502,
-                    "write outside the fetch's reservation".into(),
-                );
-            };
-            match c.stream.read(target) {
-                Ok(0) => {
-                    let why = format!(
-                        "the origin closed after {} of {} bytes",
-                        *cursor - job.first,
-                        *end - job.first
-                    );
-                    OStep::Fail(job.clone(), Some(*reservation), 502, why)
-                }
-                Ok(n) => {
-                    let n = n as u64;
-                    slot.claim(*reservation, *cursor, *cursor + n);
-                    *cursor += n;
-                    if let Some(o) = v.origin_mut() {
-                        o.fetched_bytes += n;
-                    }
-                    wake.append(&mut v.byte_waiters);
-                    c.deadline = now + timeout;
-                    OStep::Progress
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.readable = false;
-                    OStep::Blocked
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => OStep::Progress,
-                Err(e) => OStep::Fail(
-                    job.clone(),
-                    Some(*reservation),
-                    502,
-                    format!("reading from the origin failed: {e}"),
-                ),
-            }
-        }
+        OState::Body { .. } => step_body(c, store, wake, now, timeout),
     }
 }
 
-/// The head is in: judge it, create the data file if this fetch taught the length, reserve the bytes
-/// and move the body bytes that came with the head.
+/// An idle connection that turns readable was closed (or sent garbage): drop it.
+fn step_idle(c: &mut OriginConn) -> OStep {
+    if !c.readable {
+        return OStep::Blocked;
+    }
+    let mut b = [0u8; 256];
+    match c.stream.read(&mut b) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            c.readable = false;
+            OStep::Blocked
+        }
+        _ => OStep::Close,
+    }
+}
+
+/// Connecting: once writable, the socket's error and its peer tell whether it connected.
+fn step_connect(c: &mut OriginConn, store: &Store) -> OStep {
+    let OState::Connecting(job) = &c.state else {
+        unreachable!("step_connect on another state");
+    };
+    if !c.writable {
+        return OStep::Blocked;
+    }
+    let refused = |e: io::Error| {
+        fail(
+            job,
+            None,
+            format!("cannot connect to the origin {}: {e}", c.addr),
+        )
+    };
+    match c.stream.take_error() {
+        Ok(Some(e)) | Err(e) => return refused(e),
+        Ok(None) => {}
+    }
+    match c.stream.peer_addr() {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+            c.writable = false;
+            return OStep::Blocked;
+        }
+        Err(e) => return refused(e),
+    }
+    let job = job.clone();
+    let req = request_bytes(store, &job);
+    c.state = OState::Sending { job, req, pos: 0 };
+    OStep::Progress
+}
+
+/// Send the request; then wait for the head (the deadline restarts: it bounds the first byte).
+fn step_send(c: &mut OriginConn, now: Instant, timeout: Duration) -> OStep {
+    let OState::Sending { job, req, pos } = &mut c.state else {
+        unreachable!("step_send on another state");
+    };
+    if *pos >= req.len() {
+        let job = job.clone();
+        c.state = OState::Head {
+            job,
+            buf: Vec::new(),
+        };
+        c.deadline = now + timeout;
+        return OStep::Progress;
+    }
+    if !c.writable {
+        return OStep::Blocked;
+    }
+    match c.stream.write(&req[*pos..]) {
+        Ok(n) => {
+            *pos += n;
+            OStep::Progress
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            c.writable = false;
+            OStep::Blocked
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => OStep::Progress,
+        Err(e) if job.reused => {
+            log::debug!("reused origin connection failed ({e}); retrying");
+            OStep::Retry(job.clone())
+        }
+        Err(e) => fail(job, None, format!("sending to the origin failed: {e}")),
+    }
+}
+
+/// Read the response head in small steps (body bytes that share a read with it are copied once),
+/// then judge it.
+fn step_head(
+    c: &mut OriginConn,
+    store: &mut Store,
+    wake: &mut Vec<Token>,
+    now: Instant,
+    timeout: Duration,
+) -> OStep {
+    let OState::Head { job, buf } = &mut c.state else {
+        unreachable!("step_head on another state");
+    };
+    if !c.readable {
+        return OStep::Blocked;
+    }
+    let old = buf.len();
+    if old >= MAX_ORIGIN_HEAD {
+        return fail(job, None, "the origin's response head is too large");
+    }
+    buf.resize(old + 1024.min(MAX_ORIGIN_HEAD - old), 0);
+    let read = c.stream.read(&mut buf[old..]);
+    buf.truncate(old + *read.as_ref().unwrap_or(&0));
+    // A reused connection the origin closed before answering anything is retried on a fresh one.
+    let unanswered = job.reused && old == 0;
+    match read {
+        Ok(0) if unanswered => return OStep::Retry(job.clone()),
+        Ok(0) => {
+            return fail(
+                job,
+                None,
+                "the origin closed the connection without an answer",
+            );
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            c.readable = false;
+            return OStep::Blocked;
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return OStep::Progress,
+        Err(_) if unanswered => return OStep::Retry(job.clone()),
+        Err(e) => return fail(job, None, format!("reading from the origin failed: {e}")),
+    }
+    c.deadline = now + timeout;
+    let (h, used) = match parse_origin_head(buf) {
+        Ok(Some(x)) => x,
+        Ok(None) => return OStep::Progress,
+        Err(why) => return fail(job, None, why),
+    };
+    let (job, extra) = (job.clone(), buf[used..].to_vec());
+    start_body(c, store, wake, job, &h, &extra)
+}
+
+/// The head is in: judge it. A fetch that taught the object's length waits for its files (the
+/// commit worker creates them, fully allocated, off the loop) without reading the origin meanwhile;
+/// any other takes its body.
 fn start_body(
     c: &mut OriginConn,
     store: &mut Store,
@@ -1098,57 +1007,75 @@ fn start_body(
 ) -> OStep {
     let (known_len, known_validator) = match store.get(&job.video).and_then(|v| v.origin()) {
         Some(o) => (o.len(), o.validator().to_string()),
-        None => return OStep::Fail(job, None, 502, "the video went away".into()),
+        None => return fail(&job, None, "the video went away"),
     };
-    let (start, end, total, validator) = match judge(&job, h, known_len, &known_validator) {
+    let (answer, total) = match judge(&job, h, known_len, &known_validator) {
         Verdict::Body {
             start,
             end,
             total,
             validator,
-        } => (start, end, total, validator),
-        Verdict::Changed { why, new_length } => return OStep::Changed(job, why, new_length),
-        Verdict::Fail { status, why } => return OStep::Fail(job, None, status, why),
-    };
-    if known_len.is_none() {
-        // The first answer teaches the length: the files are created, fully allocated, by the commit
-        // worker (off the loop); this fetch waits for them without reading the origin meanwhile.
-        if let Some(o) = store.get_mut(&job.video).and_then(|v| v.origin_mut()) {
-            o.create_wanted = Some((total, validator.clone()));
+        } => {
+            let close = h.close;
+            let answer = Answer {
+                start,
+                end,
+                validator,
+                close,
+            };
+            (answer, total)
         }
-        c.state = OState::AwaitSlot {
-            job,
-            start,
-            end,
-            validator,
-            close: h.close,
-            extra: extra.to_vec(),
-        };
-        return OStep::Blocked;
+        Verdict::Changed { why, new_length } => {
+            return OStep::Changed {
+                job,
+                why,
+                new_length,
+            };
+        }
+        Verdict::Fail { status, why } => {
+            let reservation = None;
+            return OStep::Fail(Failure {
+                job,
+                reservation,
+                status,
+                why,
+            });
+        }
+    };
+    if known_len.is_some() {
+        return begin_body(c, store, wake, job, answer, extra);
     }
-    begin_body(c, store, wake, job, start, end, validator, h.close, extra)
+    match store.get_mut(&job.video).and_then(|v| v.origin_mut()) {
+        Some(o) if o.phase() == Phase::Unknown => o.learned(total, answer.validator.clone()),
+        _ => return fail(&job, None, "the video changed while its length was learned"),
+    }
+    let extra = extra.to_vec();
+    c.state = OState::AwaitSlot { job, answer, extra };
+    OStep::Blocked
 }
 
 /// Take the body of a judged answer into the slot: record a newly learned validator, reserve the
 /// bytes, move those that came with the head, and read the rest from the socket.
-#[allow(clippy::too_many_arguments)]
 fn begin_body(
     c: &mut OriginConn,
     store: &mut Store,
     wake: &mut Vec<Token>,
     job: Job,
-    start: u64,
-    end: u64,
-    validator: String,
-    close: bool,
+    answer: Answer,
     extra: &[u8],
 ) -> OStep {
     let Some(v) = store.get_mut(&job.video) else {
-        return OStep::Fail(job, None, 502, "the video went away".into());
+        return fail(&job, None, "the video went away");
     };
-    let Some(slot) = v.origin_mut().and_then(|o| o.slot.as_deref_mut()) else {
-        return OStep::Fail(job, None, 502, "the video's data file is gone".into());
+    let Some(slot) = v.origin_mut().and_then(|o| o.slot_mut()) else {
+        return fail(&job, None, "the video's data file is gone");
     };
+    let Answer {
+        start,
+        end,
+        validator,
+        close,
+    } = answer;
     if slot.validator.as_deref().is_none_or(str::is_empty) && !validator.is_empty() {
         slot.validator = Some(validator);
         slot.commit.bump();
@@ -1162,14 +1089,7 @@ fn begin_body(
     // raced nothing, in practice) would be refused as overlap.
     let reservation = match slot.reserve(start, end) {
         Ok(r) => r,
-        Err(e) => {
-            return OStep::Fail(
-                job,
-                None,
-                502,
-                format!("cannot take the origin's bytes: {e}"),
-            );
-        }
+        Err(e) => return fail(&job, None, format!("cannot take the origin's bytes: {e}")),
     };
     let mut cursor = start;
     if !extra.is_empty() {
@@ -1180,11 +1100,10 @@ fn begin_body(
             cursor += n;
         }
         if let Some(o) = v.origin_mut() {
-            o.fetched_bytes += n;
+            o.add_fetched(n);
         }
-        wake.append(&mut v.byte_waiters);
     }
-    // Readers waiting to learn the length re-route now.
+    // Readers of these bytes, and readers waiting to learn the length, route again now.
     wake.append(&mut v.byte_waiters);
     c.state = OState::Body {
         job,
@@ -1196,19 +1115,92 @@ fn begin_body(
     OStep::Progress
 }
 
+/// Read body bytes from the origin socket straight into the mapping, claiming them as they land.
+fn step_body(
+    c: &mut OriginConn,
+    store: &mut Store,
+    wake: &mut Vec<Token>,
+    now: Instant,
+    timeout: Duration,
+) -> OStep {
+    let OState::Body {
+        job,
+        reservation,
+        cursor,
+        end,
+        keep_alive,
+    } = &mut c.state
+    else {
+        unreachable!("step_body on another state");
+    };
+    if *cursor >= *end {
+        let (job, res, keep_alive) = (job.clone(), *reservation, *keep_alive);
+        return finish(c, store, &job, res, keep_alive, now);
+    }
+    if !c.readable {
+        return OStep::Blocked;
+    }
+    let res = Some(*reservation);
+    let Some(v) = store.get_mut(&job.video) else {
+        return fail(job, res, "the video went away");
+    };
+    let Some(slot) = v.origin_mut().and_then(|o| o.slot_mut()) else {
+        return fail(job, res, "the video's data file is gone");
+    };
+    let want = (*end - *cursor).min(ORIGIN_READ);
+    let Some(target) = slot.write_target(*reservation, *cursor, want) else {
+        return fail(job, res, "write outside the fetch's reservation");
+    };
+    match c.stream.read(target) {
+        Ok(0) => {
+            let (got, asked) = (*cursor - job.first, *end - job.first);
+            fail(
+                job,
+                res,
+                format!("the origin closed after {got} of {asked} bytes"),
+            )
+        }
+        Ok(n) => {
+            let n = n as u64;
+            slot.claim(*reservation, *cursor, *cursor + n);
+            *cursor += n;
+            if let Some(o) = v.origin_mut() {
+                o.add_fetched(n);
+            }
+            wake.append(&mut v.byte_waiters);
+            c.deadline = now + timeout;
+            OStep::Progress
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            c.readable = false;
+            OStep::Blocked
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => OStep::Progress,
+        Err(e) => fail(job, res, format!("reading from the origin failed: {e}")),
+    }
+}
+
+/// The body is in: the connection is kept for reuse, or closed.
+fn finish(
+    c: &mut OriginConn,
+    store: &mut Store,
+    job: &Job,
+    reservation: u64,
+    keep_alive: bool,
+    now: Instant,
+) -> OStep {
+    finish_fetch(store, job, reservation);
+    if !keep_alive {
+        return OStep::Close;
+    }
+    c.state = OState::Idle;
+    c.deadline = now + ORIGIN_IDLE_KEEP;
+    OStep::Blocked
+}
+
 fn finish_fetch(store: &mut Store, job: &Job, reservation: u64) {
     if let Some(o) = store.get_mut(&job.video).and_then(|v| v.origin_mut()) {
-        if let Some(s) = o.slot.as_deref_mut() {
-            s.release(reservation);
-        }
-        o.inflight.remove(&job.block);
-        // The rest of a block that was requested in part (a hole after present bytes) is wanted again.
-        if let Some(s) = o.slot.as_deref() {
-            let (a, e) = o.block_span(job.block);
-            if !s.presence.missing_in(a, e).is_empty() && !o.wanted_client.contains(&job.block) {
-                o.wanted_client.push_back(job.block);
-            }
-        }
+        o.fetch_done(job.block, reservation);
     }
 }
 
@@ -1383,6 +1375,78 @@ mod tests {
                 validator: "\"x\"".into()
             }
         );
+    }
+
+    #[test]
+    fn a_first_answer_that_tells_nothing_usable_fails_and_forgets_nothing() {
+        // With nothing cached, 412 and 416 are failures (there is nothing to forget, no retry loop).
+        for status in [412, 416] {
+            assert!(matches!(
+                judge(&job(0, 99, ""), &head(status, None, None, ""), None, ""),
+                Verdict::Fail { status: 502, .. }
+            ));
+        }
+        // A 200 without a length, and a 206 past the object's end or beyond the bytes asked for.
+        let bad = [
+            head(200, None, None, "\"x\""),
+            head(206, Some("bytes 0-99/50"), Some(100), ""),
+            head(206, Some("bytes 0-199/1000"), Some(200), ""),
+        ];
+        for h in bad {
+            assert!(
+                matches!(
+                    judge(&job(0, 99, ""), &h, None, ""),
+                    Verdict::Fail { status: 502, .. }
+                ),
+                "{h:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn validators_change_only_when_both_are_known() {
+        // The first validator is learned, not compared; an answer without one changes nothing.
+        for (known, answered) in [("", "\"new\""), ("\"old\"", "")] {
+            assert!(matches!(
+                judge(
+                    &job(100, 199, known),
+                    &head(206, Some("bytes 100-199/1000"), Some(100), answered),
+                    Some(1000),
+                    known
+                ),
+                Verdict::Body {
+                    start: 100,
+                    end: 200,
+                    ..
+                }
+            ));
+        }
+        // A 200 with another validator is a new object even without If-Range.
+        assert!(matches!(
+            judge(
+                &job(0, 99, ""),
+                &head(200, None, Some(1000), "\"b\""),
+                Some(1000),
+                "\"a\""
+            ),
+            Verdict::Changed {
+                new_length: true,
+                ..
+            }
+        ));
+        // A length change wins over a validator change: the files must be recreated.
+        assert!(matches!(
+            judge(
+                &job(0, 99, "\"a\""),
+                &head(206, Some("bytes 0-99/2000"), Some(100), "\"b\""),
+                Some(1000),
+                "\"a\""
+            ),
+            Verdict::Changed {
+                new_length: true,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -445,14 +445,14 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
             out.pop();
             out.push_str(&format!(
                 ",\"url\":{},\"length\":{},\"validator\":{},\"fill_block\":{},\"fetching_blocks\":{},\"queued_blocks\":{},\"origin_fetches\":{},\"origin_bytes\":{}}}",
-                json_string(&o.url),
+                json_string(o.url()),
                 o.len().map_or_else(|| "null".to_string(), |n| n.to_string()),
                 json_string(o.validator()),
-                o.fill_block,
-                o.inflight.len(),
-                o.wanted_client.len() + o.wanted_warm.len(),
-                o.fetches,
-                o.fetched_bytes
+                o.fill_block(),
+                o.fetching_blocks(),
+                o.queued_blocks(),
+                o.fetches(),
+                o.fetched_bytes()
             ));
         }
         if let Some(r) = v.ring() {
@@ -553,7 +553,7 @@ fn index_page(ctx: &RouteCtx<'_>) -> String {
                     "no publisher"
                 }
             ),
-            (_, Some(o)) => format!("from <code>{}</code>", html_escape(&o.url)),
+            (_, Some(o)) => format!("from <code>{}</code>", html_escape(o.url())),
             _ => String::new(),
         };
         let present: u64 = v.cached_ranges().iter().map(|(s, e)| e - s).sum();
@@ -977,10 +977,7 @@ fn origin_learn(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action 
         ));
     };
     let since = ctx.request_started;
-    if let Some((status, why)) = o
-        .failure_of(0)
-        .filter(|_| o.failures.get(&0).is_some_and(|f| f.0 >= since))
-    {
+    if let Some((status, why)) = o.failure_since(0, since) {
         return Action::Respond(error_plan(status, &why, head_only, head.keep_alive));
     }
     if wait_expired {
@@ -1122,7 +1119,7 @@ fn fill(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
         }
     };
     o.want(first, last, true, since);
-    let queued = o.wanted_warm.len() + o.wanted_client.len();
+    let queued = o.queued_blocks();
     let body = format!(
         "{{\"id\":{},\"filling\":{{\"start\":{first},\"end\":{}}},\"queued_blocks\":{queued}}}\n",
         json_string(id),
@@ -1628,13 +1625,16 @@ fn delete(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
     }
     let forgotten = match (&mut video.body, video.cfg.kind_name()) {
         (crate::store::Body::Upload(slot), _) => slot.forget_all(),
-        (crate::store::Body::Origin(o), _) => match o.slot.as_deref_mut() {
-            Some(slot) if o.inflight.is_empty() => slot.forget_all(),
-            Some(_) => Err(WriteRefusal::Busy(
-                "origin fetches of this video are in progress".into(),
-            )),
-            None => Ok(()),
-        },
+        (crate::store::Body::Origin(o), _) => {
+            let fetching = o.fetching_blocks() > 0;
+            match o.slot_mut() {
+                Some(slot) if !fetching => slot.forget_all(),
+                Some(_) => Err(WriteRefusal::Busy(
+                    "origin fetches of this video are in progress".into(),
+                )),
+                None => Ok(()),
+            }
+        }
         (crate::store::Body::Live(ring), _) => ring.forget_all(),
         _ => Err(WriteRefusal::Busy("this video cannot be deleted".into())),
     };

@@ -192,7 +192,7 @@ impl Body {
     fn any_slot(&self) -> Option<&Slot> {
         match self {
             Body::Upload(s) => Some(s),
-            Body::Origin(o) => o.slot.as_deref(),
+            Body::Origin(o) => o.slot(),
             _ => None,
         }
     }
@@ -200,7 +200,7 @@ impl Body {
     fn any_slot_mut(&mut self) -> Option<&mut Slot> {
         match self {
             Body::Upload(s) => Some(s),
-            Body::Origin(o) => o.slot.as_deref_mut(),
+            Body::Origin(o) => o.slot_mut(),
             _ => None,
         }
     }
@@ -271,7 +271,7 @@ impl Video {
             Body::Live(r) => format!("\"l{:x}-{:x}\"", r.state.generation, r.capacity()),
             Body::Origin(o) => format!(
                 "\"o{:x}-{:x}\"",
-                o.slot.as_ref().map_or(0, |s| s.generation),
+                o.slot().map_or(0, |s| s.generation),
                 o.len().unwrap_or(0)
             ),
         }
@@ -282,7 +282,7 @@ impl Video {
             Body::File { modified, .. } => *modified,
             Body::Upload(s) => s.modified,
             Body::Live(r) => r.state.modified,
-            Body::Origin(o) => o.slot.as_ref().map_or(UNIX_EPOCH, |s| s.modified),
+            Body::Origin(o) => o.slot().map_or(UNIX_EPOCH, |s| s.modified),
         }
     }
 
@@ -292,7 +292,7 @@ impl Video {
             Body::File { .. } => true,
             Body::Upload(s) => s.presence.is_complete(),
             Body::Live(_) => false,
-            Body::Origin(o) => o.slot.as_ref().is_some_and(|s| s.presence.is_complete()),
+            Body::Origin(o) => o.slot().is_some_and(|s| s.presence.is_complete()),
         }
     }
 
@@ -318,7 +318,7 @@ impl Video {
             Body::File { data, .. } => (data.map.as_deref()?, pos),
             Body::Upload(s) => (&s.data.map[..], pos),
             Body::Live(r) => (&r.data.map[..], r.position(pos)),
-            Body::Origin(o) => (&o.slot.as_ref()?.data.map[..], pos),
+            Body::Origin(o) => (&o.slot()?.data.map[..], pos),
         };
         let b = a.checked_add(end.checked_sub(pos)?)?;
         map.get(usize::try_from(a).ok()?..usize::try_from(b).ok()?)
@@ -330,7 +330,7 @@ impl Video {
         match &self.body {
             Body::File { data, .. } => Some(&data.file),
             Body::Upload(s) => Some(&s.data.file),
-            Body::Origin(o) => o.slot.as_ref().map(|s| &*s.data.file),
+            Body::Origin(o) => o.slot().map(|s| &*s.data.file),
             Body::Live(_) => None,
         }
     }
@@ -371,8 +371,7 @@ impl Video {
             Body::File { .. } => Vec::new(),
             Body::Upload(s) => s.presence.ranges().to_vec(),
             Body::Origin(o) => o
-                .slot
-                .as_ref()
+                .slot()
                 .map_or_else(Vec::new, |s| s.presence.ranges().to_vec()),
             Body::Live(r) => {
                 let (start, head) = (r.window_start(), r.state.head);

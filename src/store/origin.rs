@@ -1,52 +1,225 @@
-//! Origin videos' fill state: which aligned `fill_block`s readers want, which are being fetched, which
-//! failed (and the status their readers get), and the slot that holds the fetched bytes once the
-//! object's length is known. The network side is `crate::origin`; this module decides nothing about
-//! sockets, only what is wanted and what a reader may be told.
+//! Origin videos' fill state: where a video is in its lifecycle (`Lifecycle`: learning the object's
+//! length, creating its files, ready, dropping the files of an object that changed length), which
+//! aligned `fill_block`s readers and warm-ups want (`BlockQueue`s, bounded), which are being fetched,
+//! and which failed (and the status their readers get). The network side is `crate::origin`; this
+//! module decides nothing about sockets, only what is wanted and what a reader may be told. Every
+//! change of state is a method here: no other module sets a flag.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Availability, Slot};
 
-/// Most blocks queued per video (a request for more queues the first ones; readers re-request as they
-/// go, so a huge range still fills in order).
-pub const MAX_QUEUED_BLOCKS: usize = 65_536;
+/// Most blocks queued per video for readers. The rest of a longer range waits as a pending span and
+/// is queued as room appears, so a reader past the cap is never stalled.
+pub const MAX_CLIENT_BLOCKS: usize = 65_536;
+/// Most blocks queued per video for warm-ups (`POST /fill`); they are fetched only when no reader's
+/// block is queued, and never take a reader's room.
+pub const MAX_WARM_BLOCKS: usize = 65_536;
+/// Most ranges per queue waiting for room (one per range of a request; a request's ranges are merged).
+/// Beyond it a range is queued only when its request routes again.
+pub const MAX_PENDING_SPANS: usize = 1_024;
+
+/// Where an origin video is in its life. Transitions (each a method of `OriginVideo`, asserted):
+/// `Unknown → CreateWanted` (`learned`), `CreateWanted → Creating` (`take_create_wanted`),
+/// `Creating → Ready` (`files_created`) or `→ Unknown` (`files_failed`), `Ready → Forgetting`
+/// (`object_changed` with a new length), `Forgetting → RemoveWanted` (`drop_files`),
+/// `RemoveWanted → Removing` (`take_remove_wanted`), `Removing → Unknown` (`files_removed`).
+/// A video opened with files on disk starts `Ready`; blocks are fetched only `Unknown` (block 0, to
+/// learn the length) or `Ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Unknown,
+    CreateWanted,
+    Creating,
+    Ready,
+    Forgetting,
+    RemoveWanted,
+    Removing,
+}
+
+enum Lifecycle {
+    /// The object's length is not known: a fetch of block 0 learns it.
+    Unknown,
+    /// A fetch learned the length and validator; the event loop hands them to the commit worker.
+    CreateWanted { len: u64, validator: String },
+    /// The commit worker creates the files; the learning fetch waits for them.
+    Creating,
+    /// The files exist: blocks are fetched into the slot.
+    Ready(Box<Slot>),
+    /// The object changed length: the record forgetting the old bytes becomes durable, then the
+    /// files go. Nothing is fetched.
+    Forgetting(Box<Slot>),
+    /// The old files are closed and wait for the event loop to hand them to the commit worker.
+    RemoveWanted,
+    /// The commit worker removes the old files; then the length is learned anew.
+    Removing,
+}
+
+impl Lifecycle {
+    fn phase(&self) -> Phase {
+        match self {
+            Lifecycle::Unknown => Phase::Unknown,
+            Lifecycle::CreateWanted { .. } => Phase::CreateWanted,
+            Lifecycle::Creating => Phase::Creating,
+            Lifecycle::Ready(_) => Phase::Ready,
+            Lifecycle::Forgetting(_) => Phase::Forgetting,
+            Lifecycle::RemoveWanted => Phase::RemoveWanted,
+            Lifecycle::Removing => Phase::Removing,
+        }
+    }
+}
+
+/// Blocks waiting for a fetch, each at most once, first come first served (a retried block goes
+/// first): adding, finding, removing and popping a block are O(log n). New demand is taken only
+/// below `cap`; what did not fit waits in `pending` as byte ranges and is queued as room appears. A
+/// block that returns from a fetch (retry, the rest of a block) is queued even at the cap: it was
+/// counted when it was first queued, so the queue passes the cap by at most the fetches in flight.
+struct BlockQueue {
+    cap: usize,
+    /// ticket → block, in fetch order.
+    order: BTreeMap<u64, u64>,
+    /// block → its ticket.
+    ticket: BTreeMap<u64, u64>,
+    next_back: u64,
+    next_front: u64,
+    /// (the request's start, first byte) → last byte: ranges waiting for room, oldest request first.
+    pending: BTreeMap<(Instant, u64), u64>,
+}
+
+impl BlockQueue {
+    fn new(cap: usize) -> BlockQueue {
+        BlockQueue {
+            cap,
+            order: BTreeMap::new(),
+            ticket: BTreeMap::new(),
+            // Tickets grow from the middle both ways: 2^63 pushes either way cannot happen.
+            next_back: 1 << 63,
+            next_front: (1 << 63) - 1,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn has_room(&self) -> bool {
+        self.len() < self.cap
+    }
+
+    fn contains(&self, block: u64) -> bool {
+        self.ticket.contains_key(&block)
+    }
+
+    fn push_back(&mut self, block: u64) {
+        assert!(!self.contains(block), "block {block} queued twice");
+        self.order.insert(self.next_back, block);
+        self.ticket.insert(block, self.next_back);
+        self.next_back += 1;
+    }
+
+    fn push_front(&mut self, block: u64) {
+        self.remove(block);
+        self.order.insert(self.next_front, block);
+        self.ticket.insert(block, self.next_front);
+        self.next_front -= 1;
+    }
+
+    fn remove(&mut self, block: u64) -> bool {
+        match self.ticket.remove(&block) {
+            Some(t) => {
+                let removed = self.order.remove(&t);
+                assert_eq!(removed, Some(block), "block queue index out of step");
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn pop(&mut self) -> Option<u64> {
+        let (t, block) = self.order.pop_first()?;
+        let removed = self.ticket.remove(&block);
+        assert_eq!(removed, Some(t), "block queue index out of step");
+        Some(block)
+    }
+
+    fn clear(&mut self) {
+        self.order.clear();
+        self.ticket.clear();
+        self.pending.clear();
+    }
+
+    /// Remember bytes [first, last] of a request that started at `since` until there is room; its
+    /// overlapping or adjacent ranges merge. False if too many ranges wait already.
+    fn remember(&mut self, since: Instant, first: u64, last: u64) -> bool {
+        let (mut first, mut last) = (first, last);
+        let touching: Vec<(u64, u64)> = self
+            .pending
+            .range((since, 0)..=(since, u64::MAX))
+            .filter(|&(&(_, f), &l)| f <= last.saturating_add(1) && l.saturating_add(1) >= first)
+            .map(|(&(_, f), &l)| (f, l))
+            .collect();
+        for (f, l) in touching {
+            self.pending.remove(&(since, f));
+            first = first.min(f);
+            last = last.max(l);
+        }
+        if self.pending.len() >= MAX_PENDING_SPANS {
+            return false;
+        }
+        self.pending.insert((since, first), last);
+        true
+    }
+
+    /// The oldest request's first waiting range.
+    fn take_pending(&mut self) -> Option<(Instant, u64, u64)> {
+        let ((since, first), last) = self.pending.pop_first()?;
+        Some((since, first, last))
+    }
+}
+
+/// A fetch failed: when, the status (502/504) and the reason readers get.
+struct FetchFailure {
+    at: Instant,
+    status: u16,
+    why: String,
+}
+
+/// One block to fetch: the block and the bytes of it to ask for (inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockFetch {
+    pub block: u64,
+    pub first: u64,
+    pub last: u64,
+}
 
 pub struct OriginVideo {
-    pub url: String,
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-    pub fill_block: u64,
+    url: String,
+    host: String,
+    port: u16,
+    path: String,
+    fill_block: u64,
     /// Resolved when the config was loaded (never on the event loop).
-    pub addrs: Vec<SocketAddr>,
-    /// The fetched bytes; None until the object's length is known.
-    pub slot: Option<Box<Slot>>,
-    /// Blocks being fetched now (block 0 while learning the length).
-    pub inflight: BTreeSet<u64>,
-    /// Blocks readers wait for, then blocks a warm-up asked for.
-    pub wanted_client: VecDeque<u64>,
-    pub wanted_warm: VecDeque<u64>,
-    /// Blocks whose last fetch failed: when, the status (502/504) and the reason readers get.
-    pub failures: BTreeMap<u64, (Instant, u16, String)>,
-    /// The object changed length: once the forgetting record is durable, the files are recreated.
-    pub relearn: bool,
+    addrs: Vec<SocketAddr>,
+    state: Lifecycle,
     /// A warm-up of the whole object was asked for before its length was known.
-    pub warm_all_after_learning: bool,
-    /// The length and validator a fetch learned: the event loop asks the commit worker to create the
-    /// files (`creating` while it does).
-    pub create_wanted: Option<(u64, String)>,
-    pub creating: bool,
-    /// The old object's files are closed and wait for the commit worker to remove them.
-    pub remove_wanted: bool,
-    pub removing: bool,
-    /// Bytes received from the origin (metrics, tests).
-    pub fetched_bytes: u64,
-    pub fetches: u64,
+    warm_all_when_known: bool,
+    /// Blocks being fetched now (block 0 while learning the length). A block is in flight, in one
+    /// queue, or in neither.
+    inflight: BTreeSet<u64>,
+    /// Blocks readers wait for, fetched before `warm`: blocks a warm-up asked for.
+    client: BlockQueue,
+    warm: BlockQueue,
+    /// Blocks whose last fetch failed.
+    failures: BTreeMap<u64, FetchFailure>,
+    /// Bytes received from the origin and fetches started (metrics, tests).
+    fetched_bytes: u64,
+    fetches: u64,
     /// The lowest generation a recreated data file may take: above the forgotten object's (its files
     /// were removed when its length changed), so ETags and running responses never confuse the two.
-    pub generation_floor: u64,
+    generation_floor: u64,
 }
 
 impl OriginVideo {
@@ -66,32 +239,86 @@ impl OriginVideo {
             path,
             fill_block: fill_block.max(1),
             addrs,
-            slot,
+            state: slot.map_or(Lifecycle::Unknown, Lifecycle::Ready),
+            warm_all_when_known: false,
             inflight: BTreeSet::new(),
-            wanted_client: VecDeque::new(),
-            wanted_warm: VecDeque::new(),
+            client: BlockQueue::new(MAX_CLIENT_BLOCKS),
+            warm: BlockQueue::new(MAX_WARM_BLOCKS),
             failures: BTreeMap::new(),
-            relearn: false,
-            warm_all_after_learning: false,
-            create_wanted: None,
-            creating: false,
-            remove_wanted: false,
-            removing: false,
             fetched_bytes: 0,
             fetches: 0,
             generation_floor: 0,
         }
     }
 
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The origin's host, port and request target.
+    pub fn target(&self) -> (&str, u16, &str) {
+        (&self.host, self.port, &self.path)
+    }
+
+    /// Where to connect: the first resolved address.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addrs.first().copied()
+    }
+
+    pub fn fill_block(&self) -> u64 {
+        self.fill_block
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.state.phase()
+    }
+
+    /// The fetched bytes: a slot once the files exist (`Ready`, or `Forgetting` a changed object).
+    pub fn slot(&self) -> Option<&Slot> {
+        match &self.state {
+            Lifecycle::Ready(s) | Lifecycle::Forgetting(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn slot_mut(&mut self) -> Option<&mut Slot> {
+        match &mut self.state {
+            Lifecycle::Ready(s) | Lifecycle::Forgetting(s) => Some(s),
+            _ => None,
+        }
+    }
+
     pub fn len(&self) -> Option<u64> {
-        self.slot.as_ref().map(|s| s.data.len)
+        self.slot().map(|s| s.data.len)
     }
 
     pub fn validator(&self) -> &str {
-        self.slot
-            .as_ref()
+        self.slot()
             .and_then(|s| s.validator.as_deref())
             .unwrap_or("")
+    }
+
+    /// Blocks being fetched now.
+    pub fn fetching_blocks(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Blocks queued for a fetch (readers' and warm-ups'; ranges waiting for room are not counted).
+    pub fn queued_blocks(&self) -> usize {
+        self.client.len() + self.warm.len()
+    }
+
+    pub fn fetches(&self) -> u64 {
+        self.fetches
+    }
+
+    pub fn fetched_bytes(&self) -> u64 {
+        self.fetched_bytes
+    }
+
+    /// `n` bytes of a fetch landed in the slot.
+    pub fn add_fetched(&mut self, n: u64) {
+        self.fetched_bytes += n;
     }
 
     /// The byte span [start, end) of block `b`.
@@ -105,92 +332,349 @@ impl OriginVideo {
     }
 
     fn block_missing(&self, b: u64) -> bool {
-        match &self.slot {
+        match self.slot() {
             None => true,
             Some(s) => {
                 let (a, e) = self.block_span(b);
-                a < e && !s.presence.missing_in(a, e).is_empty()
+                s.presence.first_missing_from(a).is_some_and(|m| m < e)
             }
         }
     }
 
-    /// A reader (or a warm-up) that started at `since` wants bytes [first, last]: queue every missing
-    /// block of them that is not being fetched or queued. A request that started after a block failed
-    /// retries it; one that was already waiting gets the failure.
+    /// Block `b` failed while a request that started at `since` was waiting for it.
+    fn failed_before(&self, b: u64, since: Instant) -> bool {
+        self.failures.get(&b).is_some_and(|f| f.at >= since)
+    }
+}
+
+/// Wanting blocks and taking them for fetches.
+impl OriginVideo {
+    /// A reader (or a warm-up) that started at `since` wants bytes [first, last]: queue every block
+    /// with missing bytes among them that is neither fetched nor queued, as far as the queue has room;
+    /// the rest waits as a pending span. A request that started after a block failed retries it; one
+    /// that was already waiting gets the failure. Work: O(log n) per block with missing bytes that is
+    /// looked at; present runs are skipped whole, and the walk stops at the cap.
     pub fn want(&mut self, first: u64, last: u64, warm: bool, since: Instant) {
         let Some(len) = self.len() else {
-            // Learning the length comes first: block 0 tells it.
-            if self.failed_before(0, since) {
-                return;
-            }
-            self.failures.remove(&0);
-            if warm {
-                self.warm_all_after_learning = true;
-            }
-            if !self.inflight.contains(&0) && !self.wanted_client.contains(&0) {
-                self.wanted_client.push_back(0);
-            }
+            self.want_length(warm, since);
             return;
         };
         if len == 0 || first >= len {
             return;
         }
         let last = last.min(len - 1);
-        let (fb, lb) = (first / self.fill_block, last / self.fill_block);
-        for b in fb..=lb {
-            if self.wanted_client.len() + self.wanted_warm.len() >= MAX_QUEUED_BLOCKS {
-                break;
-            }
-            // Only blocks with missing bytes inside the wanted range (a read of cached bytes fetches
-            // nothing); a fetch then fills the whole block.
-            let (a, e) = self.block_span(b);
-            let wanted_missing = self.slot.as_ref().is_none_or(|s| {
-                !s.presence
-                    .missing_in(a.max(first), e.min(last + 1))
-                    .is_empty()
-            });
-            if !wanted_missing || self.inflight.contains(&b) || self.failed_before(b, since) {
-                continue;
-            }
-            self.failures.remove(&b);
-            if self.wanted_client.contains(&b) {
-                continue;
-            }
-            if warm {
-                if !self.wanted_warm.contains(&b) {
-                    self.wanted_warm.push_back(b);
-                }
+        // Ranges that waited for room go first.
+        self.refill();
+        if let Some(rest) = self.queue_range(first, last, warm, since) {
+            let queue = if warm {
+                &mut self.warm
             } else {
-                self.wanted_warm.retain(|&x| x != b);
-                self.wanted_client.push_back(b);
+                &mut self.client
+            };
+            if !queue.remember(since, rest, last) {
+                log::debug!(
+                    "origin {}: {MAX_PENDING_SPANS} ranges wait for room; bytes {rest}-{last} are queued when their request routes again",
+                    self.url
+                );
             }
         }
     }
 
-    /// The next block to fetch (client-driven before warm-up), skipping blocks that meanwhile arrived.
-    pub fn next_block(&mut self) -> Option<u64> {
-        while let Some(b) = self
-            .wanted_client
-            .pop_front()
-            .or_else(|| self.wanted_warm.pop_front())
-        {
-            if !self.inflight.contains(&b) && self.block_missing(b) {
-                return Some(b);
+    /// Learning the length comes first: block 0 tells it.
+    fn want_length(&mut self, warm: bool, since: Instant) {
+        if self.failed_before(0, since) {
+            return;
+        }
+        self.failures.remove(&0);
+        if warm {
+            self.warm_all_when_known = true;
+        }
+        if !self.inflight.contains(&0) && !self.client.contains(0) {
+            self.client.push_back(0);
+        }
+    }
+
+    /// Queue the blocks with missing bytes in [first, last] in order until the queue is full; the first
+    /// byte left over, if any.
+    fn queue_range(&mut self, first: u64, last: u64, warm: bool, since: Instant) -> Option<u64> {
+        let mut at = first;
+        while at <= last {
+            // Only blocks with missing bytes inside the wanted range (a read of cached bytes fetches
+            // nothing); a fetch then fills the whole block.
+            let missing = self.slot()?.presence.first_missing_from(at)?;
+            if missing > last {
+                return None;
             }
+            let b = missing / self.fill_block;
+            if !self.offer(b, warm, since) {
+                return Some(missing);
+            }
+            at = (b + 1).saturating_mul(self.fill_block);
         }
         None
     }
 
-    /// Block `b` failed while a request that started at `since` was waiting for it.
-    fn failed_before(&self, b: u64, since: Instant) -> bool {
-        self.failures.get(&b).is_some_and(|(at, _, _)| *at >= since)
+    /// Offer block `b` to the client or warm-up queue; false if it needed room and there was none.
+    fn offer(&mut self, b: u64, warm: bool, since: Instant) -> bool {
+        if self.inflight.contains(&b) || self.failed_before(b, since) {
+            return true;
+        }
+        let queued = self.client.contains(b) || (warm && self.warm.contains(b));
+        let room = if warm {
+            self.warm.has_room()
+        } else {
+            self.client.has_room()
+        };
+        if !queued && !room {
+            return false;
+        }
+        self.failures.remove(&b);
+        if !queued {
+            if warm {
+                self.warm.push_back(b);
+            } else {
+                // A reader's block leaves the warm-up queue for the readers' one.
+                self.warm.remove(b);
+                self.client.push_back(b);
+            }
+        }
+        true
     }
 
+    /// Queue ranges that waited for room while there is room, readers' first.
+    fn refill(&mut self) {
+        for warm in [false, true] {
+            loop {
+                let queue = if warm {
+                    &mut self.warm
+                } else {
+                    &mut self.client
+                };
+                if !queue.has_room() {
+                    break;
+                }
+                let Some((since, first, last)) = queue.take_pending() else {
+                    break;
+                };
+                if let Some(rest) = self.queue_range(first, last, warm, since) {
+                    let queue = if warm {
+                        &mut self.warm
+                    } else {
+                        &mut self.client
+                    };
+                    let kept = queue.remember(since, rest, last);
+                    assert!(kept, "a range taken from the pending ones fits back");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whether a reader's block waits (a fetcher serves these videos before warm-ups).
+    pub fn has_client_work(&self) -> bool {
+        !self.client.order.is_empty() || !self.client.pending.is_empty()
+    }
+
+    /// The next block to fetch (readers' before warm-ups'), skipping blocks that meanwhile arrived, and
+    /// the bytes of it to ask for; it is in flight from now on. None unless the video is `Unknown`
+    /// (learning the length) or `Ready`.
+    pub fn start_fetch(&mut self) -> Option<BlockFetch> {
+        if !matches!(self.state, Lifecycle::Unknown | Lifecycle::Ready(_)) {
+            return None;
+        }
+        let block = loop {
+            self.refill();
+            let b = self.client.pop().or_else(|| self.warm.pop())?;
+            assert!(
+                !self.inflight.contains(&b),
+                "block {b} queued while in flight"
+            );
+            if self.block_missing(b) {
+                break b;
+            }
+        };
+        let (first, last) = match self.slot() {
+            None => (0, self.fill_block - 1),
+            Some(s) => {
+                let (a, e) = self.block_span(block);
+                let &(ms, me) = s.presence.missing_in(a, e).first()?;
+                (ms, me - 1)
+            }
+        };
+        self.inflight.insert(block);
+        self.fetches += 1;
+        Some(BlockFetch { block, first, last })
+    }
+
+    /// Block `b` goes back to the readers' queue: first (a retry), or last unless queued.
+    fn requeue(&mut self, b: u64, first: bool) {
+        assert!(
+            !self.inflight.contains(&b),
+            "block {b} requeued while in flight"
+        );
+        // A block is in one queue at most.
+        self.warm.remove(b);
+        if first {
+            self.client.push_front(b);
+        } else if !self.client.contains(b) {
+            self.client.push_back(b);
+        }
+    }
+
+    /// End the fetch of `block`, releasing its reservation in the slot if it had one.
+    fn end_fetch(&mut self, block: u64, reservation: Option<u64>) {
+        if let (Some(r), Some(s)) = (reservation, self.slot_mut()) {
+            s.release(r);
+        }
+        self.inflight.remove(&block);
+    }
+
+    /// The fetch of `block` read its answer; the rest of a block that was asked for in part (a hole
+    /// after present bytes) is wanted again.
+    pub fn fetch_done(&mut self, block: u64, reservation: u64) {
+        self.end_fetch(block, Some(reservation));
+        if self.slot().is_some() && self.block_missing(block) {
+            self.requeue(block, false);
+        }
+    }
+
+    /// The fetch of `block` failed: the readers waiting now get `status`; bytes that arrived stay.
+    pub fn fetch_failed(&mut self, block: u64, reservation: Option<u64>, status: u16, why: String) {
+        self.end_fetch(block, reservation);
+        let at = Instant::now();
+        self.failures
+            .insert(block, FetchFailure { at, status, why });
+    }
+
+    /// The fetch of `block` did not happen or was aborted: fetch it again, `first` for a retry.
+    pub fn fetch_again(&mut self, block: u64, reservation: Option<u64>, first: bool) {
+        self.end_fetch(block, reservation);
+        self.requeue(block, first);
+    }
+}
+
+/// The lifecycle's transitions. Each asserts the state it leaves: a call from another state is a bug.
+/// Results that arrive from the commit worker are checked against `phase()` by the caller first.
+impl OriginVideo {
+    /// The first answer told the object's length and validator: its files are to be created.
+    pub fn learned(&mut self, len: u64, validator: String) {
+        assert_eq!(self.phase(), Phase::Unknown, "{}: learned twice", self.url);
+        self.state = Lifecycle::CreateWanted { len, validator };
+    }
+
+    /// The length and validator to create the files with, once: the commit worker creates them now.
+    pub fn take_create_wanted(&mut self) -> Option<(u64, String)> {
+        match std::mem::replace(&mut self.state, Lifecycle::Creating) {
+            Lifecycle::CreateWanted { len, validator } => Some((len, validator)),
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// The commit worker created the files: install the slot, and queue a whole-object warm-up that
+    /// was asked for before the length was known.
+    pub fn files_created(&mut self, mut slot: Slot) {
+        assert_eq!(
+            self.phase(),
+            Phase::Creating,
+            "{}: files not asked for",
+            self.url
+        );
+        // A new object's generation is never one an earlier object of this video had: above the
+        // floor, and seeded from the clock so that a restart between removing the old files and
+        // creating these cannot reuse an old generation (and ETag).
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let generation = self.generation_floor.max(seed);
+        if slot.generation < generation {
+            slot.generation = generation;
+            slot.commit.bump();
+        }
+        let total = slot.data.len;
+        self.state = Lifecycle::Ready(Box::new(slot));
+        if total > 0 && std::mem::take(&mut self.warm_all_when_known) {
+            self.want(0, total - 1, true, Instant::now());
+        }
+    }
+
+    /// The commit worker could not create the files: the length is learned again.
+    pub fn files_failed(&mut self) {
+        assert_eq!(
+            self.phase(),
+            Phase::Creating,
+            "{}: files not asked for",
+            self.url
+        );
+        self.state = Lifecycle::Unknown;
+    }
+
+    /// The fetch of `block` showed another object: forget every byte (the durable record that claims
+    /// nothing follows), let the next fetch learn the new validator, and fetch `block` again. A new
+    /// length also means new files: the video is `Forgetting` until that record is durable.
+    pub fn object_changed(&mut self, block: u64, new_length: bool) {
+        self.inflight.remove(&block);
+        if let Some(s) = self.slot_mut() {
+            // Reservations of other fetches end here (the fetcher aborts them right after).
+            s.release_all();
+            let _ = s.forget_all();
+            s.validator = Some(String::new());
+        }
+        if new_length {
+            self.state = match std::mem::replace(&mut self.state, Lifecycle::Unknown) {
+                Lifecycle::Ready(slot) => Lifecycle::Forgetting(slot),
+                other => other,
+            };
+        }
+        self.requeue(block, false);
+    }
+
+    /// The record forgetting the old object is durable: close its files (the commit worker removes
+    /// them) and drop what was wanted of it; the next fetch learns the new object.
+    pub fn drop_files(&mut self) {
+        let Lifecycle::Forgetting(slot) =
+            std::mem::replace(&mut self.state, Lifecycle::RemoveWanted)
+        else {
+            panic!("{}: files dropped while not forgetting an object", self.url);
+        };
+        // The new object's generation follows the old one's, so its ETag differs and responses begun
+        // on the old object are cut rather than continued with the new bytes.
+        self.generation_floor = self.generation_floor.max(slot.generation + 1);
+        self.inflight.clear();
+        self.client.clear();
+        self.warm.clear();
+    }
+
+    /// Whether the old files are to be removed now (once: the commit worker removes them).
+    pub fn take_remove_wanted(&mut self) -> bool {
+        let wanted = self.phase() == Phase::RemoveWanted;
+        if wanted {
+            self.state = Lifecycle::Removing;
+        }
+        wanted
+    }
+
+    /// The commit worker removed the old files (or tried): the length is learned anew.
+    pub fn files_removed(&mut self) {
+        assert_eq!(
+            self.phase(),
+            Phase::Removing,
+            "{}: no removal asked for",
+            self.url
+        );
+        self.state = Lifecycle::Unknown;
+    }
+}
+
+/// What readers may be told.
+impl OriginVideo {
     /// What a reader at `offset` may be told: present bytes, wait (a fetch will bring them), or the
     /// failure of the block's last fetch.
     pub fn availability(&self, offset: u64) -> Availability {
         let block = offset / self.fill_block;
-        if let Some(s) = &self.slot {
+        if let Some(s) = self.slot() {
             if offset >= s.data.len {
                 return Availability::Absent;
             }
@@ -199,7 +683,7 @@ impl OriginVideo {
             }
         }
         match self.failures.get(&block) {
-            Some((_, status, _)) => Availability::Failed(*status),
+            Some(f) => Availability::Failed(f.status),
             None => Availability::Pending,
         }
     }
@@ -208,6 +692,299 @@ impl OriginVideo {
     pub fn failure_of(&self, offset: u64) -> Option<(u16, String)> {
         self.failures
             .get(&(offset / self.fill_block))
-            .map(|(_, status, why)| (*status, why.clone()))
+            .map(|f| (f.status, f.why.clone()))
+    }
+
+    /// The same, if the failure came while a request that started at `since` waited.
+    pub fn failure_since(&self, offset: u64, since: Instant) -> Option<(u16, String)> {
+        self.failure_of(offset)
+            .filter(|_| self.failed_before(offset / self.fill_block, since))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{KIND_CODE_ORIGIN, StorePaths};
+    use std::path::PathBuf;
+
+    /// A data directory removed when the test ends.
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn slot(name: &str, len: u64) -> (TempDir, Slot) {
+        let dir = std::env::temp_dir().join(format!("vcache-ov-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let paths = StorePaths {
+            data_dir: dir.clone(),
+            boot_id: [7; 16],
+            max_presence_ranges: 1024,
+        };
+        let slot = paths
+            .open_slot_of_kind("v", len, KIND_CODE_ORIGIN, "origin", Some(String::new()))
+            .unwrap();
+        (TempDir(dir), slot)
+    }
+
+    fn video(fill_block: u64, slot: Option<Slot>) -> OriginVideo {
+        OriginVideo::new(
+            "http://o/v".into(),
+            "o".into(),
+            80,
+            "/v".into(),
+            fill_block,
+            Vec::new(),
+            slot.map(Box::new),
+        )
+    }
+
+    /// Take every fetch there is, in order.
+    fn drain(o: &mut OriginVideo) -> Vec<u64> {
+        std::iter::from_fn(|| o.start_fetch().map(|f| f.block)).collect()
+    }
+
+    #[test]
+    fn the_lifecycle_learns_creates_forgets_and_relearns() {
+        let (_dir, s) = slot("life", 10_000);
+        let mut o = video(1000, None);
+        let t0 = Instant::now();
+        assert_eq!(o.phase(), Phase::Unknown);
+        assert_eq!(o.len(), None);
+        o.want(5000, 5999, false, t0);
+        let learn = o.start_fetch().unwrap();
+        assert_eq!(
+            learn,
+            BlockFetch {
+                block: 0,
+                first: 0,
+                last: 999
+            }
+        );
+        o.learned(10_000, "\"a\"".into());
+        assert_eq!(o.phase(), Phase::CreateWanted);
+        assert_eq!(o.take_create_wanted(), Some((10_000, "\"a\"".into())));
+        assert_eq!(o.take_create_wanted(), None);
+        assert_eq!(o.phase(), Phase::Creating);
+        o.files_created(s);
+        assert_eq!(o.phase(), Phase::Ready);
+        assert_eq!(o.len(), Some(10_000));
+        let generation = o.slot().unwrap().generation;
+        assert!(
+            generation > 1,
+            "a created object's generation is seeded from the clock"
+        );
+        o.fetch_again(0, None, false);
+        assert_eq!(drain(&mut o), [0]);
+        // Another length: nothing is fetched until the files are dropped, then the length is learned.
+        o.object_changed(0, true);
+        assert_eq!(o.phase(), Phase::Forgetting);
+        assert!(o.slot().unwrap().delete_pending);
+        assert_eq!(o.start_fetch(), None);
+        o.drop_files();
+        assert_eq!(
+            (o.phase(), o.len(), o.queued_blocks()),
+            (Phase::RemoveWanted, None, 0)
+        );
+        assert!(o.generation_floor > generation);
+        assert!(o.take_remove_wanted());
+        assert!(!o.take_remove_wanted());
+        assert_eq!(o.start_fetch(), None);
+        o.files_removed();
+        assert_eq!(o.phase(), Phase::Unknown);
+        o.want(0, 0, false, Instant::now());
+        assert_eq!(drain(&mut o), [0]);
+    }
+
+    #[test]
+    fn a_failed_creation_learns_again_and_a_changed_validator_keeps_the_files() {
+        let mut o = video(1000, None);
+        o.want(0, 0, false, Instant::now());
+        assert_eq!(drain(&mut o), [0]);
+        o.learned(10, String::new());
+        assert!(o.take_create_wanted().is_some());
+        o.files_failed();
+        assert_eq!(o.phase(), Phase::Unknown);
+
+        let (_dir, s) = slot("same-len", 4000);
+        let mut o = video(1000, Some(s));
+        o.want(0, 3999, false, Instant::now());
+        let first = o.start_fetch().unwrap().block;
+        o.object_changed(first, false);
+        assert_eq!(o.phase(), Phase::Ready);
+        assert_eq!(drain(&mut o), [1, 2, 3, 0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "learned twice")]
+    fn learning_twice_is_a_bug() {
+        let mut o = video(1000, None);
+        o.learned(10, String::new());
+        o.learned(10, String::new());
+    }
+
+    #[test]
+    #[should_panic(expected = "no removal asked for")]
+    fn a_removal_that_was_not_asked_for_is_a_bug() {
+        video(1000, None).files_removed();
+    }
+
+    #[test]
+    #[should_panic(expected = "not forgetting")]
+    fn dropping_the_files_of_a_ready_video_is_a_bug() {
+        let (_dir, s) = slot("drop-ready", 100);
+        video(10, Some(s)).drop_files();
+    }
+
+    #[test]
+    #[should_panic(expected = "files not asked for")]
+    fn files_nobody_asked_for_are_a_bug() {
+        let (_dir, s) = slot("unasked", 100);
+        video(10, None).files_created(s);
+    }
+
+    #[test]
+    fn a_warm_up_before_the_length_is_known_warms_the_whole_object() {
+        let (_dir, s) = slot("warm-all", 3500);
+        let mut o = video(1000, None);
+        o.want(0, 0, true, Instant::now());
+        assert_eq!(drain(&mut o), [0]);
+        o.learned(3500, String::new());
+        o.take_create_wanted();
+        o.files_created(s);
+        // Block 0 is in flight (the learning fetch).
+        assert_eq!(o.queued_blocks(), 3);
+        assert!(!o.has_client_work());
+        assert_eq!(drain(&mut o), [1, 2, 3]);
+    }
+
+    #[test]
+    fn readers_go_before_warm_ups_and_take_their_blocks() {
+        let (_dir, s) = slot("client-first", 10_000);
+        let mut o = video(1000, Some(s));
+        let t = Instant::now();
+        o.want(0, 9999, true, t);
+        assert!(!o.has_client_work());
+        o.want(7500, 8200, false, t);
+        assert!(o.has_client_work());
+        assert_eq!(o.queued_blocks(), 10);
+        assert_eq!(drain(&mut o), [7, 8, 0, 1, 2, 3, 4, 5, 6, 9]);
+    }
+
+    #[test]
+    fn cached_bytes_are_not_fetched_and_in_flight_blocks_not_queued() {
+        let (_dir, mut s) = slot("dedup", 10_000);
+        s.presence.insert(0, 2500).unwrap();
+        let mut o = video(1000, Some(s));
+        let t = Instant::now();
+        o.want(0, 1999, false, t);
+        assert_eq!(o.queued_blocks(), 0);
+        o.want(0, 3999, false, t);
+        // Block 2 is asked for from its first missing byte.
+        let f = o.start_fetch().unwrap();
+        assert_eq!(
+            f,
+            BlockFetch {
+                block: 2,
+                first: 2500,
+                last: 2999
+            }
+        );
+        o.want(2000, 3999, false, t);
+        o.want(2000, 3999, true, t);
+        assert_eq!((o.fetching_blocks(), o.queued_blocks()), (1, 1));
+        // A retry goes first; a block fetched in part is wanted again.
+        o.fetch_again(2, None, true);
+        assert_eq!(drain(&mut o), [2, 3]);
+        o.fetch_done(3, 0);
+        assert_eq!(drain(&mut o), [3]);
+    }
+
+    #[test]
+    fn a_failure_goes_to_the_waiting_readers_and_later_requests_retry() {
+        let (_dir, s) = slot("failure", 4000);
+        let mut o = video(1000, Some(s));
+        let waiting = Instant::now();
+        o.want(1000, 1999, false, waiting);
+        assert_eq!(drain(&mut o), [1]);
+        o.fetch_failed(1, None, 504, "slow".into());
+        assert_eq!(o.availability(1500), Availability::Failed(504));
+        assert_eq!(o.failure_since(1500, waiting), Some((504, "slow".into())));
+        o.want(1000, 1999, false, waiting);
+        assert_eq!(o.queued_blocks(), 0);
+        let later = Instant::now() + std::time::Duration::from_millis(1);
+        assert_eq!(o.failure_since(1500, later), None);
+        o.want(1000, 1999, false, later);
+        assert_eq!(o.availability(1500), Availability::Pending);
+        assert_eq!(drain(&mut o), [1]);
+    }
+
+    #[test]
+    fn queues_are_capped_apart_and_ranges_past_the_cap_are_queued_as_room_appears() {
+        let blocks = (MAX_CLIENT_BLOCKS + MAX_WARM_BLOCKS) as u64 + 5_000;
+        let (_dir, s) = slot("caps", blocks);
+        let mut o = video(1, Some(s));
+        let t = Instant::now();
+        o.want(0, blocks - 1, false, t);
+        assert_eq!(o.queued_blocks(), MAX_CLIENT_BLOCKS);
+        // A warm-up has its own room: readers' blocks do not keep it out, nor does it take theirs.
+        o.want(0, blocks - 1, true, t + std::time::Duration::from_millis(1));
+        assert_eq!(o.queued_blocks(), MAX_CLIENT_BLOCKS + MAX_WARM_BLOCKS);
+        assert_eq!(o.client.len(), MAX_CLIENT_BLOCKS);
+        // The same request routing again adds nothing (its waiting range merges).
+        o.want(0, blocks - 1, false, t);
+        assert_eq!((o.client.pending.len(), o.warm.pending.len()), (1, 1));
+        // Every block is fetched once, readers' in order first; none past the cap is forgotten.
+        let order = drain(&mut o);
+        assert_eq!(order, (0..blocks).collect::<Vec<_>>());
+        assert_eq!(o.queued_blocks(), 0);
+        assert!(o.client.pending.is_empty() && o.warm.pending.is_empty());
+    }
+
+    #[test]
+    fn present_runs_are_skipped_whole() {
+        // 16 Mi one-byte blocks, all present but two: a walk per block would take minutes.
+        let len = 16 << 20;
+        let (_dir, mut s) = slot("skip", len);
+        s.presence.insert(0, 1000).unwrap();
+        s.presence.insert(1001, len - 1).unwrap();
+        let mut o = video(1, Some(s));
+        let t = Instant::now();
+        for _ in 0..1000 {
+            o.want(0, len - 1, false, t);
+        }
+        assert_eq!(drain(&mut o), [1000, len - 1]);
+    }
+
+    #[test]
+    fn block_queues_are_fifo_with_retries_first_and_bounded_waiting_ranges() {
+        let mut q = BlockQueue::new(3);
+        for b in [9, 4, 7] {
+            q.push_back(b);
+        }
+        assert!(!q.has_room());
+        q.push_front(7);
+        assert!(q.remove(4) && !q.remove(4));
+        q.push_back(1);
+        assert_eq!(
+            std::iter::from_fn(|| q.pop()).collect::<Vec<_>>(),
+            [7, 9, 1]
+        );
+        assert!(q.order.is_empty() && q.ticket.is_empty());
+        let t = Instant::now();
+        assert!(q.remember(t, 10, 19));
+        assert!(q.remember(t, 20, 29));
+        assert!(q.remember(t, 5, 12));
+        assert_eq!(q.pending.len(), 1);
+        for i in 1..MAX_PENDING_SPANS as u64 {
+            assert!(q.remember(t, i * 100, i * 100));
+        }
+        assert!(!q.remember(t, 1 << 40, 1 << 40));
+        assert_eq!(q.take_pending(), Some((t, 5, 29)));
     }
 }
