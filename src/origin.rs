@@ -14,6 +14,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::http::range::parse_content_range;
+use crate::store::data_file::prefault_for_write;
 use crate::store::Store;
 use crate::store::origin::Phase;
 
@@ -1091,6 +1092,10 @@ fn begin_body(
         Ok(r) => r,
         Err(e) => return fail(&job, None, format!("cannot take the origin's bytes: {e}")),
     };
+    // Fault the block's pages in with one call before the socket is read into them.
+    if let Some(t) = slot.write_target(reservation, start, end - start) {
+        prefault_for_write(t);
+    }
     let mut cursor = start;
     if !extra.is_empty() {
         let n = (extra.len() as u64).min(end - start);
