@@ -88,9 +88,25 @@ fn system_time_from_seconds(seconds: i64) -> Option<SystemTime> {
     }
 }
 
+thread_local! {
+    /// (unix second, its formatted date) of the last `format_http_date` call on this thread: a video's
+    /// Last-Modified is the same on every response, so it is formatted once, not per request.
+    static CACHED_DATE: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+}
+
 /// "Sun, 06 Nov 1994 08:49:37 GMT" (IMF-fixdate). Sub-second parts are dropped.
 pub fn format_http_date(t: SystemTime) -> String {
-    let seconds = unix_seconds(t);
+    let second = unix_seconds(t);
+    CACHED_DATE.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second {
+            *cached = (second, format_date_uncached(second));
+        }
+        cached.1.clone()
+    })
+}
+
+fn format_date_uncached(seconds: i64) -> String {
     let days = seconds.div_euclid(SECONDS_PER_DAY);
     let second_of_day = seconds.rem_euclid(SECONDS_PER_DAY);
     let (year, month, day) = civil_from_days(days);
@@ -123,7 +139,7 @@ pub fn http_date_now() -> String {
     CACHED_NOW.with(|cached| {
         let mut cached = cached.borrow_mut();
         if cached.0 != second {
-            *cached = (second, format_http_date(now));
+            *cached = (second, format_date_uncached(second));
         }
         cached.1.clone()
     })
