@@ -12,6 +12,11 @@ const KINDS: [(Kind, &str); 3] = [
     (Kind::Varnish, "varnish"),
 ];
 
+const BASES: [(&str, &str); 2] = [
+    ("nginx", "nginx proxy_cache slice 1m, 1 worker"),
+    ("varnish", "varnish (malloc)"),
+];
+
 pub fn run(ctx: &Ctx, report: &mut Report) {
     require(&["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx-light");
     require(&["/usr/sbin/varnishd", "/usr/bin/varnishd"], "varnish");
@@ -41,29 +46,19 @@ pub fn run(ctx: &Ctx, report: &mut Report) {
             s.add(&format!("{tag}/pass"), row.pass_ttfb.as_secs_f64() * 1e3);
         }
     }
-    for (tag, base) in [
-        ("nginx", "nginx proxy_cache slice 1m, 1 worker"),
-        ("varnish", "varnish (malloc)"),
-    ] {
-        let name = "origin hits, random 1 MiB ranges x8 conns, MiB/s";
-        report.row(
-            name,
-            Some(s.med("vcache/hit")),
-            base,
-            Some(s.med(&format!("{tag}/hit"))),
-        );
-    }
-    for (tag, base) in [
-        ("nginx", "nginx proxy_cache slice 1m, 1 worker"),
-        ("varnish", "varnish (malloc)"),
-    ] {
-        let name = "origin cold miss, time to first byte (ms)";
-        report.row(
-            name,
-            Some(s.med("vcache/cold")),
-            base,
-            Some(s.med(&format!("{tag}/cold"))),
-        );
+    let rows = [
+        ("hit", "origin hits, random 1 MiB ranges x8 conns, MiB/s"),
+        ("cold", "origin cold miss on a fresh cache, first byte (ms)"),
+        ("pass", "origin cold block in a used cache, first byte (ms)"),
+    ];
+    for (key, name) in rows {
+        for (tag, base) in BASES {
+            let (v, b) = (
+                s.med(&format!("vcache/{key}")),
+                s.med(&format!("{tag}/{key}")),
+            );
+            report.row(name, Some(v), base, Some(b));
+        }
     }
     report.notes.push(format!(
         "origin: {} MiB file behind an nginx origin; cold first byte: median of 3 fresh caches per round, \
