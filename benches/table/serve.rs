@@ -1,5 +1,5 @@
 //! `serve`: random byte ranges of one file video (`kind = "file"`) over keep-alive connections, from
-//! vcache (its default send path, and VCACHE_SEND_PATH=mmap) and from nginx (sendfile, 1 and 2
+//! vcache (its default send path, a writev of a map slice, and VCACHE_SEND_PATH=sendfile) and from nginx (sendfile, 1 and 2
 //! workers; the better is the baseline). One client thread per connection.
 
 use crate::common::*;
@@ -17,7 +17,7 @@ const LOADS: [(u64, usize, bool, &str); 2] = [
     (64 << 10, 256, false, "64 KiB ranges x256 conns, req/s"),
 ];
 
-const SERVERS: [&str; 4] = ["vcache", "nginx1", "vcache-mmap", "nginx2"];
+const SERVERS: [&str; 4] = ["vcache", "nginx1", "vcache-sendfile", "nginx2"];
 
 /// The 1 GiB (BENCH_SERVE_MIB) random file, made once.
 pub fn movie(ctx: &Ctx) -> (PathBuf, u64) {
@@ -84,11 +84,11 @@ fn measure(ctx: &Ctx, server: &str, range: u64, conns: usize, len: u64) -> (f64,
         ctx.dir.display()
     );
     match server {
-        "vcache" | "vcache-mmap" => {
+        "vcache" | "vcache-sendfile" => {
             let env: &[(&str, &str)] = if server == "vcache" {
                 &[]
             } else {
-                &[("VCACHE_SEND_PATH", "mmap")]
+                &[("VCACHE_SEND_PATH", "sendfile")]
             };
             let (_p, port) = start_vcache(ctx, "serve", vcache_body, env);
             load(port, "/videos/movie", len, range, conns, ctx.secs)
@@ -125,8 +125,8 @@ pub fn run(ctx: &Ctx, report: &mut Report) {
         };
         let base = format!("nginx sendfile {w}w (best; {ow}w {other:.0})");
         for (server, name) in [
-            ("vcache", "default path"),
-            ("vcache-mmap", "SEND_PATH=mmap"),
+            ("vcache", "map slice, the default"),
+            ("vcache-sendfile", "SEND_PATH=sendfile"),
         ] {
             let v = s.med(&format!("{label}/{server}"));
             report.row(
