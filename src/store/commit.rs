@@ -5,12 +5,14 @@
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::meta::{MetaFile, MetaRecord};
+use crate::config::VideoConfig;
 
 /// One durable commit: sync `data`, then write `record` into durable `slot` of `meta` and sync it.
 pub struct CommitJob {
@@ -59,85 +61,140 @@ pub struct Removed {
     pub result: Result<(), String>,
 }
 
+/// Open (or create: fallocate, metadata syncs) a video that a reload added, off the event loop.
+pub struct OpenJob {
+    pub config: VideoConfig,
+    pub paths: super::StorePaths,
+    /// The origin's addresses, resolved by the reload thread (origin videos only).
+    pub resolved: Option<Result<Vec<SocketAddr>, String>>,
+}
+
+/// The outcome of an `OpenJob`: the opened video, for the loop to insert, or why it cannot be served.
+pub struct Opened {
+    pub video: String,
+    pub result: Result<Box<super::Video>, String>,
+}
+
 enum Work {
     Commit(CommitJob),
     Create(CreateJob),
     Remove(RemoveJob),
+    Open(OpenJob),
+}
+
+/// Results the worker hands to the event loop: it appends and wakes the loop, the loop takes them.
+struct Outbox<T>(Arc<Mutex<Vec<T>>>);
+
+impl<T> Clone for Outbox<T> {
+    fn clone(&self) -> Self {
+        Outbox(self.0.clone())
+    }
+}
+
+impl<T> Outbox<T> {
+    fn new() -> Self {
+        Outbox(Arc::new(Mutex::new(Vec::new())))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<T>> {
+        // A panic while holding the lock leaves a Vec that is still whole: keep using it.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Everything put since the last call.
+    fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Hand results to the loop and wake it.
+    fn put(&self, results: impl IntoIterator<Item = T>, waker: &mio::Waker) {
+        self.lock().extend(results);
+        if let Err(e) = waker.wake() {
+            log::error!("commit worker could not wake the event loop: {e}");
+        }
+    }
+}
+
+/// Where the worker puts each kind of result.
+#[derive(Clone)]
+struct Outboxes {
+    done: Outbox<CommitDone>,
+    created: Outbox<Created>,
+    removed: Outbox<Removed>,
+    opened: Outbox<Opened>,
 }
 
 pub struct CommitWorker {
     tx: Option<Sender<Work>>,
-    done: Arc<Mutex<Vec<CommitDone>>>,
-    created: Arc<Mutex<Vec<Created>>>,
-    removed: Arc<Mutex<Vec<Removed>>>,
+    out: Outboxes,
     handle: Option<JoinHandle<()>>,
 }
 
 impl CommitWorker {
     pub fn start(waker: Arc<mio::Waker>) -> std::io::Result<CommitWorker> {
         let (tx, rx) = mpsc::channel();
-        let done = Arc::new(Mutex::new(Vec::new()));
-        let created = Arc::new(Mutex::new(Vec::new()));
-        let removed = Arc::new(Mutex::new(Vec::new()));
-        let (done2, created2, removed2) = (done.clone(), created.clone(), removed.clone());
+        let out = Outboxes {
+            done: Outbox::new(),
+            created: Outbox::new(),
+            removed: Outbox::new(),
+            opened: Outbox::new(),
+        };
+        let worker_out = out.clone();
         let handle = std::thread::Builder::new()
             .name("vcache-commit".into())
-            .spawn(move || run(rx, done2, created2, removed2, waker))?;
+            .spawn(move || run(rx, worker_out, waker))?;
         Ok(CommitWorker {
             tx: Some(tx),
-            done,
-            created,
-            removed,
+            out,
             handle: Some(handle),
         })
     }
 
-    /// Queue a job. Returns false if the worker is gone (it never exits while the sender lives).
+    /// Queue work. Returns false if the worker is gone (it never exits while the sender lives).
+    fn send(&self, work: Work) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.send(work).is_ok())
+    }
+
+    /// Queue a durable commit.
     pub fn submit(&self, job: CommitJob) -> bool {
-        match &self.tx {
-            Some(tx) => tx.send(Work::Commit(job)).is_ok(),
-            None => false,
-        }
+        self.send(Work::Commit(job))
     }
 
     /// Queue the creation of an origin video's files.
     pub fn submit_create(&self, job: CreateJob) -> bool {
-        match &self.tx {
-            Some(tx) => tx.send(Work::Create(job)).is_ok(),
-            None => false,
-        }
+        self.send(Work::Create(job))
     }
 
     /// Queue the removal of a video's (closed) files.
     pub fn submit_remove(&self, job: RemoveJob) -> bool {
-        match &self.tx {
-            Some(tx) => tx.send(Work::Remove(job)).is_ok(),
-            None => false,
-        }
+        self.send(Work::Remove(job))
+    }
+
+    /// Queue the opening of a video a reload added.
+    pub fn submit_open(&self, job: OpenJob) -> bool {
+        self.send(Work::Open(job))
     }
 
     /// Removals finished since the last call.
     pub fn take_removed(&self) -> Vec<Removed> {
-        match self.removed.lock() {
-            Ok(mut d) => std::mem::take(&mut *d),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        self.out.removed.take()
     }
 
     /// Creations finished since the last call.
     pub fn take_created(&self) -> Vec<Created> {
-        match self.created.lock() {
-            Ok(mut d) => std::mem::take(&mut *d),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        self.out.created.take()
     }
 
-    /// Everything finished since the last call.
+    /// Videos opened for a reload since the last call.
+    pub fn take_opened(&self) -> Vec<Opened> {
+        self.out.opened.take()
+    }
+
+    /// Commits finished since the last call.
     pub fn take_done(&self) -> Vec<CommitDone> {
-        match self.done.lock() {
-            Ok(mut d) => std::mem::take(&mut *d),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        self.out.done.take()
     }
 
     /// Finish every queued job and stop the thread.
@@ -160,82 +217,62 @@ fn fdatasync(file: &File) -> std::io::Result<()> {
     }
 }
 
-fn run(
-    rx: Receiver<Work>,
-    done: Arc<Mutex<Vec<CommitDone>>>,
-    created: Arc<Mutex<Vec<Created>>>,
-    removed: Arc<Mutex<Vec<Removed>>>,
-    waker: Arc<mio::Waker>,
-) {
+fn run(rx: Receiver<Work>, out: Outboxes, waker: Arc<mio::Waker>) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
         let mut creates = Vec::new();
         let mut removes = Vec::new();
+        let mut opens = Vec::new();
         for work in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
             match work {
                 Work::Commit(job) => batch.push(job),
                 Work::Create(job) => creates.push(job),
                 Work::Remove(job) => removes.push(job),
+                Work::Open(job) => opens.push(job),
             }
         }
         if !removes.is_empty() {
-            let results: Vec<Removed> = removes
-                .into_iter()
-                .map(|r| Removed {
-                    result: r.paths.remove_files(&r.video).map_err(|e| e.to_string()),
-                    video: r.video,
-                })
-                .collect();
-            match removed.lock() {
-                Ok(mut d) => d.extend(results),
-                Err(p) => p.into_inner().extend(results),
-            }
-            if let Err(e) = waker.wake() {
-                log::error!("commit worker could not wake the event loop: {e}");
-            }
+            let results = removes.into_iter().map(|r| Removed {
+                result: r.paths.remove_files(&r.video).map_err(|e| e.to_string()),
+                video: r.video,
+            });
+            out.removed.put(results, &waker);
         }
         if !creates.is_empty() {
-            let results: Vec<Created> = creates
+            let results = creates.into_iter().map(|c| Created {
+                result: c.paths.open_slot_of_kind(
+                    &c.video,
+                    c.len,
+                    super::KIND_CODE_ORIGIN,
+                    "origin",
+                    Some(c.validator),
+                ),
+                video: c.video,
+            });
+            out.created.put(results, &waker);
+        }
+        if !batch.is_empty() {
+            let results = commit_batch(&batch);
+            let done = batch
                 .into_iter()
-                .map(|c| Created {
-                    result: c.paths.open_slot_of_kind(
-                        &c.video,
-                        c.len,
-                        super::KIND_CODE_ORIGIN,
-                        "origin",
-                        Some(c.validator),
-                    ),
-                    video: c.video,
-                })
-                .collect();
-            match created.lock() {
-                Ok(mut d) => d.extend(results),
-                Err(p) => p.into_inner().extend(results),
-            }
-            if let Err(e) = waker.wake() {
-                log::error!("commit worker could not wake the event loop: {e}");
-            }
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        let results = commit_batch(&batch);
-        {
-            let mut d = match done.lock() {
-                Ok(d) => d,
-                Err(p) => p.into_inner(),
-            };
-            for (job, result) in batch.into_iter().zip(results) {
-                d.push(CommitDone {
+                .zip(results)
+                .map(|(job, result)| CommitDone {
                     video: job.video,
                     claim_seq: job.claim_seq,
                     slot: job.slot,
                     result,
                 });
-            }
+            out.done.put(done, &waker);
         }
-        if let Err(e) = waker.wake() {
-            log::error!("commit worker could not wake the event loop: {e}");
+        // After the batch's commits (a publisher may wait for one), one at a time: each opened video
+        // reaches the loop as soon as it is ready.
+        for o in opens {
+            let result = o.paths.open_video(&o.config, o.resolved.as_ref());
+            let opened = Opened {
+                video: o.config.id,
+                result: result.map(Box::new),
+            };
+            out.opened.put([opened], &waker);
         }
     }
 }

@@ -181,6 +181,11 @@ pub struct LiveRing {
 impl LiveRing {
     pub fn new(data: WritableFile, commit: CommitState, mut state: RingState) -> LiveRing {
         let capacity = data.len;
+        assert!(capacity > 0, "a live ring of 0 bytes");
+        assert!(
+            state.floor <= state.head && state.head <= state.intent,
+            "ring state was not checked by RingState::decode"
+        );
         // Bytes below intent - capacity may have been overwritten by writes the record allowed.
         state.floor = state
             .floor
@@ -202,6 +207,23 @@ impl LiveRing {
             index: None,
             claim_times: VecDeque::with_capacity(CLAIM_TIMES),
         }
+    }
+
+    /// The invariants every method keeps: nothing is claimed at or past the durable intent (so every
+    /// recovered window is honest), and the window starts at or before the head.
+    fn assert_invariants(&self) {
+        assert!(
+            self.state.head <= self.durable_intent,
+            "ring head {} past the durable intent {}",
+            self.state.head,
+            self.durable_intent
+        );
+        assert!(
+            self.window_start() <= self.state.head,
+            "ring window starts at {}, past the head {}",
+            self.window_start(),
+            self.state.head
+        );
     }
 
     /// When the byte at `offset` was claimed, if that claim is among the recent ones.
@@ -271,6 +293,7 @@ impl LiveRing {
             });
         }
         self.commit.bump();
+        self.assert_invariants();
         Ok(id)
     }
 
@@ -289,6 +312,7 @@ impl LiveRing {
             self.durable_intent = self.durable_intent.min(self.state.head);
             self.commit.bump();
         }
+        self.assert_invariants();
     }
 
     /// DELETE: forget the window (nothing is claimed any more; the data file stays allocated).
@@ -302,6 +326,11 @@ impl LiveRing {
         self.state.generation += 1;
         self.state.modified = SystemTime::now();
         self.commit.bump();
+        assert_eq!(
+            self.window_start(),
+            self.state.head,
+            "a forgotten window is empty"
+        );
         Ok(())
     }
 
@@ -312,23 +341,22 @@ impl LiveRing {
             return head;
         }
         let base = self.state.session_start;
+        assert!(base <= head, "session start {base} past the head {head}");
         let aligned = base + (head - base) / TS_PACKET * TS_PACKET;
         aligned.max(self.window_start())
     }
 
     /// The writable bytes at the head for the publisher, at most `max`, never past the wrap point or
-    /// the durable write intent. Raises the intent ahead of time so the publisher rarely waits.
+    /// the durable write intent. Raises the intent ahead of time so the publisher rarely waits. A write
+    /// by anyone but the current publisher, or not at the head, is a bug and panics.
     pub fn write_target(
         &mut self,
         writer: u64,
         offset: u64,
         max: u64,
     ) -> Result<&mut [u8], IngestBlock> {
-        if self.publisher != Some(writer) || offset != self.state.head {
-            return Err(IngestBlock::Refused(
-                "write is not at the head of the channel's current publisher".into(),
-            ));
-        }
+        assert_eq!(self.publisher, Some(writer), "a write by a stale publisher");
+        assert_eq!(offset, self.state.head, "a live write not at the head");
         let step = intent_step(self.capacity());
         let head = self.state.head;
         if self.durable_intent.saturating_sub(head) < step / 2 + 1 {
@@ -338,30 +366,37 @@ impl LiveRing {
                 self.commit.bump();
             }
         }
-        let allowed = self.durable_intent.saturating_sub(head);
+        let allowed = self.durable_intent - head;
         if allowed == 0 {
             return Err(IngestBlock::AwaitCommit);
         }
         let pos = self.position(head);
         let n = max.min(allowed).min(self.capacity() - pos);
+        // The target is inside the mapping and ends at or before the wrap point and the durable intent.
+        assert!(pos + n <= self.capacity() && head + n <= self.durable_intent);
         let (a, b) = (pos as usize, (pos + n) as usize);
-        self.data
-            .write_map
-            .get_mut(a..b)
-            .ok_or_else(|| IngestBlock::Refused("ring position outside the mapping".into()))
+        assert!(
+            b <= self.data.write_map.len(),
+            "ring mapping shorter than its capacity"
+        );
+        Ok(&mut self.data.write_map[a..b])
     }
 
-    /// The publisher's bytes [start, end) are in the mapping: advance the head.
-    pub fn claim(&mut self, writer: u64, start: u64, end: u64) {
-        // The invariant that keeps every recovered window honest: nothing lands past the durable intent.
-        if self.publisher != Some(writer) || start != self.state.head || end > self.durable_intent {
-            log::error!(
-                "BUG: live claim {start}..{end} refused (head {}, durable intent {})",
-                self.state.head,
-                self.durable_intent
-            );
-            return;
-        }
+    /// The publisher's bytes [start, end) are in the mapping: advance the head. Returns `end`: a claim
+    /// is always recorded. A claim by anyone but the publisher, not at the head, or past the durable
+    /// intent (the invariant that keeps every recovered window honest) is a bug and panics.
+    pub fn claim(&mut self, writer: u64, start: u64, end: u64) -> u64 {
+        assert_eq!(
+            self.publisher,
+            Some(writer),
+            "a live claim by a stale publisher"
+        );
+        assert!(
+            start == self.state.head && start <= end && end <= self.durable_intent,
+            "live claim {start}..{end} refused (head {}, durable intent {})",
+            self.state.head,
+            self.durable_intent
+        );
         if end > start {
             self.state.head = end;
             self.state.modified = SystemTime::now();
@@ -369,6 +404,8 @@ impl LiveRing {
             self.commit.bump();
             self.index_bytes(start, end);
         }
+        self.assert_invariants();
+        end
     }
 
     /// Feed newly published bytes [start, end) (contiguous in the mapping) to the keyframe index.
@@ -402,6 +439,10 @@ impl LiveRing {
         if !self.commit.checkpoint_due() {
             return None;
         }
+        assert!(
+            self.state.head <= self.state.intent,
+            "a record whose head passes its intent"
+        );
         let payload = self.state.encode();
         let job = self.commit.commit_job(id, &self.data.file, payload)?;
         self.inflight_intent = Some(self.state.intent);
@@ -415,6 +456,7 @@ impl LiveRing {
             self.durable_intent = self.durable_intent.max(i);
         }
         self.inflight_intent = None;
+        self.assert_invariants();
     }
 }
 
