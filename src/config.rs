@@ -82,7 +82,7 @@ pub const MAX_CONNECTIONS_CEILING: usize = 1_000_000;
 /// Ceiling on the other count limits (headers, ranges, followers, presence ranges).
 pub const MAX_COUNT_CEILING: usize = 100_000_000;
 
-/// What a 2xx to a write promises (see SPEC "Durability").
+/// What a 2xx to a write promises (ARCHITECTURE.md, "Durability protocol", step 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
     /// Survives a process crash at once, a machine crash after the next checkpoint.
@@ -91,7 +91,8 @@ pub enum SyncMode {
     Always,
 }
 
-/// Every bound on a client's resources (SPEC "Limits and bad input"), from `[limits]`.
+/// Every bound on a client's resources, from `[limits]` (config/vcache.toml documents each key and
+/// its range; the ceilings are the constants above).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_connections: usize,
@@ -848,8 +849,9 @@ fn validate_limits(src: &Source<'_>, raw: &RawLimits) -> Result<Limits, ConfigEr
     Ok(limits)
 }
 
-/// `[A-Za-z0-9._-]{1,128}`, and not `.` or `..`.
-fn is_valid_video_id(id: &str) -> bool {
+/// `[A-Za-z0-9._-]{1,128}`, and not `.` or `..`: the one definition of a video id, for the config and
+/// for request paths.
+pub fn is_valid_video_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_VIDEO_ID_LEN
         && id

@@ -37,6 +37,16 @@ const FINAL_COMMIT_ATTEMPTS: usize = 3;
 /// Rounds of wake-ups processed per loop iteration (each round drives the connections woken by the last).
 const MAX_WAKE_ROUNDS: usize = 8;
 
+/// The answer to a connection past `limits.max_connections`, written once without reading its request.
+fn too_many_connections_response() -> String {
+    let body = "503: too many connections (limits.max_connections); try again\n";
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Retry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
@@ -319,8 +329,7 @@ impl Server {
                 Ok((mut stream, peer)) => {
                     if self.open >= self.cfg.server.limits.max_connections {
                         self.metrics.connections_refused += 1;
-                        let msg = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 62\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503: too many connections (limits.max_connections); try again\n";
-                        let _ = stream.write(msg);
+                        let _ = stream.write(too_many_connections_response().as_bytes());
                         log::warn!("refused {peer}: limits.max_connections reached");
                         continue;
                     }

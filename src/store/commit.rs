@@ -1,5 +1,5 @@
 //! The commit worker: the one thread that syncs. It takes durable-commit jobs from the event loop,
-//! syncs every data file of a batch first, then writes each job's metadata record into its durable slot
+//! syncs every data file of a batch first, then writes each job's metadata record into its durable record slot
 //! and syncs the metadata files, and reports back through a `mio::Waker`. Jobs that arrive while a batch
 //! is being synced form the next batch, so writes that finish close together share one sync (group commit).
 
@@ -11,15 +11,15 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::meta::{MetaFile, MetaRecord};
+use super::meta::{MetaFile, MetaRecord, RecordSlot};
 use crate::config::VideoConfig;
 
-/// One durable commit: sync `data`, then write `record` into durable `slot` of `meta` and sync it.
+/// One durable commit: sync `data`, then write `record` into durable record slot `record_slot` of `meta` and sync it.
 pub struct CommitJob {
     pub video: String,
     pub data: Arc<File>,
     pub meta: Arc<MetaFile>,
-    pub slot: usize,
+    pub record_slot: RecordSlot,
     pub record: MetaRecord,
     /// The claim sequence number the record covers: every claim up to it is durable once this is done.
     pub claim_seq: u64,
@@ -30,7 +30,7 @@ pub struct CommitJob {
 pub struct CommitDone {
     pub video: String,
     pub claim_seq: u64,
-    pub slot: usize,
+    pub record_slot: RecordSlot,
     pub result: Result<(), String>,
 }
 
@@ -259,7 +259,7 @@ fn run(rx: Receiver<Work>, out: Outboxes, waker: Arc<mio::Waker>) {
                 .map(|(job, result)| CommitDone {
                     video: job.video,
                     claim_seq: job.claim_seq,
-                    slot: job.slot,
+                    record_slot: job.record_slot,
                     result,
                 });
             out.done.put(done, &waker);
@@ -278,7 +278,7 @@ fn run(rx: Receiver<Work>, out: Outboxes, waker: Arc<mio::Waker>) {
 }
 
 /// The commit protocol for a batch: (1) sync every data file, (2) write each record into its durable
-/// slot, (3) sync every metadata file. A job whose data sync failed writes no metadata.
+/// record slot, (3) sync every metadata file. A job whose data sync failed writes no metadata.
 fn commit_batch(batch: &[CommitJob]) -> Vec<Result<(), String>> {
     let mut data_failed: HashSet<i32> = HashSet::new();
     let mut seen: HashSet<i32> = HashSet::new();
@@ -299,7 +299,7 @@ fn commit_batch(batch: &[CommitJob]) -> Vec<Result<(), String>> {
         }
         results.push(
             job.meta
-                .write_slot(job.slot, &job.record)
+                .write_record_slot(job.record_slot, &job.record)
                 .map_err(|e| format!("writing the metadata record failed: {e}")),
         );
     }
@@ -320,9 +320,9 @@ fn commit_batch(batch: &[CommitJob]) -> Vec<Result<(), String>> {
 }
 
 /// The commit bookkeeping of one writable video (upload slot or live ring): which claims the metadata
-/// on disk covers (fast record, durable record), which slot is written next, and whether a durable
+/// on disk covers (fast record, durable record), which record slot is written next, and whether a durable
 /// commit is in flight. The payload (what is claimed) is the caller's; this type only knows sequence
-/// numbers, slots and the protocol's order.
+/// numbers, record slots and the protocol's order.
 pub struct CommitState {
     meta: Arc<MetaFile>,
     boot_id: super::meta::BootId,
@@ -335,8 +335,8 @@ pub struct CommitState {
     /// The claim_seq covered by the newest durable record / fast record.
     pub durable_claim_seq: u64,
     pub fast_claim_seq: u64,
-    next_durable_slot: usize,
-    next_fast_slot: usize,
+    next_durable_record_slot: RecordSlot,
+    next_fast_record_slot: RecordSlot,
     pub commit_in_flight: bool,
     pub last_commit_error: Option<String>,
     /// When the last commit failed: the next attempt waits COMMIT_RETRY_BACKOFF.
@@ -350,10 +350,10 @@ pub const COMMIT_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_
 /// Where a recovered video's metadata stands, for `CommitState::new`.
 pub struct Recovered {
     pub record_seq: u64,
-    /// The winning record came from a fast slot: the first checkpoint must make it durable.
+    /// The winning record came from a fast record slot: the first checkpoint must make it durable.
     pub from_fast: bool,
-    pub next_durable_slot: usize,
-    pub next_fast_slot: usize,
+    pub next_durable_record_slot: RecordSlot,
+    pub next_fast_record_slot: RecordSlot,
 }
 
 impl CommitState {
@@ -374,8 +374,8 @@ impl CommitState {
             // A state recovered from a fast record is in the page cache but maybe not on the disk.
             durable_claim_seq: if r.from_fast { 0 } else { 1 },
             fast_claim_seq: 1,
-            next_durable_slot: r.next_durable_slot,
-            next_fast_slot: r.next_fast_slot,
+            next_durable_record_slot: r.next_durable_record_slot,
+            next_fast_record_slot: r.next_fast_record_slot,
             commit_in_flight: false,
             last_commit_error: None,
             failed_at: None,
@@ -407,11 +407,11 @@ impl CommitState {
     pub fn write_fast_record(&mut self, payload: Vec<u8>) -> Result<(), String> {
         let claim = self.claim_seq;
         let rec = self.record(payload);
-        let slot = self.next_fast_slot;
+        let record_slot = self.next_fast_record_slot;
         self.meta
-            .write_slot(slot, &rec)
+            .write_record_slot(record_slot, &rec)
             .map_err(|e| format!("writing the fast metadata record failed: {e}"))?;
-        self.next_fast_slot = super::meta::next_fast_slot(Some(slot));
+        self.next_fast_record_slot = super::meta::next_fast_record_slot(Some(record_slot));
         self.fast_claim_seq = claim;
         Ok(())
     }
@@ -442,7 +442,7 @@ impl CommitState {
             video: id.to_string(),
             data: data.clone(),
             meta: self.meta.clone(),
-            slot: self.next_durable_slot,
+            record_slot: self.next_durable_record_slot,
             record: rec,
             claim_seq: claim,
         })
@@ -454,14 +454,15 @@ impl CommitState {
         match &done.result {
             Ok(()) => {
                 self.durable_claim_seq = self.durable_claim_seq.max(done.claim_seq);
-                self.next_durable_slot = super::meta::next_durable_slot(Some(done.slot));
+                self.next_durable_record_slot =
+                    super::meta::next_durable_record_slot(Some(done.record_slot));
                 self.last_commit_error = None;
                 self.failed_at = None;
                 true
             }
             Err(e) => {
-                // The slot that failed may be torn: the next attempt goes to the same slot, so the
-                // other durable slot (the newest good record) is never overwritten.
+                // The record slot that failed may be torn: the next attempt goes to the same one, so the
+                // other durable record slot (the newest good record) is never overwritten.
                 self.last_commit_error = Some(e.clone());
                 self.failed_at = Some(std::time::Instant::now());
                 false

@@ -190,8 +190,8 @@ pub enum Body {
 }
 
 impl Body {
-    /// The slot holding an upload's or an origin video's bytes.
-    fn any_slot(&self) -> Option<&Slot> {
+    /// The slot holding an upload's or an origin video's bytes (`Video::upload_slot` for uploads only).
+    fn slot(&self) -> Option<&Slot> {
         match self {
             Body::Upload(s) => Some(s),
             Body::Origin(o) => o.slot(),
@@ -199,7 +199,7 @@ impl Body {
         }
     }
 
-    fn any_slot_mut(&mut self) -> Option<&mut Slot> {
+    fn slot_mut(&mut self) -> Option<&mut Slot> {
         match self {
             Body::Upload(s) => Some(s),
             Body::Origin(o) => o.slot_mut(),
@@ -244,7 +244,7 @@ impl Video {
         match &self.body {
             Body::File { .. } => 0,
             Body::Live(r) => r.state.generation,
-            body => body.any_slot().map_or(0, |s| s.generation),
+            body => body.slot().map_or(0, |s| s.generation),
         }
     }
 
@@ -337,18 +337,30 @@ impl Video {
         }
     }
 
-    pub fn slot_mut(&mut self) -> Option<&mut Slot> {
+    /// An `upload` video's slot (None for every other kind, origin videos included: their slot is
+    /// `OriginVideo::slot`, and any writable slot is `Body::slot`).
+    pub fn upload_slot(&self) -> Option<&Slot> {
+        match &self.body {
+            Body::Upload(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn upload_slot_mut(&mut self) -> Option<&mut Slot> {
         match &mut self.body {
             Body::Upload(s) => Some(s),
             _ => None,
         }
     }
 
+    /// The old name of `upload_slot`, until routes.rs calls that.
     pub fn slot(&self) -> Option<&Slot> {
-        match &self.body {
-            Body::Upload(s) => Some(s),
-            _ => None,
-        }
+        self.upload_slot()
+    }
+
+    /// The old name of `upload_slot_mut`, until routes.rs calls that.
+    pub fn slot_mut(&mut self) -> Option<&mut Slot> {
+        self.upload_slot_mut()
     }
 
     pub fn ring(&self) -> Option<&LiveRing> {
@@ -389,20 +401,20 @@ impl Video {
     pub fn commit(&self) -> Option<&CommitState> {
         match &self.body {
             Body::Live(r) => Some(&r.commit),
-            body => body.any_slot().map(|s| &s.commit),
+            body => body.slot().map(|s| &s.commit),
         }
     }
 
     pub fn commit_mut(&mut self) -> Option<&mut CommitState> {
         match &mut self.body {
             Body::Live(r) => Some(&mut r.commit),
-            body => body.any_slot_mut().map(|s| &mut s.commit),
+            body => body.slot_mut().map(|s| &mut s.commit),
         }
     }
 
     /// A DELETE (or a changed origin object) is waiting for its durable commit.
     pub fn delete_pending(&self) -> bool {
-        self.body.any_slot().is_some_and(|s| s.delete_pending)
+        self.body.slot().is_some_and(|s| s.delete_pending)
     }
 
     /// A writer is blocked until a durable commit lands (a live ring's write intent, an origin
@@ -422,7 +434,7 @@ impl Video {
                 let p = r.state.encode();
                 r.commit.write_fast_record(p)
             }
-            body => match body.any_slot_mut() {
+            body => match body.slot_mut() {
                 Some(s) => {
                     let p = s.payload();
                     s.commit.write_fast_record(p)
@@ -437,7 +449,7 @@ impl Video {
         match &mut self.body {
             Body::Live(r) => r.commit_job(id),
             body => {
-                let s = body.any_slot_mut()?;
+                let s = body.slot_mut()?;
                 if !s.commit.checkpoint_due() {
                     return None;
                 }
@@ -451,7 +463,7 @@ impl Video {
         match &mut self.body {
             Body::Live(r) => r.commit_done(done),
             body => {
-                if let Some(s) = body.any_slot_mut()
+                if let Some(s) = body.slot_mut()
                     && s.commit.commit_done(done)
                     && s.delete_pending
                     && s.commit.is_settled()
@@ -514,6 +526,7 @@ pub fn configured_content_type(v: &VideoConfig) -> String {
     })
 }
 
+/// Whole seconds since the epoch, as metadata payloads store modification times (0 before 1970).
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -901,7 +914,7 @@ impl StorePaths {
                 scan.describe()
             ));
         }
-        let (payload, chosen_slot, seq) = match scan.winner.clone() {
+        let (payload, chosen_record_slot, seq) = match scan.winner.clone() {
             None => {
                 if data_exists {
                     return Err(format!(
@@ -919,9 +932,9 @@ impl StorePaths {
                     data_len: len,
                     payload: fresh_payload,
                 };
-                meta.write_slot_synced(meta::DURABLE_SLOTS[0], &rec)
+                meta.write_record_slot_synced(meta::DURABLE_RECORD_SLOTS[0], &rec)
                     .map_err(|e| format!("cannot write metadata {}: {e}", mpath.display()))?;
-                (None, meta::DURABLE_SLOTS[0], rec.seq)
+                (None, meta::DURABLE_RECORD_SLOTS[0], rec.seq)
             }
             Some((slot, rec)) => {
                 if rec.video_kind != kind_code {
@@ -991,7 +1004,7 @@ impl StorePaths {
         }
         // Overwrite the older durable slot next, so the newest durable record survives a torn write.
         let newest_durable = if payload.is_none() {
-            Some(meta::DURABLE_SLOTS[0])
+            Some(meta::DURABLE_RECORD_SLOTS[0])
         } else {
             scan.newest_durable
         };
@@ -1002,9 +1015,9 @@ impl StorePaths {
             len,
             Recovered {
                 record_seq: seq,
-                from_fast: meta::FAST_SLOTS.contains(&chosen_slot),
-                next_durable_slot: meta::next_durable_slot(newest_durable),
-                next_fast_slot: meta::next_fast_slot(scan.newest_fast),
+                from_fast: meta::FAST_RECORD_SLOTS.contains(&chosen_record_slot),
+                next_durable_record_slot: meta::next_durable_record_slot(newest_durable),
+                next_fast_record_slot: meta::next_fast_record_slot(scan.newest_fast),
             },
         );
         Ok((data, commit, payload))
@@ -1494,7 +1507,7 @@ mod tests {
         r.commit_done(&CommitDone {
             video: job.video,
             claim_seq: job.claim_seq,
-            slot: job.slot,
+            record_slot: job.record_slot,
             result: Ok(()),
         });
         w

@@ -11,15 +11,13 @@ use std::collections::VecDeque;
 
 use super::commit::{CommitDone, CommitJob, CommitState};
 use super::data_file::WritableFile;
-use super::{Availability, IngestBlock, WriteRefusal};
-use crate::tsindex::{Keyframe, PTS_CLOCK_HZ, PTS_MODULUS, TsIndexer};
+use super::{Availability, IngestBlock, WriteRefusal, unix_secs};
+use crate::tsindex::{Keyframe, PTS_CLOCK_HZ, PTS_MODULUS, TS_PACKET_SIZE, TsIndexer};
 
 /// `MetaRecord::video_kind` of a live ring.
 pub const KIND_CODE_LIVE: u8 = 3;
 const RING_PAYLOAD_VERSION: u8 = 1;
 const RING_PAYLOAD_LEN: usize = 1 + 6 * 8;
-/// MPEG-TS packet size: followers of a video/mp2t channel start on a packet boundary.
-pub const TS_PACKET: u64 = 188;
 
 /// What a ring's metadata records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,12 +42,6 @@ const CLAIM_TIMES: usize = 1024;
 /// a crash loses at most that fraction of the oldest window).
 fn intent_step(capacity: u64) -> u64 {
     (capacity / 8).max(1)
-}
-
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl RingState {
@@ -334,7 +326,8 @@ impl LiveRing {
         Ok(())
     }
 
-    /// Where a follower starts: the live edge, on a TS packet boundary of the session if `ts_aligned`.
+    /// Where a follower starts: the live edge, on a TS packet boundary of the session if `ts_aligned`
+    /// (followers of a video/mp2t channel start on a packet).
     pub fn follow_start(&self, ts_aligned: bool) -> u64 {
         let head = self.state.head;
         if !ts_aligned {
@@ -342,7 +335,8 @@ impl LiveRing {
         }
         let base = self.state.session_start;
         assert!(base <= head, "session start {base} past the head {head}");
-        let aligned = base + (head - base) / TS_PACKET * TS_PACKET;
+        let packet = TS_PACKET_SIZE as u64;
+        let aligned = base + (head - base) / packet * packet;
         aligned.max(self.window_start())
     }
 
