@@ -1341,125 +1341,118 @@ fn encode_upload_payload(
 /// A read-only description of what is cached for each video, for `vcache check`. Takes no lock and
 /// creates nothing.
 pub fn describe_cached(cfg: &Config, v: &VideoConfig, boot: &BootId) -> String {
-    match &v.kind {
-        VideoKind::File { path } => match std::fs::metadata(path) {
+    let mpath = meta_path(&cfg.server.data_dir, &v.id);
+    let described = match &v.kind {
+        VideoKind::File { path } => Ok(match std::fs::metadata(path) {
             Ok(m) => format!("file {} ({} bytes), complete", path.display(), m.len()),
             Err(e) => format!("file {}: {e}", path.display()),
-        },
-        VideoKind::Upload { size } => {
-            let mpath = meta_path(&cfg.server.data_dir, &v.id);
-            if !mpath.exists() {
-                return format!("upload slot of {size} bytes, not created yet");
-            }
-            let meta = match MetaFile::open(&mpath, false) {
-                Ok(m) => m,
-                Err(e) => return format!("metadata {}: {e}", mpath.display()),
-            };
-            match meta.load(boot) {
-                Ok(None) => format!("upload slot of {size} bytes, nothing recorded"),
-                Ok(Some((_, rec))) => {
-                    if rec.video_kind != KIND_CODE_UPLOAD || rec.data_len != *size {
-                        return format!(
-                            "PROBLEM: metadata describes kind code {} of {} bytes, config says upload of {size}",
-                            rec.video_kind, rec.data_len
-                        );
-                    }
-                    match decode_upload_payload(&rec.payload, *size, usize::MAX) {
-                        Ok(st) => format!(
-                            "upload slot of {size} bytes, {} bytes present in {} ranges{}",
-                            st.presence.present_bytes(),
-                            st.presence.ranges().len(),
-                            if st.presence.is_complete() {
-                                " (complete)"
-                            } else {
-                                ""
-                            }
-                        ),
-                        Err(e) => format!("PROBLEM: metadata {}: {e}", mpath.display()),
-                    }
-                }
-                Err(e) => format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display()),
-            }
-        }
-        VideoKind::Live { capacity } => {
-            let mpath = meta_path(&cfg.server.data_dir, &v.id);
-            if !mpath.exists() {
-                return format!("live channel of {capacity} bytes, not created yet");
-            }
-            let loaded = MetaFile::open(&mpath, false)
-                .map_err(|e| e.to_string())
-                .and_then(|m| m.load(boot).map_err(|e| e.to_string()));
-            match loaded {
-                Ok(None) => format!("live channel of {capacity} bytes, nothing recorded"),
-                Ok(Some((_, rec)))
-                    if rec.video_kind != KIND_CODE_LIVE || rec.data_len != *capacity =>
-                {
-                    format!(
-                        "PROBLEM: metadata describes kind code {} of {} bytes, config says live of {capacity}",
-                        rec.video_kind, rec.data_len
-                    )
-                }
-                Ok(Some((_, rec))) => match RingState::decode(&rec.payload, *capacity) {
-                    Ok(st) => {
-                        let start = st
-                            .floor
-                            .max(st.intent.saturating_sub(*capacity))
-                            .min(st.head);
-                        let start = start.max(st.head.saturating_sub(*capacity));
-                        format!(
-                            "live channel of {capacity} bytes, head {}, window {start}-{} ({} bytes)",
-                            st.head,
-                            st.head,
-                            st.head - start
-                        )
-                    }
-                    Err(e) => format!("PROBLEM: metadata {}: {e}", mpath.display()),
-                },
-                Err(e) => format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display()),
-            }
-        }
-        VideoKind::Origin { url, size, .. } => {
-            let mpath = meta_path(&cfg.server.data_dir, &v.id);
-            if !mpath.exists() {
-                return match size {
-                    Some(n) => format!("origin video at {url}, {n} bytes, nothing cached yet"),
-                    None => {
-                        format!("origin video at {url}, length not learned yet, nothing cached")
-                    }
-                };
-            }
-            let loaded = MetaFile::open(&mpath, false)
-                .map_err(|e| e.to_string())
-                .and_then(|m| m.load(boot).map_err(|e| e.to_string()));
-            match loaded {
-                Ok(None) => format!("origin video at {url}, nothing recorded"),
-                Ok(Some((_, rec))) if rec.video_kind != KIND_CODE_ORIGIN => format!(
-                    "PROBLEM: metadata describes kind code {}, config says origin",
-                    rec.video_kind
-                ),
-                Ok(Some((_, rec))) => {
-                    match decode_upload_payload(&rec.payload, rec.data_len, usize::MAX) {
-                        Ok(st) => {
-                            let validator = st.validator.unwrap_or_default();
-                            format!(
-                                "origin video at {url}, {} bytes, {} cached in {} ranges, validator {}",
-                                rec.data_len,
-                                st.presence.present_bytes(),
-                                st.presence.ranges().len(),
-                                if validator.is_empty() {
-                                    "unknown".to_string()
-                                } else {
-                                    format!("known ({validator})")
-                                }
-                            )
-                        }
-                        Err(e) => format!("PROBLEM: metadata {}: {e}", mpath.display()),
-                    }
-                }
-                Err(e) => format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display()),
-            }
-        }
+        }),
+        VideoKind::Upload { size } => describe_upload(&mpath, *size, boot),
+        VideoKind::Live { capacity } => describe_live(&mpath, *capacity, boot),
+        VideoKind::Origin { url, size, .. } => describe_origin(&mpath, url, *size, boot),
+    };
+    // Err carries the whole line: what is wrong with the metadata file.
+    described.unwrap_or_else(|problem| problem)
+}
+
+/// The winning record of an existing metadata file, read without a lock (None: nothing recorded).
+fn read_record(mpath: &Path, boot: &BootId) -> Result<Option<MetaRecord>, String> {
+    let unreadable =
+        |e: String| format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display());
+    let meta = MetaFile::open(mpath, false).map_err(|e| unreadable(e.to_string()))?;
+    let loaded = meta.load(boot).map_err(|e| unreadable(e.to_string()))?;
+    Ok(loaded.map(|(_, rec)| rec))
+}
+
+/// A payload that does not decode, as `vcache check` reports it.
+fn undecodable(mpath: &Path) -> impl Fn(String) -> String + '_ {
+    move |e| format!("PROBLEM: metadata {}: {e}", mpath.display())
+}
+
+fn describe_upload(mpath: &Path, size: u64, boot: &BootId) -> Result<String, String> {
+    if !mpath.exists() {
+        return Ok(format!("upload slot of {size} bytes, not created yet"));
     }
+    let Some(rec) = read_record(mpath, boot)? else {
+        return Ok(format!("upload slot of {size} bytes, nothing recorded"));
+    };
+    if rec.video_kind != KIND_CODE_UPLOAD || rec.data_len != size {
+        return Ok(format!(
+            "PROBLEM: metadata describes kind code {} of {} bytes, config says upload of {size}",
+            rec.video_kind, rec.data_len
+        ));
+    }
+    let st = decode_upload_payload(&rec.payload, size, usize::MAX).map_err(undecodable(mpath))?;
+    let complete = if st.presence.is_complete() {
+        " (complete)"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "upload slot of {size} bytes, {} bytes present in {} ranges{complete}",
+        st.presence.present_bytes(),
+        st.presence.ranges().len(),
+    ))
+}
+
+fn describe_live(mpath: &Path, capacity: u64, boot: &BootId) -> Result<String, String> {
+    if !mpath.exists() {
+        return Ok(format!("live channel of {capacity} bytes, not created yet"));
+    }
+    let Some(rec) = read_record(mpath, boot)? else {
+        return Ok(format!(
+            "live channel of {capacity} bytes, nothing recorded"
+        ));
+    };
+    if rec.video_kind != KIND_CODE_LIVE || rec.data_len != capacity {
+        return Ok(format!(
+            "PROBLEM: metadata describes kind code {} of {} bytes, config says live of {capacity}",
+            rec.video_kind, rec.data_len
+        ));
+    }
+    let st = RingState::decode(&rec.payload, capacity)
+        .map_err(undecodable(mpath))?
+        .recovered(capacity);
+    let (start, head) = (st.window_start(capacity), st.head);
+    Ok(format!(
+        "live channel of {capacity} bytes, head {head}, window {start}-{head} ({} bytes)",
+        head - start
+    ))
+}
+
+fn describe_origin(
+    mpath: &Path,
+    url: &str,
+    size: Option<u64>,
+    boot: &BootId,
+) -> Result<String, String> {
+    if !mpath.exists() {
+        return Ok(match size {
+            Some(n) => format!("origin video at {url}, {n} bytes, nothing cached yet"),
+            None => format!("origin video at {url}, length not learned yet, nothing cached"),
+        });
+    }
+    let Some(rec) = read_record(mpath, boot)? else {
+        return Ok(format!("origin video at {url}, nothing recorded"));
+    };
+    if rec.video_kind != KIND_CODE_ORIGIN {
+        return Ok(format!(
+            "PROBLEM: metadata describes kind code {}, config says origin",
+            rec.video_kind
+        ));
+    }
+    let st = decode_upload_payload(&rec.payload, rec.data_len, usize::MAX)
+        .map_err(undecodable(mpath))?;
+    let validator = match st.validator.unwrap_or_default() {
+        v if v.is_empty() => "unknown".to_string(),
+        v => format!("known ({v})"),
+    };
+    Ok(format!(
+        "origin video at {url}, {} bytes, {} cached in {} ranges, validator {validator}",
+        rec.data_len,
+        st.presence.present_bytes(),
+        st.presence.ranges().len(),
+    ))
 }
 
 #[cfg(test)]

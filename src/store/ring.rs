@@ -45,6 +45,21 @@ fn intent_step(capacity: u64) -> u64 {
 }
 
 impl RingState {
+    /// The state as recovery trusts it: bytes below `intent - capacity` may have been overwritten by
+    /// writes the record allowed, so the floor rises to there (never past the head).
+    pub fn recovered(mut self, capacity: u64) -> RingState {
+        self.floor = self
+            .floor
+            .max(self.intent.saturating_sub(capacity))
+            .min(self.head);
+        self
+    }
+
+    /// The first readable offset of a ring of `capacity` bytes in this state.
+    pub fn window_start(&self, capacity: u64) -> u64 {
+        self.floor.max(self.head.saturating_sub(capacity))
+    }
+
     pub fn fresh(capacity: u64) -> RingState {
         RingState {
             generation: 1,
@@ -171,18 +186,14 @@ pub struct LiveRing {
 }
 
 impl LiveRing {
-    pub fn new(data: WritableFile, commit: CommitState, mut state: RingState) -> LiveRing {
+    pub fn new(data: WritableFile, commit: CommitState, state: RingState) -> LiveRing {
         let capacity = data.len;
         assert!(capacity > 0, "a live ring of 0 bytes");
         assert!(
             state.floor <= state.head && state.head <= state.intent,
             "ring state was not checked by RingState::decode"
         );
-        // Bytes below intent - capacity may have been overwritten by writes the record allowed.
-        state.floor = state
-            .floor
-            .max(state.intent.saturating_sub(capacity))
-            .min(state.head);
+        let state = state.recovered(capacity);
         LiveRing {
             data,
             commit,
@@ -251,9 +262,7 @@ impl LiveRing {
 
     /// The first readable offset.
     pub fn window_start(&self) -> u64 {
-        self.state
-            .floor
-            .max(self.state.head.saturating_sub(self.capacity()))
+        self.state.window_start(self.capacity())
     }
 
     /// Present bytes run up to the head or the ring's wrap point, whichever is first, so that every
