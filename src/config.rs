@@ -82,7 +82,7 @@ pub const MAX_CONNECTIONS_CEILING: usize = 1_000_000;
 /// Ceiling on the other count limits (headers, ranges, followers, presence ranges).
 pub const MAX_COUNT_CEILING: usize = 100_000_000;
 
-/// What a 2xx to a write promises (see SPEC "Durability").
+/// What a 2xx to a write promises (ARCHITECTURE.md, "Durability protocol", step 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
     /// Survives a process crash at once, a machine crash after the next checkpoint.
@@ -91,7 +91,8 @@ pub enum SyncMode {
     Always,
 }
 
-/// Every bound on a client's resources (SPEC "Limits and bad input"), from `[limits]`.
+/// Every bound on a client's resources, from `[limits]` (config/vcache.toml documents each key and
+/// its range; the ceilings are the constants above).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_connections: usize,
@@ -182,12 +183,13 @@ pub struct VideoConfig {
 impl VideoConfig {
     /// "file" | "upload" | "live" | "origin".
     pub fn kind_name(&self) -> &'static str {
-        match self.kind {
-            VideoKind::File { .. } => "file",
-            VideoKind::Upload { .. } => "upload",
-            VideoKind::Live { .. } => "live",
-            VideoKind::Origin { .. } => "origin",
-        }
+        let kind = match self.kind {
+            VideoKind::File { .. } => Kind::File,
+            VideoKind::Upload { .. } => Kind::Upload,
+            VideoKind::Live { .. } => Kind::Live,
+            VideoKind::Origin { .. } => Kind::Origin,
+        };
+        kind.name()
     }
 }
 
@@ -848,8 +850,9 @@ fn validate_limits(src: &Source<'_>, raw: &RawLimits) -> Result<Limits, ConfigEr
     Ok(limits)
 }
 
-/// `[A-Za-z0-9._-]{1,128}`, and not `.` or `..`.
-fn is_valid_video_id(id: &str) -> bool {
+/// `[A-Za-z0-9._-]{1,128}`, and not `.` or `..`: the one definition of a video id, for the config and
+/// for request paths.
+pub fn is_valid_video_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_VIDEO_ID_LEN
         && id
@@ -859,29 +862,200 @@ fn is_valid_video_id(id: &str) -> bool {
         && id != ".."
 }
 
+/// A video's `kind` as the config names it, before its settings are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Upload,
+    Live,
+    Origin,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [Kind::File, Kind::Upload, Kind::Live, Kind::Origin];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Upload => "upload",
+            Kind::Live => "live",
+            Kind::Origin => "origin",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
 /// The keys that belong to only some kinds, and which kinds they belong to.
-const KIND_SPECIFIC_KEYS: [(&str, &[&str]); 5] = [
-    ("path", &["file"]),
-    ("size", &["upload", "origin"]),
-    ("capacity", &["live"]),
-    ("url", &["origin"]),
-    ("fill_block", &["origin"]),
+const KIND_SPECIFIC_KEYS: [(&str, &[Kind]); 5] = [
+    ("path", &[Kind::File]),
+    ("size", &[Kind::Upload, Kind::Origin]),
+    ("capacity", &[Kind::Live]),
+    ("url", &[Kind::Origin]),
+    ("fill_block", &[Kind::Origin]),
 ];
 
-const KIND_NAMES: [&str; 4] = ["file", "upload", "live", "origin"];
+/// One `[[video]]` table being validated: where it is, which video it is, and its raw keys.
+struct VideoTable<'s, 'r> {
+    src: &'s Source<'s>,
+    raw: &'r RawVideo,
+    span: Range<usize>,
+    kind: Kind,
+    /// "video `id`: ", the start of every message about this table.
+    context: String,
+}
 
-fn validate_video(
+impl VideoTable<'_, '_> {
+    /// A key this kind needs is missing.
+    fn missing(&self, key: &str, example: &str) -> ConfigError {
+        self.src.error(
+            self.span.clone(),
+            key,
+            format!(
+                "{}a `{}` video needs `{key}`, e.g. {key} = {example}",
+                self.context,
+                self.kind.name()
+            ),
+        )
+    }
+
+    /// Refuse a key that belongs to other kinds.
+    fn check_kind_specific_keys(&self) -> Result<(), ConfigError> {
+        let raw = self.raw;
+        let present_spans: [Option<Range<usize>>; 5] = [
+            raw.path.as_ref().map(Spanned::span),
+            raw.size.as_ref().map(Spanned::span),
+            raw.capacity.as_ref().map(Spanned::span),
+            raw.url.as_ref().map(Spanned::span),
+            raw.fill_block.as_ref().map(Spanned::span),
+        ];
+        for ((key, kinds), span) in KIND_SPECIFIC_KEYS.iter().zip(present_spans) {
+            if let Some(span) = span
+                && !kinds.contains(&self.kind)
+            {
+                let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+                return Err(self.src.error(
+                    span,
+                    key,
+                    format!(
+                        "{}`{key}` does not belong to a `{}` video (it is for: {})",
+                        self.context,
+                        self.kind.name(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The kind's settings, and the video's length when it is known now (to check seek points
+    /// against).
+    fn kind_settings(&self, base_dir: &Path) -> Result<(VideoKind, Option<u64>), ConfigError> {
+        match self.kind {
+            Kind::File => self.file_settings(base_dir),
+            Kind::Upload => self.upload_settings(),
+            Kind::Live => self.live_settings(),
+            Kind::Origin => self.origin_settings(),
+        }
+    }
+
+    fn file_settings(&self, base_dir: &Path) -> Result<(VideoKind, Option<u64>), ConfigError> {
+        let value = self
+            .raw
+            .path
+            .as_ref()
+            .ok_or_else(|| self.missing("path", "\"movies/movie.ts\""))?;
+        let (path, len) = validate_file_path(self.src, value, base_dir, &self.context)?;
+        Ok((VideoKind::File { path }, Some(len)))
+    }
+
+    fn upload_settings(&self) -> Result<(VideoKind, Option<u64>), ConfigError> {
+        let value = self
+            .raw
+            .size
+            .as_ref()
+            .ok_or_else(|| self.missing("size", "\"1GiB\""))?;
+        let size = size_in(self.src, value, "size", &self.context, 1, MAX_VIDEO_BYTES)?;
+        Ok((VideoKind::Upload { size }, Some(size)))
+    }
+
+    fn live_settings(&self) -> Result<(VideoKind, Option<u64>), ConfigError> {
+        let value = self
+            .raw
+            .capacity
+            .as_ref()
+            .ok_or_else(|| self.missing("capacity", "\"256MiB\""))?;
+        let capacity = size_in(
+            self.src,
+            value,
+            "capacity",
+            &self.context,
+            MIN_LIVE_CAPACITY,
+            MAX_VIDEO_BYTES,
+        )?;
+        // Live offsets are logical and grow without bound: no length to check against.
+        Ok((VideoKind::Live { capacity }, None))
+    }
+
+    fn origin_settings(&self) -> Result<(VideoKind, Option<u64>), ConfigError> {
+        let (src, context) = (self.src, &self.context);
+        let value = self
+            .raw
+            .url
+            .as_ref()
+            .ok_or_else(|| self.missing("url", "\"http://media.example/film.mp4\""))?;
+        let url = value.get_ref().clone();
+        let origin = parse_origin_url(&url)
+            .map_err(|why| src.error(value.span(), "url", format!("{context}{why}")))?;
+        let fill_block = match &self.raw.fill_block {
+            None => DEFAULT_FILL_BLOCK,
+            Some(value) => {
+                let block = size_in(
+                    src,
+                    value,
+                    "fill_block",
+                    context,
+                    MIN_FILL_BLOCK,
+                    MAX_FILL_BLOCK,
+                )?;
+                if !block.is_power_of_two() {
+                    return Err(src.error(
+                        value.span(),
+                        "fill_block",
+                        format!("{context}must be a power of two, got {block}"),
+                    ));
+                }
+                block
+            }
+        };
+        let size = match &self.raw.size {
+            None => None,
+            Some(value) => Some(size_in(src, value, "size", context, 1, MAX_VIDEO_BYTES)?),
+        };
+        let kind = VideoKind::Origin {
+            url,
+            host: origin.host,
+            port: origin.port,
+            path: origin.path,
+            fill_block,
+            size,
+        };
+        Ok((kind, size))
+    }
+}
+
+/// The `id` of a `[[video]]` table, checked.
+fn validate_video_id(
     src: &Source<'_>,
-    raw: Sp<RawVideo>,
-    base_dir: &Path,
-) -> Result<VideoConfig, ConfigError> {
-    let table_span = raw.span();
-    let line = src.line_of(table_span.start);
-    let raw = raw.into_inner();
-
+    raw: &RawVideo,
+    table_span: &Range<usize>,
+) -> Result<String, ConfigError> {
     let Some(id_value) = &raw.id else {
         return Err(src.error(
-            table_span,
+            table_span.clone(),
             "id",
             "this [[video]] has no `id`; add one such as id = \"movie\"",
         ));
@@ -897,8 +1071,19 @@ fn validate_video(
             ),
         ));
     }
-    let context = format!("video `{id}`: ");
+    Ok(id)
+}
 
+fn validate_video(
+    src: &Source<'_>,
+    raw: Sp<RawVideo>,
+    base_dir: &Path,
+) -> Result<VideoConfig, ConfigError> {
+    let table_span = raw.span();
+    let line = src.line_of(table_span.start);
+    let raw = raw.into_inner();
+    let id = validate_video_id(src, &raw, &table_span)?;
+    let context = format!("video `{id}`: ");
     let Some(kind_value) = &raw.kind else {
         return Err(src.error(
             table_span,
@@ -906,123 +1091,26 @@ fn validate_video(
             format!("{context}missing `kind`; use one of file, upload, live, origin"),
         ));
     };
-    let kind_name = kind_value.get_ref().as_str();
-    if !KIND_NAMES.contains(&kind_name) {
+    let Some(kind) = Kind::parse(kind_value.get_ref()) else {
         return Err(src.error(
             kind_value.span(),
             "kind",
-            format!("{context}unknown kind `{kind_name}`; use one of file, upload, live, origin"),
+            format!(
+                "{context}unknown kind `{}`; use one of file, upload, live, origin",
+                kind_value.get_ref()
+            ),
         ));
-    }
-
-    let present_spans: [Option<Range<usize>>; 5] = [
-        raw.path.as_ref().map(Spanned::span),
-        raw.size.as_ref().map(Spanned::span),
-        raw.capacity.as_ref().map(Spanned::span),
-        raw.url.as_ref().map(Spanned::span),
-        raw.fill_block.as_ref().map(Spanned::span),
-    ];
-    for ((key, kinds), span) in KIND_SPECIFIC_KEYS.iter().zip(present_spans) {
-        if let Some(span) = span
-            && !kinds.contains(&kind_name)
-        {
-            return Err(src.error(
-                span,
-                key,
-                format!(
-                    "{context}`{key}` does not belong to a `{kind_name}` video (it is for: {})",
-                    kinds.join(", ")
-                ),
-            ));
-        }
-    }
-    let missing = |key: &str, example: &str| {
-        src.error(
-            table_span.clone(),
-            key,
-            format!("{context}a `{kind_name}` video needs `{key}`, e.g. {key} = {example}"),
-        )
     };
-
-    // The video's length when it is known now, to check seek points against.
-    let (kind, known_len) = match kind_name {
-        "file" => {
-            let value = raw
-                .path
-                .as_ref()
-                .ok_or_else(|| missing("path", "\"movies/movie.ts\""))?;
-            let (path, len) = validate_file_path(src, value, base_dir, &context)?;
-            (VideoKind::File { path }, Some(len))
-        }
-        "upload" => {
-            let value = raw
-                .size
-                .as_ref()
-                .ok_or_else(|| missing("size", "\"1GiB\""))?;
-            let size = size_in(src, value, "size", &context, 1, MAX_VIDEO_BYTES)?;
-            (VideoKind::Upload { size }, Some(size))
-        }
-        "live" => {
-            let value = raw
-                .capacity
-                .as_ref()
-                .ok_or_else(|| missing("capacity", "\"256MiB\""))?;
-            let capacity = size_in(
-                src,
-                value,
-                "capacity",
-                &context,
-                MIN_LIVE_CAPACITY,
-                MAX_VIDEO_BYTES,
-            )?;
-            // Live offsets are logical and grow without bound: no length to check against.
-            (VideoKind::Live { capacity }, None)
-        }
-        _ => {
-            let value = raw
-                .url
-                .as_ref()
-                .ok_or_else(|| missing("url", "\"http://media.example/film.mp4\""))?;
-            let url = value.get_ref().clone();
-            let origin = parse_origin_url(&url)
-                .map_err(|why| src.error(value.span(), "url", format!("{context}{why}")))?;
-            let fill_block = match &raw.fill_block {
-                None => DEFAULT_FILL_BLOCK,
-                Some(value) => {
-                    let block = size_in(
-                        src,
-                        value,
-                        "fill_block",
-                        &context,
-                        MIN_FILL_BLOCK,
-                        MAX_FILL_BLOCK,
-                    )?;
-                    if !block.is_power_of_two() {
-                        return Err(src.error(
-                            value.span(),
-                            "fill_block",
-                            format!("{context}must be a power of two, got {block}"),
-                        ));
-                    }
-                    block
-                }
-            };
-            let size = match &raw.size {
-                None => None,
-                Some(value) => Some(size_in(src, value, "size", &context, 1, MAX_VIDEO_BYTES)?),
-            };
-            let kind = VideoKind::Origin {
-                url,
-                host: origin.host,
-                port: origin.port,
-                path: origin.path,
-                fill_block,
-                size,
-            };
-            (kind, size)
-        }
+    let table = VideoTable {
+        src,
+        raw: &raw,
+        span: table_span,
+        kind,
+        context,
     };
-
+    table.check_kind_specific_keys()?;
+    let (kind, known_len) = table.kind_settings(base_dir)?;
+    let context = table.context;
     let content_type = match &raw.content_type {
         None => None,
         Some(value) => Some(validate_content_type(src, value, &context)?),

@@ -4,6 +4,7 @@
 //! takes its answers through a `mio::Waker`, runs the checkpoint timer and timeouts, reloads the config on
 //! SIGHUP and shuts down gracefully on SIGTERM/SIGINT.
 
+use std::collections::BTreeSet;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +37,16 @@ const FINAL_COMMIT_ATTEMPTS: usize = 3;
 /// Rounds of wake-ups processed per loop iteration (each round drives the connections woken by the last).
 const MAX_WAKE_ROUNDS: usize = 8;
 
+/// The answer to a connection past `limits.max_connections`, written once without reading its request.
+fn too_many_connections_response() -> String {
+    let body = "503: too many connections (limits.max_connections); try again\n";
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Retry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
@@ -60,12 +71,28 @@ pub struct Server {
     waker: Arc<Waker>,
     /// A reload being loaded (parsed, origins resolved) on its own thread.
     reload_rx: Option<Receiver<ReloadLoaded>>,
-    /// A SIGHUP arrived while a reload was loading: load again after it.
+    /// A SIGHUP arrived while a reload was loading or being applied: load again after it.
     reload_again: bool,
+    /// A reload applied but for the videos it added, which the commit worker is still opening.
+    pending_reload: Option<PendingReload>,
 }
 
 /// A config loaded for a reload, with its origin hosts resolved, or why it was refused.
 type ReloadLoaded = Result<(Config, ResolvedOrigins), String>;
+
+/// What a reload being applied is waiting for (videos it added, opened on the commit worker: creating a
+/// data file is a fallocate and metadata syncs) and what its final log line reports.
+#[derive(Default)]
+struct PendingReload {
+    opening: BTreeSet<String>,
+    added: Vec<String>,
+    removed: Vec<String>,
+    changed: Vec<String>,
+}
+
+/// What a video being opened by a reload answers meanwhile (503, like any configured video that cannot
+/// be served).
+const OPENING_MESSAGE: &str = "being opened after a reload (its files are checked or created off the event loop); retry shortly";
 
 impl Server {
     pub fn new(
@@ -117,6 +144,7 @@ impl Server {
             waker,
             reload_rx: None,
             reload_again: false,
+            pending_reload: None,
         })
     }
 
@@ -143,6 +171,7 @@ impl Server {
                     WAKER => {
                         self.collect_commits();
                         self.collect_reload();
+                        self.collect_opened();
                     }
                     SIG_STOP => {
                         if service::drain_signal_pipe(&mut self.signals.stop) {
@@ -300,8 +329,7 @@ impl Server {
                 Ok((mut stream, peer)) => {
                     if self.open >= self.cfg.server.limits.max_connections {
                         self.metrics.connections_refused += 1;
-                        let msg = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 62\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503: too many connections (limits.max_connections); try again\n";
-                        let _ = stream.write(msg);
+                        let _ = stream.write(too_many_connections_response().as_bytes());
                         log::warn!("refused {peer}: limits.max_connections reached");
                         continue;
                     }
@@ -606,9 +634,9 @@ impl Server {
         }
     }
 
-    /// SIGHUP: load the config again and apply it as a diff. A config that fails to load changes nothing.
     /// SIGHUP: load the config again on a short-lived thread (parsing and resolving origin hosts do
-    /// not belong on the loop); the loop applies it as a diff when it is ready.
+    /// not belong on the loop); the loop applies it as a diff when it is ready. A config that fails to
+    /// load changes nothing.
     fn reload(&mut self) {
         let Some(path) = self.config_path.clone() else {
             log::warn!("SIGHUP: running on the embedded default config; nothing to reload");
@@ -618,7 +646,7 @@ impl Server {
             log::info!("SIGHUP during shutdown: ignored");
             return;
         }
-        if self.reload_rx.is_some() {
+        if self.reload_rx.is_some() || self.pending_reload.is_some() {
             self.reload_again = true;
             return;
         }
@@ -667,30 +695,71 @@ impl Server {
         };
         self.reload_rx = None;
         match loaded {
-            Ok((new, resolved)) => self.apply_config(new, &resolved),
-            Err(e) => log::error!("{e}"),
+            Ok((new, resolved)) => self.apply_config(new, resolved),
+            Err(e) => {
+                log::error!("{e}");
+                self.reload_finished();
+            }
         }
+    }
+
+    /// The reload is over (applied, or refused): tell the service manager, and start the next one if a
+    /// SIGHUP came meanwhile.
+    fn reload_finished(&mut self) {
+        assert!(self.reload_rx.is_none() && self.pending_reload.is_none());
         service::sd_notify("READY=1\nSTATUS=serving");
         if std::mem::take(&mut self.reload_again) {
             self.reload();
         }
     }
 
-    /// Apply a new config as a diff: new videos are opened, removed ones are retired (no new request
-    /// reaches them; connections using them finish), changed settings apply to new requests. Open
-    /// connections and cached data are untouched. `listen` and `data_dir` need a restart.
-    fn apply_config(&mut self, new: Config, resolved: &ResolvedOrigins) {
+    /// Apply a new config as a diff: removed ones are retired (no new request reaches them; connections
+    /// using them finish), changed settings apply to new requests, and new videos are opened on the
+    /// commit worker (answering 503 until then); the reload is logged once they are. Open connections and
+    /// cached data are untouched. `listen` and `data_dir` need a restart.
+    fn apply_config(&mut self, new: Config, mut resolved: ResolvedOrigins) {
+        assert!(self.pending_reload.is_none(), "one reload at a time");
         if new.server.listen != self.cfg.server.listen {
             log::warn!("reload: a new listen address takes effect only after a restart");
         }
         if new.server.data_dir != self.cfg.server.data_dir {
             log::warn!("reload: a new data_dir takes effect only after a restart");
         }
-        let mut added = Vec::new();
+        let mut pending = PendingReload {
+            removed: self.retire_removed_and_changed(&new),
+            ..PendingReload::default()
+        };
+        // A retired video whose kind changed can be replaced only once nothing uses it any more.
+        self.drop_unused_retired();
+        let mut problems = Vec::new();
+        for nv in &new.videos {
+            if let Err(message) = self.apply_video(nv, &mut resolved, &mut pending) {
+                log::error!("reload: video {}: {message}", nv.id);
+                problems.push(VideoProblem {
+                    id: nv.id.clone(),
+                    message,
+                });
+            }
+        }
+        self.problems = problems;
+        // Listen address and data_dir stay as they were (above); everything else applies to new requests.
+        let listen = self.cfg.server.listen;
+        let data_dir = self.cfg.server.data_dir.clone();
+        self.cfg = new;
+        self.cfg.server.listen = listen;
+        self.cfg.server.data_dir = data_dir;
+        self.fetcher.set_limits(
+            self.cfg.server.origin_connections,
+            self.cfg.server.origin_timeout_ms,
+        );
+        self.pending_reload = Some(pending);
+        self.finish_reload_once_opened();
+    }
+
+    /// Retire the videos a new config removes or redefines (another kind, path, size…); returns the ids
+    /// it removes. A redefined one is opened again under its new definition by `apply_video`.
+    fn retire_removed_and_changed(&mut self, new: &Config) -> Vec<String> {
         let mut removed = Vec::new();
-        let mut changed = Vec::new();
-        // Removed videos, and videos whose kind (path, size…) changed: retired; a changed one is opened
-        // again below under its new definition.
         let current: Vec<String> = self.store.videos.keys().cloned().collect();
         for id in current {
             let same_kind = new.videos.iter().any(|nv| {
@@ -708,77 +777,110 @@ impl Server {
                 }
             }
         }
-        // A retired video whose kind changed can be replaced only once nothing uses it any more.
-        self.drop_unused_retired();
-        let mut problems = Vec::new();
-        for nv in &new.videos {
-            if let Some(v) = self.store.videos.get_mut(&nv.id) {
-                if v.cfg != *nv {
-                    v.content_type = crate::store::configured_content_type(nv);
-                    v.cfg = nv.clone();
-                    changed.push(nv.id.clone());
-                }
-                continue;
+        removed
+    }
+
+    /// One video of a new config: settings changed in place, a retired one taken back, or a new one
+    /// handed to the commit worker to open. Err: why it cannot be served (it answers 503).
+    fn apply_video(
+        &mut self,
+        nv: &crate::config::VideoConfig,
+        resolved: &mut ResolvedOrigins,
+        pending: &mut PendingReload,
+    ) -> Result<(), String> {
+        if let Some(v) = self.store.videos.get_mut(&nv.id) {
+            if v.cfg != *nv {
+                v.content_type = crate::store::configured_content_type(nv);
+                v.cfg = nv.clone();
+                pending.changed.push(nv.id.clone());
             }
-            if let Some(old) = self.store.retired.get_mut(&nv.id) {
-                if old.cfg.kind == nv.kind {
-                    // Added back: the files are still open (and locked); reuse them.
-                    old.content_type = crate::store::configured_content_type(nv);
-                    old.cfg = nv.clone();
-                    self.store.unretire(&nv.id);
-                    added.push(nv.id.clone());
-                } else {
-                    let message = format!(
-                        "its old definition ({}) is still in use by open connections or being \
-                         committed; reload again once they finish",
-                        old.cfg.kind_name()
-                    );
-                    log::error!("reload: video {}: {message}", nv.id);
-                    problems.push(VideoProblem {
-                        id: nv.id.clone(),
-                        message,
-                    });
-                }
-                continue;
+            return Ok(());
+        }
+        if let Some(old) = self.store.retired.get_mut(&nv.id) {
+            if old.cfg.kind != nv.kind {
+                return Err(format!(
+                    "its old definition ({}) is still in use by open connections or being \
+                     committed; reload again once they finish",
+                    old.cfg.kind_name()
+                ));
             }
-            match self.store.open_video_with(nv, resolved) {
+            // Added back: the files are still open (and locked); reuse them.
+            old.content_type = crate::store::configured_content_type(nv);
+            old.cfg = nv.clone();
+            self.store.unretire(&nv.id);
+            pending.added.push(nv.id.clone());
+            return Ok(());
+        }
+        let job = crate::store::commit::OpenJob {
+            config: nv.clone(),
+            paths: self.store.paths(),
+            resolved: resolved.remove(&nv.id),
+        };
+        let submitted = self.worker.as_ref().is_some_and(|w| w.submit_open(job));
+        if !submitted {
+            return Err("the commit worker is gone; restart the daemon".into());
+        }
+        assert!(pending.opening.insert(nv.id.clone()), "video opened twice");
+        Err(OPENING_MESSAGE.into())
+    }
+
+    /// Videos the commit worker opened for the pending reload: route them (or report why they cannot
+    /// be served), and finish the reload once none is left.
+    fn collect_opened(&mut self) {
+        let Some(worker) = &self.worker else { return };
+        let opened = worker.take_opened();
+        if opened.is_empty() {
+            return;
+        }
+        let Some(pending) = self.pending_reload.as_mut() else {
+            unreachable!("videos opened without a reload pending");
+        };
+        for o in opened {
+            assert!(pending.opening.remove(&o.video), "an open nobody asked for");
+            self.problems.retain(|p| p.id != o.video);
+            match o.result {
                 Ok(v) => {
-                    self.store.videos.insert(nv.id.clone(), v);
-                    added.push(nv.id.clone());
+                    assert!(!self.store.videos.contains_key(&o.video));
+                    self.store.videos.insert(o.video.clone(), *v);
+                    pending.added.push(o.video);
                 }
                 Err(message) => {
-                    log::error!("reload: video {}: {message}", nv.id);
-                    problems.push(VideoProblem {
-                        id: nv.id.clone(),
+                    log::error!("reload: video {}: {message}", o.video);
+                    self.problems.push(VideoProblem {
+                        id: o.video,
                         message,
                     });
                 }
             }
         }
-        self.problems = problems;
-        // Listen address and data_dir stay as they were (above); everything else applies to new requests.
-        let listen = self.cfg.server.listen;
-        let data_dir = self.cfg.server.data_dir.clone();
-        self.cfg = new;
-        self.cfg.server.listen = listen;
-        self.cfg.server.data_dir = data_dir;
-        self.fetcher.set_limits(
-            self.cfg.server.origin_connections,
-            self.cfg.server.origin_timeout_ms,
-        );
-        let still_open = self.store.retired.len();
+        self.finish_reload_once_opened();
+    }
+
+    /// Log the reload and end it, if no video it added is still being opened.
+    fn finish_reload_once_opened(&mut self) {
+        if self
+            .pending_reload
+            .as_ref()
+            .is_none_or(|p| !p.opening.is_empty())
+        {
+            return;
+        }
+        let Some(p) = self.pending_reload.take() else {
+            return;
+        };
         log::info!(
             "reloaded config {}: {} videos added {:?}, {} removed {:?}, {} changed {:?}; {} serving, {} \
              removed ones still open for their connections",
             self.cfg.source,
-            added.len(),
-            added,
-            removed.len(),
-            removed,
-            changed.len(),
-            changed,
+            p.added.len(),
+            p.added,
+            p.removed.len(),
+            p.removed,
+            p.changed.len(),
+            p.changed,
             self.store.videos.len(),
-            still_open
+            self.store.retired.len()
         );
+        self.reload_finished();
     }
 }

@@ -5,6 +5,7 @@ mod config;
 mod conn;
 mod event_loop;
 mod http;
+mod index_cmd;
 mod metrics;
 mod origin;
 mod routes;
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
             Ok(path) => exit(check(path)),
             Err(e) => usage_error(&e),
         },
-        "index" => match tsindex::run_index_command(rest) {
+        "index" => match index_cmd::run(rest) {
             Ok(text) => exit(Stdout::default().print(&text)),
             Err(e) => {
                 eprintln!("{e}"); // run_index_command errors already say "vcache index:"

@@ -1,11 +1,7 @@
-//! MPEG-TS keyframe scanner behind `vcache index FILE` and the live channels' seek index.
-//! It follows the PAT and PMT to the video PID and reports every TS packet that starts a keyframe
-//! PES (random access indicator, an H.264 IDR / HEVC IRAP slice, or an MPEG-1/2 sequence header
-//! with an I-picture) with its PTS, and turns such a list into a `[video.seek]` points table.
-
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{ErrorKind, Read};
+//! MPEG-TS keyframe scanner behind `vcache index FILE` (`index_cmd`) and the live channels' seek
+//! index: a pure parser, fed bytes in any pieces. It follows the PAT and PMT to the video PID and
+//! reports every TS packet that starts a keyframe PES (random access indicator, an H.264 IDR / HEVC
+//! IRAP slice, or an MPEG-1/2 sequence header with an I-picture) with its PTS.
 
 /// Size of one transport stream packet.
 pub const TS_PACKET_SIZE: usize = 188;
@@ -32,20 +28,8 @@ pub const MAX_PES_PROBE_BYTES: usize = 16 * 1024;
 pub const PTS_MODULUS: u64 = 1 << 33;
 /// PTS and DTS tick at 90 kHz.
 pub const PTS_CLOCK_HZ: u64 = 90_000;
-/// Highest frame rate that `detect_fps` reports and `--fps` accepts (the config's MAX_FPS).
-pub const MAX_FPS: u32 = 1000;
-/// Highest timecode hour a points table carries (the config's MAX_TIMECODE_HOURS); later
-/// keyframes are left out of the table.
-pub const MAX_TIMECODE_HOURS: u64 = 999;
-/// Video PES timestamps sampled by `detect_fps`, at most.
+/// Video PES timestamps sampled for frame-rate detection (`TsIndexer::sampling_pts`), at most.
 pub const MAX_FPS_SAMPLES: usize = 1024;
-/// Bytes read from the file per `feed` call in `run_index_command`.
-const INDEX_READ_CHUNK_BYTES: usize = 1 << 20;
-/// Bytes fed per call by `detect_fps`, so that it stops soon after enough samples.
-#[cfg(test)]
-const FPS_SCAN_CHUNK_BYTES: usize = 64 * 1024;
-
-const USAGE: &str = "usage: vcache index FILE [--fps N]";
 
 /// A TS packet that starts a keyframe PES.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -492,6 +476,20 @@ impl TsIndexer {
         self.video.map(|video| video.pid)
     }
 
+    /// An indexer that also keeps the PTS of the first `MAX_FPS_SAMPLES` video PES headers, for
+    /// frame-rate detection.
+    pub fn sampling_pts(base_offset: u64) -> Self {
+        TsIndexer {
+            pts_samples: Some(Vec::new()),
+            ..TsIndexer::new(base_offset)
+        }
+    }
+
+    /// The PTS sampled so far (empty unless made by `sampling_pts`).
+    pub fn pts_samples(&self) -> &[u64] {
+        self.pts_samples.as_deref().unwrap_or(&[])
+    }
+
     /// TS packets scanned so far (after sync).
     pub fn packets_scanned(&self) -> u64 {
         self.packets
@@ -760,243 +758,22 @@ pub fn scan(bytes: &[u8]) -> Vec<Keyframe> {
     keyframes
 }
 
-/// Follows PTS values (modulo 2^33) as a signed running count of ticks from the first one,
-/// taking each step as the shorter way round the 2^33 circle.
-struct PtsUnwrapper {
-    previous: Option<(u64, i128)>,
-}
-
-impl PtsUnwrapper {
-    fn new() -> Self {
-        PtsUnwrapper { previous: None }
-    }
-
-    fn ticks_since_first(&mut self, pts: u64) -> i128 {
-        let pts = pts % PTS_MODULUS;
-        let ticks = match self.previous {
-            None => 0,
-            Some((previous_pts, previous_ticks)) => {
-                let forward = (pts + PTS_MODULUS - previous_pts) % PTS_MODULUS;
-                let step = if forward >= PTS_MODULUS / 2 {
-                    i128::from(forward) - i128::from(PTS_MODULUS)
-                } else {
-                    i128::from(forward)
-                };
-                previous_ticks + step
-            }
-        };
-        self.previous = Some((pts, ticks));
-        ticks
-    }
-}
-
-/// Turns keyframes into a seek `points` table: timecode = (pts - first pts) at `fps` as
-/// HH:MM:SS:FF (frames rounded down), non-drop-frame. PTS wraparound at 2^33 is followed. A point
-/// is left out when its timecode is not after the previous point's (equal, or earlier as with a
-/// PTS jump backwards), when its offset is not after the previous point's, or when it is past
-/// MAX_TIMECODE_HOURS — the table stays strictly increasing in both columns, as the config requires.
-/// With `fps` 0 the points list is empty. Output is TOML for under `[video.seek]`:
-/// ```text
-/// fps = 25
-/// points = [
-///   ["00:00:00:00", 0],
-///   ["00:00:02:00", 376000],
-/// ]
-/// ```
-pub fn points_toml(keyframes: &[Keyframe], fps: u32) -> String {
-    let mut text = format!("fps = {fps}\npoints = [\n");
-    let mut unwrapper = PtsUnwrapper::new();
-    let mut previous: Option<(u128, u64)> = None;
-    for keyframe in keyframes {
-        let ticks = unwrapper.ticks_since_first(keyframe.pts);
-        if fps == 0 {
-            break;
-        }
-        let Ok(ticks) = u128::try_from(ticks) else {
-            continue;
-        };
-        let frame = ticks * u128::from(fps) / u128::from(PTS_CLOCK_HZ);
-        if previous.is_some_and(|(frame_before, offset_before)| {
-            frame <= frame_before || keyframe.offset <= offset_before
-        }) {
-            continue;
-        }
-        let fps_wide = u128::from(fps);
-        let frames = frame % fps_wide;
-        let seconds = frame / fps_wide;
-        let hours = seconds / 3600;
-        if hours > u128::from(MAX_TIMECODE_HOURS) {
-            break;
-        }
-        let minutes = seconds / 60 % 60;
-        let seconds = seconds % 60;
-        text.push_str(&format!(
-            "  [\"{hours:02}:{minutes:02}:{seconds:02}:{frames:02}\", {}],\n",
-            keyframe.offset
-        ));
-        previous = Some((frame, keyframe.offset));
-    }
-    text.push_str("]\n");
-    text
-}
-
-/// The frame rate from video PES timestamps: sorted and deduplicated (so B-frame reordering does
-/// not matter), the most common step between neighbours (the smaller on a tie) → 90000/step
-/// rounded. None with fewer than two distinct timestamps or a rate outside 1..=MAX_FPS.
-fn fps_from_pts_samples(samples: &[u64]) -> Option<u32> {
-    let mut unwrapper = PtsUnwrapper::new();
-    let mut ticks: Vec<i128> = samples
-        .iter()
-        .map(|&pts| unwrapper.ticks_since_first(pts))
-        .collect();
-    ticks.sort_unstable();
-    ticks.dedup();
-    let mut step_counts: BTreeMap<i128, usize> = BTreeMap::new();
-    for pair in ticks.windows(2) {
-        if let [earlier, later] = pair {
-            *step_counts.entry(later - earlier).or_default() += 1;
-        }
-    }
-    let mut best: Option<(i128, usize)> = None;
-    for (&step, &count) in &step_counts {
-        if best.is_none_or(|(_, best_count)| count > best_count) {
-            best = Some((step, count));
-        }
-    }
-    let (step, _) = best?;
-    let clock = i128::from(PTS_CLOCK_HZ);
-    let fps = (clock + step / 2) / step;
-    u32::try_from(fps)
-        .ok()
-        .filter(|fps| (1..=MAX_FPS).contains(fps))
-}
-
-/// Guesses the frame rate from the video PES PTS steps (see `fps_from_pts_samples`), looking
-/// at the first MAX_FPS_SAMPLES video PES; None if there is no video or too little of it.
+/// Builders of MPEG-TS streams for tests (here and in `index_cmd`).
 #[cfg(test)]
-pub fn detect_fps(bytes: &[u8]) -> Option<u32> {
-    let mut indexer = TsIndexer::new(0);
-    indexer.pts_samples = Some(Vec::new());
-    for chunk in bytes.chunks(FPS_SCAN_CHUNK_BYTES) {
-        indexer.feed(chunk);
-        if indexer
-            .pts_samples
-            .as_ref()
-            .is_some_and(|samples| samples.len() >= MAX_FPS_SAMPLES)
-        {
-            break;
-        }
-    }
-    indexer.finish();
-    fps_from_pts_samples(indexer.pts_samples.as_deref().unwrap_or(&[]))
-}
-
-fn parse_fps_argument(value: &str) -> Result<u32, String> {
-    match value.parse::<u32>() {
-        Ok(fps) if (1..=MAX_FPS).contains(&fps) => Ok(fps),
-        _ => Err(format!(
-            "vcache index: --fps must be a whole number from 1 to {MAX_FPS}, not {value:?}\n{USAGE}"
-        )),
-    }
-}
-
-/// The CLI entry; `args` are those after `index`: `FILE [--fps N]` (also `--fps=N`; `--help`
-/// returns the usage). Reads the file in chunks through a `TsIndexer` and returns the
-/// `points_toml` text; without `--fps` the frame rate is detected. Errors name the file.
-pub fn run_index_command(args: &[String]) -> Result<String, String> {
-    let mut path: Option<&str> = None;
-    let mut fps: Option<u32> = None;
-    let mut arguments = args.iter();
-    while let Some(argument) = arguments.next() {
-        let fps_value = if argument == "--fps" {
-            Some(
-                arguments
-                    .next()
-                    .ok_or_else(|| format!("vcache index: --fps needs a value\n{USAGE}"))?
-                    .as_str(),
-            )
-        } else {
-            argument.strip_prefix("--fps=")
-        };
-        if let Some(value) = fps_value {
-            if fps.is_some() {
-                return Err(format!("vcache index: --fps given twice\n{USAGE}"));
-            }
-            fps = Some(parse_fps_argument(value)?);
-        } else if argument == "--help" || argument == "-h" {
-            return Ok(format!("{USAGE}\n"));
-        } else if argument.starts_with('-') {
-            return Err(format!(
-                "vcache index: unknown option {argument:?}\n{USAGE}"
-            ));
-        } else if let Some(first) = path {
-            return Err(format!(
-                "vcache index: one FILE only (got {first:?} and {argument:?})\n{USAGE}"
-            ));
-        } else {
-            path = Some(argument);
-        }
-    }
-    let path = path.ok_or_else(|| format!("vcache index: no FILE given\n{USAGE}"))?;
-
-    let mut file =
-        File::open(path).map_err(|e| format!("vcache index: cannot open {path}: {e}"))?;
-    let mut indexer = TsIndexer::new(0);
-    indexer.pts_samples = Some(Vec::new());
-    let mut keyframes = Vec::new();
-    let mut buffer = vec![0u8; INDEX_READ_CHUNK_BYTES];
-    loop {
-        let read = match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("vcache index: cannot read {path}: {e}")),
-        };
-        keyframes.extend(indexer.feed(buffer.get(..read).unwrap_or(&[])));
-    }
-    keyframes.extend(indexer.finish());
-
-    if indexer.packets_scanned() == 0 {
-        return Err(format!(
-            "vcache index: {path} is not an MPEG-TS file (no 0x47 sync bytes 188 bytes apart)"
-        ));
-    }
-    if indexer.video_pid().is_none() {
-        return Err(format!(
-            "vcache index: {path}: no MPEG-1/2/4, H.264 or HEVC video stream found in the PAT/PMT"
-        ));
-    }
-    if keyframes.is_empty() {
-        return Err(format!(
-            "vcache index: {path}: no keyframes found on video PID {} (no random access \
-             indicators, IDR or IRAP pictures with a PTS)",
-            indexer.video_pid().unwrap_or_default()
-        ));
-    }
-    let fps = match fps {
-        Some(fps) => fps,
-        None => fps_from_pts_samples(indexer.pts_samples.as_deref().unwrap_or(&[])).ok_or_else(
-            || format!("vcache index: {path}: cannot detect the frame rate; pass --fps N"),
-        )?,
-    };
-    Ok(points_toml(&keyframes, fps))
-}
-
-#[cfg(test)]
-mod tests {
+pub(crate) mod test_stream {
     use super::*;
     use std::collections::HashMap;
 
-    const PMT_PID: u16 = 0x1000;
-    const VIDEO_PID: u16 = 0x0100;
-    const AUDIO_PID: u16 = 0x0101;
-    const STREAM_TYPE_H264: u8 = 0x1B;
-    const STREAM_TYPE_HEVC: u8 = 0x24;
-    const STREAM_TYPE_MPEG2: u8 = 0x02;
-    const STREAM_TYPE_AAC: u8 = 0x0F;
-    const FRAME_TICKS_25: u64 = 3600;
+    pub(crate) const PMT_PID: u16 = 0x1000;
+    pub(crate) const VIDEO_PID: u16 = 0x0100;
+    pub(crate) const AUDIO_PID: u16 = 0x0101;
+    pub(crate) const STREAM_TYPE_H264: u8 = 0x1B;
+    pub(crate) const STREAM_TYPE_HEVC: u8 = 0x24;
+    pub(crate) const STREAM_TYPE_MPEG2: u8 = 0x02;
+    pub(crate) const STREAM_TYPE_AAC: u8 = 0x0F;
+    pub(crate) const FRAME_TICKS_25: u64 = 3600;
 
-    fn long_section(table_id: u8, id: u16, body: &[u8]) -> Vec<u8> {
+    pub(crate) fn long_section(table_id: u8, id: u16, body: &[u8]) -> Vec<u8> {
         let section_length = 5 + body.len() + 4;
         let mut section = vec![
             table_id,
@@ -1014,7 +791,7 @@ mod tests {
         section
     }
 
-    fn pat_section(programs: &[(u16, u16)]) -> Vec<u8> {
+    pub(crate) fn pat_section(programs: &[(u16, u16)]) -> Vec<u8> {
         let mut body = Vec::new();
         for &(program, pid) in programs {
             body.extend_from_slice(&program.to_be_bytes());
@@ -1023,7 +800,7 @@ mod tests {
         long_section(0x00, 1, &body)
     }
 
-    fn pmt_section(streams: &[(u8, u16)], program_info: &[u8]) -> Vec<u8> {
+    pub(crate) fn pmt_section(streams: &[(u8, u16)], program_info: &[u8]) -> Vec<u8> {
         let mut body = Vec::new();
         let pcr_pid = streams.first().map_or(0x1FFF, |s| s.1);
         body.extend_from_slice(&(0xE000 | pcr_pid).to_be_bytes());
@@ -1037,7 +814,7 @@ mod tests {
         long_section(0x02, 1, &body)
     }
 
-    fn encode_timestamp(pts: u64) -> [u8; 5] {
+    pub(crate) fn encode_timestamp(pts: u64) -> [u8; 5] {
         [
             0x21 | ((pts >> 29) & 0x0E) as u8,
             (pts >> 22) as u8,
@@ -1047,7 +824,7 @@ mod tests {
         ]
     }
 
-    fn pes_bytes(pts: Option<u64>, elementary: &[u8]) -> Vec<u8> {
+    pub(crate) fn pes_bytes(pts: Option<u64>, elementary: &[u8]) -> Vec<u8> {
         let mut pes = vec![0x00, 0x00, 0x01, 0xE0, 0x00, 0x00, 0x80];
         match pts {
             Some(pts) => {
@@ -1060,9 +837,9 @@ mod tests {
         pes
     }
 
-    const H264_AUD: [u8; 6] = [0, 0, 0, 1, 0x09, 0xF0];
+    pub(crate) const H264_AUD: [u8; 6] = [0, 0, 0, 1, 0x09, 0xF0];
 
-    fn h264_idr() -> Vec<u8> {
+    pub(crate) fn h264_idr() -> Vec<u8> {
         let mut es = H264_AUD.to_vec();
         es.extend_from_slice(&[0, 0, 0, 1, 0x67, 0x64, 0x00, 0x1F, 0xAC]); // SPS
         es.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xEE, 0x3C, 0x80]); // PPS
@@ -1071,14 +848,14 @@ mod tests {
         es
     }
 
-    fn h264_non_idr() -> Vec<u8> {
+    pub(crate) fn h264_non_idr() -> Vec<u8> {
         let mut es = H264_AUD.to_vec();
         es.extend_from_slice(&[0, 0, 1, 0x41, 0x9A, 0x02]); // non-IDR slice
         es.extend_from_slice(&[0x5A; 200]);
         es
     }
 
-    fn hevc_picture(nal_type: u8) -> Vec<u8> {
+    pub(crate) fn hevc_picture(nal_type: u8) -> Vec<u8> {
         let mut es = vec![0, 0, 0, 1, 35 << 1, 0x01, 0x50]; // AUD
         es.extend_from_slice(&[0, 0, 0, 1, 32 << 1, 0x01, 0x0C]); // VPS
         es.extend_from_slice(&[0, 0, 1, nal_type << 1, 0x01, 0xAF]);
@@ -1088,20 +865,26 @@ mod tests {
 
     /// Writes TS packets with per-PID continuity counters.
     #[derive(Default)]
-    struct TsWriter {
-        bytes: Vec<u8>,
-        continuity: HashMap<u16, u8>,
+    pub(crate) struct TsWriter {
+        pub(crate) bytes: Vec<u8>,
+        pub(crate) continuity: HashMap<u16, u8>,
     }
 
     impl TsWriter {
-        fn next_cc(&mut self, pid: u16) -> u8 {
+        pub(crate) fn next_cc(&mut self, pid: u16) -> u8 {
             let cc = self.continuity.entry(pid).or_insert(0x0F);
             *cc = (*cc + 1) & 0x0F;
             *cc
         }
 
         /// One packet carrying as much of `payload` as fits; returns the bytes taken.
-        fn packet(&mut self, pid: u16, start: bool, random_access: bool, payload: &[u8]) -> usize {
+        pub(crate) fn packet(
+            &mut self,
+            pid: u16,
+            start: bool,
+            random_access: bool,
+            payload: &[u8],
+        ) -> usize {
             let cc = self.next_cc(pid);
             let mut packet = vec![0x47, (u8::from(start) << 6) | (pid >> 8) as u8, pid as u8];
             let taken;
@@ -1123,7 +906,7 @@ mod tests {
             taken
         }
 
-        fn psi(&mut self, pid: u16, section: &[u8]) {
+        pub(crate) fn psi(&mut self, pid: u16, section: &[u8]) {
             let mut payload = vec![0x00]; // pointer_field
             payload.extend_from_slice(section);
             let mut start = true;
@@ -1138,7 +921,7 @@ mod tests {
             }
         }
 
-        fn tables(&mut self, stream_type: u8) {
+        pub(crate) fn tables(&mut self, stream_type: u8) {
             self.psi(0, &pat_section(&[(1, PMT_PID)]));
             self.psi(
                 PMT_PID,
@@ -1150,7 +933,7 @@ mod tests {
         }
 
         /// A whole PES on `pid`; returns the offset of its first packet.
-        fn pes(&mut self, pid: u16, random_access: bool, pes: &[u8]) -> u64 {
+        pub(crate) fn pes(&mut self, pid: u16, random_access: bool, pes: &[u8]) -> u64 {
             let offset = self.bytes.len() as u64;
             let mut rest = pes;
             let mut start = true;
@@ -1162,13 +945,13 @@ mod tests {
             offset
         }
 
-        fn frame(&mut self, pts: u64, random_access: bool, elementary: &[u8]) -> u64 {
+        pub(crate) fn frame(&mut self, pts: u64, random_access: bool, elementary: &[u8]) -> u64 {
             self.pes(VIDEO_PID, random_access, &pes_bytes(Some(pts), elementary))
         }
     }
 
     /// A 25 fps H.264 stream, GOP of 5, keyframes with RAI and IDR, an audio PES between frames.
-    fn h264_stream(frames: u64, first_pts: u64) -> (Vec<u8>, Vec<Keyframe>) {
+    pub(crate) fn h264_stream(frames: u64, first_pts: u64) -> (Vec<u8>, Vec<Keyframe>) {
         let mut writer = TsWriter::default();
         let mut expected = Vec::new();
         for frame in 0..frames {
@@ -1184,6 +967,12 @@ mod tests {
         }
         (writer.bytes, expected)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_stream::*;
+    use super::*;
 
     fn feed_in_pieces(bytes: &[u8], sizes: &mut dyn FnMut() -> usize) -> Vec<Keyframe> {
         let mut indexer = TsIndexer::new(0);
@@ -1747,274 +1536,5 @@ mod tests {
         let keyframes = scan(&bytes);
         assert_eq!(keyframes, expected);
         assert_eq!(keyframes[1].pts, 3 * FRAME_TICKS_25);
-    }
-
-    #[test]
-    fn points_toml_has_the_exact_pasteable_format() {
-        let keyframes = [
-            Keyframe {
-                offset: 376,
-                pts: 126_000,
-            },
-            Keyframe {
-                offset: 376_000,
-                pts: 126_000 + 2 * PTS_CLOCK_HZ,
-            },
-        ];
-        assert_eq!(
-            points_toml(&keyframes, 25),
-            "fps = 25\npoints = [\n  [\"00:00:00:00\", 376],\n  [\"00:00:02:00\", 376000],\n]\n"
-        );
-        assert_eq!(points_toml(&[], 25), "fps = 25\npoints = [\n]\n");
-        assert_eq!(points_toml(&keyframes, 0), "fps = 0\npoints = [\n]\n");
-    }
-
-    #[test]
-    fn points_toml_rounds_frames_down_and_skips_repeated_timecodes() {
-        let keyframes = [
-            Keyframe { offset: 0, pts: 0 },
-            Keyframe {
-                offset: 188,
-                pts: FRAME_TICKS_25 - 1,
-            },
-            Keyframe {
-                offset: 376,
-                pts: FRAME_TICKS_25,
-            },
-            Keyframe {
-                offset: 564,
-                pts: 2 * FRAME_TICKS_25 - 1,
-            },
-            Keyframe {
-                offset: 752,
-                pts: (3600 + 61) * PTS_CLOCK_HZ + 24 * FRAME_TICKS_25,
-            },
-        ];
-        assert_eq!(
-            points_toml(&keyframes, 25),
-            "fps = 25\npoints = [\n  [\"00:00:00:00\", 0],\n  [\"00:00:00:01\", 376],\n  \
-             [\"01:01:01:24\", 752],\n]\n"
-        );
-    }
-
-    #[test]
-    fn points_toml_skips_backward_pts_and_offsets() {
-        let keyframes = [
-            Keyframe {
-                offset: 1000,
-                pts: 10 * PTS_CLOCK_HZ,
-            },
-            Keyframe {
-                offset: 2000,
-                pts: 5 * PTS_CLOCK_HZ,
-            }, // before the first: negative time
-            Keyframe {
-                offset: 3000,
-                pts: 12 * PTS_CLOCK_HZ,
-            },
-            Keyframe {
-                offset: 2500,
-                pts: 14 * PTS_CLOCK_HZ,
-            }, // offset going back
-            Keyframe {
-                offset: 4000,
-                pts: 11 * PTS_CLOCK_HZ,
-            }, // time going back
-            Keyframe {
-                offset: 5000,
-                pts: 16 * PTS_CLOCK_HZ,
-            },
-        ];
-        assert_eq!(
-            points_toml(&keyframes, 1),
-            "fps = 1\npoints = [\n  [\"00:00:00:00\", 1000],\n  [\"00:00:02:00\", 3000],\n  \
-             [\"00:00:06:00\", 5000],\n]\n"
-        );
-    }
-
-    #[test]
-    fn points_toml_follows_the_pts_wrap() {
-        let keyframes = [
-            Keyframe {
-                offset: 0,
-                pts: PTS_MODULUS - PTS_CLOCK_HZ,
-            },
-            Keyframe {
-                offset: 188,
-                pts: PTS_CLOCK_HZ,
-            },
-        ];
-        assert_eq!(
-            points_toml(&keyframes, 30),
-            "fps = 30\npoints = [\n  [\"00:00:00:00\", 0],\n  [\"00:00:02:00\", 188],\n]\n"
-        );
-    }
-
-    #[test]
-    fn points_toml_counts_hours_past_99_and_stops_after_the_maximum() {
-        const TEN_HOURS: u64 = 10 * 3600 * PTS_CLOCK_HZ;
-        let keyframes: Vec<Keyframe> = (0..=101)
-            .map(|i| Keyframe {
-                offset: i * 188,
-                pts: (i * TEN_HOURS) % PTS_MODULUS,
-            })
-            .collect();
-        let text = points_toml(&keyframes, 25);
-        assert!(text.contains("  [\"100:00:00:00\", 1880],\n"));
-        assert!(text.contains(&format!("  [\"990:00:00:00\", {}],\n", 99 * 188)));
-        assert!(!text.contains("1000:00:00:00"));
-        assert_eq!(text.lines().count(), 2 + 100 + 1);
-    }
-
-    #[test]
-    fn detect_fps_from_pts_steps_with_b_frame_reordering() {
-        let mut writer = TsWriter::default();
-        writer.tables(STREAM_TYPE_H264);
-        // Decode order I0 P3 B1 B2 P6 B4 B5 ...
-        for group in 0..10u64 {
-            for index in [0, 3, 1, 2] {
-                let pts = 90_000 + (group * 3 + index) * FRAME_TICKS_25;
-                writer.frame(pts, index == 0 && group % 4 == 0, &h264_non_idr());
-            }
-        }
-        assert_eq!(detect_fps(&writer.bytes), Some(25));
-    }
-
-    #[test]
-    fn detect_fps_rounds_ntsc_rates() {
-        let rate = |steps: &[u64]| {
-            let mut writer = TsWriter::default();
-            writer.tables(STREAM_TYPE_H264);
-            let mut pts = PTS_MODULUS - 10_000; // across the wrap too
-            for i in 0..40 {
-                writer.frame(pts % PTS_MODULUS, i == 0, &h264_non_idr());
-                pts += steps[i % steps.len()];
-            }
-            detect_fps(&writer.bytes)
-        };
-        assert_eq!(rate(&[3003]), Some(30));
-        assert_eq!(rate(&[3754, 3754, 3753, 3754]), Some(24));
-        assert_eq!(rate(&[1500]), Some(60));
-        assert_eq!(rate(&[90_000]), Some(1));
-        assert_eq!(rate(&[45]), None); // 2000 fps: above MAX_FPS
-    }
-
-    #[test]
-    fn detect_fps_needs_two_video_timestamps() {
-        let mut writer = TsWriter::default();
-        writer.tables(STREAM_TYPE_H264);
-        writer.frame(100, true, &h264_idr());
-        assert_eq!(detect_fps(&writer.bytes), None);
-        writer.frame(100, false, &h264_non_idr()); // same PTS again
-        assert_eq!(detect_fps(&writer.bytes), None);
-        assert_eq!(detect_fps(&[]), None);
-        assert_eq!(fps_from_pts_samples(&[0, 3600]), Some(25));
-    }
-
-    fn temp_file(name: &str, bytes: &[u8]) -> String {
-        let path = std::env::temp_dir().join(format!("tsindex-{}-{name}", std::process::id()));
-        std::fs::write(&path, bytes).unwrap();
-        path.to_string_lossy().into_owned()
-    }
-
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn index_command_prints_points_with_detected_or_given_fps() {
-        let (bytes, expected) = h264_stream(12, 126_000);
-        let path = temp_file("ok.ts", &bytes);
-        let detected = run_index_command(&args(&[&path])).unwrap();
-        let want = |fps: u32| points_toml(&expected, fps);
-        assert_eq!(detected, want(25));
-        assert!(detected.contains(&format!("[\"00:00:00:05\", {}]", expected[1].offset)));
-        assert_eq!(
-            run_index_command(&args(&[&path, "--fps", "50"])).unwrap(),
-            want(50)
-        );
-        assert_eq!(
-            run_index_command(&args(&["--fps=30", &path])).unwrap(),
-            want(30)
-        );
-        std::fs::remove_file(&path).unwrap();
-    }
-
-    #[test]
-    fn index_command_rejects_bad_arguments() {
-        let cases: [(&[&str], &str); 9] = [
-            (&[], "no FILE"),
-            (&["a.ts", "b.ts"], "one FILE only"),
-            (&["a.ts", "--fps"], "needs a value"),
-            (&["a.ts", "--fps", "0"], "from 1 to 1000"),
-            (&["a.ts", "--fps", "1001"], "from 1 to 1000"),
-            (&["a.ts", "--fps", "25fps"], "from 1 to 1000"),
-            (&["a.ts", "--fps=-1"], "from 1 to 1000"),
-            (&["a.ts", "--fps", "25", "--fps", "30"], "twice"),
-            (&["a.ts", "--verbose"], "unknown option"),
-        ];
-        for (list, message) in cases {
-            let error = run_index_command(&args(list)).unwrap_err();
-            assert!(error.contains(message), "{list:?}: {error}");
-            assert!(error.contains(USAGE), "{list:?}: {error}");
-        }
-        assert_eq!(
-            run_index_command(&args(&["--help"])).unwrap(),
-            format!("{USAGE}\n")
-        );
-    }
-
-    #[test]
-    fn index_command_errors_name_the_file() {
-        let missing = std::env::temp_dir().join("tsindex-no-such-file.ts");
-        let missing = missing.to_string_lossy().into_owned();
-        let error = run_index_command(&args(&[&missing])).unwrap_err();
-        assert!(
-            error.contains(&missing) && error.contains("cannot open"),
-            "{error}"
-        );
-
-        let not_ts = temp_file("text.ts", b"hello, this is not a transport stream\n");
-        let error = run_index_command(&args(&[&not_ts])).unwrap_err();
-        assert!(
-            error.contains(&not_ts) && error.contains("not an MPEG-TS"),
-            "{error}"
-        );
-
-        let mut writer = TsWriter::default();
-        writer.psi(0, &pat_section(&[(1, PMT_PID)]));
-        writer.psi(PMT_PID, &pmt_section(&[(STREAM_TYPE_AAC, AUDIO_PID)], &[]));
-        let audio = temp_file("audio.ts", &writer.bytes);
-        let error = run_index_command(&args(&[&audio])).unwrap_err();
-        assert!(
-            error.contains(&audio) && error.contains("no MPEG-1/2/4"),
-            "{error}"
-        );
-
-        let mut writer = TsWriter::default();
-        writer.tables(STREAM_TYPE_H264);
-        writer.frame(0, false, &h264_non_idr());
-        writer.frame(3600, false, &h264_non_idr());
-        let no_keys = temp_file("nokeys.ts", &writer.bytes);
-        let error = run_index_command(&args(&[&no_keys])).unwrap_err();
-        assert!(
-            error.contains(&no_keys) && error.contains("no keyframes"),
-            "{error}"
-        );
-
-        let mut writer = TsWriter::default();
-        writer.tables(STREAM_TYPE_H264);
-        writer.frame(0, true, &h264_idr());
-        let one_frame = temp_file("oneframe.ts", &writer.bytes);
-        let error = run_index_command(&args(&[&one_frame])).unwrap_err();
-        assert!(
-            error.contains(&one_frame) && error.contains("--fps"),
-            "{error}"
-        );
-        assert!(run_index_command(&args(&[&one_frame, "--fps", "25"])).is_ok());
-
-        for path in [not_ts, audio, no_keys, one_frame] {
-            std::fs::remove_file(path).unwrap();
-        }
     }
 }

@@ -832,3 +832,87 @@ fn a_connection_accepted_before_sigterm_gets_its_request_answered() {
     let status = d.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "exit {status}; log:\n{}", d.log());
 }
+
+/// A data directory on tmpfs (where fallocate really writes every page, so creating a big file takes
+/// long enough to watch), removed when dropped.
+struct TmpfsDir(PathBuf);
+
+impl Drop for TmpfsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_reload_creates_a_big_upload_slot_off_the_loop_while_requests_are_answered() {
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        eprintln!("skipped: no /dev/shm to create a big slot on");
+        return;
+    }
+    let dir = TestDir::new("reload-big");
+    let data = TmpfsDir(shm.join(format!("vcache-reload-big-{}", std::process::id())));
+    let port = free_port();
+    let server = |videos: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nwrite_token = \"t\"\n\n{videos}",
+            data.0.display()
+        )
+    };
+    let config = dir.join("vcache.toml");
+    std::fs::write(&config, server(&upload_video("small", 4096))).unwrap();
+    let mut d = spawn_daemon(&dir.path, &config, port, &[], "reload-big");
+    wait_healthy(&mut d);
+
+    // 2 GiB on tmpfs: a fallocate of about a second, done by the commit worker.
+    let size = 2u64 << 30;
+    replace_config(
+        &config,
+        &server(&format!(
+            "{}{}",
+            upload_video("small", 4096),
+            upload_video("big", size)
+        )),
+    );
+    let before = log_count(&d, "reloaded config");
+    d.signal(SIGHUP);
+    let (mut opening_answers, mut healthz_while_opening) = (0, 0);
+    wait_until(
+        "the reload that adds a 2 GiB slot to be applied",
+        Duration::from_secs(60),
+        || {
+            let r = d.get("/videos/big", &[]);
+            if r.status == 503 && r.text().contains("being opened") {
+                opening_answers += 1;
+                if d.get("/healthz", &[]).status == 200 {
+                    healthz_while_opening += 1;
+                }
+            }
+            log_count(&d, "reloaded config") > before
+        },
+    );
+    assert!(
+        opening_answers > 0 && healthz_while_opening > 0,
+        "the loop answered nothing while the slot was being created ({opening_answers} answers)"
+    );
+    let log = d.log();
+    assert!(log.contains("videos added [\"big\"]"), "{log}");
+    assert!(data.0.join("big.data").exists());
+    // The new slot takes writes and serves them.
+    let body = pseudo_random_bytes(4096, 51);
+    let r = request(
+        d.addr(),
+        "PUT",
+        "/videos/big",
+        &[
+            ("Authorization", "Bearer t"),
+            ("Content-Range", &format!("bytes 0-4095/{size}")),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = d.get("/videos/big", &[("Range", "bytes=0-4095")]);
+    assert_eq!((r.status, &r.body), (206, &body));
+    let status = d.stop(Duration::from_secs(15));
+    assert!(status.success(), "exit {status}; log:\n{}", d.log());
+}

@@ -1,23 +1,25 @@
 //! The commit worker: the one thread that syncs. It takes durable-commit jobs from the event loop,
-//! syncs every data file of a batch first, then writes each job's metadata record into its durable slot
+//! syncs every data file of a batch first, then writes each job's metadata record into its durable record slot
 //! and syncs the metadata files, and reports back through a `mio::Waker`. Jobs that arrive while a batch
 //! is being synced form the next batch, so writes that finish close together share one sync (group commit).
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::meta::{MetaFile, MetaRecord};
+use super::meta::{MetaFile, MetaRecord, RecordSlot};
+use crate::config::VideoConfig;
 
-/// One durable commit: sync `data`, then write `record` into durable `slot` of `meta` and sync it.
+/// One durable commit: sync `data`, then write `record` into durable record slot `record_slot` of `meta` and sync it.
 pub struct CommitJob {
     pub video: String,
     pub data: Arc<File>,
     pub meta: Arc<MetaFile>,
-    pub slot: usize,
+    pub record_slot: RecordSlot,
     pub record: MetaRecord,
     /// The claim sequence number the record covers: every claim up to it is durable once this is done.
     pub claim_seq: u64,
@@ -28,7 +30,7 @@ pub struct CommitJob {
 pub struct CommitDone {
     pub video: String,
     pub claim_seq: u64,
-    pub slot: usize,
+    pub record_slot: RecordSlot,
     pub result: Result<(), String>,
 }
 
@@ -59,85 +61,140 @@ pub struct Removed {
     pub result: Result<(), String>,
 }
 
+/// Open (or create: fallocate, metadata syncs) a video that a reload added, off the event loop.
+pub struct OpenJob {
+    pub config: VideoConfig,
+    pub paths: super::StorePaths,
+    /// The origin's addresses, resolved by the reload thread (origin videos only).
+    pub resolved: Option<Result<Vec<SocketAddr>, String>>,
+}
+
+/// The outcome of an `OpenJob`: the opened video, for the loop to insert, or why it cannot be served.
+pub struct Opened {
+    pub video: String,
+    pub result: Result<Box<super::Video>, String>,
+}
+
 enum Work {
     Commit(CommitJob),
     Create(CreateJob),
     Remove(RemoveJob),
+    Open(OpenJob),
+}
+
+/// Results the worker hands to the event loop: it appends and wakes the loop, the loop takes them.
+struct Outbox<T>(Arc<Mutex<Vec<T>>>);
+
+impl<T> Clone for Outbox<T> {
+    fn clone(&self) -> Self {
+        Outbox(self.0.clone())
+    }
+}
+
+impl<T> Outbox<T> {
+    fn new() -> Self {
+        Outbox(Arc::new(Mutex::new(Vec::new())))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<T>> {
+        // A panic while holding the lock leaves a Vec that is still whole: keep using it.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Everything put since the last call.
+    fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Hand results to the loop and wake it.
+    fn put(&self, results: impl IntoIterator<Item = T>, waker: &mio::Waker) {
+        self.lock().extend(results);
+        if let Err(e) = waker.wake() {
+            log::error!("commit worker could not wake the event loop: {e}");
+        }
+    }
+}
+
+/// Where the worker puts each kind of result.
+#[derive(Clone)]
+struct Outboxes {
+    done: Outbox<CommitDone>,
+    created: Outbox<Created>,
+    removed: Outbox<Removed>,
+    opened: Outbox<Opened>,
 }
 
 pub struct CommitWorker {
     tx: Option<Sender<Work>>,
-    done: Arc<Mutex<Vec<CommitDone>>>,
-    created: Arc<Mutex<Vec<Created>>>,
-    removed: Arc<Mutex<Vec<Removed>>>,
+    out: Outboxes,
     handle: Option<JoinHandle<()>>,
 }
 
 impl CommitWorker {
     pub fn start(waker: Arc<mio::Waker>) -> std::io::Result<CommitWorker> {
         let (tx, rx) = mpsc::channel();
-        let done = Arc::new(Mutex::new(Vec::new()));
-        let created = Arc::new(Mutex::new(Vec::new()));
-        let removed = Arc::new(Mutex::new(Vec::new()));
-        let (done2, created2, removed2) = (done.clone(), created.clone(), removed.clone());
+        let out = Outboxes {
+            done: Outbox::new(),
+            created: Outbox::new(),
+            removed: Outbox::new(),
+            opened: Outbox::new(),
+        };
+        let worker_out = out.clone();
         let handle = std::thread::Builder::new()
             .name("vcache-commit".into())
-            .spawn(move || run(rx, done2, created2, removed2, waker))?;
+            .spawn(move || run(rx, worker_out, waker))?;
         Ok(CommitWorker {
             tx: Some(tx),
-            done,
-            created,
-            removed,
+            out,
             handle: Some(handle),
         })
     }
 
-    /// Queue a job. Returns false if the worker is gone (it never exits while the sender lives).
+    /// Queue work. Returns false if the worker is gone (it never exits while the sender lives).
+    fn send(&self, work: Work) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.send(work).is_ok())
+    }
+
+    /// Queue a durable commit.
     pub fn submit(&self, job: CommitJob) -> bool {
-        match &self.tx {
-            Some(tx) => tx.send(Work::Commit(job)).is_ok(),
-            None => false,
-        }
+        self.send(Work::Commit(job))
     }
 
     /// Queue the creation of an origin video's files.
     pub fn submit_create(&self, job: CreateJob) -> bool {
-        match &self.tx {
-            Some(tx) => tx.send(Work::Create(job)).is_ok(),
-            None => false,
-        }
+        self.send(Work::Create(job))
     }
 
     /// Queue the removal of a video's (closed) files.
     pub fn submit_remove(&self, job: RemoveJob) -> bool {
-        match &self.tx {
-            Some(tx) => tx.send(Work::Remove(job)).is_ok(),
-            None => false,
-        }
+        self.send(Work::Remove(job))
+    }
+
+    /// Queue the opening of a video a reload added.
+    pub fn submit_open(&self, job: OpenJob) -> bool {
+        self.send(Work::Open(job))
     }
 
     /// Removals finished since the last call.
     pub fn take_removed(&self) -> Vec<Removed> {
-        match self.removed.lock() {
-            Ok(mut d) => std::mem::take(&mut *d),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        self.out.removed.take()
     }
 
     /// Creations finished since the last call.
     pub fn take_created(&self) -> Vec<Created> {
-        match self.created.lock() {
-            Ok(mut d) => std::mem::take(&mut *d),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        self.out.created.take()
     }
 
-    /// Everything finished since the last call.
+    /// Videos opened for a reload since the last call.
+    pub fn take_opened(&self) -> Vec<Opened> {
+        self.out.opened.take()
+    }
+
+    /// Commits finished since the last call.
     pub fn take_done(&self) -> Vec<CommitDone> {
-        match self.done.lock() {
-            Ok(mut d) => std::mem::take(&mut *d),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        self.out.done.take()
     }
 
     /// Finish every queued job and stop the thread.
@@ -160,88 +217,68 @@ fn fdatasync(file: &File) -> std::io::Result<()> {
     }
 }
 
-fn run(
-    rx: Receiver<Work>,
-    done: Arc<Mutex<Vec<CommitDone>>>,
-    created: Arc<Mutex<Vec<Created>>>,
-    removed: Arc<Mutex<Vec<Removed>>>,
-    waker: Arc<mio::Waker>,
-) {
+fn run(rx: Receiver<Work>, out: Outboxes, waker: Arc<mio::Waker>) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
         let mut creates = Vec::new();
         let mut removes = Vec::new();
+        let mut opens = Vec::new();
         for work in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
             match work {
                 Work::Commit(job) => batch.push(job),
                 Work::Create(job) => creates.push(job),
                 Work::Remove(job) => removes.push(job),
+                Work::Open(job) => opens.push(job),
             }
         }
         if !removes.is_empty() {
-            let results: Vec<Removed> = removes
-                .into_iter()
-                .map(|r| Removed {
-                    result: r.paths.remove_files(&r.video).map_err(|e| e.to_string()),
-                    video: r.video,
-                })
-                .collect();
-            match removed.lock() {
-                Ok(mut d) => d.extend(results),
-                Err(p) => p.into_inner().extend(results),
-            }
-            if let Err(e) = waker.wake() {
-                log::error!("commit worker could not wake the event loop: {e}");
-            }
+            let results = removes.into_iter().map(|r| Removed {
+                result: r.paths.remove_files(&r.video).map_err(|e| e.to_string()),
+                video: r.video,
+            });
+            out.removed.put(results, &waker);
         }
         if !creates.is_empty() {
-            let results: Vec<Created> = creates
+            let results = creates.into_iter().map(|c| Created {
+                result: c.paths.open_slot_of_kind(
+                    &c.video,
+                    c.len,
+                    super::KIND_CODE_ORIGIN,
+                    "origin",
+                    Some(c.validator),
+                ),
+                video: c.video,
+            });
+            out.created.put(results, &waker);
+        }
+        if !batch.is_empty() {
+            let results = commit_batch(&batch);
+            let done = batch
                 .into_iter()
-                .map(|c| Created {
-                    result: c.paths.open_slot_of_kind(
-                        &c.video,
-                        c.len,
-                        super::KIND_CODE_ORIGIN,
-                        "origin",
-                        Some(c.validator),
-                    ),
-                    video: c.video,
-                })
-                .collect();
-            match created.lock() {
-                Ok(mut d) => d.extend(results),
-                Err(p) => p.into_inner().extend(results),
-            }
-            if let Err(e) = waker.wake() {
-                log::error!("commit worker could not wake the event loop: {e}");
-            }
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        let results = commit_batch(&batch);
-        {
-            let mut d = match done.lock() {
-                Ok(d) => d,
-                Err(p) => p.into_inner(),
-            };
-            for (job, result) in batch.into_iter().zip(results) {
-                d.push(CommitDone {
+                .zip(results)
+                .map(|(job, result)| CommitDone {
                     video: job.video,
                     claim_seq: job.claim_seq,
-                    slot: job.slot,
+                    record_slot: job.record_slot,
                     result,
                 });
-            }
+            out.done.put(done, &waker);
         }
-        if let Err(e) = waker.wake() {
-            log::error!("commit worker could not wake the event loop: {e}");
+        // After the batch's commits (a publisher may wait for one), one at a time: each opened video
+        // reaches the loop as soon as it is ready.
+        for o in opens {
+            let result = o.paths.open_video(&o.config, o.resolved.as_ref());
+            let opened = Opened {
+                video: o.config.id,
+                result: result.map(Box::new),
+            };
+            out.opened.put([opened], &waker);
         }
     }
 }
 
 /// The commit protocol for a batch: (1) sync every data file, (2) write each record into its durable
-/// slot, (3) sync every metadata file. A job whose data sync failed writes no metadata.
+/// record slot, (3) sync every metadata file. A job whose data sync failed writes no metadata.
 fn commit_batch(batch: &[CommitJob]) -> Vec<Result<(), String>> {
     let mut data_failed: HashSet<i32> = HashSet::new();
     let mut seen: HashSet<i32> = HashSet::new();
@@ -262,7 +299,7 @@ fn commit_batch(batch: &[CommitJob]) -> Vec<Result<(), String>> {
         }
         results.push(
             job.meta
-                .write_slot(job.slot, &job.record)
+                .write_record_slot(job.record_slot, &job.record)
                 .map_err(|e| format!("writing the metadata record failed: {e}")),
         );
     }
@@ -283,9 +320,9 @@ fn commit_batch(batch: &[CommitJob]) -> Vec<Result<(), String>> {
 }
 
 /// The commit bookkeeping of one writable video (upload slot or live ring): which claims the metadata
-/// on disk covers (fast record, durable record), which slot is written next, and whether a durable
+/// on disk covers (fast record, durable record), which record slot is written next, and whether a durable
 /// commit is in flight. The payload (what is claimed) is the caller's; this type only knows sequence
-/// numbers, slots and the protocol's order.
+/// numbers, record slots and the protocol's order.
 pub struct CommitState {
     meta: Arc<MetaFile>,
     boot_id: super::meta::BootId,
@@ -298,8 +335,8 @@ pub struct CommitState {
     /// The claim_seq covered by the newest durable record / fast record.
     pub durable_claim_seq: u64,
     pub fast_claim_seq: u64,
-    next_durable_slot: usize,
-    next_fast_slot: usize,
+    next_durable_record_slot: RecordSlot,
+    next_fast_record_slot: RecordSlot,
     pub commit_in_flight: bool,
     pub last_commit_error: Option<String>,
     /// When the last commit failed: the next attempt waits COMMIT_RETRY_BACKOFF.
@@ -313,10 +350,10 @@ pub const COMMIT_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_
 /// Where a recovered video's metadata stands, for `CommitState::new`.
 pub struct Recovered {
     pub record_seq: u64,
-    /// The winning record came from a fast slot: the first checkpoint must make it durable.
+    /// The winning record came from a fast record slot: the first checkpoint must make it durable.
     pub from_fast: bool,
-    pub next_durable_slot: usize,
-    pub next_fast_slot: usize,
+    pub next_durable_record_slot: RecordSlot,
+    pub next_fast_record_slot: RecordSlot,
 }
 
 impl CommitState {
@@ -337,8 +374,8 @@ impl CommitState {
             // A state recovered from a fast record is in the page cache but maybe not on the disk.
             durable_claim_seq: if r.from_fast { 0 } else { 1 },
             fast_claim_seq: 1,
-            next_durable_slot: r.next_durable_slot,
-            next_fast_slot: r.next_fast_slot,
+            next_durable_record_slot: r.next_durable_record_slot,
+            next_fast_record_slot: r.next_fast_record_slot,
             commit_in_flight: false,
             last_commit_error: None,
             failed_at: None,
@@ -370,11 +407,11 @@ impl CommitState {
     pub fn write_fast_record(&mut self, payload: Vec<u8>) -> Result<(), String> {
         let claim = self.claim_seq;
         let rec = self.record(payload);
-        let slot = self.next_fast_slot;
+        let record_slot = self.next_fast_record_slot;
         self.meta
-            .write_slot(slot, &rec)
+            .write_record_slot(record_slot, &rec)
             .map_err(|e| format!("writing the fast metadata record failed: {e}"))?;
-        self.next_fast_slot = super::meta::next_fast_slot(Some(slot));
+        self.next_fast_record_slot = super::meta::next_fast_record_slot(Some(record_slot));
         self.fast_claim_seq = claim;
         Ok(())
     }
@@ -405,7 +442,7 @@ impl CommitState {
             video: id.to_string(),
             data: data.clone(),
             meta: self.meta.clone(),
-            slot: self.next_durable_slot,
+            record_slot: self.next_durable_record_slot,
             record: rec,
             claim_seq: claim,
         })
@@ -417,14 +454,15 @@ impl CommitState {
         match &done.result {
             Ok(()) => {
                 self.durable_claim_seq = self.durable_claim_seq.max(done.claim_seq);
-                self.next_durable_slot = super::meta::next_durable_slot(Some(done.slot));
+                self.next_durable_record_slot =
+                    super::meta::next_durable_record_slot(Some(done.record_slot));
                 self.last_commit_error = None;
                 self.failed_at = None;
                 true
             }
             Err(e) => {
-                // The slot that failed may be torn: the next attempt goes to the same slot, so the
-                // other durable slot (the newest good record) is never overwritten.
+                // The record slot that failed may be torn: the next attempt goes to the same one, so the
+                // other durable record slot (the newest good record) is never overwritten.
                 self.last_commit_error = Some(e.clone());
                 self.failed_at = Some(std::time::Instant::now());
                 false

@@ -1,7 +1,7 @@
 //! The metadata commit record of one video and the `<id>.meta` file that holds it.
-//! The file has four fixed slots — two durable ones (pwrite + fdatasync after the data is
+//! The file has four fixed record slots — two durable ones (pwrite + fdatasync after the data is
 //! synced) and two fast ones (plain pwrite, stamped with the kernel's boot id) — each holding
-//! a checksummed, sequence-numbered record; on open the newest trusted slot that verifies wins.
+//! a checksummed, sequence-numbered record; on open the newest trusted record slot that verifies wins.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -11,15 +11,18 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub const SLOT_COUNT: usize = 4;
-/// Each slot's fixed capacity (header + payload).
-pub const SLOT_SIZE: u64 = 1 << 20;
+pub const RECORD_SLOT_COUNT: usize = 4;
+/// Each record slot's fixed capacity (header + payload).
+pub const RECORD_SLOT_SIZE: u64 = 1 << 20;
 /// Written alternately by the sync thread, with fdatasync, only after the data was synced.
-pub const DURABLE_SLOTS: [usize; 2] = [0, 1];
+pub const DURABLE_RECORD_SLOTS: [RecordSlot; 2] = [0, 1];
 /// Written alternately by the event loop with a plain pwrite; trusted only in the same boot.
-pub const FAST_SLOTS: [usize; 2] = [2, 3];
-/// Size of a metadata file: every slot, back to back.
-pub const META_FILE_LEN: u64 = SLOT_COUNT as u64 * SLOT_SIZE;
+pub const FAST_RECORD_SLOTS: [RecordSlot; 2] = [2, 3];
+/// The index of a record slot in a metadata file (0..RECORD_SLOT_COUNT): where a record goes, not the
+/// data `Slot` of an upload.
+pub type RecordSlot = usize;
+/// Size of a metadata file: every record slot, back to back.
+pub const META_FILE_LEN: u64 = RECORD_SLOT_COUNT as u64 * RECORD_SLOT_SIZE;
 
 /// The kernel's random boot id, as 16 bytes.
 pub type BootId = [u8; 16];
@@ -44,9 +47,9 @@ const PAYLOAD_LEN_AT: std::ops::Range<usize> = 45..49;
 const CRC_AT: std::ops::Range<usize> = 49..53;
 /// Bytes of the fixed header; the payload follows it.
 pub const HEADER_LEN: usize = 53;
-/// The largest payload that fits a slot.
-pub const MAX_PAYLOAD_LEN: usize = SLOT_SIZE as usize - HEADER_LEN;
-/// Chunk size used to check that a slot whose header is zero is zero throughout.
+/// The largest payload that fits a record slot.
+pub const MAX_PAYLOAD_LEN: usize = RECORD_SLOT_SIZE as usize - HEADER_LEN;
+/// Chunk size used to check that a record slot whose header is zero is zero throughout.
 const ZERO_SCAN_CHUNK: usize = 64 * 1024;
 
 /// The kernel's boot id from /proc/sys/kernel/random/boot_id (36-char uuid → 16 bytes).
@@ -149,11 +152,11 @@ pub enum MetaError {
     BadChecksum,
     Truncated,
     Io(String),
-    /// Added: a slot index outside 0..SLOT_COUNT.
-    BadSlot(usize),
-    /// Added: the file holds records but none verifies; the text says what each slot holds.
+    /// Added: a record slot index outside 0..RECORD_SLOT_COUNT.
+    BadRecordSlot(RecordSlot),
+    /// Added: the file holds records but none verifies; the text says what each record slot holds.
     /// Never treat this as a fresh file.
-    NoValidSlot(String),
+    NoValidRecordSlot(String),
 }
 
 impl fmt::Display for MetaError {
@@ -161,7 +164,7 @@ impl fmt::Display for MetaError {
         match self {
             MetaError::TooLarge { payload, max } => write!(
                 f,
-                "metadata payload of {payload} bytes exceeds the slot's {max}-byte limit"
+                "metadata payload of {payload} bytes exceeds the record_slot's {max}-byte limit"
             ),
             MetaError::BadMagic => write!(f, "not a vcache metadata record (bad magic)"),
             MetaError::BadVersion(version) => write!(
@@ -171,12 +174,15 @@ impl fmt::Display for MetaError {
             MetaError::BadChecksum => write!(f, "metadata checksum mismatch (torn or corrupt)"),
             MetaError::Truncated => write!(f, "metadata record is cut short"),
             MetaError::Io(why) => write!(f, "metadata I/O error: {why}"),
-            MetaError::BadSlot(slot) => {
-                write!(f, "metadata slot {slot} does not exist (0..{SLOT_COUNT})")
+            MetaError::BadRecordSlot(record_slot) => {
+                write!(
+                    f,
+                    "metadata record_slot {record_slot} does not exist (0..{RECORD_SLOT_COUNT})"
+                )
             }
-            MetaError::NoValidSlot(slots) => write!(
+            MetaError::NoValidRecordSlot(record_slots) => write!(
                 f,
-                "metadata unreadable, no slot verifies ({slots}); \
+                "metadata unreadable, no record_slot verifies ({record_slots}); \
                  the file was left untouched"
             ),
         }
@@ -187,7 +193,7 @@ impl std::error::Error for MetaError {}
 
 /// Fixed header: magic b"VCACHEM1", format version u32, seq u64, boot_id, video_kind u8,
 /// data_len u64, payload_len u32, crc32c u32 over header-without-crc + payload. All LE.
-/// TooLarge if header + payload exceed SLOT_SIZE.
+/// TooLarge if header + payload exceed RECORD_SLOT_SIZE.
 pub fn encode_record(rec: &MetaRecord) -> Result<Vec<u8>, MetaError> {
     let too_large = MetaError::TooLarge {
         payload: rec.payload.len(),
@@ -221,9 +227,9 @@ fn field<const N: usize>(header: &[u8], at: std::ops::Range<usize>) -> Result<[u
         .ok_or(MetaError::Truncated)
 }
 
-/// Parse and verify a record; `slot` may be longer than the record (the rest is ignored).
-pub fn decode_record(slot: &[u8]) -> Result<MetaRecord, MetaError> {
-    let header = slot.get(..HEADER_LEN).ok_or(MetaError::Truncated)?;
+/// Parse and verify a record; `record_slot` may be longer than the record (the rest is ignored).
+pub fn decode_record(record_slot: &[u8]) -> Result<MetaRecord, MetaError> {
+    let header = record_slot.get(..HEADER_LEN).ok_or(MetaError::Truncated)?;
     if field::<8>(header, MAGIC_AT)? != MAGIC {
         return Err(MetaError::BadMagic);
     }
@@ -239,7 +245,7 @@ pub fn decode_record(slot: &[u8]) -> Result<MetaRecord, MetaError> {
             payload: payload_len as usize,
             max: MAX_PAYLOAD_LEN,
         })?;
-    let payload = slot
+    let payload = record_slot
         .get(HEADER_LEN..HEADER_LEN + payload_len)
         .ok_or(MetaError::Truncated)?;
     let stored_crc = u32::from_le_bytes(field(header, CRC_AT)?);
@@ -256,81 +262,88 @@ pub fn decode_record(slot: &[u8]) -> Result<MetaRecord, MetaError> {
     })
 }
 
-/// What one slot was found to hold.
+/// What one record slot was found to hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SlotState {
+pub enum RecordSlotState {
     /// Never written (unreadable, or all zero).
     Empty,
-    /// A record that verifies; `trusted` is false for a fast slot from an earlier boot.
+    /// A record that verifies; `trusted` is false for a fast record slot from an earlier boot.
     Valid { seq: u64, trusted: bool },
     /// Something that does not verify: torn, corrupt, or another format.
     Invalid(MetaError),
 }
 
-/// Everything the store needs from the slots of one metadata file.
+/// Everything the store needs from the record slots of one metadata file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotScan {
-    pub states: [SlotState; SLOT_COUNT],
-    /// The trusted record with the highest seq, and its slot.
-    pub winner: Option<(usize, MetaRecord)>,
-    /// The durable slot holding the newest verifying durable record (write the other next).
-    pub newest_durable: Option<usize>,
-    /// The fast slot holding the newest trusted fast record (write the other next).
-    pub newest_fast: Option<usize>,
+pub struct RecordSlotScan {
+    pub states: [RecordSlotState; RECORD_SLOT_COUNT],
+    /// The trusted record with the highest seq, and its record slot.
+    pub winner: Option<(RecordSlot, MetaRecord)>,
+    /// The durable record slot holding the newest verifying durable record (write the other next).
+    pub newest_durable: Option<RecordSlot>,
+    /// The fast record slot holding the newest trusted fast record (write the other next).
+    pub newest_fast: Option<RecordSlot>,
     /// The highest seq of any verifying record, trusted or not: continue after it.
     pub max_seq: Option<u64>,
 }
 
-impl SlotScan {
-    /// True if some slot held bytes that do not verify.
+impl RecordSlotScan {
+    /// True if some record slot held bytes that do not verify.
     pub fn has_invalid(&self) -> bool {
         self.states
             .iter()
-            .any(|state| matches!(state, SlotState::Invalid(_)))
+            .any(|state| matches!(state, RecordSlotState::Invalid(_)))
     }
 
-    /// One line naming what each slot holds, for error messages.
+    /// One line naming what each record slot holds, for error messages.
     pub fn describe(&self) -> String {
         let parts: Vec<String> = self
             .states
             .iter()
             .enumerate()
-            .map(|(slot, state)| match state {
-                SlotState::Empty => format!("slot {slot}: empty"),
-                SlotState::Valid { seq, trusted: true } => format!("slot {slot}: seq {seq}"),
-                SlotState::Valid {
+            .map(|(record_slot, state)| match state {
+                RecordSlotState::Empty => format!("record_slot {record_slot}: empty"),
+                RecordSlotState::Valid { seq, trusted: true } => {
+                    format!("record_slot {record_slot}: seq {seq}")
+                }
+                RecordSlotState::Valid {
                     seq,
                     trusted: false,
-                } => format!("slot {slot}: seq {seq} from an earlier boot, not trusted"),
-                SlotState::Invalid(why) => format!("slot {slot}: {why}"),
+                } => format!(
+                    "record_slot {record_slot}: seq {seq} from an earlier boot, not trusted"
+                ),
+                RecordSlotState::Invalid(why) => format!("record_slot {record_slot}: {why}"),
             })
             .collect();
         parts.join("; ")
     }
 }
 
-/// The durable slot to write next, given the one holding the newest durable record.
-pub fn next_durable_slot(newest_durable: Option<usize>) -> usize {
+/// The durable record slot to write next, given the one holding the newest durable record.
+pub fn next_durable_record_slot(newest_durable: Option<RecordSlot>) -> RecordSlot {
     match newest_durable {
-        Some(slot) if slot == DURABLE_SLOTS[0] => DURABLE_SLOTS[1],
-        _ => DURABLE_SLOTS[0],
+        Some(record_slot) if record_slot == DURABLE_RECORD_SLOTS[0] => DURABLE_RECORD_SLOTS[1],
+        _ => DURABLE_RECORD_SLOTS[0],
     }
 }
 
-/// The fast slot to write next, given the one holding the newest trusted fast record.
-pub fn next_fast_slot(newest_fast: Option<usize>) -> usize {
+/// The fast record slot to write next, given the one holding the newest trusted fast record.
+pub fn next_fast_record_slot(newest_fast: Option<RecordSlot>) -> RecordSlot {
     match newest_fast {
-        Some(slot) if slot == FAST_SLOTS[0] => FAST_SLOTS[1],
-        _ => FAST_SLOTS[0],
+        Some(record_slot) if record_slot == FAST_RECORD_SLOTS[0] => FAST_RECORD_SLOTS[1],
+        _ => FAST_RECORD_SLOTS[0],
     }
 }
 
-/// Classify every slot and pick the winner. A slot of `None` or all-zero bytes is empty.
-/// Durable slots are always trusted, fast slots only with the current boot id; among the
+/// Classify every record slot and pick the winner. A record slot of `None` or all-zero bytes is empty.
+/// Durable record slots are always trusted, fast record slots only with the current boot id; among the
 /// trusted verifying records the highest seq wins (a durable one on a tie).
-pub fn scan_slots(slots: &[Option<Vec<u8>>; SLOT_COUNT], current_boot: &BootId) -> SlotScan {
-    let mut scan = SlotScan {
-        states: [const { SlotState::Empty }; SLOT_COUNT],
+pub fn scan_record_slots(
+    record_slots: &[Option<Vec<u8>>; RECORD_SLOT_COUNT],
+    current_boot: &BootId,
+) -> RecordSlotScan {
+    let mut scan = RecordSlotScan {
+        states: [const { RecordSlotState::Empty }; RECORD_SLOT_COUNT],
         winner: None,
         newest_durable: None,
         newest_fast: None,
@@ -338,67 +351,69 @@ pub fn scan_slots(slots: &[Option<Vec<u8>>; SLOT_COUNT], current_boot: &BootId) 
     };
     let mut newest_durable_seq = None;
     let mut newest_fast_seq = None;
-    // DURABLE_SLOTS come first, so on equal seq the durable record is kept.
-    for (slot, (contents, state)) in slots.iter().zip(scan.states.iter_mut()).enumerate() {
+    // DURABLE_RECORD_SLOTS come first, so on equal seq the durable record is kept.
+    for (record_slot, (contents, state)) in
+        record_slots.iter().zip(scan.states.iter_mut()).enumerate()
+    {
         let Some(bytes) = contents.as_deref().filter(|b| b.iter().any(|&x| x != 0)) else {
             continue;
         };
         let record = match decode_record(bytes) {
             Ok(record) => record,
             Err(why) => {
-                *state = SlotState::Invalid(why);
+                *state = RecordSlotState::Invalid(why);
                 continue;
             }
         };
-        let is_durable = DURABLE_SLOTS.contains(&slot);
+        let is_durable = DURABLE_RECORD_SLOTS.contains(&record_slot);
         let trusted = is_durable || record.boot_id == *current_boot;
-        *state = SlotState::Valid {
+        *state = RecordSlotState::Valid {
             seq: record.seq,
             trusted,
         };
         scan.max_seq = scan.max_seq.max(Some(record.seq));
         if is_durable && newest_durable_seq < Some(record.seq) {
             newest_durable_seq = Some(record.seq);
-            scan.newest_durable = Some(slot);
+            scan.newest_durable = Some(record_slot);
         }
         if !is_durable && trusted && newest_fast_seq < Some(record.seq) {
             newest_fast_seq = Some(record.seq);
-            scan.newest_fast = Some(slot);
+            scan.newest_fast = Some(record_slot);
         }
         let beats_winner = scan
             .winner
             .as_ref()
             .is_none_or(|(_, best)| record.seq > best.seq);
         if trusted && beats_winner {
-            scan.winner = Some((slot, record));
+            scan.winner = Some((record_slot, record));
         }
     }
     scan
 }
 
-/// Pick the winner among slot contents (None for a slot that could not be read / is all
-/// zero). Returns (slot index, record).
+/// Pick the winner among record slot contents (None for a record slot that could not be read / is all
+/// zero). Returns (record slot index, record).
 #[cfg(test)]
 pub fn choose_record(
-    slots: &[Option<Vec<u8>>; SLOT_COUNT],
+    record_slots: &[Option<Vec<u8>>; RECORD_SLOT_COUNT],
     current_boot: &BootId,
-) -> Option<(usize, MetaRecord)> {
-    scan_slots(slots, current_boot).winner
+) -> Option<(RecordSlot, MetaRecord)> {
+    scan_record_slots(record_slots, current_boot).winner
 }
 
-fn slot_offset(slot: usize) -> Result<u64, MetaError> {
-    if slot >= SLOT_COUNT {
-        return Err(MetaError::BadSlot(slot));
+fn record_slot_offset(record_slot: RecordSlot) -> Result<u64, MetaError> {
+    if record_slot >= RECORD_SLOT_COUNT {
+        return Err(MetaError::BadRecordSlot(record_slot));
     }
-    // slot < SLOT_COUNT, so this is at most META_FILE_LEN - SLOT_SIZE.
-    Ok(slot as u64 * SLOT_SIZE)
+    // record slot < RECORD_SLOT_COUNT, so this is at most META_FILE_LEN - RECORD_SLOT_SIZE.
+    Ok(record_slot as u64 * RECORD_SLOT_SIZE)
 }
 
 fn io_error(path: &Path, what: &str, err: &io::Error) -> MetaError {
     MetaError::Io(format!("{what} {}: {err}", path.display()))
 }
 
-/// The metadata file of one video: `SLOT_COUNT * SLOT_SIZE` bytes, created fully allocated
+/// The metadata file of one video: `RECORD_SLOT_COUNT * RECORD_SLOT_SIZE` bytes, created fully allocated
 /// (posix_fallocate), opened read-write. It holds an `Arc<File>`: cloning is cheap and the clone is
 /// Send + Sync, so the sync thread can hold one while the event loop holds another
 /// (pwrite/pread at explicit offsets need no shared cursor).
@@ -474,24 +489,29 @@ impl MetaFile {
         &self.path
     }
 
-    /// The bytes of one slot as `scan_slots` wants them: None if the slot is zero
+    /// The bytes of one record slot as `scan_record_slots` wants them: None if the record slot is zero
     /// throughout, else the header and as much payload as the header claims (capped at
-    /// the slot).
-    fn read_slot(&self, slot: usize) -> Result<Option<Vec<u8>>, MetaError> {
-        let offset = slot_offset(slot)?;
-        let read_error =
-            |err: io::Error| io_error(&self.path, &format!("read slot {slot} of"), &err);
+    /// the record slot).
+    fn read_record_slot(&self, record_slot: RecordSlot) -> Result<Option<Vec<u8>>, MetaError> {
+        let offset = record_slot_offset(record_slot)?;
+        let read_error = |err: io::Error| {
+            io_error(
+                &self.path,
+                &format!("read record_slot {record_slot} of"),
+                &err,
+            )
+        };
         let mut header = vec![0u8; HEADER_LEN];
         self.file
             .read_exact_at(&mut header, offset)
             .map_err(read_error)?;
         if header.iter().all(|&byte| byte == 0) {
-            // Empty only if the whole slot is zero: a torn first record must not pass
-            // for a fresh slot.
+            // Empty only if the whole record slot is zero: a torn first record must not pass
+            // for a fresh record slot.
             let mut chunk = vec![0u8; ZERO_SCAN_CHUNK];
             let mut at = HEADER_LEN as u64;
-            while at < SLOT_SIZE {
-                let want = usize::try_from(SLOT_SIZE - at)
+            while at < RECORD_SLOT_SIZE {
+                let want = usize::try_from(RECORD_SLOT_SIZE - at)
                     .unwrap_or(ZERO_SCAN_CHUNK)
                     .min(ZERO_SCAN_CHUNK);
                 let part = chunk.get_mut(..want).ok_or(MetaError::Truncated)?;
@@ -499,7 +519,7 @@ impl MetaFile {
                     .read_exact_at(part, offset + at)
                     .map_err(read_error)?;
                 if part.iter().any(|&byte| byte != 0) {
-                    // Zero header + the non-zero bytes: decodes as BadMagic, an invalid slot.
+                    // Zero header + the non-zero bytes: decodes as BadMagic, an invalid record slot.
                     let mut seen = header;
                     seen.extend_from_slice(part);
                     return Ok(Some(seen));
@@ -522,24 +542,25 @@ impl MetaFile {
         Ok(Some(header))
     }
 
-    /// Read every slot and classify it (see `scan_slots`). Err only for I/O errors.
-    pub fn scan(&self, boot: &BootId) -> Result<SlotScan, MetaError> {
-        let mut slots: [Option<Vec<u8>>; SLOT_COUNT] = [const { None }; SLOT_COUNT];
-        for (slot, contents) in slots.iter_mut().enumerate() {
-            *contents = self.read_slot(slot)?;
+    /// Read every record slot and classify it (see `scan_record_slots`). Err only for I/O errors.
+    pub fn scan(&self, boot: &BootId) -> Result<RecordSlotScan, MetaError> {
+        let mut record_slots: [Option<Vec<u8>>; RECORD_SLOT_COUNT] =
+            [const { None }; RECORD_SLOT_COUNT];
+        for (record_slot, contents) in record_slots.iter_mut().enumerate() {
+            *contents = self.read_record_slot(record_slot)?;
         }
-        Ok(scan_slots(&slots, boot))
+        Ok(scan_record_slots(&record_slots, boot))
     }
 
-    /// Read all slots and choose; Ok(None) for a fresh file (all zeros, or only fast
+    /// Read all record slots and choose; Ok(None) for a fresh file (all zeros, or only fast
     /// records of an earlier boot: nothing was ever made durable). Err for I/O errors and
-    /// for a file with non-empty slots none of which is trusted and at least one of which
-    /// does not verify (NoValidSlot): never silently a fresh start.
-    pub fn load(&self, boot: &BootId) -> Result<Option<(usize, MetaRecord)>, MetaError> {
+    /// for a file with non-empty record slots none of which is trusted and at least one of which
+    /// does not verify (NoValidRecordSlot): never silently a fresh start.
+    pub fn load(&self, boot: &BootId) -> Result<Option<(RecordSlot, MetaRecord)>, MetaError> {
         let scan = self.scan(boot)?;
         match scan.winner {
             Some(winner) => Ok(Some(winner)),
-            None if scan.has_invalid() => Err(MetaError::NoValidSlot(format!(
+            None if scan.has_invalid() => Err(MetaError::NoValidRecordSlot(format!(
                 "{}: {}",
                 self.path.display(),
                 scan.describe()
@@ -548,19 +569,31 @@ impl MetaFile {
         }
     }
 
-    /// pwrite the whole record into the given slot in one call (no sync). Used for fast
-    /// slots; a torn write is caught by the crc on the next load.
-    pub fn write_slot(&self, slot: usize, rec: &MetaRecord) -> Result<(), MetaError> {
-        let offset = slot_offset(slot)?;
+    /// pwrite the whole record into the given record slot in one call (no sync). Used for fast
+    /// record slots; a torn write is caught by the crc on the next load.
+    pub fn write_record_slot(
+        &self,
+        record_slot: RecordSlot,
+        rec: &MetaRecord,
+    ) -> Result<(), MetaError> {
+        let offset = record_slot_offset(record_slot)?;
         let bytes = encode_record(rec)?;
-        self.file
-            .write_all_at(&bytes, offset)
-            .map_err(|err| io_error(&self.path, &format!("write slot {slot} of"), &err))
+        self.file.write_all_at(&bytes, offset).map_err(|err| {
+            io_error(
+                &self.path,
+                &format!("write record_slot {record_slot} of"),
+                &err,
+            )
+        })
     }
 
-    /// write_slot then sync: a durable commit (call only after the data file is synced).
-    pub fn write_slot_synced(&self, slot: usize, rec: &MetaRecord) -> Result<(), MetaError> {
-        self.write_slot(slot, rec)?;
+    /// write_record_slot then sync: a durable commit (call only after the data file is synced).
+    pub fn write_record_slot_synced(
+        &self,
+        record_slot: RecordSlot,
+        rec: &MetaRecord,
+    ) -> Result<(), MetaError> {
+        self.write_record_slot(record_slot, rec)?;
         self.sync()
             .map_err(|err| io_error(&self.path, "fdatasync", &err))
     }
@@ -691,7 +724,7 @@ mod tests {
             assert_eq!(bytes.len(), HEADER_LEN + payload.len());
             assert_eq!(&bytes[..8], b"VCACHEM1");
             assert_eq!(decode_record(&bytes).unwrap(), rec);
-            // A slot longer than the record: trailing bytes are ignored.
+            // A record slot longer than the record: trailing bytes are ignored.
             let mut padded = bytes.clone();
             padded.extend_from_slice(&[0x55; 100]);
             assert_eq!(decode_record(&padded).unwrap(), rec);
@@ -724,7 +757,7 @@ mod tests {
     fn encode_size_limit() {
         let fits = record(1, BOOT_A, &vec![0; MAX_PAYLOAD_LEN]);
         let bytes = encode_record(&fits).unwrap();
-        assert_eq!(bytes.len() as u64, SLOT_SIZE);
+        assert_eq!(bytes.len() as u64, RECORD_SLOT_SIZE);
         assert_eq!(decode_record(&bytes).unwrap(), fits);
         let too_big = record(1, BOOT_A, &vec![0; MAX_PAYLOAD_LEN + 1]);
         assert_eq!(
@@ -750,7 +783,7 @@ mod tests {
                 45 => matches!(result, Err(MetaError::BadChecksum)),
                 // payload_len grows past the bytes given.
                 46 | 47 => matches!(result, Err(MetaError::Truncated)),
-                // payload_len grows past what a slot can hold.
+                // payload_len grows past what a record slot can hold.
                 48 => matches!(result, Err(MetaError::TooLarge { .. })),
                 _ => matches!(result, Err(MetaError::BadChecksum)),
             };
@@ -771,7 +804,7 @@ mod tests {
             Err(MetaError::Truncated)
         );
         assert_eq!(
-            decode_record(&vec![0; SLOT_SIZE as usize]),
+            decode_record(&vec![0; RECORD_SLOT_SIZE as usize]),
             Err(MetaError::BadMagic)
         );
         let mut bad_magic = bytes.clone();
@@ -780,10 +813,10 @@ mod tests {
         let mut bad_version = bytes.clone();
         bad_version[8..12].copy_from_slice(&2u32.to_le_bytes());
         assert_eq!(decode_record(&bad_version), Err(MetaError::BadVersion(2)));
-        // payload_len larger than a slot can hold, even if the buffer is big enough.
+        // payload_len larger than a record slot can hold, even if the buffer is big enough.
         let mut huge = bytes.clone();
         huge[45..49].copy_from_slice(&u32::MAX.to_le_bytes());
-        huge.resize(SLOT_SIZE as usize * 2, 0);
+        huge.resize(RECORD_SLOT_SIZE as usize * 2, 0);
         assert_eq!(
             decode_record(&huge),
             Err(MetaError::TooLarge {
@@ -805,38 +838,38 @@ mod tests {
 
     #[test]
     fn choose_fast_newer_same_boot_wins() {
-        let slots = [
+        let record_slots = [
             slot_bytes(&record(4, BOOT_B, b"d0")),
             slot_bytes(&record(5, BOOT_B, b"d1")),
             slot_bytes(&record(7, BOOT_A, b"f2")),
             slot_bytes(&record(6, BOOT_A, b"f3")),
         ];
-        let (slot, rec) = choose_record(&slots, &BOOT_A).unwrap();
-        assert_eq!((slot, rec.seq), (2, 7));
-        let scan = scan_slots(&slots, &BOOT_A);
+        let (record_slot, rec) = choose_record(&record_slots, &BOOT_A).unwrap();
+        assert_eq!((record_slot, rec.seq), (2, 7));
+        let scan = scan_record_slots(&record_slots, &BOOT_A);
         assert_eq!(scan.newest_durable, Some(1));
         assert_eq!(scan.newest_fast, Some(2));
         assert_eq!(scan.max_seq, Some(7));
-        assert_eq!(next_durable_slot(scan.newest_durable), 0);
-        assert_eq!(next_fast_slot(scan.newest_fast), 3);
+        assert_eq!(next_durable_record_slot(scan.newest_durable), 0);
+        assert_eq!(next_fast_record_slot(scan.newest_fast), 3);
     }
 
     #[test]
     fn choose_fast_newer_other_boot_falls_to_durable() {
-        let slots = [
+        let record_slots = [
             slot_bytes(&record(4, BOOT_B, b"d0")),
             slot_bytes(&record(5, BOOT_B, b"d1")),
             slot_bytes(&record(7, BOOT_B, b"f2")),
             slot_bytes(&record(6, BOOT_B, b"f3")),
         ];
-        let (slot, rec) = choose_record(&slots, &BOOT_A).unwrap();
-        assert_eq!((slot, rec.seq), (1, 5));
-        let scan = scan_slots(&slots, &BOOT_A);
+        let (record_slot, rec) = choose_record(&record_slots, &BOOT_A).unwrap();
+        assert_eq!((record_slot, rec.seq), (1, 5));
+        let scan = scan_record_slots(&record_slots, &BOOT_A);
         assert_eq!(scan.newest_fast, None);
         assert_eq!(scan.max_seq, Some(7));
         assert_eq!(
             scan.states[2],
-            SlotState::Valid {
+            RecordSlotState::Valid {
                 seq: 7,
                 trusted: false
             }
@@ -845,36 +878,39 @@ mod tests {
 
     #[test]
     fn durable_slot_trusted_whatever_its_boot() {
-        let slots = [slot_bytes(&record(1, BOOT_B, b"")), None, None, None];
-        assert_eq!(choose_record(&slots, &BOOT_A).unwrap().0, 0);
+        let record_slots = [slot_bytes(&record(1, BOOT_B, b"")), None, None, None];
+        assert_eq!(choose_record(&record_slots, &BOOT_A).unwrap().0, 0);
     }
 
     #[test]
     fn choose_torn_newest_durable_falls_back_to_older() {
-        let slots = [
+        let record_slots = [
             slot_bytes(&record(4, BOOT_A, b"old")),
             torn(&record(5, BOOT_A, b"new")),
             None,
             None,
         ];
-        let (slot, rec) = choose_record(&slots, &BOOT_A).unwrap();
-        assert_eq!((slot, rec.seq), (0, 4));
-        let scan = scan_slots(&slots, &BOOT_A);
+        let (record_slot, rec) = choose_record(&record_slots, &BOOT_A).unwrap();
+        assert_eq!((record_slot, rec.seq), (0, 4));
+        let scan = scan_record_slots(&record_slots, &BOOT_A);
         assert_eq!(scan.newest_durable, Some(0));
-        assert_eq!(next_durable_slot(scan.newest_durable), 1);
-        assert_eq!(scan.states[1], SlotState::Invalid(MetaError::BadChecksum));
+        assert_eq!(next_durable_record_slot(scan.newest_durable), 1);
+        assert_eq!(
+            scan.states[1],
+            RecordSlotState::Invalid(MetaError::BadChecksum)
+        );
         assert!(scan.has_invalid());
     }
 
     #[test]
     fn choose_torn_fast_falls_back() {
-        let slots = [
+        let record_slots = [
             slot_bytes(&record(4, BOOT_A, b"d")),
             None,
             slot_bytes(&record(6, BOOT_A, b"f2")),
             torn(&record(7, BOOT_A, b"f3")),
         ];
-        assert_eq!(choose_record(&slots, &BOOT_A).unwrap().0, 2);
+        assert_eq!(choose_record(&record_slots, &BOOT_A).unwrap().0, 2);
     }
 
     #[test]
@@ -886,46 +922,50 @@ mod tests {
             torn(&record(4, BOOT_A, b"d")),
         ];
         assert_eq!(choose_record(&all_torn, &BOOT_A), None);
-        assert!(scan_slots(&all_torn, &BOOT_A).has_invalid());
+        assert!(scan_record_slots(&all_torn, &BOOT_A).has_invalid());
         let empty = [None, Some(vec![0; 64]), None, Some(vec![])];
         assert_eq!(choose_record(&empty, &BOOT_A), None);
-        let scan = scan_slots(&empty, &BOOT_A);
+        let scan = scan_record_slots(&empty, &BOOT_A);
         assert!(!scan.has_invalid());
-        assert!(scan.states.iter().all(|state| *state == SlotState::Empty));
-        assert_eq!(next_durable_slot(scan.newest_durable), 0);
-        assert_eq!(next_fast_slot(scan.newest_fast), 2);
+        assert!(
+            scan.states
+                .iter()
+                .all(|state| *state == RecordSlotState::Empty)
+        );
+        assert_eq!(next_durable_record_slot(scan.newest_durable), 0);
+        assert_eq!(next_fast_record_slot(scan.newest_fast), 2);
     }
 
     #[test]
     fn choose_equal_seq_prefers_durable() {
-        let slots = [
+        let record_slots = [
             None,
             slot_bytes(&record(9, BOOT_A, b"d")),
             slot_bytes(&record(9, BOOT_A, b"f")),
             None,
         ];
-        assert_eq!(choose_record(&slots, &BOOT_A).unwrap().0, 1);
+        assert_eq!(choose_record(&record_slots, &BOOT_A).unwrap().0, 1);
     }
 
     #[test]
     fn describe_names_every_slot() {
-        let slots = [
+        let record_slots = [
             torn(&record(1, BOOT_A, b"a")),
             None,
             slot_bytes(&record(3, BOOT_B, b"")),
             slot_bytes(&record(4, BOOT_A, b"")),
         ];
-        let text = scan_slots(&slots, &BOOT_A).describe();
+        let text = scan_record_slots(&record_slots, &BOOT_A).describe();
         assert!(
-            text.contains("slot 0: metadata checksum mismatch"),
+            text.contains("record_slot 0: metadata checksum mismatch"),
             "{text}"
         );
-        assert!(text.contains("slot 1: empty"), "{text}");
+        assert!(text.contains("record_slot 1: empty"), "{text}");
         assert!(
-            text.contains("slot 2: seq 3 from an earlier boot"),
+            text.contains("record_slot 2: seq 3 from an earlier boot"),
             "{text}"
         );
-        assert!(text.contains("slot 3: seq 4"), "{text}");
+        assert!(text.contains("record_slot 3: seq 4"), "{text}");
     }
 
     #[test]
@@ -941,16 +981,16 @@ mod tests {
         assert_eq!(meta.load(&BOOT_A), Ok(None));
 
         let durable = record(1, BOOT_A, b"durable");
-        meta.write_slot_synced(0, &durable).unwrap();
+        meta.write_record_slot_synced(0, &durable).unwrap();
         let fast = record(2, BOOT_A, &[0x5A; 5000]);
-        meta.write_slot(3, &fast).unwrap();
+        meta.write_record_slot(3, &fast).unwrap();
         assert_eq!(meta.load(&BOOT_A), Ok(Some((3, fast.clone()))));
 
         // A second handle (what the sync thread or a restarted process sees).
         drop(meta);
         let reopened = MetaFile::open(&path, false).unwrap();
         assert_eq!(reopened.load(&BOOT_A), Ok(Some((3, fast))));
-        // After a "reboot", the fast slot is not trusted.
+        // After a "reboot", the fast record slot is not trusted.
         assert_eq!(reopened.load(&BOOT_B), Ok(Some((0, durable))));
         assert_eq!(reopened.path(), path.as_path());
         let cloned = reopened.try_clone().unwrap();
@@ -962,24 +1002,25 @@ mod tests {
 
     #[test]
     fn meta_file_bad_slot_and_too_large() {
-        let dir = TempDir::new("bad-slot");
+        let dir = TempDir::new("bad-record_slot");
         let meta = MetaFile::open(&dir.0.join("v.meta"), true).unwrap();
         assert_eq!(
-            meta.write_slot(SLOT_COUNT, &record(1, BOOT_A, b"")),
-            Err(MetaError::BadSlot(SLOT_COUNT))
+            meta.write_record_slot(RECORD_SLOT_COUNT, &record(1, BOOT_A, b"")),
+            Err(MetaError::BadRecordSlot(RECORD_SLOT_COUNT))
         );
         assert!(matches!(
-            meta.write_slot(0, &record(1, BOOT_A, &vec![0; MAX_PAYLOAD_LEN + 1])),
+            meta.write_record_slot(0, &record(1, BOOT_A, &vec![0; MAX_PAYLOAD_LEN + 1])),
             Err(MetaError::TooLarge { .. })
         ));
         assert_eq!(meta.load(&BOOT_A), Ok(None));
-        // The largest record fits exactly and does not spill into the next slot.
+        // The largest record fits exactly and does not spill into the next record slot.
         let full = record(1, BOOT_A, &vec![0xEE; MAX_PAYLOAD_LEN]);
-        meta.write_slot(0, &full).unwrap();
-        meta.write_slot(1, &record(2, BOOT_A, b"next")).unwrap();
+        meta.write_record_slot(0, &full).unwrap();
+        meta.write_record_slot(1, &record(2, BOOT_A, b"next"))
+            .unwrap();
         assert_eq!(
             meta.scan(&BOOT_A).unwrap().states[0],
-            SlotState::Valid {
+            RecordSlotState::Valid {
                 seq: 1,
                 trusted: true
             }
@@ -993,21 +1034,24 @@ mod tests {
         let meta = MetaFile::open(&path, true).unwrap();
         let older = record(1, BOOT_A, &[0x11; 3000]);
         let newer = record(2, BOOT_A, &[0x22; 3000]);
-        meta.write_slot(0, &older).unwrap();
-        meta.write_slot(1, &newer).unwrap();
+        meta.write_record_slot(0, &older).unwrap();
+        meta.write_record_slot(1, &newer).unwrap();
         assert_eq!(meta.load(&BOOT_A).unwrap().unwrap().1, newer);
-        // Half of a seq-3 record lands over the older slot 0: 0 is torn, 1 still wins.
+        // Half of a seq-3 record lands over the older record slot 0: 0 is torn, 1 still wins.
         let newest = encode_record(&record(3, BOOT_A, &[0x33; 3000])).unwrap();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.write_all_at(&newest[..newest.len() / 2], 0).unwrap();
         let scan = meta.scan(&BOOT_A).unwrap();
-        assert_eq!(scan.states[0], SlotState::Invalid(MetaError::BadChecksum));
+        assert_eq!(
+            scan.states[0],
+            RecordSlotState::Invalid(MetaError::BadChecksum)
+        );
         assert_eq!(meta.load(&BOOT_A), Ok(Some((1, newer))));
-        // The same tear over slot 1 too: nothing verifies, which is an error, not fresh.
-        file.write_all_at(&newest[..newest.len() / 2], SLOT_SIZE)
+        // The same tear over record slot 1 too: nothing verifies, which is an error, not fresh.
+        file.write_all_at(&newest[..newest.len() / 2], RECORD_SLOT_SIZE)
             .unwrap();
         let err = meta.load(&BOOT_A).unwrap_err();
-        assert!(matches!(err, MetaError::NoValidSlot(_)), "{err:?}");
+        assert!(matches!(err, MetaError::NoValidRecordSlot(_)), "{err:?}");
         assert!(err.to_string().contains("v.meta"), "{err}");
     }
 
@@ -1020,15 +1064,18 @@ mod tests {
         let bytes = encode_record(&record(1, BOOT_A, &[0x44; 8000])).unwrap();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.write_all_at(&bytes[4096..], 4096).unwrap();
-        assert!(matches!(meta.load(&BOOT_A), Err(MetaError::NoValidSlot(_))));
-        // A stray non-zero byte at the very end of a slot is noticed too.
+        assert!(matches!(
+            meta.load(&BOOT_A),
+            Err(MetaError::NoValidRecordSlot(_))
+        ));
+        // A stray non-zero byte at the very end of a record slot is noticed too.
         let meta2_path = dir.0.join("w.meta");
         let meta2 = MetaFile::open(&meta2_path, true).unwrap();
         let file2 = OpenOptions::new().write(true).open(&meta2_path).unwrap();
-        file2.write_all_at(&[1], 2 * SLOT_SIZE - 1).unwrap();
+        file2.write_all_at(&[1], 2 * RECORD_SLOT_SIZE - 1).unwrap();
         assert!(matches!(
             meta2.load(&BOOT_A),
-            Err(MetaError::NoValidSlot(_))
+            Err(MetaError::NoValidRecordSlot(_))
         ));
     }
 
@@ -1036,7 +1083,8 @@ mod tests {
     fn meta_file_only_old_boot_fast_records_is_fresh() {
         let dir = TempDir::new("old-boot");
         let meta = MetaFile::open(&dir.0.join("v.meta"), true).unwrap();
-        meta.write_slot(2, &record(1, BOOT_B, b"unsynced")).unwrap();
+        meta.write_record_slot(2, &record(1, BOOT_B, b"unsynced"))
+            .unwrap();
         assert_eq!(meta.load(&BOOT_A), Ok(None));
         assert_eq!(meta.scan(&BOOT_A).unwrap().max_seq, Some(1));
     }

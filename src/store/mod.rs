@@ -150,12 +150,14 @@ impl std::fmt::Display for WriteRefusal {
     }
 }
 
-/// An in-flight write into a slot: [start, end) reserved, [start, claimed) already claimed.
+/// An in-flight write into a slot: [start, end) reserved, [start, claimed) already claimed. Claims
+/// advance from `start` in order, so [claimed, end) never holds present bytes.
 #[derive(Debug, Clone, Copy)]
 struct Reservation {
     id: u64,
     start: u64,
     end: u64,
+    claimed: u64,
 }
 
 /// An `upload` slot: a writable mapping, its presence map and its commit state.
@@ -188,8 +190,8 @@ pub enum Body {
 }
 
 impl Body {
-    /// The slot holding an upload's or an origin video's bytes.
-    fn any_slot(&self) -> Option<&Slot> {
+    /// The slot holding an upload's or an origin video's bytes (`Video::upload_slot` for uploads only).
+    fn slot(&self) -> Option<&Slot> {
         match self {
             Body::Upload(s) => Some(s),
             Body::Origin(o) => o.slot(),
@@ -197,7 +199,7 @@ impl Body {
         }
     }
 
-    fn any_slot_mut(&mut self) -> Option<&mut Slot> {
+    fn slot_mut(&mut self) -> Option<&mut Slot> {
         match self {
             Body::Upload(s) => Some(s),
             Body::Origin(o) => o.slot_mut(),
@@ -242,7 +244,7 @@ impl Video {
         match &self.body {
             Body::File { .. } => 0,
             Body::Live(r) => r.state.generation,
-            body => body.any_slot().map_or(0, |s| s.generation),
+            body => body.slot().map_or(0, |s| s.generation),
         }
     }
 
@@ -335,18 +337,30 @@ impl Video {
         }
     }
 
-    pub fn slot_mut(&mut self) -> Option<&mut Slot> {
+    /// An `upload` video's slot (None for every other kind, origin videos included: their slot is
+    /// `OriginVideo::slot`, and any writable slot is `Body::slot`).
+    pub fn upload_slot(&self) -> Option<&Slot> {
+        match &self.body {
+            Body::Upload(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn upload_slot_mut(&mut self) -> Option<&mut Slot> {
         match &mut self.body {
             Body::Upload(s) => Some(s),
             _ => None,
         }
     }
 
+    /// The old name of `upload_slot`, until routes.rs calls that.
     pub fn slot(&self) -> Option<&Slot> {
-        match &self.body {
-            Body::Upload(s) => Some(s),
-            _ => None,
-        }
+        self.upload_slot()
+    }
+
+    /// The old name of `upload_slot_mut`, until routes.rs calls that.
+    pub fn slot_mut(&mut self) -> Option<&mut Slot> {
+        self.upload_slot_mut()
     }
 
     pub fn ring(&self) -> Option<&LiveRing> {
@@ -387,20 +401,20 @@ impl Video {
     pub fn commit(&self) -> Option<&CommitState> {
         match &self.body {
             Body::Live(r) => Some(&r.commit),
-            body => body.any_slot().map(|s| &s.commit),
+            body => body.slot().map(|s| &s.commit),
         }
     }
 
     pub fn commit_mut(&mut self) -> Option<&mut CommitState> {
         match &mut self.body {
             Body::Live(r) => Some(&mut r.commit),
-            body => body.any_slot_mut().map(|s| &mut s.commit),
+            body => body.slot_mut().map(|s| &mut s.commit),
         }
     }
 
     /// A DELETE (or a changed origin object) is waiting for its durable commit.
     pub fn delete_pending(&self) -> bool {
-        self.body.any_slot().is_some_and(|s| s.delete_pending)
+        self.body.slot().is_some_and(|s| s.delete_pending)
     }
 
     /// A writer is blocked until a durable commit lands (a live ring's write intent, an origin
@@ -420,7 +434,7 @@ impl Video {
                 let p = r.state.encode();
                 r.commit.write_fast_record(p)
             }
-            body => match body.any_slot_mut() {
+            body => match body.slot_mut() {
                 Some(s) => {
                     let p = s.payload();
                     s.commit.write_fast_record(p)
@@ -435,7 +449,7 @@ impl Video {
         match &mut self.body {
             Body::Live(r) => r.commit_job(id),
             body => {
-                let s = body.any_slot_mut()?;
+                let s = body.slot_mut()?;
                 if !s.commit.checkpoint_due() {
                     return None;
                 }
@@ -449,7 +463,7 @@ impl Video {
         match &mut self.body {
             Body::Live(r) => r.commit_done(done),
             body => {
-                if let Some(s) = body.any_slot_mut()
+                if let Some(s) = body.slot_mut()
                     && s.commit.commit_done(done)
                     && s.delete_pending
                     && s.commit.is_settled()
@@ -478,22 +492,12 @@ impl Video {
         }
     }
 
-    /// Claim [start, end) of an in-flight write; returns the end of what is now claimed (a slot may
-    /// defer a claim that would fragment its presence map too much).
+    /// Claim [start, end) of an in-flight write; returns exactly how far the write is now recorded
+    /// (`end`; `start` for a video that takes no client writes).
     pub fn ingest_claim(&mut self, writer: u64, start: u64, end: u64) -> u64 {
         match &mut self.body {
-            Body::Upload(s) => {
-                s.claim(writer, start, end);
-                if end > start && s.presence.contains(end - 1) {
-                    end
-                } else {
-                    start
-                }
-            }
-            Body::Live(r) => {
-                r.claim(writer, start, end);
-                end
-            }
+            Body::Upload(s) => s.claim(writer, start, end),
+            Body::Live(r) => r.claim(writer, start, end),
             Body::File { .. } | Body::Origin(_) => start,
         }
     }
@@ -522,6 +526,7 @@ pub fn configured_content_type(v: &VideoConfig) -> String {
     })
 }
 
+/// Whole seconds since the epoch, as metadata payloads store modification times (0 before 1970).
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -581,9 +586,23 @@ impl Slot {
                 max_ranges: self.presence_max_ranges(),
             });
         }
+        // Checked above as input; what follows relies on it.
+        assert!(
+            start < end && end <= len,
+            "reservation {start}..{end} outside 0..{len}"
+        );
+        assert!(
+            !self.presence.overlaps(start, end),
+            "reservation {start}..{end} overlaps present bytes"
+        );
         let id = self.next_reservation_id;
         self.next_reservation_id += 1;
-        self.reservations.push(Reservation { id, start, end });
+        self.reservations.push(Reservation {
+            id,
+            start,
+            end,
+            claimed: start,
+        });
         Ok(id)
     }
 
@@ -626,37 +645,61 @@ impl Slot {
         self.max_presence_ranges
     }
 
-    /// The mutable bytes [offset, offset+len) of the mapping for an in-flight write. The caller holds a
-    /// reservation covering them (asserted: a write never lands outside its reservation or on present
-    /// bytes).
+    /// The mutable bytes [offset, offset+len) of the mapping for an in-flight write; None if the
+    /// reservation is gone (an origin object changed and its fetches were released). A write outside
+    /// its reservation, or onto present bytes, is a bug and panics.
     pub fn write_target(&mut self, reservation: u64, offset: u64, len: u64) -> Option<&mut [u8]> {
         let r = self.reservations.iter().find(|r| r.id == reservation)?;
-        let end = offset.checked_add(len)?;
-        if offset < r.start || end > r.end {
-            log::error!("BUG: write outside its reservation refused");
-            return None;
-        }
+        let end = offset.checked_add(len);
+        assert!(
+            r.claimed <= offset && end.is_some_and(|end| end <= r.end),
+            "write of {len} bytes at {offset} outside its reservation {}..{} (claimed to {})",
+            r.start,
+            r.end,
+            r.claimed
+        );
+        let end = end.unwrap_or(r.end);
+        assert!(
+            !self.presence.overlaps(offset, end),
+            "write {offset}..{end} onto present bytes"
+        );
         let (a, b) = (usize::try_from(offset).ok()?, usize::try_from(end).ok()?);
-        self.data.write_map.get_mut(a..b)
+        // A reservation is inside the data file (`reserve`), and the mapping is the whole file.
+        assert!(
+            b <= self.data.write_map.len(),
+            "reservation past the mapping"
+        );
+        Some(&mut self.data.write_map[a..b])
     }
 
-    /// Record that [start, end) of a reservation has arrived in the mapping.
-    pub fn claim(&mut self, reservation: u64, start: u64, end: u64) {
-        let inside = self
-            .reservations
-            .iter()
-            .any(|r| r.id == reservation && r.start <= start && end <= r.end);
-        if !inside {
-            log::error!("BUG: claim outside its reservation ignored");
-            return;
+    /// Record that [start, end) of a reservation has arrived in the mapping; returns how far the
+    /// reservation is now claimed (`end`). Claims advance in order from the reservation's start; a
+    /// claim of bytes outside its reservation or not yet written (out of order), or one the presence
+    /// map cannot take, is a bug and panics.
+    pub fn claim(&mut self, reservation: u64, start: u64, end: u64) -> u64 {
+        let Some(r) = self.reservations.iter_mut().find(|r| r.id == reservation) else {
+            panic!("claim {start}..{end} of reservation {reservation}, which does not exist");
+        };
+        assert!(
+            start == r.claimed && start <= end && end <= r.end,
+            "claim {start}..{end} out of order or outside its reservation {}..{} (claimed to {})",
+            r.start,
+            r.end,
+            r.claimed
+        );
+        if start == end {
+            return end;
         }
-        if start >= end {
-            return;
+        // `reserve` counted one range for every write in flight, and a reservation's claims form one
+        // run: the map always has room for it.
+        if let Err(e) = self.presence.insert(start, end) {
+            panic!("claim {start}..{end} could not be recorded: {e}");
         }
-        match self.presence.insert(start, end) {
-            Ok(()) => self.commit.bump(),
-            Err(e) => log::warn!("claim of bytes {start}..{end} deferred: {e}"),
-        }
+        r.claimed = end;
+        self.commit.bump();
+        // What stays reserved and unclaimed holds no present byte.
+        assert!(!self.presence.overlaps(r.claimed, r.end));
+        end
     }
 
     /// End a reservation (the write finished or was cut); what was claimed stays claimed.
@@ -729,6 +772,37 @@ pub fn resolve_origins(cfg: &Config) -> ResolvedOrigins {
         .collect()
 }
 
+/// An origin video's settings, as its config gives them.
+struct OriginSpec<'a> {
+    url: &'a str,
+    host: &'a str,
+    port: u16,
+    path: &'a str,
+    fill_block: u64,
+    size: Option<u64>,
+}
+
+/// A `file` video: the operator's file mapped read-only, its ETag from mtime and length at open.
+fn open_file_body(path: &Path) -> Result<Body, String> {
+    let data = ReadOnlyFile::open(path)
+        .map_err(|e| format!("cannot open file {}: {e}", path.display()))?;
+    let md = data
+        .file
+        .metadata()
+        .map_err(|e| format!("cannot stat file {}: {e}", path.display()))?;
+    let modified = md.modified().unwrap_or(UNIX_EPOCH);
+    let nanos = modified
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let etag = format!("\"{:x}-{:x}\"", nanos, data.len);
+    Ok(Body::File {
+        data,
+        etag,
+        modified,
+    })
+}
+
 /// Where and how writable videos' files are opened: the data directory, the boot id that stamps fast
 /// records, and the presence-map bound.
 #[derive(Debug, Clone)]
@@ -739,6 +813,69 @@ pub struct StorePaths {
 }
 
 impl StorePaths {
+    /// Open (or create) one video's files, taking its origin's addresses from `resolved` when given
+    /// (resolved off the loop) and resolving them here otherwise.
+    pub fn open_video(
+        &self,
+        v: &VideoConfig,
+        resolved: Option<&Result<Vec<std::net::SocketAddr>, String>>,
+    ) -> Result<Video, String> {
+        let body = match &v.kind {
+            VideoKind::File { path } => open_file_body(path)?,
+            VideoKind::Upload { size } => Body::Upload(Box::new(self.open_slot_of_kind(
+                &v.id,
+                *size,
+                KIND_CODE_UPLOAD,
+                "upload",
+                None,
+            )?)),
+            VideoKind::Live { capacity } => {
+                let mut ring = self.open_ring(&v.id, *capacity)?;
+                ring.ts_index = configured_content_type(v).starts_with("video/mp2t");
+                Body::Live(Box::new(ring))
+            }
+            VideoKind::Origin {
+                url,
+                host,
+                port,
+                path,
+                fill_block,
+                size,
+            } => Body::Origin(Box::new(self.open_origin(
+                &v.id,
+                OriginSpec {
+                    url,
+                    host,
+                    port: *port,
+                    path,
+                    fill_block: *fill_block,
+                    size: *size,
+                },
+                resolved,
+            )?)),
+        };
+        Ok(Video {
+            cfg: v.clone(),
+            content_type: configured_content_type(v),
+            body,
+            byte_waiters: Vec::new(),
+            commit_waiters: Vec::new(),
+        })
+    }
+
+    fn open_ring(&self, id: &str, capacity: u64) -> Result<LiveRing, String> {
+        let fresh = RingState::fresh(capacity);
+        let (data, commit, payload) =
+            self.open_writable(id, capacity, KIND_CODE_LIVE, "live", fresh.encode(), |p| {
+                RingState::decode(p, capacity).map(|st| st.head > 0)
+            })?;
+        let state = match payload {
+            None => fresh,
+            Some(p) => RingState::decode(&p, capacity)?,
+        };
+        Ok(LiveRing::new(data, commit, state))
+    }
+
     /// Open or create the data and metadata files of a writable video of `len` bytes, following the
     /// creation order of the durability protocol. Returns the mapped data file, its commit state and
     /// the payload of the winning record (None for a new video, created with `fresh_payload`).
@@ -777,7 +914,7 @@ impl StorePaths {
                 scan.describe()
             ));
         }
-        let (payload, chosen_slot, seq) = match scan.winner.clone() {
+        let (payload, chosen_record_slot, seq) = match scan.winner.clone() {
             None => {
                 if data_exists {
                     return Err(format!(
@@ -795,9 +932,9 @@ impl StorePaths {
                     data_len: len,
                     payload: fresh_payload,
                 };
-                meta.write_slot_synced(meta::DURABLE_SLOTS[0], &rec)
+                meta.write_record_slot_synced(meta::DURABLE_RECORD_SLOTS[0], &rec)
                     .map_err(|e| format!("cannot write metadata {}: {e}", mpath.display()))?;
-                (None, meta::DURABLE_SLOTS[0], rec.seq)
+                (None, meta::DURABLE_RECORD_SLOTS[0], rec.seq)
             }
             Some((slot, rec)) => {
                 if rec.video_kind != kind_code {
@@ -867,7 +1004,7 @@ impl StorePaths {
         }
         // Overwrite the older durable slot next, so the newest durable record survives a torn write.
         let newest_durable = if payload.is_none() {
-            Some(meta::DURABLE_SLOTS[0])
+            Some(meta::DURABLE_RECORD_SLOTS[0])
         } else {
             scan.newest_durable
         };
@@ -878,9 +1015,9 @@ impl StorePaths {
             len,
             Recovered {
                 record_seq: seq,
-                from_fast: meta::FAST_SLOTS.contains(&chosen_slot),
-                next_durable_slot: meta::next_durable_slot(newest_durable),
-                next_fast_slot: meta::next_fast_slot(scan.newest_fast),
+                from_fast: meta::FAST_RECORD_SLOTS.contains(&chosen_record_slot),
+                next_durable_record_slot: meta::next_durable_record_slot(newest_durable),
+                next_fast_record_slot: meta::next_fast_record_slot(scan.newest_fast),
             },
         );
         Ok((data, commit, payload))
@@ -931,27 +1068,21 @@ impl StorePaths {
         })
     }
 
-    /// An origin video: its host resolved now (config load or reload, never on the event loop) and its
-    /// files opened if they exist — or created when the config gives the size; otherwise they are
-    /// created when the origin first tells the length.
-    #[allow(clippy::too_many_arguments)]
+    /// An origin video: its host resolved (`resolved`: at config load or reload, off the loop; else
+    /// now) and its files opened if they exist — or created when the config gives the size; otherwise
+    /// they are created when the origin first tells the length.
     fn open_origin(
         &self,
         id: &str,
-        url: &str,
-        host: &str,
-        port: u16,
-        path: &str,
-        fill_block: u64,
-        size: Option<u64>,
+        spec: OriginSpec<'_>,
         resolved: Option<&Result<Vec<std::net::SocketAddr>, String>>,
     ) -> Result<OriginVideo, String> {
         let addrs = match resolved {
             Some(r) => r.clone()?,
-            None => resolve_origin(host, port, url)?,
+            None => resolve_origin(spec.host, spec.port, spec.url)?,
         };
         let recorded = self.recorded_len(id)?;
-        let len = match (recorded, size) {
+        let len = match (recorded, spec.size) {
             (Some(n), Some(s)) if n != s => {
                 return Err(format!(
                     "metadata records {n} bytes but the config says size = {s}; left untouched \
@@ -972,11 +1103,11 @@ impl StorePaths {
             None => None,
         };
         Ok(OriginVideo::new(
-            url.to_string(),
-            host.to_string(),
-            port,
-            path.to_string(),
-            fill_block,
+            spec.url.to_string(),
+            spec.host.to_string(),
+            spec.port,
+            spec.path.to_string(),
+            spec.fill_block,
             addrs,
             slot,
         ))
@@ -1114,8 +1245,10 @@ impl Store {
                 .min((meta::MAX_PAYLOAD_LEN - 64) / presence::ENCODED_RANGE_LEN),
         };
         let mut problems = Vec::new();
+        // At start-up, on the calling thread; a reload opens videos on the commit worker
+        // (`commit::OpenJob`).
         for v in &cfg.videos {
-            match store.open_video(v) {
+            match store.paths().open_video(v, None) {
                 Ok(video) => {
                     store.videos.insert(v.id.clone(), video);
                 }
@@ -1128,111 +1261,14 @@ impl Store {
         Ok((store, problems))
     }
 
-    /// Open (or create) one video's files.
-    pub fn open_video(&self, v: &VideoConfig) -> Result<Video, String> {
-        self.open_video_with(v, &ResolvedOrigins::new())
-    }
-
-    /// Open (or create) one video's files, taking origin addresses from `resolved` when it has them.
-    pub fn open_video_with(
-        &self,
-        v: &VideoConfig,
-        resolved: &ResolvedOrigins,
-    ) -> Result<Video, String> {
-        let body = match &v.kind {
-            VideoKind::File { path } => {
-                let data = ReadOnlyFile::open(path)
-                    .map_err(|e| format!("cannot open file {}: {e}", path.display()))?;
-                let md = data
-                    .file
-                    .metadata()
-                    .map_err(|e| format!("cannot stat file {}: {e}", path.display()))?;
-                let modified = md.modified().unwrap_or(UNIX_EPOCH);
-                let nanos = modified
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0);
-                let etag = format!("\"{:x}-{:x}\"", nanos, data.len);
-                Body::File {
-                    data,
-                    etag,
-                    modified,
-                }
-            }
-            VideoKind::Upload { size } => Body::Upload(Box::new(self.open_slot(&v.id, *size)?)),
-            VideoKind::Live { capacity } => {
-                let mut ring = self.open_ring(&v.id, *capacity)?;
-                ring.ts_index = configured_content_type(v).starts_with("video/mp2t");
-                Body::Live(Box::new(ring))
-            }
-            VideoKind::Origin {
-                url,
-                host,
-                port,
-                path,
-                fill_block,
-                size,
-            } => Body::Origin(Box::new(self.paths().open_origin(
-                &v.id,
-                url,
-                host,
-                *port,
-                path,
-                *fill_block,
-                *size,
-                resolved.get(&v.id),
-            )?)),
-        };
-        Ok(Video {
-            cfg: v.clone(),
-            content_type: configured_content_type(v),
-            body,
-            byte_waiters: Vec::new(),
-            commit_waiters: Vec::new(),
-        })
-    }
-
-    fn open_slot(&self, id: &str, size: u64) -> Result<Slot, String> {
-        self.open_slot_of_kind(id, size, KIND_CODE_UPLOAD, "upload", None)
-    }
-
-    /// What opening a writable video needs, detached from the store (the commit worker creates origin
-    /// videos' files with it, off the event loop).
+    /// What opening a writable video needs, detached from the store (the commit worker opens and
+    /// creates files with it, off the event loop).
     pub fn paths(&self) -> StorePaths {
         StorePaths {
             data_dir: self.data_dir.clone(),
             boot_id: self.boot_id,
             max_presence_ranges: self.max_presence_ranges,
         }
-    }
-
-    pub fn open_slot_of_kind(
-        &self,
-        id: &str,
-        size: u64,
-        kind_code: u8,
-        kind_name: &str,
-        validator: Option<String>,
-    ) -> Result<Slot, String> {
-        self.paths()
-            .open_slot_of_kind(id, size, kind_code, kind_name, validator)
-    }
-
-    fn open_ring(&self, id: &str, capacity: u64) -> Result<LiveRing, String> {
-        let fresh = RingState::fresh(capacity);
-        let (data, commit, payload) = self.paths().open_writable(
-            id,
-            capacity,
-            KIND_CODE_LIVE,
-            "live",
-            fresh.encode(),
-            |p| RingState::decode(p, capacity).map(|st| st.head > 0),
-        )?;
-        let state = match payload {
-            None => fresh,
-            Some(p) => RingState::decode(&p, capacity)?,
-        };
-        Ok(LiveRing::new(data, commit, state))
     }
 
     /// A video by id, configured or retired (a connection that started on it keeps it). Whether a new
@@ -1305,123 +1341,273 @@ fn encode_upload_payload(
 /// A read-only description of what is cached for each video, for `vcache check`. Takes no lock and
 /// creates nothing.
 pub fn describe_cached(cfg: &Config, v: &VideoConfig, boot: &BootId) -> String {
-    match &v.kind {
-        VideoKind::File { path } => match std::fs::metadata(path) {
+    let mpath = meta_path(&cfg.server.data_dir, &v.id);
+    let described = match &v.kind {
+        VideoKind::File { path } => Ok(match std::fs::metadata(path) {
             Ok(m) => format!("file {} ({} bytes), complete", path.display(), m.len()),
             Err(e) => format!("file {}: {e}", path.display()),
-        },
-        VideoKind::Upload { size } => {
-            let mpath = meta_path(&cfg.server.data_dir, &v.id);
-            if !mpath.exists() {
-                return format!("upload slot of {size} bytes, not created yet");
-            }
-            let meta = match MetaFile::open(&mpath, false) {
-                Ok(m) => m,
-                Err(e) => return format!("metadata {}: {e}", mpath.display()),
-            };
-            match meta.load(boot) {
-                Ok(None) => format!("upload slot of {size} bytes, nothing recorded"),
-                Ok(Some((_, rec))) => {
-                    if rec.video_kind != KIND_CODE_UPLOAD || rec.data_len != *size {
-                        return format!(
-                            "PROBLEM: metadata describes kind code {} of {} bytes, config says upload of {size}",
-                            rec.video_kind, rec.data_len
-                        );
-                    }
-                    match decode_upload_payload(&rec.payload, *size, usize::MAX) {
-                        Ok(st) => format!(
-                            "upload slot of {size} bytes, {} bytes present in {} ranges{}",
-                            st.presence.present_bytes(),
-                            st.presence.ranges().len(),
-                            if st.presence.is_complete() {
-                                " (complete)"
-                            } else {
-                                ""
-                            }
-                        ),
-                        Err(e) => format!("PROBLEM: metadata {}: {e}", mpath.display()),
-                    }
-                }
-                Err(e) => format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display()),
-            }
+        }),
+        VideoKind::Upload { size } => describe_upload(&mpath, *size, boot),
+        VideoKind::Live { capacity } => describe_live(&mpath, *capacity, boot),
+        VideoKind::Origin { url, size, .. } => describe_origin(&mpath, url, *size, boot),
+    };
+    // Err carries the whole line: what is wrong with the metadata file.
+    described.unwrap_or_else(|problem| problem)
+}
+
+/// The winning record of an existing metadata file, read without a lock (None: nothing recorded).
+fn read_record(mpath: &Path, boot: &BootId) -> Result<Option<MetaRecord>, String> {
+    let unreadable =
+        |e: String| format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display());
+    let meta = MetaFile::open(mpath, false).map_err(|e| unreadable(e.to_string()))?;
+    let loaded = meta.load(boot).map_err(|e| unreadable(e.to_string()))?;
+    Ok(loaded.map(|(_, rec)| rec))
+}
+
+/// A payload that does not decode, as `vcache check` reports it.
+fn undecodable(mpath: &Path) -> impl Fn(String) -> String + '_ {
+    move |e| format!("PROBLEM: metadata {}: {e}", mpath.display())
+}
+
+fn describe_upload(mpath: &Path, size: u64, boot: &BootId) -> Result<String, String> {
+    if !mpath.exists() {
+        return Ok(format!("upload slot of {size} bytes, not created yet"));
+    }
+    let Some(rec) = read_record(mpath, boot)? else {
+        return Ok(format!("upload slot of {size} bytes, nothing recorded"));
+    };
+    if rec.video_kind != KIND_CODE_UPLOAD || rec.data_len != size {
+        return Ok(format!(
+            "PROBLEM: metadata describes kind code {} of {} bytes, config says upload of {size}",
+            rec.video_kind, rec.data_len
+        ));
+    }
+    let st = decode_upload_payload(&rec.payload, size, usize::MAX).map_err(undecodable(mpath))?;
+    let complete = if st.presence.is_complete() {
+        " (complete)"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "upload slot of {size} bytes, {} bytes present in {} ranges{complete}",
+        st.presence.present_bytes(),
+        st.presence.ranges().len(),
+    ))
+}
+
+fn describe_live(mpath: &Path, capacity: u64, boot: &BootId) -> Result<String, String> {
+    if !mpath.exists() {
+        return Ok(format!("live channel of {capacity} bytes, not created yet"));
+    }
+    let Some(rec) = read_record(mpath, boot)? else {
+        return Ok(format!(
+            "live channel of {capacity} bytes, nothing recorded"
+        ));
+    };
+    if rec.video_kind != KIND_CODE_LIVE || rec.data_len != capacity {
+        return Ok(format!(
+            "PROBLEM: metadata describes kind code {} of {} bytes, config says live of {capacity}",
+            rec.video_kind, rec.data_len
+        ));
+    }
+    let st = RingState::decode(&rec.payload, capacity)
+        .map_err(undecodable(mpath))?
+        .recovered(capacity);
+    let (start, head) = (st.window_start(capacity), st.head);
+    Ok(format!(
+        "live channel of {capacity} bytes, head {head}, window {start}-{head} ({} bytes)",
+        head - start
+    ))
+}
+
+fn describe_origin(
+    mpath: &Path,
+    url: &str,
+    size: Option<u64>,
+    boot: &BootId,
+) -> Result<String, String> {
+    if !mpath.exists() {
+        return Ok(match size {
+            Some(n) => format!("origin video at {url}, {n} bytes, nothing cached yet"),
+            None => format!("origin video at {url}, length not learned yet, nothing cached"),
+        });
+    }
+    let Some(rec) = read_record(mpath, boot)? else {
+        return Ok(format!("origin video at {url}, nothing recorded"));
+    };
+    if rec.video_kind != KIND_CODE_ORIGIN {
+        return Ok(format!(
+            "PROBLEM: metadata describes kind code {}, config says origin",
+            rec.video_kind
+        ));
+    }
+    let st = decode_upload_payload(&rec.payload, rec.data_len, usize::MAX)
+        .map_err(undecodable(mpath))?;
+    let validator = match st.validator.unwrap_or_default() {
+        v if v.is_empty() => "unknown".to_string(),
+        v => format!("known ({v})"),
+    };
+    Ok(format!(
+        "origin video at {url}, {} bytes, {} cached in {} ranges, validator {validator}",
+        rec.data_len,
+        st.presence.present_bytes(),
+        st.presence.ranges().len(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data directory for one test, removed when dropped (also when the test panics).
+    struct TestPaths(StorePaths);
+
+    impl TestPaths {
+        fn new(name: &str, max_presence_ranges: usize) -> TestPaths {
+            let dir =
+                std::env::temp_dir().join(format!("vcache-store-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("test dir");
+            TestPaths(StorePaths {
+                data_dir: dir,
+                boot_id: [9; 16],
+                max_presence_ranges,
+            })
         }
-        VideoKind::Live { capacity } => {
-            let mpath = meta_path(&cfg.server.data_dir, &v.id);
-            if !mpath.exists() {
-                return format!("live channel of {capacity} bytes, not created yet");
-            }
-            let loaded = MetaFile::open(&mpath, false)
-                .map_err(|e| e.to_string())
-                .and_then(|m| m.load(boot).map_err(|e| e.to_string()));
-            match loaded {
-                Ok(None) => format!("live channel of {capacity} bytes, nothing recorded"),
-                Ok(Some((_, rec)))
-                    if rec.video_kind != KIND_CODE_LIVE || rec.data_len != *capacity =>
-                {
-                    format!(
-                        "PROBLEM: metadata describes kind code {} of {} bytes, config says live of {capacity}",
-                        rec.video_kind, rec.data_len
-                    )
-                }
-                Ok(Some((_, rec))) => match RingState::decode(&rec.payload, *capacity) {
-                    Ok(st) => {
-                        let start = st
-                            .floor
-                            .max(st.intent.saturating_sub(*capacity))
-                            .min(st.head);
-                        let start = start.max(st.head.saturating_sub(*capacity));
-                        format!(
-                            "live channel of {capacity} bytes, head {}, window {start}-{} ({} bytes)",
-                            st.head,
-                            st.head,
-                            st.head - start
-                        )
-                    }
-                    Err(e) => format!("PROBLEM: metadata {}: {e}", mpath.display()),
-                },
-                Err(e) => format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display()),
-            }
+
+        fn slot(&self, len: u64) -> Slot {
+            self.0
+                .open_slot_of_kind("up", len, KIND_CODE_UPLOAD, "upload", None)
+                .expect("slot")
         }
-        VideoKind::Origin { url, size, .. } => {
-            let mpath = meta_path(&cfg.server.data_dir, &v.id);
-            if !mpath.exists() {
-                return match size {
-                    Some(n) => format!("origin video at {url}, {n} bytes, nothing cached yet"),
-                    None => {
-                        format!("origin video at {url}, length not learned yet, nothing cached")
-                    }
-                };
-            }
-            let loaded = MetaFile::open(&mpath, false)
-                .map_err(|e| e.to_string())
-                .and_then(|m| m.load(boot).map_err(|e| e.to_string()));
-            match loaded {
-                Ok(None) => format!("origin video at {url}, nothing recorded"),
-                Ok(Some((_, rec))) if rec.video_kind != KIND_CODE_ORIGIN => format!(
-                    "PROBLEM: metadata describes kind code {}, config says origin",
-                    rec.video_kind
-                ),
-                Ok(Some((_, rec))) => {
-                    match decode_upload_payload(&rec.payload, rec.data_len, usize::MAX) {
-                        Ok(st) => {
-                            let validator = st.validator.unwrap_or_default();
-                            format!(
-                                "origin video at {url}, {} bytes, {} cached in {} ranges, validator {}",
-                                rec.data_len,
-                                st.presence.present_bytes(),
-                                st.presence.ranges().len(),
-                                if validator.is_empty() {
-                                    "unknown".to_string()
-                                } else {
-                                    format!("known ({validator})")
-                                }
-                            )
-                        }
-                        Err(e) => format!("PROBLEM: metadata {}: {e}", mpath.display()),
-                    }
-                }
-                Err(e) => format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display()),
-            }
+
+        fn ring(&self, capacity: u64) -> LiveRing {
+            self.0.open_ring("live", capacity).expect("ring")
         }
+    }
+
+    impl Drop for TestPaths {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0.data_dir);
+        }
+    }
+
+    /// A ring whose first write intent is durable, as after its first commit.
+    fn publishing_ring(r: &mut LiveRing) -> u64 {
+        let w = r.begin_publish().expect("publisher");
+        let _ = r.write_target(w, 0, 1);
+        let job = r.commit_job("live").expect("an intent commit");
+        r.commit_done(&CommitDone {
+            video: job.video,
+            claim_seq: job.claim_seq,
+            record_slot: job.record_slot,
+            result: Ok(()),
+        });
+        w
+    }
+
+    #[test]
+    fn claims_advance_in_order_and_report_what_is_recorded() {
+        let t = TestPaths::new("claims", 16);
+        let mut s = t.slot(1000);
+        let r = s.reserve(100, 200).expect("reserve");
+        s.write_target(r, 100, 50).expect("target").fill(1);
+        assert_eq!(s.claim(r, 100, 150), 150);
+        assert_eq!(s.claim(r, 150, 150), 150, "an empty claim records nothing");
+        assert_eq!(s.availability(120), Availability::Present(150));
+        assert_eq!(s.availability(160), Availability::Pending);
+        assert!(
+            s.reserve(140, 160).is_err(),
+            "present and reserved bytes stay apart"
+        );
+        s.release(r);
+        assert!(
+            s.write_target(r, 150, 1).is_none(),
+            "a released reservation has no target"
+        );
+    }
+
+    #[test]
+    fn a_slot_at_its_range_bound_refuses_writes_it_could_not_record() {
+        let t = TestPaths::new("bound", 2);
+        let mut s = t.slot(1000);
+        let a = s.reserve(0, 10).expect("reserve");
+        // Two writes in flight may leave two ranges: a third is refused before it takes a byte.
+        let b = s.reserve(20, 30).expect("reserve");
+        assert!(matches!(
+            s.reserve(40, 50),
+            Err(WriteRefusal::TooFragmented { max_ranges: 2 })
+        ));
+        assert_eq!(s.claim(a, 0, 5), 5);
+        assert_eq!(s.claim(a, 5, 10), 10, "a reservation's claims form one run");
+        assert_eq!(s.claim(b, 20, 30), 30);
+        assert_eq!(s.presence.ranges(), &[(0, 10), (20, 30)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside its reservation")]
+    fn a_write_outside_its_reservation_panics() {
+        let t = TestPaths::new("write-outside", 16);
+        let mut s = t.slot(1000);
+        let r = s.reserve(100, 200).expect("reserve");
+        let _ = s.write_target(r, 150, 51);
+    }
+
+    #[test]
+    #[should_panic(expected = "out of order or outside its reservation")]
+    fn a_claim_of_unwritten_bytes_panics() {
+        let t = TestPaths::new("claim-ahead", 16);
+        let mut s = t.slot(1000);
+        let r = s.reserve(100, 200).expect("reserve");
+        // Bytes 100..150 were never claimed: 150..160 cannot have arrived in order.
+        s.claim(r, 150, 160);
+    }
+
+    #[test]
+    #[should_panic(expected = "does not exist")]
+    fn a_claim_without_a_reservation_panics() {
+        let t = TestPaths::new("claim-none", 16);
+        let mut s = t.slot(1000);
+        s.claim(7, 0, 10);
+    }
+
+    #[test]
+    fn a_live_claim_is_recorded_and_stays_under_the_durable_intent() {
+        let t = TestPaths::new("live-claim", 16);
+        let mut r = t.ring(8 << 10);
+        let w = publishing_ring(&mut r);
+        let n = r.write_target(w, 0, 4096).expect("target").len() as u64;
+        assert!(n > 0 && n <= 4096);
+        assert_eq!(r.claim(w, 0, n), n);
+        assert_eq!(r.availability(0), Availability::Present(n));
+    }
+
+    #[test]
+    #[should_panic(expected = "refused")]
+    fn a_live_claim_past_the_durable_intent_panics() {
+        let t = TestPaths::new("live-intent", 16);
+        let mut r = t.ring(8 << 10);
+        let w = publishing_ring(&mut r);
+        // The durable intent is an eighth of the ring: the whole ring is past it.
+        r.claim(w, 0, 8 << 10);
+    }
+
+    #[test]
+    #[should_panic(expected = "refused")]
+    fn a_live_claim_not_at_the_head_panics() {
+        let t = TestPaths::new("live-head", 16);
+        let mut r = t.ring(8 << 10);
+        let w = publishing_ring(&mut r);
+        r.claim(w, 10, 20);
+    }
+
+    #[test]
+    #[should_panic(expected = "stale publisher")]
+    fn a_write_by_an_ended_publisher_panics() {
+        let t = TestPaths::new("live-stale", 16);
+        let mut r = t.ring(8 << 10);
+        let w = publishing_ring(&mut r);
+        r.end_publish(w);
+        let _ = r.write_target(w, 0, 10);
     }
 }

@@ -127,6 +127,21 @@ impl PresenceMap {
         );
         self.ranges
             .splice(first..past, std::iter::once((merged_start, merged_end)));
+        // The map was sorted, disjoint and non-adjacent before; the merged range is apart from both
+        // neighbours, so it still is (the full O(n) check runs in debug builds).
+        let before = first.checked_sub(1).and_then(|i| self.ranges.get(i));
+        assert!(
+            before.is_none_or(|&(_, end)| end < merged_start)
+                && self
+                    .ranges
+                    .get(first + 1)
+                    .is_none_or(|&(start, _)| merged_end < start),
+            "presence map insert of {start}..{end} left touching ranges"
+        );
+        assert!(
+            self.ranges.len() <= self.max_ranges,
+            "presence map past its bound"
+        );
         debug_assert!(self.invariant_holds());
         Ok(())
     }
@@ -150,6 +165,7 @@ impl PresenceMap {
         (offset < candidate.1).then_some(candidate)
     }
 
+    #[cfg(test)]
     pub fn contains(&self, offset: u64) -> bool {
         self.range_containing(offset).is_some()
     }

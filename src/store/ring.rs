@@ -11,15 +11,13 @@ use std::collections::VecDeque;
 
 use super::commit::{CommitDone, CommitJob, CommitState};
 use super::data_file::WritableFile;
-use super::{Availability, IngestBlock, WriteRefusal};
-use crate::tsindex::{Keyframe, PTS_CLOCK_HZ, PTS_MODULUS, TsIndexer};
+use super::{Availability, IngestBlock, WriteRefusal, unix_secs};
+use crate::tsindex::{Keyframe, PTS_CLOCK_HZ, PTS_MODULUS, TS_PACKET_SIZE, TsIndexer};
 
 /// `MetaRecord::video_kind` of a live ring.
 pub const KIND_CODE_LIVE: u8 = 3;
 const RING_PAYLOAD_VERSION: u8 = 1;
 const RING_PAYLOAD_LEN: usize = 1 + 6 * 8;
-/// MPEG-TS packet size: followers of a video/mp2t channel start on a packet boundary.
-pub const TS_PACKET: u64 = 188;
 
 /// What a ring's metadata records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,13 +44,22 @@ fn intent_step(capacity: u64) -> u64 {
     (capacity / 8).max(1)
 }
 
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl RingState {
+    /// The state as recovery trusts it: bytes below `intent - capacity` may have been overwritten by
+    /// writes the record allowed, so the floor rises to there (never past the head).
+    pub fn recovered(mut self, capacity: u64) -> RingState {
+        self.floor = self
+            .floor
+            .max(self.intent.saturating_sub(capacity))
+            .min(self.head);
+        self
+    }
+
+    /// The first readable offset of a ring of `capacity` bytes in this state.
+    pub fn window_start(&self, capacity: u64) -> u64 {
+        self.floor.max(self.head.saturating_sub(capacity))
+    }
+
     pub fn fresh(capacity: u64) -> RingState {
         RingState {
             generation: 1,
@@ -179,13 +186,14 @@ pub struct LiveRing {
 }
 
 impl LiveRing {
-    pub fn new(data: WritableFile, commit: CommitState, mut state: RingState) -> LiveRing {
+    pub fn new(data: WritableFile, commit: CommitState, state: RingState) -> LiveRing {
         let capacity = data.len;
-        // Bytes below intent - capacity may have been overwritten by writes the record allowed.
-        state.floor = state
-            .floor
-            .max(state.intent.saturating_sub(capacity))
-            .min(state.head);
+        assert!(capacity > 0, "a live ring of 0 bytes");
+        assert!(
+            state.floor <= state.head && state.head <= state.intent,
+            "ring state was not checked by RingState::decode"
+        );
+        let state = state.recovered(capacity);
         LiveRing {
             data,
             commit,
@@ -202,6 +210,23 @@ impl LiveRing {
             index: None,
             claim_times: VecDeque::with_capacity(CLAIM_TIMES),
         }
+    }
+
+    /// The invariants every method keeps: nothing is claimed at or past the durable intent (so every
+    /// recovered window is honest), and the window starts at or before the head.
+    fn assert_invariants(&self) {
+        assert!(
+            self.state.head <= self.durable_intent,
+            "ring head {} past the durable intent {}",
+            self.state.head,
+            self.durable_intent
+        );
+        assert!(
+            self.window_start() <= self.state.head,
+            "ring window starts at {}, past the head {}",
+            self.window_start(),
+            self.state.head
+        );
     }
 
     /// When the byte at `offset` was claimed, if that claim is among the recent ones.
@@ -237,9 +262,7 @@ impl LiveRing {
 
     /// The first readable offset.
     pub fn window_start(&self) -> u64 {
-        self.state
-            .floor
-            .max(self.state.head.saturating_sub(self.capacity()))
+        self.state.window_start(self.capacity())
     }
 
     /// Present bytes run up to the head or the ring's wrap point, whichever is first, so that every
@@ -271,6 +294,7 @@ impl LiveRing {
             });
         }
         self.commit.bump();
+        self.assert_invariants();
         Ok(id)
     }
 
@@ -289,6 +313,7 @@ impl LiveRing {
             self.durable_intent = self.durable_intent.min(self.state.head);
             self.commit.bump();
         }
+        self.assert_invariants();
     }
 
     /// DELETE: forget the window (nothing is claimed any more; the data file stays allocated).
@@ -302,33 +327,39 @@ impl LiveRing {
         self.state.generation += 1;
         self.state.modified = SystemTime::now();
         self.commit.bump();
+        assert_eq!(
+            self.window_start(),
+            self.state.head,
+            "a forgotten window is empty"
+        );
         Ok(())
     }
 
-    /// Where a follower starts: the live edge, on a TS packet boundary of the session if `ts_aligned`.
+    /// Where a follower starts: the live edge, on a TS packet boundary of the session if `ts_aligned`
+    /// (followers of a video/mp2t channel start on a packet).
     pub fn follow_start(&self, ts_aligned: bool) -> u64 {
         let head = self.state.head;
         if !ts_aligned {
             return head;
         }
         let base = self.state.session_start;
-        let aligned = base + (head - base) / TS_PACKET * TS_PACKET;
+        assert!(base <= head, "session start {base} past the head {head}");
+        let packet = TS_PACKET_SIZE as u64;
+        let aligned = base + (head - base) / packet * packet;
         aligned.max(self.window_start())
     }
 
     /// The writable bytes at the head for the publisher, at most `max`, never past the wrap point or
-    /// the durable write intent. Raises the intent ahead of time so the publisher rarely waits.
+    /// the durable write intent. Raises the intent ahead of time so the publisher rarely waits. A write
+    /// by anyone but the current publisher, or not at the head, is a bug and panics.
     pub fn write_target(
         &mut self,
         writer: u64,
         offset: u64,
         max: u64,
     ) -> Result<&mut [u8], IngestBlock> {
-        if self.publisher != Some(writer) || offset != self.state.head {
-            return Err(IngestBlock::Refused(
-                "write is not at the head of the channel's current publisher".into(),
-            ));
-        }
+        assert_eq!(self.publisher, Some(writer), "a write by a stale publisher");
+        assert_eq!(offset, self.state.head, "a live write not at the head");
         let step = intent_step(self.capacity());
         let head = self.state.head;
         if self.durable_intent.saturating_sub(head) < step / 2 + 1 {
@@ -338,30 +369,37 @@ impl LiveRing {
                 self.commit.bump();
             }
         }
-        let allowed = self.durable_intent.saturating_sub(head);
+        let allowed = self.durable_intent - head;
         if allowed == 0 {
             return Err(IngestBlock::AwaitCommit);
         }
         let pos = self.position(head);
         let n = max.min(allowed).min(self.capacity() - pos);
+        // The target is inside the mapping and ends at or before the wrap point and the durable intent.
+        assert!(pos + n <= self.capacity() && head + n <= self.durable_intent);
         let (a, b) = (pos as usize, (pos + n) as usize);
-        self.data
-            .write_map
-            .get_mut(a..b)
-            .ok_or_else(|| IngestBlock::Refused("ring position outside the mapping".into()))
+        assert!(
+            b <= self.data.write_map.len(),
+            "ring mapping shorter than its capacity"
+        );
+        Ok(&mut self.data.write_map[a..b])
     }
 
-    /// The publisher's bytes [start, end) are in the mapping: advance the head.
-    pub fn claim(&mut self, writer: u64, start: u64, end: u64) {
-        // The invariant that keeps every recovered window honest: nothing lands past the durable intent.
-        if self.publisher != Some(writer) || start != self.state.head || end > self.durable_intent {
-            log::error!(
-                "BUG: live claim {start}..{end} refused (head {}, durable intent {})",
-                self.state.head,
-                self.durable_intent
-            );
-            return;
-        }
+    /// The publisher's bytes [start, end) are in the mapping: advance the head. Returns `end`: a claim
+    /// is always recorded. A claim by anyone but the publisher, not at the head, or past the durable
+    /// intent (the invariant that keeps every recovered window honest) is a bug and panics.
+    pub fn claim(&mut self, writer: u64, start: u64, end: u64) -> u64 {
+        assert_eq!(
+            self.publisher,
+            Some(writer),
+            "a live claim by a stale publisher"
+        );
+        assert!(
+            start == self.state.head && start <= end && end <= self.durable_intent,
+            "live claim {start}..{end} refused (head {}, durable intent {})",
+            self.state.head,
+            self.durable_intent
+        );
         if end > start {
             self.state.head = end;
             self.state.modified = SystemTime::now();
@@ -369,6 +407,8 @@ impl LiveRing {
             self.commit.bump();
             self.index_bytes(start, end);
         }
+        self.assert_invariants();
+        end
     }
 
     /// Feed newly published bytes [start, end) (contiguous in the mapping) to the keyframe index.
@@ -402,6 +442,10 @@ impl LiveRing {
         if !self.commit.checkpoint_due() {
             return None;
         }
+        assert!(
+            self.state.head <= self.state.intent,
+            "a record whose head passes its intent"
+        );
         let payload = self.state.encode();
         let job = self.commit.commit_job(id, &self.data.file, payload)?;
         self.inflight_intent = Some(self.state.intent);
@@ -415,6 +459,7 @@ impl LiveRing {
             self.durable_intent = self.durable_intent.max(i);
         }
         self.inflight_intent = None;
+        self.assert_invariants();
     }
 }
 
