@@ -14,8 +14,8 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::http::range::parse_content_range;
-use crate::store::data_file::prefault_for_write;
 use crate::store::Store;
+use crate::store::data_file::prefault_for_write;
 use crate::store::origin::Phase;
 
 /// Origin connections use tokens from here on (client connections use small ones).

@@ -17,7 +17,7 @@ use crate::http::HttpError;
 use crate::http::chunked::{ChunkEvent, ChunkedDecoder, ChunkedLimits};
 use crate::http::request::{HeadLimits, RequestHead, parse_request_head};
 use crate::metrics::Metrics;
-use crate::routes::{self, Action, Framing, IngestPlan, Part, Plan, RouteCtx};
+use crate::routes::{self, Action, Framing, Held, IngestPlan, Part, Plan, RouteCtx, WaitFor};
 use crate::store::data_file::{PREFAULT_WINDOW, prefault_for_write};
 use writer::{Stop, Writer, Wrote};
 
@@ -88,11 +88,17 @@ enum State {
         durable: bool,
         ok: Option<Plan>,
     },
-    /// A read waits for bytes a writer is delivering; the head is routed again when they arrive.
+    /// A read waits for bytes a writer is delivering (`wait` says which); the head is routed again,
+    /// once, when they arrive.
     WaitBytes {
         head: Box<RequestHead>,
+        wait: WaitFor,
         until: Instant,
         started: Instant,
+        /// Entered just now: the first check follows the decision's effects (origin wants).
+        fresh: bool,
+        /// The routing that entered it had just applied this request's wants.
+        after_wants: bool,
     },
     Send {
         parts: VecDeque<Part>,
@@ -123,7 +129,7 @@ pub struct Conn {
     /// Body bytes ingested in the current turn (see INGEST_BUDGET_PER_TURN).
     received_this_turn: u64,
     /// The live channel this connection follows (its place counts against limits.max_followers).
-    following: Option<String>,
+    following: Option<Held>,
 }
 
 /// What the loop should do with a connection after driving it.
@@ -188,24 +194,22 @@ impl Conn {
             State::Send { parts, .. } => parts
                 .iter()
                 .any(|p| matches!(p, Part::Payload { video, .. } | Part::Follow { video, .. } if video == id)),
-            State::WaitBytes { head, .. } => head
-                .path
-                .strip_prefix("/videos/")
-                .is_some_and(|rest| rest.split('/').next() == Some(id)),
+            State::WaitBytes { wait, .. } => wait.video == id,
             _ => false,
         }
     }
 
-    /// Release what the connection holds in the store (an in-flight write's reservation). What it
-    /// wrote and claimed stays claimed.
+    /// Release what the connection holds in the store (a follower's place, an in-flight write's
+    /// reservation). What it wrote and claimed stays claimed.
     pub fn release(&mut self, store: &mut Store, wake: &mut Vec<Token>) {
         self.stop_following(store);
         if let State::Body(ing) = &self.state {
-            if let Some(v) = store.get_mut(&ing.plan.video) {
-                v.ingest_release(ing.plan.reservation);
-                // Followers of a live channel finish once they have caught up.
-                wake.append(&mut v.byte_waiters);
-            }
+            let held = Held::Write {
+                video: ing.plan.video.clone(),
+                reservation: ing.plan.reservation,
+            };
+            // Followers of a live channel finish once they have caught up.
+            routes::release(&held, store, wake);
             log::info!(
                 "{}: write to {} cut after {} of {} bytes",
                 self.peer,
@@ -219,10 +223,8 @@ impl Conn {
 
     /// This connection no longer follows a live channel: give its follower place back.
     fn stop_following(&mut self, store: &mut Store) {
-        if let Some(id) = self.following.take()
-            && let Some(r) = store.get_mut(&id).and_then(|v| v.ring_mut())
-        {
-            r.followers = r.followers.saturating_sub(1);
+        if let Some(held) = self.following.take() {
+            routes::release(&held, store, &mut Vec::new());
         }
     }
 
@@ -260,7 +262,12 @@ impl Conn {
         if let State::WaitBytes { head, started, .. } =
             std::mem::replace(&mut self.state, State::Head)
         {
-            self.dispatch(&head, ctx, true, started);
+            let routing = Routing {
+                started,
+                wait_expired: true,
+                wants_applied: false,
+            };
+            self.dispatch(head, ctx, routing);
         }
         self.drive(ctx)
     }
@@ -272,11 +279,12 @@ impl Conn {
 
     fn start_plan(&mut self, plan: Plan) {
         if let Some(Part::Follow { video, .. }) = plan.parts.back() {
-            // routes counted this follower in; it is counted out when the part ends or the
+            // `routes::apply` counted this follower in; it is counted out when the part ends or the
             // connection closes.
-            self.following = Some(video.clone());
+            let video = video.clone();
+            self.following = Some(Held::Follower { video });
         }
-        self.writer.queue(&plan.head);
+        self.writer.queue(&plan.head_bytes());
         self.state = State::Send {
             parts: plan.parts,
             keep_alive: plan.keep_alive,
@@ -329,15 +337,10 @@ impl Conn {
                     self.inbuf.drain(..used);
                     self.requests += 1;
                     ctx.metrics.requests += 1;
-                    let head = Box::new(head);
-                    if ctx.shutting_down {
-                        // Finish this request but close after it.
-                        let mut h = head;
-                        h.keep_alive = false;
-                        self.dispatch(&h, ctx, false, ctx.now);
-                    } else {
-                        self.dispatch(&head, ctx, false, ctx.now);
-                    }
+                    let mut head = Box::new(head);
+                    // At shutdown, finish this request but close after it.
+                    head.keep_alive &= !ctx.shutting_down;
+                    self.dispatch(head, ctx, Routing::new(ctx.now));
                     return Step::Progress;
                 }
                 Ok(None) => {}
@@ -395,118 +398,38 @@ impl Conn {
         }
     }
 
-    /// Route a parsed head and enter the state its action needs.
-    fn dispatch(
-        &mut self,
-        head: &RequestHead,
-        ctx: &mut Ctx<'_>,
-        wait_expired: bool,
-        started: Instant,
-    ) {
-        if head.path == "/metrics" {
-            let keep_alive = head.keep_alive && !head.has_body();
-            let head_only = head.method == crate::http::request::Method::Head;
-            let refusal = if !matches!(
-                head.method,
-                crate::http::request::Method::Get | crate::http::request::Method::Head
-            ) {
-                Some(HttpError::new(405, "allowed methods here: GET, HEAD"))
-            } else if !routes::read_allowed(head, ctx.cfg) {
-                Some(HttpError::new(
-                    401,
-                    "reading needs `Authorization: Bearer <token>`",
-                ))
-            } else {
-                None
-            };
-            if let Some(e) = refusal {
-                let plan = routes::error_plan(e.status, &e.message, head_only, keep_alive);
-                self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
-                self.start_plan(plan);
-                return;
-            }
-            let videos: Vec<(String, u64, u64)> = ctx
-                .store
-                .videos
-                .iter()
-                .map(|(id, v)| {
-                    (
-                        id.clone(),
-                        v.len(),
-                        v.cached_ranges().iter().map(|(s, e)| e - s).sum(),
-                    )
-                })
-                .collect();
-            let text = ctx.metrics.render(ctx.open_connections, &videos);
-            let mut h = Vec::new();
-            crate::http::response::simple_response(
-                &mut h,
-                200,
-                "text/plain; version=0.0.4",
-                text.as_bytes(),
-                head.method == crate::http::request::Method::Head,
-                keep_alive,
-                &[],
-            );
-            self.start_plan(Plan {
-                head: h,
-                parts: VecDeque::new(),
-                keep_alive,
-            });
-            return;
-        }
-        let mut rctx = RouteCtx {
+    /// Route a parsed head, apply the decision's effects (once), and enter the state its action needs.
+    fn dispatch(&mut self, head: Box<RequestHead>, ctx: &mut Ctx<'_>, routing: Routing) {
+        let rctx = RouteCtx {
             store: ctx.store,
             cfg: ctx.cfg,
             problems: ctx.problems,
             boundary: ctx.boundary,
-            wait_expired,
-            request_started: started,
+            wait_expired: routing.wait_expired,
+            request_started: routing.started,
+            wants_applied: routing.wants_applied,
+            metrics: ctx.metrics,
+            open_connections: ctx.open_connections,
         };
-        let action = routes::route(head, &mut rctx);
+        let decision = routes::route(&head, &rctx);
+        let action = routes::apply(decision, ctx.store);
         let limits = &ctx.cfg.server.limits;
         match action {
             Action::Respond(plan) => {
                 self.deadline = ctx.now + ms(limits.send_timeout_ms);
                 self.start_plan(plan);
             }
-            Action::Ingest(plan) => {
-                if plan.expect_continue {
-                    self.writer.queue(b"HTTP/1.1 100 Continue\r\n\r\n");
-                }
-                let chunked = match plan.framing {
-                    Framing::Chunked => Some(ChunkedDecoder::new(ChunkedLimits {
-                        max_chunk_line: 4096,
-                        max_trailer_bytes: limits.max_header_bytes,
-                    })),
-                    Framing::Length(_) => None,
-                };
-                let remaining = match plan.framing {
-                    Framing::Length(n) => Some(n),
-                    Framing::Chunked => None,
-                };
-                self.deadline = ctx.now + ms(limits.body_timeout_ms);
-                self.state = State::Body(Box::new(Ingest {
-                    cursor: plan.start,
-                    claimed: plan.start,
-                    populated: plan.start,
-                    remaining,
-                    chunked,
-                    plan,
-                }));
-            }
-            Action::WaitForBytes { video } => {
-                if let Some(v) = ctx.store.get_mut(&video)
-                    && !v.byte_waiters.contains(&self.token)
-                {
-                    v.byte_waiters.push(self.token);
-                }
+            Action::Ingest(plan) => self.start_ingest(plan, ctx),
+            Action::WaitForBytes(wait) => {
                 let until = ctx.now + ms(limits.read_wait_ms);
                 self.deadline = until;
                 self.state = State::WaitBytes {
-                    head: Box::new(head.clone()),
+                    head,
+                    wait,
                     until,
-                    started,
+                    started: routing.started,
+                    fresh: true,
+                    after_wants: routing.wants_applied,
                 };
             }
             Action::AwaitCommit {
@@ -525,28 +448,80 @@ impl Conn {
         }
     }
 
+    /// A write was reserved: read its body next (after a 100 Continue if the client waits for one).
+    fn start_ingest(&mut self, plan: IngestPlan, ctx: &mut Ctx<'_>) {
+        let limits = &ctx.cfg.server.limits;
+        if plan.expect_continue {
+            self.writer.queue(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        let chunked = match plan.framing {
+            Framing::Chunked => Some(ChunkedDecoder::new(ChunkedLimits {
+                max_chunk_line: 4096,
+                max_trailer_bytes: limits.max_header_bytes,
+            })),
+            Framing::Length(_) => None,
+        };
+        let remaining = match plan.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Chunked => None,
+        };
+        self.deadline = ctx.now + ms(limits.body_timeout_ms);
+        self.state = State::Body(Box::new(Ingest {
+            cursor: plan.start,
+            claimed: plan.start,
+            populated: plan.start,
+            remaining,
+            chunked,
+            plan,
+        }));
+    }
+
+    /// A waiting read: when what it waits for happened, route it again (once); else wait on, within the
+    /// deadline it started with.
     fn step_wait_bytes(&mut self, ctx: &mut Ctx<'_>) -> Step {
         let State::WaitBytes {
-            head,
+            wait,
             until,
-            started,
-        } = &self.state
+            fresh,
+            after_wants,
+            ..
+        } = &mut self.state
         else {
             return Step::Blocked;
         };
-        if ctx.now >= *until {
+        let until = *until;
+        if ctx.now >= until {
             return Step::Blocked; // on_timeout answers
         }
-        // Woken (or spuriously driven): route again; it waits again if the bytes are still pending.
-        let head = head.clone();
-        let (until, started) = (*until, *started);
-        self.state = State::Head;
-        self.dispatch(&head, ctx, false, started);
+        let wants_applied = std::mem::replace(fresh, false);
+        if !wait.met(ctx.store) {
+            if let Some(v) = ctx.store.get_mut(&wait.video)
+                && !v.byte_waiters.contains(&self.token)
+            {
+                v.byte_waiters.push(self.token);
+            }
+            self.deadline = until;
+            return Step::Blocked;
+        }
+        assert!(
+            !(wants_applied && *after_wants),
+            "BUG: a wait routed after its wants were applied holds at once"
+        );
+        let State::WaitBytes { head, started, .. } =
+            std::mem::replace(&mut self.state, State::Head)
+        else {
+            return Step::Blocked;
+        };
+        let routing = Routing {
+            started,
+            wait_expired: false,
+            wants_applied,
+        };
+        self.dispatch(head, ctx, routing);
         if let State::WaitBytes { until: u, .. } = &mut self.state {
             // Keep the original deadline across re-routes.
             *u = until;
             self.deadline = until;
-            return Step::Blocked;
         }
         Step::Progress
     }
@@ -805,12 +780,12 @@ impl Conn {
         );
         // A write is acknowledged only if every byte it received is recorded as present.
         let unrecorded = ing.claimed < ing.cursor;
-        let reservation = ing.plan.reservation;
-        if let Some(v) = ctx.store.get_mut(&video) {
-            v.ingest_release(reservation);
-            // Followers finish once the publisher has ended and they have caught up.
-            ctx.wake.append(&mut v.byte_waiters);
-        }
+        let held = Held::Write {
+            video: video.clone(),
+            reservation: ing.plan.reservation,
+        };
+        // Followers finish once the publisher has ended and they have caught up.
+        routes::release(&held, ctx.store, ctx.wake);
         if unrecorded {
             let e = HttpError::new(
                 507,
@@ -1207,6 +1182,26 @@ impl Conn {
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Progress,
             Err(_) => Step::Close,
+        }
+    }
+}
+
+/// How a head is routed: when its request started, and what happened since.
+#[derive(Debug, Clone, Copy)]
+struct Routing {
+    started: Instant,
+    /// Its wait for bytes ran out.
+    wait_expired: bool,
+    /// Its wants were applied just before (see `RouteCtx::wants_applied`).
+    wants_applied: bool,
+}
+
+impl Routing {
+    fn new(started: Instant) -> Routing {
+        Routing {
+            started,
+            wait_expired: false,
+            wants_applied: false,
         }
     }
 }
