@@ -5,7 +5,6 @@
 //! the mapping, and arrives with read(2) into `&mut map[a..b]`.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,15 +13,16 @@ use mio::net::TcpStream;
 
 use crate::config::{Config, Limits, SyncMode};
 use crate::http::HttpError;
-use crate::http::chunked::{ChunkEvent, ChunkedDecoder, ChunkedLimits};
-use crate::http::request::{HeadLimits, RequestHead, parse_request_head};
+use crate::http::request::{HeadLimits, RequestHead};
 use crate::metrics::Metrics;
-use crate::routes::{self, Action, Framing, Held, IngestPlan, Part, Plan, RouteCtx, WaitFor};
+use crate::routes::{self, Action, Held, IngestPlan, Part, Plan, RouteCtx, WaitFor};
 use crate::store::data_file::{PREFAULT_WINDOW, prefault_for_write};
 use writer::{Stop, Writer, Wrote};
 
+mod reader;
 mod writer;
 use crate::store::{Availability, IngestBlock, Store, VideoProblem};
+use reader::{BodyNext, Got, Reader};
 
 /// Most bytes read per read(2) of framing (heads, chunk-size lines). Small on purpose: payload that
 /// shares a read with framing is copied once from this buffer, so the less of it the better.
@@ -74,8 +74,6 @@ struct Ingest {
     claimed: u64,
     /// Bytes [cursor, populated) of the target are already faulted in for writing.
     populated: u64,
-    remaining: Option<u64>,
-    chunked: Option<ChunkedDecoder>,
 }
 
 enum State {
@@ -115,12 +113,11 @@ pub struct Conn {
     pub stream: TcpStream,
     pub token: Token,
     pub peer: SocketAddr,
-    /// Framing bytes read but not yet parsed (heads, chunk lines, pipelined requests).
-    inbuf: Vec<u8>,
+    /// The read half: framing bytes not yet parsed, and the body's framing decoder.
+    reader: Reader,
     /// The write half: head and framing bytes waiting to go out with the next payload send.
     writer: Writer,
     state: State,
-    pub readable: bool,
     /// When the current state gives up.
     pub deadline: Instant,
     requests: u64,
@@ -163,10 +160,9 @@ impl Conn {
             stream,
             token,
             peer,
-            inbuf: Vec::new(),
+            reader: Reader::new(),
             writer: Writer::new(),
             state: State::Head,
-            readable: true,
             deadline: now + ms(limits.header_timeout_ms),
             requests: 0,
             waiting_bytes_until: None,
@@ -181,7 +177,7 @@ impl Conn {
     pub fn is_idle(&self) -> bool {
         matches!(self.state, State::Head)
             && self.requests > 0
-            && self.inbuf.is_empty()
+            && self.reader.is_empty()
             && self.writer.is_flushed()
     }
 
@@ -203,6 +199,7 @@ impl Conn {
     /// reservation). What it wrote and claimed stays claimed.
     pub fn release(&mut self, store: &mut Store, wake: &mut Vec<Token>) {
         self.stop_following(store);
+        self.reader.end_body();
         if let State::Body(ing) = &self.state {
             let held = Held::Write {
                 video: ing.plan.video.clone(),
@@ -240,7 +237,7 @@ impl Conn {
                 self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
                 Next::Keep
             }
-            State::Head if self.inbuf.is_empty() && self.writer.is_flushed() => Next::Close,
+            State::Head if self.reader.is_empty() && self.writer.is_flushed() => Next::Close,
             State::Linger { .. } => Next::Close,
             State::Head => {
                 ctx.metrics.timeouts += 1;
@@ -296,6 +293,11 @@ impl Conn {
         self.writer.writable = true;
     }
 
+    /// The loop saw the socket readable (or closed, or failed: a read tells which).
+    pub fn set_readable(&mut self) {
+        self.reader.readable = true;
+    }
+
     /// Make as much progress as readiness allows.
     pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Next {
         self.writer.sent_this_turn = 0;
@@ -331,70 +333,54 @@ impl Conn {
 
     fn step_head(&mut self, ctx: &mut Ctx<'_>) -> Step {
         let limits = &ctx.cfg.server.limits;
-        if !self.inbuf.is_empty() {
-            match parse_request_head(&self.inbuf, &head_limits(limits)) {
-                Ok(Some((head, used))) => {
-                    self.inbuf.drain(..used);
-                    self.requests += 1;
-                    ctx.metrics.requests += 1;
-                    let mut head = Box::new(head);
-                    // At shutdown, finish this request but close after it.
-                    head.keep_alive &= !ctx.shutting_down;
-                    self.dispatch(head, ctx, Routing::new(ctx.now));
-                    return Step::Progress;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    ctx.metrics.bad_requests += 1;
-                    log::info!(
-                        "{}: bad request head: {} {}",
-                        self.peer,
-                        e.status,
-                        e.message
-                    );
-                    self.inbuf.clear();
-                    self.respond_error(&e, false);
-                    return Step::Progress;
-                }
-            }
-        } else if ctx.shutting_down && self.requests > 0 {
+        if self.reader.is_empty() && ctx.shutting_down && self.requests > 0 {
             return Step::Close;
         }
-        if !self.readable {
-            return Step::Blocked;
+        match self.reader.take_head(&head_limits(limits)) {
+            Ok(Some(head)) => {
+                self.requests += 1;
+                ctx.metrics.requests += 1;
+                let mut head = Box::new(head);
+                // At shutdown, finish this request but close after it.
+                head.keep_alive &= !ctx.shutting_down;
+                self.dispatch(head, ctx, Routing::new(ctx.now));
+                return Step::Progress;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                ctx.metrics.bad_requests += 1;
+                log::info!(
+                    "{}: bad request head: {} {}",
+                    self.peer,
+                    e.status,
+                    e.message
+                );
+                self.reader.clear();
+                self.respond_error(&e, false);
+                return Step::Progress;
+            }
         }
-        let old = self.inbuf.len();
+        let old = self.reader.buffered();
         let cap = limits.max_header_bytes + FRAMING_READ;
         if old >= cap {
             // parse_request_head refuses an oversized head, so this is not reached; be safe anyway.
             self.respond_error(&HttpError::new(431, "request head too large"), false);
             return Step::Progress;
         }
-        self.inbuf.resize(old + FRAMING_READ.min(cap - old), 0);
-        match self.stream.read(&mut self.inbuf[old..]) {
-            Ok(0) => {
-                self.inbuf.truncate(old);
-                Step::Close
-            }
-            Ok(n) => {
-                self.inbuf.truncate(old + n);
+        match self
+            .reader
+            .read_framing(&mut self.stream, FRAMING_READ.min(cap - old))
+        {
+            Got::Read(n) => {
                 ctx.metrics.bytes_in += n as u64;
                 if old == 0 {
                     self.deadline = ctx.now + ms(limits.header_timeout_ms);
                 }
                 Step::Progress
             }
-            Err(e) => {
-                self.inbuf.truncate(old);
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => {
-                        self.readable = false;
-                        Step::Blocked
-                    }
-                    io::ErrorKind::Interrupted => Step::Progress,
-                    _ => Step::Close,
-                }
-            }
+            Got::Buffered(_) | Got::Retry => Step::Progress,
+            Got::Blocked => Step::Blocked,
+            Got::Closed => Step::Close,
         }
     }
 
@@ -454,24 +440,13 @@ impl Conn {
         if plan.expect_continue {
             self.writer.queue(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        let chunked = match plan.framing {
-            Framing::Chunked => Some(ChunkedDecoder::new(ChunkedLimits {
-                max_chunk_line: 4096,
-                max_trailer_bytes: limits.max_header_bytes,
-            })),
-            Framing::Length(_) => None,
-        };
-        let remaining = match plan.framing {
-            Framing::Length(n) => Some(n),
-            Framing::Chunked => None,
-        };
+        self.reader
+            .start_body(plan.framing, limits.max_header_bytes);
         self.deadline = ctx.now + ms(limits.body_timeout_ms);
         self.state = State::Body(Box::new(Ingest {
             cursor: plan.start,
             claimed: plan.start,
             populated: plan.start,
-            remaining,
-            chunked,
             plan,
         }));
     }
@@ -577,33 +552,14 @@ impl Conn {
             return Step::Blocked;
         };
         let limits = &ctx.cfg.server.limits;
-        // 1. Framing for chunked bodies.
-        if let Some(dec) = &mut ing.chunked
-            && dec.payload_remaining() == 0
-            && !dec.is_done()
-        {
-            match dec.feed(&self.inbuf) {
-                Ok((used, ev)) => {
-                    self.inbuf.drain(..used);
-                    match ev {
-                        ChunkEvent::End => return self.finish_body(ctx),
-                        ChunkEvent::Data(_) => return Step::Progress,
-                        ChunkEvent::NeedMore => {
-                            return self.read_framing(ctx, CHUNK_LINE_READ);
-                        }
-                    }
-                }
-                Err(e) => return self.body_failed(ctx, e),
-            }
-        }
-        let want = match (&ing.chunked, ing.remaining) {
-            (Some(dec), _) => dec.payload_remaining(),
-            (None, Some(r)) => r,
-            (None, None) => 0,
+        // 1. Framing (chunk-size lines, trailers) is parsed by the read half.
+        let want = match self.reader.body_next() {
+            Ok(BodyNext::Payload(want)) => want,
+            Ok(BodyNext::End) => return self.finish_body(ctx),
+            Ok(BodyNext::Again) => return Step::Progress,
+            Ok(BodyNext::NeedFraming) => return self.read_framing(ctx, CHUNK_LINE_READ),
+            Err(e) => return self.body_failed(ctx, e),
         };
-        if want == 0 {
-            return self.finish_body(ctx);
-        }
         let room = ing.plan.end - ing.cursor;
         if room == 0 {
             let e = HttpError::new(
@@ -644,35 +600,22 @@ impl Conn {
         }
         // 2. Payload: bytes that arrived with framing are moved from the buffer once; the rest is read
         // from the socket straight into the mapping.
-        let got = if !self.inbuf.is_empty() {
-            let k = target.len().min(self.inbuf.len());
-            target[..k].copy_from_slice(&self.inbuf[..k]);
-            self.inbuf.drain(..k);
-            k
-        } else {
-            if !self.readable {
+        let got = match self.reader.read_payload(&mut self.stream, target) {
+            Got::Buffered(k) => k,
+            Got::Read(k) => {
+                ctx.metrics.bytes_in += k as u64;
+                k
+            }
+            Got::Blocked => {
+                self.claim_progress(ctx);
                 return Step::Blocked;
             }
-            match self.stream.read(target) {
-                Ok(0) => {
-                    // The client went away mid-body: keep what arrived, answer nothing.
-                    self.claim_progress(ctx);
-                    return Step::Close;
-                }
-                Ok(k) => {
-                    ctx.metrics.bytes_in += k as u64;
-                    k
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    self.claim_progress(ctx);
-                    return Step::Blocked;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::Progress,
-                Err(_) => {
-                    self.claim_progress(ctx);
-                    return Step::Close;
-                }
+            Got::Retry => return Step::Progress,
+            Got::Closed => {
+                // The client went away mid-body (or the socket failed): keep what arrived, answer
+                // nothing.
+                self.claim_progress(ctx);
+                return Step::Close;
             }
         };
         let State::Body(ing) = &mut self.state else {
@@ -681,12 +624,7 @@ impl Conn {
         let k = got as u64;
         ing.cursor += k;
         ctx.metrics.bytes_ingested += k;
-        if let Some(r) = &mut ing.remaining {
-            *r -= k;
-        }
-        if let Some(dec) = &mut ing.chunked {
-            dec.consume_payload(k);
-        }
+        self.reader.body_consumed(k);
         self.deadline = ctx.now + ms(limits.body_timeout_ms);
         // Claim at once: readers (live followers) see the bytes in this loop turn.
         self.claim_progress(ctx);
@@ -700,40 +638,26 @@ impl Conn {
     }
 
     fn read_framing(&mut self, ctx: &mut Ctx<'_>, max: usize) -> Step {
-        if !self.readable {
+        if !self.reader.readable {
             return Step::Blocked;
         }
-        if self.inbuf.len() > ctx.cfg.server.limits.max_header_bytes + 4096 {
+        if self.reader.buffered() > ctx.cfg.server.limits.max_header_bytes + 4096 {
             return self.body_failed(ctx, HttpError::new(400, "chunk framing too long"));
         }
-        let old = self.inbuf.len();
-        self.inbuf.resize(old + max, 0);
-        match self.stream.read(&mut self.inbuf[old..]) {
-            Ok(0) => {
-                self.inbuf.truncate(old);
-                self.claim_progress(ctx);
-                Step::Close
-            }
-            Ok(n) => {
-                self.inbuf.truncate(old + n);
+        match self.reader.read_framing(&mut self.stream, max) {
+            Got::Read(n) => {
                 ctx.metrics.bytes_in += n as u64;
                 self.deadline = ctx.now + ms(ctx.cfg.server.limits.body_timeout_ms);
                 Step::Progress
             }
-            Err(e) => {
-                self.inbuf.truncate(old);
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => {
-                        self.readable = false;
-                        self.claim_progress(ctx);
-                        Step::Blocked
-                    }
-                    io::ErrorKind::Interrupted => Step::Progress,
-                    _ => {
-                        self.claim_progress(ctx);
-                        Step::Close
-                    }
-                }
+            Got::Buffered(_) | Got::Retry => Step::Progress,
+            Got::Blocked => {
+                self.claim_progress(ctx);
+                Step::Blocked
+            }
+            Got::Closed => {
+                self.claim_progress(ctx);
+                Step::Close
             }
         }
     }
@@ -767,6 +691,7 @@ impl Conn {
 
     fn finish_body(&mut self, ctx: &mut Ctx<'_>) -> Step {
         self.claim_progress(ctx);
+        self.reader.end_body();
         let State::Body(ing) = &self.state else {
             return Step::Blocked;
         };
@@ -1133,42 +1058,19 @@ impl Conn {
         {
             return step;
         }
-        if self.readable && self.inbuf.len() < FRAMING_READ && self.peer_hung_up() {
+        if self.reader.peer_hung_up(&mut self.stream) {
             return Step::Close;
         }
         self.deadline = ctx.now + ms(ctx.cfg.server.limits.idle_timeout_ms);
         Step::Blocked
     }
 
-    /// Read what a waiting follower sent (kept for the next request): has it closed its side?
-    fn peer_hung_up(&mut self) -> bool {
-        let old = self.inbuf.len();
-        self.inbuf.resize(old + FRAMING_READ, 0);
-        let r = self.stream.read(&mut self.inbuf[old..]);
-        let n = r.as_ref().map_or(0, |n| *n);
-        self.inbuf.truncate(old + n);
-        match r {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.readable = false;
-                false
-            }
-            Err(e) => e.kind() != io::ErrorKind::Interrupted,
-        }
-    }
-
     fn step_linger(&mut self, _ctx: &mut Ctx<'_>) -> Step {
         let State::Linger { drained } = &mut self.state else {
             return Step::Blocked;
         };
-        if !self.readable {
-            return Step::Blocked;
-        }
-        let mut scratch = [0u8; 4096];
-        match self.stream.read(&mut scratch) {
-            Ok(0) => Step::Close,
-            Ok(n) => {
+        match self.reader.discard(&mut self.stream) {
+            Got::Read(n) | Got::Buffered(n) => {
                 *drained += n as u64;
                 if *drained > LINGER_BYTES {
                     Step::Close
@@ -1176,12 +1078,9 @@ impl Conn {
                     Step::Progress
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.readable = false;
-                Step::Blocked
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Progress,
-            Err(_) => Step::Close,
+            Got::Retry => Step::Progress,
+            Got::Blocked => Step::Blocked,
+            Got::Closed => Step::Close,
         }
     }
 }
