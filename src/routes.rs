@@ -2013,6 +2013,78 @@ fn delete(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::request::{HeadLimits, parse_request_head};
+
+    /// A store with one live channel, in a data directory removed at the end.
+    struct Live {
+        dir: std::path::PathBuf,
+        cfg: Config,
+        store: Store,
+    }
+
+    impl Drop for Live {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn live() -> Live {
+        let dir = std::env::temp_dir().join(format!("vcache-routes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let text = "[server]\ndata_dir = \"data\"\n\n[[video]]\nid = \"ch\"\nkind = \"live\"\ncapacity = 4096\n";
+        let cfg = crate::config::parse(text, "test.toml", &dir).expect("config");
+        let (store, _) = Store::open(&cfg, [7; 16]).expect("store");
+        Live { dir, cfg, store }
+    }
+
+    #[test]
+    fn routing_is_pure_and_a_followers_place_is_taken_once_and_given_back() {
+        let mut l = live();
+        let limits = HeadLimits {
+            max_request_line: 8192,
+            max_head_bytes: 8192,
+            max_headers: 64,
+        };
+        let raw = b"GET /videos/ch HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (head, _) = parse_request_head(raw, &limits)
+            .expect("head")
+            .expect("complete");
+        let metrics = Metrics::default();
+        let followers = |s: &Store| s.get("ch").and_then(|v| v.ring()).map(|r| r.followers);
+        let decide = |store: &Store| {
+            let ctx = RouteCtx {
+                store,
+                cfg: &l.cfg,
+                problems: &[],
+                boundary: "b",
+                wait_expired: false,
+                request_started: Instant::now(),
+                wants_applied: false,
+                metrics: &metrics,
+                open_connections: 1,
+            };
+            route(&head, &ctx)
+        };
+        let first = decide(&l.store);
+        let second = decide(&l.store);
+        let join = [Effect::FollowerJoin {
+            video: "ch".to_string(),
+        }];
+        assert_eq!(first.effects, join);
+        assert_eq!(second.effects, join);
+        assert_eq!(followers(&l.store), Some(0), "routing changed nothing");
+        let Action::Respond(plan) = apply(first, &mut l.store) else {
+            panic!("a follower is a response");
+        };
+        assert!(matches!(plan.parts.front(), Some(Part::Follow { .. })));
+        assert_eq!(followers(&l.store), Some(1));
+        let held = Held::Follower {
+            video: "ch".to_string(),
+        };
+        release(&held, &mut l.store, &mut Vec::new());
+        assert_eq!(followers(&l.store), Some(0));
+    }
 
     #[test]
     fn token_comparison() {

@@ -1121,3 +1121,6 @@ impl From<Stop> for Step {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
