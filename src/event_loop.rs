@@ -200,7 +200,7 @@ impl Server {
                         if let Some(Some(c)) = self.conns.get_mut(token.0.wrapping_sub(FIRST_CONN))
                         {
                             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                                c.readable = true;
+                                c.set_readable();
                             }
                             if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
                                 c.set_writable();

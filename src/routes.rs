@@ -3,7 +3,9 @@
 //! a wait for bytes not yet written, or a wait for a commit. Pure decisions over the store; no socket I/O.
 
 use std::collections::VecDeque;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
+
+use mio::Token;
 
 use crate::config::{Config, VideoKind};
 use crate::http::conditional::{Precondition, evaluate_preconditions, if_range_allows};
@@ -13,8 +15,10 @@ use crate::http::range::{
     parse_content_range, parse_range_header, resolve_ranges,
 };
 use crate::http::request::{Method, RequestHead, query_param};
-use crate::http::response::{ResponseHead, json_string, simple_response};
-use crate::store::{Availability, Store, Video, VideoProblem, WriteRefusal};
+use crate::http::response::{ResponseHead, json_string, simple_parts};
+use crate::metrics::Metrics;
+use crate::store::origin::Phase;
+use crate::store::{Availability, LiveRing, Store, Video, VideoProblem, WriteRefusal};
 
 /// One piece of a response body.
 #[derive(Debug)]
@@ -48,12 +52,41 @@ pub enum Part {
 /// RFC 8673: a last-byte-pos at or above 2^53 − 1 asks for a live range that grows with the channel.
 pub const LIVE_OPEN_END: u64 = 9_007_199_254_740_991;
 
-/// A response ready to go: its head (and small body) bytes, then payload parts.
+/// A response ready to go: its head (kept structured until it is sent), a small body, then payload
+/// parts.
 #[derive(Debug)]
 pub struct Plan {
-    pub head: Vec<u8>,
+    pub head: ResponseHead,
+    /// A small body (error text, JSON, HTML) sent right after the head; payload goes in `parts`.
+    pub body: Vec<u8>,
     pub parts: VecDeque<Part>,
     pub keep_alive: bool,
+}
+
+impl Plan {
+    /// A head and its small body (no payload parts).
+    fn small((head, body): (ResponseHead, Vec<u8>), keep_alive: bool) -> Plan {
+        Plan {
+            head,
+            body,
+            parts: VecDeque::new(),
+            keep_alive,
+        }
+    }
+
+    /// Make the response close its connection: `Connection: close` in its head, and no keep-alive.
+    pub fn force_close(&mut self) {
+        self.keep_alive = false;
+        self.head.set_connection(false);
+    }
+
+    /// The bytes that precede the payload parts: the serialized head and the small body.
+    pub fn head_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.body.len());
+        self.head.write_to(&mut out);
+        out.extend_from_slice(&self.body);
+        out
+    }
 }
 
 /// How a request body is framed on the wire.
@@ -63,7 +96,8 @@ pub enum Framing {
     Chunked,
 }
 
-/// A body to read straight into a slot's mapping.
+/// A body to read straight into a slot's mapping. `reservation`, `start` and `end` are the store's
+/// answer to the write's effect, filled in by `apply`.
 #[derive(Debug)]
 pub struct IngestPlan {
     pub video: String,
@@ -77,14 +111,93 @@ pub struct IngestPlan {
     pub exact: bool,
 }
 
+/// What a request does to the store, as data: `route` decides it without changing anything, `apply`
+/// makes it happen once, and `release` undoes what a connection still holds when it is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// A live follower takes a place (counted against limits.max_followers; `Held::Follower`).
+    FollowerJoin { video: String },
+    /// An origin video's bytes [first, last] are wanted by a reader (or a warm-up, `warm`) whose
+    /// request started at `since`: their missing blocks are queued (`OriginVideo::want`).
+    WantBlocks {
+        video: String,
+        first: u64,
+        last: u64,
+        warm: bool,
+        since: Instant,
+    },
+    /// Reserve bytes [start, end) of an upload slot for one write (`Held::Write`).
+    Reserve { video: String, start: u64, end: u64 },
+    /// Reserve an append: from the first missing byte, at most `max` bytes (`Held::Write`).
+    ReserveAppend { video: String, max: Option<u64> },
+    /// Take a live channel for one publisher, who appends at the head at most `max` bytes
+    /// (`Held::Write`).
+    BeginPublish { video: String, max: Option<u64> },
+    /// DELETE: forget every byte of the video (acknowledged after its durable commit).
+    Forget { video: String },
+}
+
+/// What an applied effect gave back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    Done,
+    Reserved {
+        reservation: u64,
+        start: u64,
+        end: u64,
+    },
+    Forgotten {
+        claim_seq: u64,
+    },
+}
+
+/// What a connection holds in the store after `apply`, until `release` gives it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    Follower { video: String },
+    Write { video: String, reservation: u64 },
+}
+
+/// What a waiting request waits for: the byte at `offset` of `video` to stop being pending — or
+/// anything its routing rested on to change (the video is removed or replaced, another version, an
+/// origin video's lifecycle moved on). Then the request is routed again, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitFor {
+    pub video: String,
+    pub offset: u64,
+    generation: u64,
+    phase: Option<Phase>,
+}
+
+impl WaitFor {
+    fn new(id: &str, video: &Video, offset: u64) -> WaitFor {
+        WaitFor {
+            video: id.to_string(),
+            offset,
+            generation: video.generation(),
+            phase: video.origin().map(|o| o.phase()),
+        }
+    }
+
+    /// Is the wait over (route the request again)?
+    pub fn met(&self, store: &Store) -> bool {
+        // Only configured videos are routable (as in `route_head`).
+        let Some(v) = store.videos.get(&self.video) else {
+            return true;
+        };
+        v.generation() != self.generation
+            || v.origin().map(|o| o.phase()) != self.phase
+            || v.availability(self.offset) != Availability::Pending
+    }
+}
+
+/// The connection's next step once the decision's effects are applied.
 #[derive(Debug)]
 pub enum Action {
     Respond(Plan),
     Ingest(IngestPlan),
-    /// The bytes the request starts at are being written: route the request again when they arrive.
-    WaitForBytes {
-        video: String,
-    },
+    /// The bytes the request needs are being written or fetched: wait, then route it again.
+    WaitForBytes(WaitFor),
     /// Respond with `ok` once the claim is committed as the sync mode promises (or `durable` forces).
     AwaitCommit {
         video: String,
@@ -94,16 +207,70 @@ pub enum Action {
     },
 }
 
-/// Everything routing needs to see.
+/// What `route` decided: the effects on the store (applied once, by `apply`) and what follows them.
+#[derive(Debug)]
+pub struct Decision {
+    pub effects: Vec<Effect>,
+    then: Then,
+}
+
+/// What follows a decision's effects; some answers need what the store gave back.
+#[derive(Debug)]
+enum Then {
+    Act(Action),
+    /// A write, once its reservation is made.
+    Ingest(IngestPlan),
+    /// A DELETE, answered `ok` once the forgetting is durable.
+    Delete {
+        video: String,
+        ok: Plan,
+        keep_alive: bool,
+    },
+    /// A warm-up of bytes [first, last]: 202 with the queue it left.
+    Fill {
+        video: String,
+        first: u64,
+        last: u64,
+        keep_alive: bool,
+    },
+}
+
+impl Decision {
+    fn act(action: Action) -> Decision {
+        Decision {
+            effects: Vec::new(),
+            then: Then::Act(action),
+        }
+    }
+
+    fn respond(plan: Plan) -> Decision {
+        Decision::act(Action::Respond(plan))
+    }
+
+    fn with(effects: Vec<Effect>, action: Action) -> Decision {
+        Decision {
+            effects,
+            then: Then::Act(action),
+        }
+    }
+}
+
+/// Everything routing needs to see. Routing only reads.
 pub struct RouteCtx<'a> {
-    pub store: &'a mut Store,
+    pub store: &'a Store,
     pub cfg: &'a Config,
     pub problems: &'a [VideoProblem],
     pub boundary: &'a str,
     /// True once the request has waited for bytes and the wait ran out.
     pub wait_expired: bool,
     /// When the request's head arrived (a failure after it is reported, one before it is retried).
-    pub request_started: std::time::Instant,
+    pub request_started: Instant,
+    /// The origin blocks this request wants were queued just before this routing (the first check of
+    /// its wait found the bytes no longer pending): decide without wanting them again.
+    pub wants_applied: bool,
+    /// For `/metrics`: the counters and the number of open connections.
+    pub metrics: &'a Metrics,
+    pub open_connections: usize,
 }
 
 /// A small complete response.
@@ -118,43 +285,35 @@ fn error_plan_with(
     keep_alive: bool,
     extra: &[(&str, String)],
 ) -> Plan {
-    let mut head = Vec::new();
     let body = format!(
         "{status} {}: {message}\n",
         crate::http::response::reason_phrase(status)
     );
-    simple_response(
-        &mut head,
-        status,
-        "text/plain; charset=utf-8",
-        body.as_bytes(),
-        head_only,
+    Plan::small(
+        simple_parts(
+            status,
+            "text/plain; charset=utf-8",
+            body.as_bytes(),
+            head_only,
+            keep_alive,
+            extra,
+        ),
         keep_alive,
-        extra,
-    );
-    Plan {
-        head,
-        parts: VecDeque::new(),
-        keep_alive,
-    }
+    )
 }
 
 fn json_plan(status: u16, body: &str, head_only: bool, keep_alive: bool) -> Plan {
-    let mut head = Vec::new();
-    simple_response(
-        &mut head,
-        status,
-        "application/json",
-        body.as_bytes(),
-        head_only,
+    Plan::small(
+        simple_parts(
+            status,
+            "application/json",
+            body.as_bytes(),
+            head_only,
+            keep_alive,
+            &[],
+        ),
         keep_alive,
-        &[],
-    );
-    Plan {
-        head,
-        parts: VecDeque::new(),
-        keep_alive,
-    }
+    )
 }
 
 /// Constant-time comparison of a presented token with a configured one.
@@ -211,165 +370,308 @@ fn unauthorized(head_only: bool, keep_alive: bool, what: &str) -> Plan {
     )
 }
 
-pub fn route(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
-    match route_head(head, ctx) {
-        // Only an ingest reads a request body. Any other answer to a request with a body closes the
-        // connection after it, so that the unread body is never parsed as a next request (a
-        // smuggling shape behind a proxy). The plan is changed, not routed again: routing has side
-        // effects (a follower's place, an origin fetch).
-        Action::Respond(mut plan) if plan.keep_alive && head.has_body() => {
-            force_close(&mut plan);
-            Action::Respond(plan)
+/// Decide what one request head means. Pure: the store is only read; what the request changes in it
+/// is returned as effects, for `apply`.
+pub fn route(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
+    let mut decision = route_head(head, ctx);
+    // Only an ingest reads a request body. Any other answer to a request with a body closes the
+    // connection after it, so that the unread body is never parsed as a next request (a smuggling
+    // shape behind a proxy).
+    if let Then::Act(Action::Respond(plan)) = &mut decision.then
+        && plan.keep_alive
+        && head.has_body()
+    {
+        plan.force_close();
+    }
+    decision
+}
+
+/// Apply a decision's effects to the store, once, and return the connection's next step with what
+/// the store gave back (a reservation, a commit sequence). An effect the store refuses — only a
+/// reservation or a DELETE, whose last checks need the slot's in-flight writes — is answered with the
+/// refusal; such an effect is the decision's only one, so nothing is half applied.
+pub fn apply(decision: Decision, store: &mut Store) -> Action {
+    let Decision { effects, then } = decision;
+    let mut answer = Applied::Done;
+    for effect in &effects {
+        match apply_effect(effect, store) {
+            Ok(Applied::Done) => {}
+            Ok(a) => answer = a,
+            Err(refusal) => {
+                assert_eq!(effects.len(), 1, "a refusable effect comes alone");
+                let keep_alive = match &then {
+                    Then::Delete { keep_alive, .. } => *keep_alive,
+                    _ => false, // a refused write closes: its body is not read
+                };
+                let status = refusal_status(&refusal);
+                return Action::Respond(error_plan(
+                    status,
+                    &refusal.to_string(),
+                    false,
+                    keep_alive,
+                ));
+            }
         }
-        action => action,
+    }
+    match (then, answer) {
+        (Then::Act(action), Applied::Done) => action,
+        (
+            Then::Ingest(mut plan),
+            Applied::Reserved {
+                reservation,
+                start,
+                end,
+            },
+        ) => {
+            (plan.reservation, plan.start, plan.end) = (reservation, start, end);
+            Action::Ingest(plan)
+        }
+        (Then::Delete { video, ok, .. }, Applied::Forgotten { claim_seq }) => Action::AwaitCommit {
+            video,
+            claim_seq,
+            durable: true,
+            ok,
+        },
+        (
+            Then::Fill {
+                video,
+                first,
+                last,
+                keep_alive,
+            },
+            Applied::Done,
+        ) => Action::Respond(fill_accepted(store, &video, first, last, keep_alive)),
+        (then, answer) => {
+            panic!("BUG: {then:?} does not follow from the effects' answer {answer:?}")
+        }
     }
 }
 
-/// Make a response close its connection: `Connection: close` in its head, and no keep-alive.
-fn force_close(plan: &mut Plan) {
-    plan.keep_alive = false;
-    let Some(head_end) = plan.head.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return;
-    };
-    let (head, rest) = plan.head.split_at(head_end);
-    let text = String::from_utf8_lossy(head)
-        .lines()
-        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-        .collect::<Vec<_>>()
-        .join("\r\n");
-    let mut out = text.into_bytes();
-    out.extend_from_slice(b"\r\nConnection: close");
-    out.extend_from_slice(rest);
-    plan.head = out;
+/// The video a decision was made about: `route` saw it in the same loop turn, so it is there.
+fn routed<'a>(store: &'a mut Store, id: &str) -> &'a mut Video {
+    match store.get_mut(id) {
+        Some(v) => v,
+        None => panic!("BUG: video {id} vanished between route and apply"),
+    }
 }
 
-fn route_head(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
+/// The one place where effects change the store.
+fn apply_effect(effect: &Effect, store: &mut Store) -> Result<Applied, WriteRefusal> {
+    let kind_bug =
+        |id: &str| -> ! { panic!("BUG: video {id} changed kind between route and apply") };
+    match effect {
+        Effect::FollowerJoin { video } => {
+            let Some(ring) = routed(store, video).ring_mut() else {
+                kind_bug(video)
+            };
+            ring.followers += 1;
+            Ok(Applied::Done)
+        }
+        Effect::WantBlocks {
+            video,
+            first,
+            last,
+            warm,
+            since,
+        } => {
+            let Some(o) = routed(store, video).origin_mut() else {
+                kind_bug(video)
+            };
+            o.want(*first, *last, *warm, *since);
+            Ok(Applied::Done)
+        }
+        Effect::Reserve { video, start, end } => {
+            let Some(slot) = routed(store, video).slot_mut() else {
+                kind_bug(video)
+            };
+            let reservation = slot.reserve(*start, *end)?;
+            let (start, end) = (*start, *end);
+            Ok(Applied::Reserved {
+                reservation,
+                start,
+                end,
+            })
+        }
+        Effect::ReserveAppend { video, max } => {
+            let Some(slot) = routed(store, video).slot_mut() else {
+                kind_bug(video)
+            };
+            let (reservation, start, end) = slot.reserve_append(*max)?;
+            Ok(Applied::Reserved {
+                reservation,
+                start,
+                end,
+            })
+        }
+        Effect::BeginPublish { video, max } => {
+            let Some(ring) = routed(store, video).ring_mut() else {
+                kind_bug(video)
+            };
+            let start = ring.state.head;
+            // A live stream is as long as the publisher keeps sending: the ring bounds the disk.
+            let end = max.map_or(u64::MAX, |n| start.saturating_add(n));
+            // `ingest` refused a second publisher; nothing else refuses one.
+            let reservation = match ring.begin_publish() {
+                Ok(r) => r,
+                Err(e) => panic!("BUG: publish to {video} refused after routing allowed it: {e}"),
+            };
+            Ok(Applied::Reserved {
+                reservation,
+                start,
+                end,
+            })
+        }
+        Effect::Forget { video } => forget(routed(store, video)),
+    }
+}
+
+/// DELETE's effect: forget every byte (the durable commit that follows acknowledges it).
+fn forget(video: &mut Video) -> Result<Applied, WriteRefusal> {
+    match &mut video.body {
+        crate::store::Body::Upload(slot) => slot.forget_all(),
+        crate::store::Body::Origin(o) => {
+            let fetching = o.fetching_blocks() > 0;
+            match o.slot_mut() {
+                Some(slot) if !fetching => slot.forget_all(),
+                Some(_) => Err(WriteRefusal::Busy(
+                    "origin fetches of this video are in progress".into(),
+                )),
+                None => Ok(()),
+            }
+        }
+        crate::store::Body::Live(ring) => ring.forget_all(),
+        crate::store::Body::File { .. } => {
+            Err(WriteRefusal::Busy("this video cannot be deleted".into()))
+        }
+    }?;
+    let claim_seq = video.commit().map_or(0, |c| c.claim_seq);
+    Ok(Applied::Forgotten { claim_seq })
+}
+
+/// Give back what a connection holds: a follower's place, or a write's reservation (what it claimed
+/// stays claimed; readers waiting on the video are woken — followers finish once caught up).
+pub fn release(held: &Held, store: &mut Store, wake: &mut Vec<Token>) {
+    match held {
+        Held::Follower { video } => {
+            // A reload may have replaced the channel meanwhile: its count starts afresh.
+            if let Some(r) = store.get_mut(video).and_then(|v| v.ring_mut()) {
+                r.followers = r.followers.saturating_sub(1);
+            }
+        }
+        Held::Write { video, reservation } => {
+            if let Some(v) = store.get_mut(video) {
+                v.ingest_release(*reservation);
+                wake.append(&mut v.byte_waiters);
+            }
+        }
+    }
+}
+
+fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
     let keep_alive = head.keep_alive;
     let head_only = head.method == Method::Head;
     let path = head.path.as_str();
-    if path == "/healthz" {
-        return match head.method {
-            Method::Get | Method::Head => {
-                let mut h = Vec::new();
-                simple_response(
-                    &mut h,
-                    200,
-                    "text/plain; charset=utf-8",
-                    b"ok\n",
-                    head_only,
+    let read_ok = read_allowed(head, ctx.cfg);
+    let page = |render: &dyn Fn() -> Plan| match head.method {
+        Method::Get | Method::Head if !read_ok => unauthorized(head_only, keep_alive, "reading"),
+        Method::Get | Method::Head => render(),
+        _ => method_not_allowed("GET, HEAD", head_only, keep_alive),
+    };
+    match path {
+        "/metrics" => return Decision::respond(metrics_page(head, ctx)),
+        "/healthz" => {
+            return Decision::respond(match head.method {
+                Method::Get | Method::Head => Plan::small(
+                    simple_parts(
+                        200,
+                        "text/plain; charset=utf-8",
+                        b"ok\n",
+                        head_only,
+                        keep_alive,
+                        &[],
+                    ),
                     keep_alive,
-                    &[],
-                );
-                Action::Respond(Plan {
-                    head: h,
-                    parts: VecDeque::new(),
-                    keep_alive,
-                })
-            }
-            _ => Action::Respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
-        };
-    }
-    let read_ok = ctx.cfg.server.read_token.is_none()
-        || authorized(
-            head,
-            &[
-                ctx.cfg.server.read_token.as_deref(),
-                ctx.cfg.server.write_token.as_deref(),
-            ],
-        );
-    if path == "/" {
-        return match head.method {
-            Method::Get | Method::Head => {
-                if !read_ok {
-                    return Action::Respond(unauthorized(head_only, keep_alive, "reading"));
-                }
-                let page = index_page(ctx);
-                let mut h = Vec::new();
-                simple_response(
-                    &mut h,
+                ),
+                _ => method_not_allowed("GET, HEAD", head_only, keep_alive),
+            });
+        }
+        "/" => {
+            return Decision::respond(page(&|| {
+                let html = index_page(ctx);
+                let extra = [("Cache-Control", "no-store".to_string())];
+                let parts = simple_parts(
                     200,
                     "text/html; charset=utf-8",
-                    page.as_bytes(),
+                    html.as_bytes(),
                     head_only,
                     keep_alive,
-                    &[("Cache-Control", "no-store".to_string())],
+                    &extra,
                 );
-                Action::Respond(Plan {
-                    head: h,
-                    parts: VecDeque::new(),
-                    keep_alive,
-                })
-            }
-            _ => Action::Respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
-        };
-    }
-    if path == "/videos" || path == "/videos/" {
-        return match head.method {
-            Method::Get | Method::Head => {
-                if !read_ok {
-                    return Action::Respond(unauthorized(head_only, keep_alive, "reading"));
-                }
-                Action::Respond(json_plan(200, &videos_json(ctx), head_only, keep_alive))
-            }
-            _ => Action::Respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
-        };
+                Plan::small(parts, keep_alive)
+            }));
+        }
+        "/videos" | "/videos/" => {
+            return Decision::respond(page(&|| {
+                json_plan(200, &videos_json(ctx), head_only, keep_alive)
+            }));
+        }
+        _ => {}
     }
     let Some(rest) = path.strip_prefix("/videos/") else {
-        return Action::Respond(error_plan(
-            404,
-            &format!("no resource at {path}"),
-            head_only,
-            keep_alive,
-        ));
+        let msg = format!("no resource at {path}");
+        return Decision::respond(error_plan(404, &msg, head_only, keep_alive));
     };
     let (id, sub) = match rest.split_once('/') {
         Some((id, sub)) => (id, Some(sub)),
         None => (rest, None),
     };
     if !valid_id(id) {
-        return Action::Respond(error_plan(400, "malformed video id", head_only, keep_alive));
+        return Decision::respond(error_plan(400, "malformed video id", head_only, keep_alive));
     }
     // Only configured videos are routable; a retired one (removed by a reload) is still reachable
     // through `store.get` for the connections that were using it.
     if !ctx.store.videos.contains_key(id) {
-        let why = match ctx.problems.iter().find(|p| p.id == id) {
-            Some(p) => format!("video {id} is configured but not servable: {}", p.message),
-            None => format!("no video with id {id}"),
+        let (status, why) = match ctx.problems.iter().find(|p| p.id == id) {
+            Some(p) => (
+                503,
+                format!("video {id} is configured but not servable: {}", p.message),
+            ),
+            None => (404, format!("no video with id {id}")),
         };
-        let status = if ctx.problems.iter().any(|p| p.id == id) {
-            503
-        } else {
-            404
-        };
-        return Action::Respond(error_plan(status, &why, head_only, keep_alive));
+        return Decision::respond(error_plan(status, &why, head_only, keep_alive));
     }
+    route_video(head, id, sub, read_ok, ctx)
+}
+
+/// `/videos/{id}` and what is under it, for a configured video.
+fn route_video(
+    head: &RequestHead,
+    id: &str,
+    sub: Option<&str>,
+    read_ok: bool,
+    ctx: &RouteCtx<'_>,
+) -> Decision {
+    let keep_alive = head.keep_alive;
+    let head_only = head.method == Method::Head;
+    let respond = Decision::respond;
     match (sub, head.method) {
-        (None, Method::Get | Method::Head) => {
-            if !read_ok {
-                return Action::Respond(unauthorized(head_only, keep_alive, "reading"));
-            }
-            serve_video(head, id, ctx)
+        (None | Some("offset"), Method::Get | Method::Head) if !read_ok => {
+            respond(unauthorized(head_only, keep_alive, "reading"))
         }
+        (None, Method::Get | Method::Head) => serve_video(head, id, ctx),
         (None, Method::Put | Method::Post) => ingest(head, id, ctx),
         (None, Method::Delete) => delete(head, id, ctx),
-        (None, Method::Options) => Action::Respond(options(keep_alive)),
-        (None, _) => Action::Respond(method_not_allowed(
+        (None, Method::Options) => respond(options(keep_alive)),
+        (None, _) => respond(method_not_allowed(
             "GET, HEAD, PUT, POST, DELETE, OPTIONS",
             head_only,
             keep_alive,
         )),
-        (Some("offset"), Method::Get | Method::Head) => {
-            if !read_ok {
-                return Action::Respond(unauthorized(head_only, keep_alive, "reading"));
-            }
-            Action::Respond(offset_query(head, id, ctx))
-        }
-        (Some("offset"), _) => {
-            Action::Respond(method_not_allowed("GET, HEAD", head_only, keep_alive))
-        }
+        (Some("offset"), Method::Get | Method::Head) => respond(offset_query(head, id, ctx)),
+        (Some("offset"), _) => respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
         (Some("fill"), Method::Post) => fill(head, id, ctx),
-        (Some("fill"), _) => Action::Respond(method_not_allowed("POST", head_only, keep_alive)),
-        (Some(other), _) => Action::Respond(error_plan(
+        (Some("fill"), _) => respond(method_not_allowed("POST", head_only, keep_alive)),
+        (Some(other), _) => respond(error_plan(
             404,
             &format!("no resource {other} under video {id}"),
             head_only,
@@ -378,22 +680,49 @@ fn route_head(head: &RequestHead, ctx: &mut RouteCtx<'_>) -> Action {
     }
 }
 
-fn options(keep_alive: bool) -> Plan {
-    let mut h = Vec::new();
-    simple_response(
-        &mut h,
-        204,
-        "text/plain",
-        b"",
-        true,
-        keep_alive,
-        &[("Allow", "GET, HEAD, PUT, POST, DELETE, OPTIONS".to_string())],
-    );
-    Plan {
-        head: h,
-        parts: VecDeque::new(),
-        keep_alive,
+/// `GET /metrics` (Prometheus text): the event loop's counters, behind the read token.
+fn metrics_page(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
+    let keep_alive = head.keep_alive && !head.has_body();
+    let head_only = head.method == Method::Head;
+    if !matches!(head.method, Method::Get | Method::Head) {
+        return error_plan(
+            405,
+            "allowed methods here: GET, HEAD",
+            head_only,
+            keep_alive,
+        );
     }
+    if !read_allowed(head, ctx.cfg) {
+        let why = "reading needs `Authorization: Bearer <token>`";
+        return error_plan(401, why, head_only, keep_alive);
+    }
+    let videos: Vec<(String, u64, u64)> = ctx
+        .store
+        .videos
+        .iter()
+        .map(|(id, v)| {
+            let present = v.cached_ranges().iter().map(|(s, e)| e - s).sum();
+            (id.clone(), v.len(), present)
+        })
+        .collect();
+    let text = ctx.metrics.render(ctx.open_connections, &videos);
+    let parts = simple_parts(
+        200,
+        "text/plain; version=0.0.4",
+        text.as_bytes(),
+        head_only,
+        keep_alive,
+        &[],
+    );
+    Plan::small(parts, keep_alive)
+}
+
+fn options(keep_alive: bool) -> Plan {
+    let allow = [("Allow", "GET, HEAD, PUT, POST, DELETE, OPTIONS".to_string())];
+    Plan::small(
+        simple_parts(204, "text/plain", b"", true, keep_alive, &allow),
+        keep_alive,
+    )
 }
 
 fn method_not_allowed(allow: &str, head_only: bool, keep_alive: bool) -> Plan {
@@ -683,64 +1012,32 @@ struct Repr {
     modified: SystemTime,
 }
 
-fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
+impl Repr {
+    fn validators(&self) -> [(&'static str, String); 2] {
+        [
+            ("ETag", self.etag.clone()),
+            ("Last-Modified", format_http_date(self.modified)),
+        ]
+    }
+}
+
+fn serve_video(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
     let keep_alive = head.keep_alive;
     let head_only = head.method == Method::Head;
     let Some(video) = ctx.store.get(id) else {
-        return Action::Respond(error_plan(
-            404,
-            &format!("no video with id {id}"),
-            head_only,
-            keep_alive,
-        ));
+        let why = format!("no video with id {id}");
+        return Decision::respond(error_plan(404, &why, head_only, keep_alive));
     };
     if video.ring().is_some() {
-        return serve_live(head, id, ctx);
+        return serve_live(head, id, video, ctx);
     }
     if video.origin().is_some_and(|o| o.len().is_none()) {
-        return origin_learn(head, id, ctx);
+        return origin_learn(head, id, video, ctx);
     }
-    let base = match seek_base(head, video, keep_alive) {
-        Ok(b) => b,
-        Err(plan) => return Action::Respond(plan),
+    let repr = match representation(head, video) {
+        Ok(r) => r,
+        Err(plan) => return Decision::respond(plan),
     };
-    let etag = if base == 0 {
-        video.etag()
-    } else {
-        let e = video.etag();
-        format!("{}-t{base:x}\"", e.trim_end_matches('"'))
-    };
-    let repr = Repr {
-        base,
-        len: video.len() - base,
-        etag,
-        modified: video.last_modified(),
-    };
-    let validators = [
-        ("ETag", repr.etag.clone()),
-        ("Last-Modified", format_http_date(repr.modified)),
-    ];
-    match evaluate_preconditions(head, &repr.etag, repr.modified) {
-        Precondition::Proceed => {}
-        Precondition::NotModified => {
-            let rh = validated_head(304, &validators, keep_alive);
-            let mut h = Vec::new();
-            rh.write_to(&mut h);
-            return Action::Respond(Plan {
-                head: h,
-                parts: VecDeque::new(),
-                keep_alive,
-            });
-        }
-        Precondition::Failed => {
-            return Action::Respond(error_plan(
-                412,
-                "precondition failed",
-                head_only,
-                keep_alive,
-            ));
-        }
-    }
     let range_allowed = match head.if_range.as_deref() {
         Some(ir) => if_range_allows(ir, &repr.etag, repr.modified),
         None => true,
@@ -754,30 +1051,72 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
     let Some(specs) = specs else {
         if video.origin().is_some() {
             let spans = whole_span(repr.len);
-            return origin_spans(head, id, spans, &repr, &validators, true, ctx);
+            return origin_spans(head, id, video, spans, &repr, true, ctx);
         }
-        return whole(head, id, video, &repr, &validators, ctx);
+        return Decision::respond(whole(head, id, video, &repr, ctx));
     };
     let spans = match resolve_ranges(&specs, repr.len) {
         Ok(s) => s,
         Err(()) => {
-            return Action::Respond(error_plan_with(
-                416,
-                &format!(
-                    "no requested range is inside the {} bytes of the video",
-                    repr.len
-                ),
-                head_only,
-                keep_alive,
-                &[("Content-Range", format!("bytes */{}", repr.len))],
-            ));
+            let why = format!(
+                "no requested range is inside the {} bytes of the video",
+                repr.len
+            );
+            let extra = [("Content-Range", format!("bytes */{}", repr.len))];
+            return Decision::respond(error_plan_with(416, &why, head_only, keep_alive, &extra));
         }
     };
     if video.origin().is_some() {
-        return origin_spans(head, id, spans, &repr, &validators, false, ctx);
+        return origin_spans(head, id, video, spans, &repr, false, ctx);
     }
-    // Cut each span at the first byte that is not present; a span that starts in a hole is dropped,
-    // or waited for when a writer is filling it.
+    slot_spans(head, id, video, spans, &repr, ctx)
+}
+
+/// The representation a GET selects (`?t=`), or the response that ends the request early: a refused
+/// timecode, 304 or 412 (RFC 9110 §13).
+fn representation(head: &RequestHead, video: &Video) -> Result<Repr, Plan> {
+    let keep_alive = head.keep_alive;
+    let head_only = head.method == Method::Head;
+    let base = seek_base(head, video, keep_alive)?;
+    let etag = if base == 0 {
+        video.etag()
+    } else {
+        let e = video.etag();
+        format!("{}-t{base:x}\"", e.trim_end_matches('"'))
+    };
+    let repr = Repr {
+        base,
+        len: video.len() - base,
+        etag,
+        modified: video.last_modified(),
+    };
+    match evaluate_preconditions(head, &repr.etag, repr.modified) {
+        Precondition::Proceed => Ok(repr),
+        Precondition::NotModified => Err(Plan {
+            head: validated_head(304, &repr.validators(), keep_alive),
+            body: Vec::new(),
+            parts: VecDeque::new(),
+            keep_alive,
+        }),
+        Precondition::Failed => Err(error_plan(
+            412,
+            "precondition failed",
+            head_only,
+            keep_alive,
+        )),
+    }
+}
+
+/// Ranges of an upload or file video: each span is cut at the first byte that is not present; a span
+/// that starts in a hole is dropped, or waited for when a writer is filling it.
+fn slot_spans(
+    head: &RequestHead,
+    id: &str,
+    video: &Video,
+    spans: Vec<ByteSpan>,
+    repr: &Repr,
+    ctx: &RouteCtx<'_>,
+) -> Decision {
     let mut served: Vec<ByteSpan> = Vec::new();
     let mut missing: Vec<ByteSpan> = Vec::new();
     for span in spans {
@@ -790,9 +1129,8 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
                 });
             }
             Availability::Pending if !ctx.wait_expired => {
-                return Action::WaitForBytes {
-                    video: id.to_string(),
-                };
+                let wait = WaitFor::new(id, video, repr.base + span.first);
+                return Decision::act(Action::WaitForBytes(wait));
             }
             Availability::Pending
             | Availability::Absent
@@ -801,53 +1139,53 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
         }
     }
     if served.is_empty() {
-        let status = if ctx.wait_expired { 503 } else { 416 };
-        let what: Vec<String> = missing
-            .iter()
-            .map(|s| format!("{}-{}", s.first, s.last))
-            .collect();
-        let message = if ctx.wait_expired {
-            format!(
-                "bytes {} are still being written (waited {} ms, limits.read_wait_ms)",
-                what.join(","),
-                ctx.cfg.server.limits.read_wait_ms
-            )
-        } else {
-            format!(
-                "bytes {} of video {id} have not been written; GET /videos lists the cached ranges",
-                what.join(",")
-            )
-        };
-        let mut extra = vec![("Content-Range", format!("bytes */{}", repr.len))];
-        if status == 503 {
-            extra = vec![("Retry-After", "1".to_string())];
-        }
-        return Action::Respond(error_plan_with(
-            status, &message, head_only, keep_alive, &extra,
-        ));
+        return Decision::respond(unserved(head, id, &missing, repr, ctx));
     }
-    Action::Respond(span_plan(
-        head,
-        id,
-        video,
-        &repr,
-        &validators,
-        &served,
-        false,
-        ctx.boundary,
-    ))
+    let plan = span_plan(head, id, video, repr, &served, false, ctx.boundary);
+    Decision::respond(plan)
+}
+
+/// No requested byte can be served: 416 (never written), or 503 when the wait for a writer ran out.
+fn unserved(
+    head: &RequestHead,
+    id: &str,
+    missing: &[ByteSpan],
+    repr: &Repr,
+    ctx: &RouteCtx<'_>,
+) -> Plan {
+    let head_only = head.method == Method::Head;
+    let status = if ctx.wait_expired { 503 } else { 416 };
+    let what: Vec<String> = missing
+        .iter()
+        .map(|s| format!("{}-{}", s.first, s.last))
+        .collect();
+    let message = if ctx.wait_expired {
+        format!(
+            "bytes {} are still being written (waited {} ms, limits.read_wait_ms)",
+            what.join(","),
+            ctx.cfg.server.limits.read_wait_ms
+        )
+    } else {
+        format!(
+            "bytes {} of video {id} have not been written; GET /videos lists the cached ranges",
+            what.join(",")
+        )
+    };
+    let mut extra = vec![("Content-Range", format!("bytes */{}", repr.len))];
+    if status == 503 {
+        extra = vec![("Retry-After", "1".to_string())];
+    }
+    error_plan_with(status, &message, head_only, head.keep_alive, &extra)
 }
 
 /// The response for `spans` of a representation: 206 with one part or `multipart/byteranges`, or
 /// (`whole`) 200 with everything. Payload parts carry the video's generation, so a response never
 /// continues with bytes of another one (after a DELETE or a changed origin object).
-#[allow(clippy::too_many_arguments)]
 fn span_plan(
     head: &RequestHead,
     id: &str,
     video: &Video,
     repr: &Repr,
-    validators: &[(&str, String); 2],
     spans: &[ByteSpan],
     whole: bool,
     boundary: &str,
@@ -861,7 +1199,11 @@ fn span_plan(
         end: repr.base + s.last + 1,
         generation,
     };
-    let mut rh = validated_head(if whole { 200 } else { 206 }, validators, keep_alive);
+    let mut rh = validated_head(
+        if whole { 200 } else { 206 },
+        &repr.validators(),
+        keep_alive,
+    );
     let mut parts = VecDeque::new();
     if whole || spans.len() == 1 {
         rh.header("Content-Type", video.content_type.clone());
@@ -897,10 +1239,9 @@ fn span_plan(
             parts.push_back(Part::Bytes(multipart_trailer(boundary).into_bytes()));
         }
     }
-    let mut h = Vec::new();
-    rh.write_to(&mut h);
     Plan {
-        head: h,
+        head: rh,
+        body: Vec::new(),
         parts,
         keep_alive,
     }
@@ -908,14 +1249,7 @@ fn span_plan(
 
 /// A request without a usable Range: 200 with the whole representation, when every byte is present or
 /// being written (the response then streams as bytes arrive); 409 when bytes are missing for good.
-fn whole(
-    head: &RequestHead,
-    id: &str,
-    video: &Video,
-    repr: &Repr,
-    validators: &[(&str, String); 2],
-    ctx: &RouteCtx<'_>,
-) -> Action {
+fn whole(head: &RequestHead, id: &str, video: &Video, repr: &Repr, ctx: &RouteCtx<'_>) -> Plan {
     let keep_alive = head.keep_alive;
     let head_only = head.method == Method::Head;
     if let Some(slot) = video.slot() {
@@ -926,7 +1260,7 @@ fn whole(
             .map(|(s, e)| e - s)
             .sum();
         if absent > 0 {
-            return Action::Respond(error_plan(
+            return error_plan(
                 409,
                 &format!(
                     "video {id} is incomplete: {} of {} bytes are present; ask for a Range inside the cached ranges (GET /videos lists them)",
@@ -935,20 +1269,11 @@ fn whole(
                 ),
                 head_only,
                 keep_alive,
-            ));
+            );
         }
     }
     let spans = whole_span(repr.len);
-    Action::Respond(span_plan(
-        head,
-        id,
-        video,
-        repr,
-        validators,
-        &spans,
-        true,
-        ctx.boundary,
-    ))
+    span_plan(head, id, video, repr, &spans, true, ctx.boundary)
 }
 
 /// The one span of a whole representation of `len` bytes (none when it is empty).
@@ -965,33 +1290,40 @@ fn whole_span(len: u64) -> Vec<ByteSpan> {
 
 /// An origin video whose length is not known yet: fetch the first block (it tells the length and the
 /// validator) and route the request again when it lands.
-fn origin_learn(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
+fn origin_learn(head: &RequestHead, id: &str, video: &Video, ctx: &RouteCtx<'_>) -> Decision {
     let head_only = head.method == Method::Head;
     let (wait_expired, wait_ms) = (ctx.wait_expired, ctx.cfg.server.limits.read_wait_ms);
-    let Some(o) = ctx.store.get_mut(id).and_then(|v| v.origin_mut()) else {
-        return Action::Respond(error_plan(
-            404,
-            &format!("no video with id {id}"),
-            head_only,
-            head.keep_alive,
-        ));
+    let Some(o) = video.origin() else {
+        return Decision::respond(error_plan(500, "not an origin video", head_only, false));
     };
     let since = ctx.request_started;
     if let Some((status, why)) = o.failure_since(0, since) {
-        return Action::Respond(error_plan(status, &why, head_only, head.keep_alive));
+        return Decision::respond(error_plan(status, &why, head_only, head.keep_alive));
     }
     if wait_expired {
-        return Action::Respond(error_plan(
-            504,
-            &format!("the origin of {id} did not answer within {wait_ms} ms (limits.read_wait_ms)"),
-            head_only,
-            head.keep_alive,
-        ));
+        let why =
+            format!("the origin of {id} did not answer within {wait_ms} ms (limits.read_wait_ms)");
+        return Decision::respond(error_plan(504, &why, head_only, head.keep_alive));
     }
-    o.want(0, 0, false, since);
-    Action::WaitForBytes {
+    let wait = Action::WaitForBytes(WaitFor::new(id, video, 0));
+    Decision::with(wants(id, &[(0, 0)], false, ctx), wait)
+}
+
+/// The effects that want origin bytes [first, last] for each span — none when this request's wants
+/// were just applied.
+fn wants(id: &str, spans: &[(u64, u64)], warm: bool, ctx: &RouteCtx<'_>) -> Vec<Effect> {
+    if ctx.wants_applied {
+        return Vec::new();
+    }
+    let since = ctx.request_started;
+    let want = |&(first, last): &(u64, u64)| Effect::WantBlocks {
         video: id.to_string(),
-    }
+        first,
+        last,
+        warm,
+        since,
+    };
+    spans.iter().map(want).collect()
 }
 
 /// Serve spans of an origin video: every missing block of them is wanted (fetched once, however
@@ -1000,103 +1332,110 @@ fn origin_learn(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action 
 fn origin_spans(
     head: &RequestHead,
     id: &str,
+    video: &Video,
     spans: Vec<ByteSpan>,
     repr: &Repr,
-    validators: &[(&str, String); 2],
     whole: bool,
-    ctx: &mut RouteCtx<'_>,
-) -> Action {
+    ctx: &RouteCtx<'_>,
+) -> Decision {
+    let head_only = head.method == Method::Head;
+    let effects = match head_only {
+        true => Vec::new(),
+        false => {
+            let wanted: Vec<(u64, u64)> = spans
+                .iter()
+                .map(|s| (repr.base + s.first, repr.base + s.last))
+                .collect();
+            wants(id, &wanted, false, ctx)
+        }
+    };
+    let first = spans.first().filter(|_| !head_only);
+    let refusal = first.and_then(|f| origin_first_byte(head, id, video, repr.base + f.first, ctx));
+    let action = match refusal {
+        Some(action) => action,
+        None => Action::Respond(span_plan(
+            head,
+            id,
+            video,
+            repr,
+            &spans,
+            whole,
+            ctx.boundary,
+        )),
+    };
+    Decision::with(effects, action)
+}
+
+/// Whether a response of an origin video can start at `offset`: None when the byte is here, else the
+/// wait for it or the failure to answer. A block that failed before this request started is fetched
+/// again (its wanting clears the failure), so it counts as pending — unless its want was just applied
+/// and could not clear it.
+fn origin_first_byte(
+    head: &RequestHead,
+    id: &str,
+    video: &Video,
+    offset: u64,
+    ctx: &RouteCtx<'_>,
+) -> Option<Action> {
     let head_only = head.method == Method::Head;
     let keep_alive = head.keep_alive;
-    let (wait_expired, wait_ms) = (ctx.wait_expired, ctx.cfg.server.limits.read_wait_ms);
-    let since = ctx.request_started;
-    if !head_only && let Some(o) = ctx.store.get_mut(id).and_then(|v| v.origin_mut()) {
-        for s in &spans {
-            o.want(repr.base + s.first, repr.base + s.last, false, since);
-        }
-    }
-    let Some(video) = ctx.store.get(id) else {
-        return Action::Respond(error_plan(
-            404,
-            &format!("no video with id {id}"),
-            head_only,
-            keep_alive,
-        ));
+    let wait_ms = ctx.cfg.server.limits.read_wait_ms;
+    let retried = !ctx.wants_applied
+        && video
+            .origin()
+            .is_some_and(|o| o.failure_since(offset, ctx.request_started).is_none());
+    let available = match video.availability(offset) {
+        Availability::Failed(_) if retried => Availability::Pending,
+        a => a,
     };
-    if let Some(first) = spans.first().filter(|_| !head_only) {
-        match video.availability(repr.base + first.first) {
-            Availability::Present(_) => {}
-            Availability::Pending if !wait_expired => {
-                return Action::WaitForBytes {
-                    video: id.to_string(),
-                };
-            }
-            Availability::Pending => {
-                return Action::Respond(error_plan(
-                    504,
-                    &format!(
-                        "the origin of {id} did not deliver within {wait_ms} ms (limits.read_wait_ms)"
-                    ),
-                    head_only,
-                    keep_alive,
-                ));
-            }
-            Availability::Failed(status) => {
-                let why = video
-                    .origin()
-                    .and_then(|o| o.failure_of(repr.base + first.first))
-                    .map_or_else(|| "the origin fetch failed".to_string(), |(_, w)| w);
-                return Action::Respond(error_plan(status, &why, head_only, keep_alive));
-            }
-            Availability::Absent | Availability::Gone => {
-                return Action::Respond(error_plan(
-                    416,
-                    "outside the video",
-                    head_only,
-                    keep_alive,
-                ));
-            }
+    let plan = match available {
+        Availability::Present(_) => return None,
+        Availability::Pending if !ctx.wait_expired => {
+            return Some(Action::WaitForBytes(WaitFor::new(id, video, offset)));
         }
-    }
-    Action::Respond(span_plan(
-        head,
-        id,
-        video,
-        repr,
-        validators,
-        &spans,
-        whole,
-        ctx.boundary,
-    ))
+        Availability::Pending => {
+            let why = format!(
+                "the origin of {id} did not deliver within {wait_ms} ms (limits.read_wait_ms)"
+            );
+            error_plan(504, &why, head_only, keep_alive)
+        }
+        Availability::Failed(status) => {
+            let why = video
+                .origin()
+                .and_then(|o| o.failure_of(offset))
+                .map_or_else(|| "the origin fetch failed".to_string(), |(_, w)| w);
+            error_plan(status, &why, head_only, keep_alive)
+        }
+        Availability::Absent | Availability::Gone => {
+            error_plan(416, "outside the video", head_only, keep_alive)
+        }
+    };
+    Some(Action::Respond(plan))
 }
 
 /// `POST /videos/{id}/fill` (+ optional Range): warm an origin video in the background, behind the
 /// fills readers are waiting for; 202.
-fn fill(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
+fn fill(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
     let keep_alive = head.keep_alive && !head.has_body();
     let cfg = ctx.cfg;
-    let since = ctx.request_started;
     let video = match writable_video(head, id, cfg, ctx.store, keep_alive, "warming") {
         Ok(v) => v,
-        Err(refusal) => return refusal,
+        Err(refusal) => return Decision::respond(refusal),
     };
-    let Some(o) = video.origin_mut() else {
-        return Action::Respond(error_plan(
-            405,
-            &format!("video {id} is not an origin video; only those are filled from an origin"),
-            false,
-            keep_alive,
-        ));
+    let Some(o) = video.origin() else {
+        let why =
+            format!("video {id} is not an origin video; only those are filled from an origin");
+        return Decision::respond(error_plan(405, &why, false, keep_alive));
     };
     let (first, last) = match (o.len(), head.range.as_deref()) {
         (None, _) => {
             // Learn the length first; the whole object is warmed after it.
-            o.want(0, 0, true, since);
             let body = format!(
                 "{{\"id\":{},\"filling\":\"whole\",\"length\":null}}\n",
                 json_string(id)
             );
-            return Action::Respond(json_plan(202, &body, false, keep_alive));
+            let accepted = Action::Respond(json_plan(202, &body, false, keep_alive));
+            return Decision::with(wants(id, &[(0, 0)], true, ctx), accepted);
         }
         (Some(0), _) => (0, 0),
         (Some(len), None) => (0, len - 1),
@@ -1107,25 +1446,36 @@ fn fill(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
             match spans.as_deref() {
                 Some([s]) => (s.first, s.last),
                 _ => {
-                    return Action::Respond(error_plan_with(
-                        416,
-                        "fill takes one satisfiable byte range",
-                        false,
-                        keep_alive,
-                        &[("Content-Range", format!("bytes */{len}"))],
-                    ));
+                    let extra = [("Content-Range", format!("bytes */{len}"))];
+                    let why = "fill takes one satisfiable byte range";
+                    return Decision::respond(error_plan_with(416, why, false, keep_alive, &extra));
                 }
             }
         }
     };
-    o.want(first, last, true, since);
-    let queued = o.queued_blocks();
+    Decision {
+        effects: wants(id, &[(first, last)], true, ctx),
+        then: Then::Fill {
+            video: id.to_string(),
+            first,
+            last,
+            keep_alive,
+        },
+    }
+}
+
+/// The 202 of a warm-up whose blocks were just wanted: what it fills and the queue it left.
+fn fill_accepted(store: &Store, id: &str, first: u64, last: u64, keep_alive: bool) -> Plan {
+    let queued = store
+        .get(id)
+        .and_then(|v| v.origin())
+        .map_or(0, |o| o.queued_blocks());
     let body = format!(
         "{{\"id\":{},\"filling\":{{\"start\":{first},\"end\":{}}},\"queued_blocks\":{queued}}}\n",
         json_string(id),
         last + 1
     );
-    Action::Respond(json_plan(202, &body, false, keep_alive))
+    json_plan(202, &body, false, keep_alive)
 }
 
 /// The byte offset a `t=` selects on a live channel: `-30s` is thirty seconds behind the newest
@@ -1180,219 +1530,246 @@ fn live_seek(
         .ok_or((416, format!("timecode {t} is not inside the live window")))
 }
 
+/// What a response of a live channel shows of it: its window and the `X-Live-*` headers.
+struct LiveView<'a> {
+    id: &'a str,
+    ring: &'a LiveRing,
+    content_type: &'a str,
+    window_start: u64,
+    live_head: u64,
+    info: [(&'static str, String); 5],
+}
+
+impl LiveView<'_> {
+    /// A head with the channel's content type and live headers.
+    fn response_head(&self, status: u16) -> ResponseHead {
+        let mut rh = ResponseHead::new(status);
+        rh.header("Content-Type", self.content_type);
+        for (k, v) in &self.info {
+            rh.header(k, v.clone());
+        }
+        rh
+    }
+
+    /// 416 for a byte that is not in the window.
+    fn outside(&self, first: u64, head_only: bool, keep_alive: bool) -> Decision {
+        let (window_start, live_head) = (self.window_start, self.live_head);
+        let why = format!(
+            "byte {first} is outside the live window {window_start}-{live_head} (offsets below {window_start} have been overwritten)"
+        );
+        let extra = [("Content-Range", format!("bytes */{live_head}"))];
+        Decision::respond(error_plan_with(416, &why, head_only, keep_alive, &extra))
+    }
+}
+
+/// What a GET of a live channel asks for.
+enum LiveAsk {
+    /// A follower from this offset, with the requested last-byte-pos to echo in a 206.
+    Follow { from: u64, echo: Option<u64> },
+    /// A bounded range [first, last] inside the window.
+    Bounded { first: u64, last: u64 },
+}
+
 /// GET/HEAD of a live channel: a follower (no Range, `bytes=a-`, or an RFC 8673 open range), or a
 /// bounded range inside the window (waiting, bounded, for bytes not yet published).
-fn serve_live(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
+fn serve_live(head: &RequestHead, id: &str, video: &Video, ctx: &RouteCtx<'_>) -> Decision {
     let keep_alive = head.keep_alive;
     let head_only = head.method == Method::Head;
-    let max_followers = ctx.cfg.server.limits.max_followers;
-    let max_ranges = ctx.cfg.server.limits.max_ranges;
-    let wait_expired = ctx.wait_expired;
-    let read_wait_ms = ctx.cfg.server.limits.read_wait_ms;
-    let Some(video) = ctx.store.get_mut(id) else {
-        return Action::Respond(error_plan(
-            404,
-            &format!("no video with id {id}"),
-            head_only,
-            keep_alive,
-        ));
-    };
-    let ts_aligned = video.content_type.starts_with("video/mp2t");
-    let content_type = video.content_type.clone();
-    let seek = video.cfg.seek.clone();
-    let Some(ring) = video.ring_mut() else {
-        return Action::Respond(error_plan(500, "not a live channel", head_only, keep_alive));
+    let Some(ring) = video.ring() else {
+        return Decision::respond(error_plan(500, "not a live channel", head_only, keep_alive));
     };
     let (window_start, live_head) = (ring.window_start(), ring.state.head);
-    let generation = ring.state.generation;
-    let info = [
-        ("Accept-Ranges", "bytes".to_string()),
-        ("Cache-Control", "no-store".to_string()),
-        ("X-Live-Head", live_head.to_string()),
-        ("X-Live-Window", format!("{window_start}-{live_head}")),
-        ("X-Live-Publishing", ring.publisher.is_some().to_string()),
-    ];
-    let outside = |first: u64| {
-        Action::Respond(error_plan_with(
-            416,
-            &format!(
-                "byte {first} is outside the live window {window_start}-{live_head} (offsets below {window_start} have been overwritten)"
-            ),
-            head_only,
-            keep_alive,
-            &[("Content-Range", format!("bytes */{live_head}"))],
-        ))
+    let view = LiveView {
+        id,
+        ring,
+        content_type: &video.content_type,
+        window_start,
+        live_head,
+        info: [
+            ("Accept-Ranges", "bytes".to_string()),
+            ("Cache-Control", "no-store".to_string()),
+            ("X-Live-Head", live_head.to_string()),
+            ("X-Live-Window", format!("{window_start}-{live_head}")),
+            ("X-Live-Publishing", ring.publisher.is_some().to_string()),
+        ],
     };
-    // A timecode picks the follower's start (the channel's own byte offsets).
+    match live_ask(head, video, &view, ctx) {
+        Ok(LiveAsk::Follow { from, echo }) => live_follow(head, &view, from, echo, ctx),
+        Ok(LiveAsk::Bounded { first, last }) => live_bounded(head, &view, first, last, ctx),
+        Err(refusal) => *refusal,
+    }
+}
+
+/// Which live response a GET asks for (a timecode picks a follower's start), or the refusal.
+fn live_ask(
+    head: &RequestHead,
+    video: &Video,
+    view: &LiveView<'_>,
+    ctx: &RouteCtx<'_>,
+) -> Result<LiveAsk, Box<Decision>> {
+    let keep_alive = head.keep_alive;
+    let head_only = head.method == Method::Head;
+    let (ring, window_start, live_head) = (view.ring, view.window_start, view.live_head);
     let t_offset = match head.query.as_deref().and_then(|q| query_param(q, "t")) {
         None => None,
-        Some(t) => match live_seek(ring, seek.as_ref(), &t) {
+        Some(t) => match live_seek(ring, video.cfg.seek.as_ref(), &t) {
             Ok(off) => Some(off),
             Err((status, msg)) => {
-                return Action::Respond(error_plan(status, &msg, head_only, keep_alive));
+                let refusal = error_plan(status, &msg, head_only, keep_alive);
+                return Err(Box::new(Decision::respond(refusal)));
             }
         },
+    };
+    let ts_aligned = video.content_type.starts_with("video/mp2t");
+    let edge = LiveAsk::Follow {
+        from: t_offset.unwrap_or_else(|| ring.follow_start(ts_aligned)),
+        echo: None,
     };
     let specs = head
         .range
         .as_deref()
-        .and_then(|r| parse_range_header(r, max_ranges).ok());
-    // (follow from, 206 echo of the requested last-byte-pos) or a bounded span.
-    type FollowFrom = Option<(u64, Option<u64>)>;
-    let (follow, bounded): (FollowFrom, Option<(u64, u64)>) = match specs.as_deref() {
-        None => (
-            Some((
-                t_offset.unwrap_or_else(|| ring.follow_start(ts_aligned)),
-                None,
-            )),
-            None,
-        ),
+        .and_then(|r| parse_range_header(r, ctx.cfg.server.limits.max_ranges).ok());
+    Ok(match specs.as_deref() {
+        None => edge,
         // `bytes=0-` is what ffmpeg/ffprobe send for any URL: once the ring has wrapped, offset 0 is
         // gone, and the useful answer is a plain follower from the live edge.
-        Some([RangeSpec::From(0)]) if window_start > 0 => (
-            Some((
-                t_offset.unwrap_or_else(|| ring.follow_start(ts_aligned)),
-                None,
-            )),
-            None,
-        ),
-        Some([RangeSpec::From(a)]) => (Some((*a, Some(LIVE_OPEN_END))), None),
-        Some([RangeSpec::FromTo(a, b)]) if *b >= LIVE_OPEN_END => (Some((*a, Some(*b))), None),
-        Some([RangeSpec::FromTo(a, b)]) => (None, Some((*a, *b))),
+        Some([RangeSpec::From(0)]) if window_start > 0 => edge,
+        Some([RangeSpec::From(a)]) => LiveAsk::Follow {
+            from: *a,
+            echo: Some(LIVE_OPEN_END),
+        },
+        Some([RangeSpec::FromTo(a, b)]) if *b >= LIVE_OPEN_END => LiveAsk::Follow {
+            from: *a,
+            echo: Some(*b),
+        },
+        Some([RangeSpec::FromTo(a, b)]) => LiveAsk::Bounded {
+            first: *a,
+            last: *b,
+        },
         Some([RangeSpec::Suffix(n)]) => {
             if live_head <= window_start || *n == 0 {
-                return outside(live_head);
+                return Err(Box::new(view.outside(live_head, head_only, keep_alive)));
             }
-            (
-                None,
-                Some((
-                    live_head.saturating_sub(*n).max(window_start),
-                    live_head - 1,
-                )),
-            )
+            LiveAsk::Bounded {
+                first: live_head.saturating_sub(*n).max(window_start),
+                last: live_head - 1,
+            }
         }
         Some(_) => {
-            return Action::Respond(error_plan(
-                416,
-                "a live channel serves one range per request",
-                head_only,
-                keep_alive,
-            ));
+            let why = "a live channel serves one range per request";
+            let refusal = error_plan(416, why, head_only, keep_alive);
+            return Err(Box::new(Decision::respond(refusal)));
         }
-    };
-    if let Some((from, echo)) = follow {
-        if from < window_start {
-            return outside(from);
-        }
-        let mut rh = ResponseHead::new(if echo.is_some() { 206 } else { 200 });
-        rh.header("Content-Type", content_type);
-        for (k, v) in &info {
-            rh.header(k, v.clone());
-        }
-        rh.header("X-Live-Start", from.to_string());
-        if let Some(last) = echo {
-            rh.header("Content-Range", format!("bytes {from}-{last}/*"));
-        }
-        let chunked = head.minor_version >= 1;
-        if head_only {
-            rh.header(
-                "Connection",
-                if keep_alive { "keep-alive" } else { "close" },
-            );
-            let mut h = Vec::new();
-            rh.write_to(&mut h);
-            return Action::Respond(Plan {
-                head: h,
-                parts: VecDeque::new(),
-                keep_alive,
-            });
-        }
-        if ring.followers >= max_followers {
-            return Action::Respond(error_plan_with(
-                503,
-                &format!("channel {id} has {max_followers} followers (limits.max_followers)"),
-                false,
-                keep_alive,
-                &[("Retry-After", "5".to_string())],
-            ));
-        }
-        ring.followers += 1;
-        let keep = keep_alive && chunked;
-        if chunked {
-            rh.header("Transfer-Encoding", "chunked");
-        }
-        rh.header("Connection", if keep { "keep-alive" } else { "close" });
-        let mut h = Vec::new();
-        rh.write_to(&mut h);
-        let mut parts = VecDeque::new();
-        parts.push_back(Part::Follow {
-            video: id.to_string(),
-            pos: from,
-            chunk_left: 0,
-            chunked,
-            sessions_seen: ring.sessions_ended,
-            replay: ring.publisher.is_none() && from < live_head,
-        });
-        return Action::Respond(Plan {
-            head: h,
-            parts,
-            keep_alive: keep,
-        });
+    })
+}
+
+/// A live follower from `from`: chunked for HTTP/1.1 (raw and closed at the end for 1.0), counted
+/// against limits.max_followers.
+fn live_follow(
+    head: &RequestHead,
+    view: &LiveView<'_>,
+    from: u64,
+    echo: Option<u64>,
+    ctx: &RouteCtx<'_>,
+) -> Decision {
+    let keep_alive = head.keep_alive;
+    let head_only = head.method == Method::Head;
+    let (id, ring) = (view.id, view.ring);
+    let max_followers = ctx.cfg.server.limits.max_followers;
+    if from < view.window_start {
+        return view.outside(from, head_only, keep_alive);
     }
-    let Some((first, mut last)) = bounded else {
-        return Action::Respond(error_plan(
-            500,
-            "no live range chosen",
-            head_only,
-            keep_alive,
-        ));
+    let mut rh = view.response_head(if echo.is_some() { 206 } else { 200 });
+    rh.header("X-Live-Start", from.to_string());
+    if let Some(last) = echo {
+        rh.header("Content-Range", format!("bytes {from}-{last}/*"));
+    }
+    let chunked = head.minor_version >= 1;
+    if head_only {
+        rh.connection(keep_alive);
+        return Decision::respond(Plan::small((rh, Vec::new()), keep_alive));
+    }
+    if ring.followers >= max_followers {
+        let why = format!("channel {id} has {max_followers} followers (limits.max_followers)");
+        let extra = [("Retry-After", "5".to_string())];
+        return Decision::respond(error_plan_with(503, &why, false, keep_alive, &extra));
+    }
+    let keep = keep_alive && chunked;
+    if chunked {
+        rh.header("Transfer-Encoding", "chunked");
+    }
+    rh.connection(keep);
+    let follow = Part::Follow {
+        video: id.to_string(),
+        pos: from,
+        chunk_left: 0,
+        chunked,
+        sessions_seen: ring.sessions_ended,
+        replay: ring.publisher.is_none() && from < view.live_head,
     };
-    if first < window_start {
-        return outside(first);
+    let plan = Plan {
+        head: rh,
+        body: Vec::new(),
+        parts: VecDeque::from([follow]),
+        keep_alive: keep,
+    };
+    let join = Effect::FollowerJoin {
+        video: id.to_string(),
+    };
+    Decision::with(vec![join], Action::Respond(plan))
+}
+
+/// A bounded range [first, last] of a live channel; bytes past the head are waited for (at most
+/// limits.read_wait_ms), then the range is cut at the head.
+fn live_bounded(
+    head: &RequestHead,
+    view: &LiveView<'_>,
+    first: u64,
+    mut last: u64,
+    ctx: &RouteCtx<'_>,
+) -> Decision {
+    let keep_alive = head.keep_alive;
+    let head_only = head.method == Method::Head;
+    let live_head = view.live_head;
+    if first < view.window_start {
+        return view.outside(first, head_only, keep_alive);
     }
     if last >= live_head {
-        if !wait_expired {
-            return Action::WaitForBytes {
-                video: id.to_string(),
+        if !ctx.wait_expired {
+            let wait = WaitFor {
+                video: view.id.to_string(),
+                offset: last,
+                generation: view.ring.state.generation,
+                phase: None,
             };
+            return Decision::act(Action::WaitForBytes(wait));
         }
         if first >= live_head {
-            return Action::Respond(error_plan_with(
-                503,
-                &format!(
-                    "bytes from {first} have not been published yet (waited {read_wait_ms} ms, limits.read_wait_ms); the head is {live_head}"
-                ),
-                head_only,
-                keep_alive,
-                &[("Retry-After", "1".to_string())],
-            ));
+            let why = format!(
+                "bytes from {first} have not been published yet (waited {} ms, limits.read_wait_ms); the head is {live_head}",
+                ctx.cfg.server.limits.read_wait_ms
+            );
+            let extra = [("Retry-After", "1".to_string())];
+            return Decision::respond(error_plan_with(503, &why, head_only, keep_alive, &extra));
         }
         last = live_head - 1;
     }
-    let mut rh = ResponseHead::new(206);
-    rh.header("Content-Type", content_type);
-    for (k, v) in &info {
-        rh.header(k, v.clone());
-    }
+    let mut rh = view.response_head(206);
     rh.header("Content-Range", format!("bytes {first}-{last}/*"));
     rh.header("Content-Length", (last - first + 1).to_string());
-    rh.header(
-        "Connection",
-        if keep_alive { "keep-alive" } else { "close" },
-    );
-    let mut h = Vec::new();
-    rh.write_to(&mut h);
+    rh.connection(keep_alive);
     let mut parts = VecDeque::new();
     if !head_only {
         parts.push_back(Part::Payload {
-            video: id.to_string(),
+            video: view.id.to_string(),
             pos: first,
             end: last + 1,
-            generation,
+            generation: view.ring.state.generation,
         });
     }
-    Action::Respond(Plan {
-        head: h,
+    Decision::respond(Plan {
+        head: rh,
+        body: Vec::new(),
         parts,
         keep_alive,
     })
@@ -1422,163 +1799,165 @@ fn writable_video<'a>(
     head: &RequestHead,
     id: &str,
     cfg: &Config,
-    store: &'a mut Store,
+    store: &'a Store,
     keep_alive: bool,
     what: &str,
-) -> Result<&'a mut Video, Action> {
-    let Some(video) = store.get_mut(id) else {
-        return Err(Action::Respond(error_plan(
-            404,
-            &format!("no video with id {id}"),
-            false,
-            keep_alive,
-        )));
+) -> Result<&'a Video, Plan> {
+    let Some(video) = store.get(id) else {
+        let why = format!("no video with id {id}");
+        return Err(error_plan(404, &why, false, keep_alive));
     };
     let tokens = write_tokens(cfg, video);
     if tokens.iter().all(|t| t.is_none()) {
-        return Err(Action::Respond(error_plan(
-            403,
-            "writes are disabled: no write_token is configured",
-            false,
-            keep_alive,
-        )));
+        let why = "writes are disabled: no write_token is configured";
+        return Err(error_plan(403, why, false, keep_alive));
     }
     if !authorized(head, &tokens) {
-        return Err(Action::Respond(unauthorized(false, keep_alive, what)));
+        return Err(unauthorized(false, keep_alive, what));
     }
     Ok(video)
 }
 
-fn ingest(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
-    // A refused write closes the connection: its body (if any) is not read.
-    let close = |status: u16, msg: &str| Action::Respond(error_plan(status, msg, false, false));
+/// A refused write: the connection closes after the answer (its body, if any, is not read).
+fn refuse_write(status: u16, why: &str) -> Decision {
+    Decision::respond(error_plan(status, why, false, false))
+}
+
+fn refuse_write_boxed(status: u16, why: &str) -> Box<Decision> {
+    Box::new(refuse_write(status, why))
+}
+
+/// PUT or POST of a body: a write into an upload slot (a Content-Range, or an append) or a live
+/// channel's publish. Its effect reserves where the body goes.
+fn ingest(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
     let cfg = ctx.cfg;
     let video = match writable_video(head, id, cfg, ctx.store, false, "writing") {
         Ok(v) => v,
-        Err(refusal) => return refusal,
+        Err(refusal) => return Decision::respond(refusal),
     };
     if !video.is_writable() {
-        return Action::Respond(error_plan_with(
-            405,
-            &format!("video {id} is a read-only file video"),
-            false,
-            false,
-            &[("Allow", "GET, HEAD, OPTIONS".to_string())],
-        ));
+        let why = format!("video {id} is a read-only file video");
+        let allow = [("Allow", "GET, HEAD, OPTIONS".to_string())];
+        return Decision::respond(error_plan_with(405, &why, false, false, &allow));
     }
     let framing = match (head.chunked, head.content_length) {
         (true, _) => Framing::Chunked,
         (false, Some(n)) => Framing::Length(n),
         (false, None) => {
-            return close(
-                411,
-                "a write needs Content-Length or Transfer-Encoding: chunked",
-            );
+            let why = "a write needs Content-Length or Transfer-Encoding: chunked";
+            return refuse_write(411, why);
         }
     };
+    let max_body = cfg.server.limits.max_body_bytes;
     if let Framing::Length(n) = framing
-        && n > cfg.server.limits.max_body_bytes
+        && n > max_body
     {
-        return close(
-            413,
-            &format!(
-                "body of {n} bytes exceeds limits.max_body_bytes = {}",
-                cfg.server.limits.max_body_bytes
-            ),
-        );
+        let why = format!("body of {n} bytes exceeds limits.max_body_bytes = {max_body}");
+        return refuse_write(413, &why);
     }
-    if let Some(ring) = video.ring_mut() {
-        if head.content_range.is_some() {
-            return close(
-                400,
-                "a live channel takes appends at its head: send the stream without Content-Range",
-            );
-        }
-        let start = ring.state.head;
-        let end = match framing {
-            Framing::Length(n) => start.saturating_add(n),
-            // A live stream is as long as the publisher keeps sending: the ring bounds the disk.
-            Framing::Chunked => u64::MAX,
-        };
-        return match ring.begin_publish() {
-            Ok(reservation) => Action::Ingest(IngestPlan {
-                video: id.to_string(),
-                reservation,
-                start,
-                end,
-                framing,
-                expect_continue: head.expect_continue,
-                keep_alive: head.keep_alive,
-                exact: false,
-            }),
-            Err(e) => close(refusal_status(&e), &e.to_string()),
-        };
-    }
-    let Some(slot) = video.slot_mut() else {
-        return close(405, "this video does not take writes");
+    let max = match framing {
+        Framing::Length(n) => Some(n),
+        Framing::Chunked => None,
     };
-    let (reservation, start, end, exact) = match head.content_range.as_deref() {
-        Some(cr) => {
-            if head.method != Method::Put {
-                return close(400, "Content-Range is only for PUT");
-            }
-            let cr = match parse_content_range(cr) {
-                Ok(cr) => cr,
-                Err(e) => return close(400, &format!("Content-Range: {}", e.message)),
-            };
-            if let Some(total) = cr.complete_length
-                && total != slot.data.len
-            {
-                return close(
-                    416,
-                    &format!(
-                        "Content-Range says the video is {total} bytes; slot {id} is {} bytes",
-                        slot.data.len
-                    ),
-                );
-            }
-            let Some(end) = cr.last.checked_add(1) else {
-                return close(400, "Content-Range overflows");
-            };
-            let want = end - cr.first;
-            match framing {
-                Framing::Length(n) if n != want => {
-                    return close(
-                        400,
-                        &format!("Content-Length {n} does not match Content-Range length {want}"),
-                    );
-                }
-                _ => {}
-            }
-            match slot.reserve(cr.first, end) {
-                Ok(r) => (r, cr.first, end, true),
-                Err(e) => return close(refusal_status(&e), &e.to_string()),
-            }
-        }
-        None => {
-            let max = match framing {
-                Framing::Length(n) => Some(n),
-                Framing::Chunked => None,
-            };
-            if max == Some(0) {
-                return close(400, "an append needs a non-empty body");
-            }
-            match slot.reserve_append(max) {
-                Ok((r, s, e)) => (r, s, e, max.is_some()),
-                Err(e) => return close(refusal_status(&e), &e.to_string()),
-            }
-        }
+    let write = match (video.ring(), video.slot()) {
+        (Some(ring), _) => publish(head, id, ring, max),
+        (None, Some(slot)) => slot_write(head, id, slot, framing),
+        (None, None) => Err(refuse_write_boxed(405, "this video does not take writes")),
     };
-    Action::Ingest(IngestPlan {
+    let (effect, exact) = match write {
+        Ok(w) => w,
+        Err(refusal) => return *refusal,
+    };
+    let plan = IngestPlan {
         video: id.to_string(),
-        reservation,
-        start,
-        end,
+        reservation: 0,
+        start: 0,
+        end: 0,
         framing,
         expect_continue: head.expect_continue,
         keep_alive: head.keep_alive,
         exact,
-    })
+    };
+    Decision {
+        effects: vec![effect],
+        then: Then::Ingest(plan),
+    }
+}
+
+/// A publish to a live channel: appends at its head, one publisher at a time (409 for a second).
+fn publish(
+    head: &RequestHead,
+    id: &str,
+    ring: &LiveRing,
+    max: Option<u64>,
+) -> Result<(Effect, bool), Box<Decision>> {
+    if head.content_range.is_some() {
+        let why = "a live channel takes appends at its head: send the stream without Content-Range";
+        return Err(refuse_write_boxed(400, why));
+    }
+    if ring.publisher.is_some() {
+        let refusal = WriteRefusal::PublisherActive;
+        return Err(refuse_write_boxed(
+            refusal_status(&refusal),
+            &refusal.to_string(),
+        ));
+    }
+    let video = id.to_string();
+    Ok((Effect::BeginPublish { video, max }, false))
+}
+
+/// A write into an upload slot: bytes of a Content-Range (exactly), or an append. The reservation's
+/// remaining checks (other writes in flight, room in the presence map) are the store's.
+fn slot_write(
+    head: &RequestHead,
+    id: &str,
+    slot: &crate::store::Slot,
+    framing: Framing,
+) -> Result<(Effect, bool), Box<Decision>> {
+    let video = id.to_string();
+    let Some(cr) = head.content_range.as_deref() else {
+        let max = match framing {
+            Framing::Length(n) => Some(n),
+            Framing::Chunked => None,
+        };
+        if max == Some(0) {
+            return Err(refuse_write_boxed(400, "an append needs a non-empty body"));
+        }
+        return Ok((Effect::ReserveAppend { video, max }, max.is_some()));
+    };
+    if head.method != Method::Put {
+        return Err(refuse_write_boxed(400, "Content-Range is only for PUT"));
+    }
+    let cr = match parse_content_range(cr) {
+        Ok(cr) => cr,
+        Err(e) => {
+            return Err(refuse_write_boxed(
+                400,
+                &format!("Content-Range: {}", e.message),
+            ));
+        }
+    };
+    if let Some(total) = cr.complete_length
+        && total != slot.data.len
+    {
+        let why = format!(
+            "Content-Range says the video is {total} bytes; slot {id} is {} bytes",
+            slot.data.len
+        );
+        return Err(refuse_write_boxed(416, &why));
+    }
+    let Some(end) = cr.last.checked_add(1) else {
+        return Err(refuse_write_boxed(400, "Content-Range overflows"));
+    };
+    let want = end - cr.first;
+    if let Framing::Length(n) = framing
+        && n != want
+    {
+        let why = format!("Content-Length {n} does not match Content-Range length {want}");
+        return Err(refuse_write_boxed(400, &why));
+    }
+    let start = cr.first;
+    Ok((Effect::Reserve { video, start, end }, true))
 }
 
 /// The response to a completed write, sent once the claim is committed.
@@ -1607,58 +1986,105 @@ pub fn write_done_plan(store: &Store, id: &str, start: u64, end: u64, keep_alive
     json_plan(200, &body, false, keep_alive)
 }
 
-fn delete(head: &RequestHead, id: &str, ctx: &mut RouteCtx<'_>) -> Action {
+fn delete(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
     let keep_alive = head.keep_alive && !head.has_body();
-    let cfg = ctx.cfg;
-    let video = match writable_video(head, id, cfg, ctx.store, keep_alive, "deleting") {
+    let video = match writable_video(head, id, ctx.cfg, ctx.store, keep_alive, "deleting") {
         Ok(v) => v,
-        Err(refusal) => return refusal,
+        Err(refusal) => return Decision::respond(refusal),
     };
     if matches!(video.cfg.kind, VideoKind::File { .. }) {
-        return Action::Respond(error_plan_with(
-            405,
-            &format!("video {id} is a read-only file video"),
-            false,
-            keep_alive,
-            &[("Allow", "GET, HEAD, OPTIONS".to_string())],
-        ));
+        let why = format!("video {id} is a read-only file video");
+        let allow = [("Allow", "GET, HEAD, OPTIONS".to_string())];
+        return Decision::respond(error_plan_with(405, &why, false, keep_alive, &allow));
     }
-    let forgotten = match (&mut video.body, video.cfg.kind_name()) {
-        (crate::store::Body::Upload(slot), _) => slot.forget_all(),
-        (crate::store::Body::Origin(o), _) => {
-            let fetching = o.fetching_blocks() > 0;
-            match o.slot_mut() {
-                Some(slot) if !fetching => slot.forget_all(),
-                Some(_) => Err(WriteRefusal::Busy(
-                    "origin fetches of this video are in progress".into(),
-                )),
-                None => Ok(()),
-            }
-        }
-        (crate::store::Body::Live(ring), _) => ring.forget_all(),
-        _ => Err(WriteRefusal::Busy("this video cannot be deleted".into())),
-    };
-    if let Err(e) = forgotten {
-        return Action::Respond(error_plan(
-            refusal_status(&e),
-            &e.to_string(),
-            false,
-            keep_alive,
-        ));
-    }
-    let claim_seq = video.commit().map_or(0, |c| c.claim_seq);
     let body = format!("{{\"id\":{},\"deleted\":true}}\n", json_string(id));
-    Action::AwaitCommit {
-        video: id.to_string(),
-        claim_seq,
-        durable: true,
-        ok: json_plan(200, &body, false, keep_alive),
+    Decision {
+        effects: vec![Effect::Forget {
+            video: id.to_string(),
+        }],
+        then: Then::Delete {
+            video: id.to_string(),
+            ok: json_plan(200, &body, false, keep_alive),
+            keep_alive,
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::request::{HeadLimits, parse_request_head};
+
+    /// A store with one live channel, in a data directory removed at the end.
+    struct Live {
+        dir: std::path::PathBuf,
+        cfg: Config,
+        store: Store,
+    }
+
+    impl Drop for Live {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn live() -> Live {
+        let dir = std::env::temp_dir().join(format!("vcache-routes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let text = "[server]\ndata_dir = \"data\"\n\n[[video]]\nid = \"ch\"\nkind = \"live\"\ncapacity = 4096\n";
+        let cfg = crate::config::parse(text, "test.toml", &dir).expect("config");
+        let (store, _) = Store::open(&cfg, [7; 16]).expect("store");
+        Live { dir, cfg, store }
+    }
+
+    #[test]
+    fn routing_is_pure_and_a_followers_place_is_taken_once_and_given_back() {
+        let mut l = live();
+        let limits = HeadLimits {
+            max_request_line: 8192,
+            max_head_bytes: 8192,
+            max_headers: 64,
+        };
+        let raw = b"GET /videos/ch HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (head, _) = parse_request_head(raw, &limits)
+            .expect("head")
+            .expect("complete");
+        let metrics = Metrics::default();
+        let followers = |s: &Store| s.get("ch").and_then(|v| v.ring()).map(|r| r.followers);
+        let decide = |store: &Store| {
+            let ctx = RouteCtx {
+                store,
+                cfg: &l.cfg,
+                problems: &[],
+                boundary: "b",
+                wait_expired: false,
+                request_started: Instant::now(),
+                wants_applied: false,
+                metrics: &metrics,
+                open_connections: 1,
+            };
+            route(&head, &ctx)
+        };
+        let first = decide(&l.store);
+        let second = decide(&l.store);
+        let join = [Effect::FollowerJoin {
+            video: "ch".to_string(),
+        }];
+        assert_eq!(first.effects, join);
+        assert_eq!(second.effects, join);
+        assert_eq!(followers(&l.store), Some(0), "routing changed nothing");
+        let Action::Respond(plan) = apply(first, &mut l.store) else {
+            panic!("a follower is a response");
+        };
+        assert!(matches!(plan.parts.front(), Some(Part::Follow { .. })));
+        assert_eq!(followers(&l.store), Some(1));
+        let held = Held::Follower {
+            video: "ch".to_string(),
+        };
+        release(&held, &mut l.store, &mut Vec::new());
+        assert_eq!(followers(&l.store), Some(0));
+    }
 
     #[test]
     fn token_comparison() {

@@ -5,7 +5,6 @@
 //! the mapping, and arrives with read(2) into `&mut map[a..b]`.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,15 +13,16 @@ use mio::net::TcpStream;
 
 use crate::config::{Config, Limits, SyncMode};
 use crate::http::HttpError;
-use crate::http::chunked::{ChunkEvent, ChunkedDecoder, ChunkedLimits};
-use crate::http::request::{HeadLimits, RequestHead, parse_request_head};
+use crate::http::request::{HeadLimits, RequestHead};
 use crate::metrics::Metrics;
-use crate::routes::{self, Action, Framing, IngestPlan, Part, Plan, RouteCtx};
+use crate::routes::{self, Action, Held, IngestPlan, Part, Plan, RouteCtx, WaitFor};
 use crate::store::data_file::{PREFAULT_WINDOW, prefault_for_write};
 use writer::{Stop, Writer, Wrote};
 
+mod reader;
 mod writer;
 use crate::store::{Availability, IngestBlock, Store, VideoProblem};
+use reader::{BodyNext, Got, Reader};
 
 /// Most bytes read per read(2) of framing (heads, chunk-size lines). Small on purpose: payload that
 /// shares a read with framing is copied once from this buffer, so the less of it the better.
@@ -74,8 +74,6 @@ struct Ingest {
     claimed: u64,
     /// Bytes [cursor, populated) of the target are already faulted in for writing.
     populated: u64,
-    remaining: Option<u64>,
-    chunked: Option<ChunkedDecoder>,
 }
 
 enum State {
@@ -88,11 +86,17 @@ enum State {
         durable: bool,
         ok: Option<Plan>,
     },
-    /// A read waits for bytes a writer is delivering; the head is routed again when they arrive.
+    /// A read waits for bytes a writer is delivering (`wait` says which); the head is routed again,
+    /// once, when they arrive.
     WaitBytes {
         head: Box<RequestHead>,
+        wait: WaitFor,
         until: Instant,
         started: Instant,
+        /// Entered just now: the first check follows the decision's effects (origin wants).
+        fresh: bool,
+        /// The routing that entered it had just applied this request's wants.
+        after_wants: bool,
     },
     Send {
         parts: VecDeque<Part>,
@@ -109,12 +113,11 @@ pub struct Conn {
     pub stream: TcpStream,
     pub token: Token,
     pub peer: SocketAddr,
-    /// Framing bytes read but not yet parsed (heads, chunk lines, pipelined requests).
-    inbuf: Vec<u8>,
+    /// The read half: framing bytes not yet parsed, and the body's framing decoder.
+    reader: Reader,
     /// The write half: head and framing bytes waiting to go out with the next payload send.
     writer: Writer,
     state: State,
-    pub readable: bool,
     /// When the current state gives up.
     pub deadline: Instant,
     requests: u64,
@@ -123,7 +126,7 @@ pub struct Conn {
     /// Body bytes ingested in the current turn (see INGEST_BUDGET_PER_TURN).
     received_this_turn: u64,
     /// The live channel this connection follows (its place counts against limits.max_followers).
-    following: Option<String>,
+    following: Option<Held>,
 }
 
 /// What the loop should do with a connection after driving it.
@@ -157,10 +160,9 @@ impl Conn {
             stream,
             token,
             peer,
-            inbuf: Vec::new(),
+            reader: Reader::new(),
             writer: Writer::new(),
             state: State::Head,
-            readable: true,
             deadline: now + ms(limits.header_timeout_ms),
             requests: 0,
             waiting_bytes_until: None,
@@ -175,7 +177,7 @@ impl Conn {
     pub fn is_idle(&self) -> bool {
         matches!(self.state, State::Head)
             && self.requests > 0
-            && self.inbuf.is_empty()
+            && self.reader.is_empty()
             && self.writer.is_flushed()
     }
 
@@ -188,24 +190,23 @@ impl Conn {
             State::Send { parts, .. } => parts
                 .iter()
                 .any(|p| matches!(p, Part::Payload { video, .. } | Part::Follow { video, .. } if video == id)),
-            State::WaitBytes { head, .. } => head
-                .path
-                .strip_prefix("/videos/")
-                .is_some_and(|rest| rest.split('/').next() == Some(id)),
+            State::WaitBytes { wait, .. } => wait.video == id,
             _ => false,
         }
     }
 
-    /// Release what the connection holds in the store (an in-flight write's reservation). What it
-    /// wrote and claimed stays claimed.
+    /// Release what the connection holds in the store (a follower's place, an in-flight write's
+    /// reservation). What it wrote and claimed stays claimed.
     pub fn release(&mut self, store: &mut Store, wake: &mut Vec<Token>) {
         self.stop_following(store);
+        self.reader.end_body();
         if let State::Body(ing) = &self.state {
-            if let Some(v) = store.get_mut(&ing.plan.video) {
-                v.ingest_release(ing.plan.reservation);
-                // Followers of a live channel finish once they have caught up.
-                wake.append(&mut v.byte_waiters);
-            }
+            let held = Held::Write {
+                video: ing.plan.video.clone(),
+                reservation: ing.plan.reservation,
+            };
+            // Followers of a live channel finish once they have caught up.
+            routes::release(&held, store, wake);
             log::info!(
                 "{}: write to {} cut after {} of {} bytes",
                 self.peer,
@@ -219,10 +220,8 @@ impl Conn {
 
     /// This connection no longer follows a live channel: give its follower place back.
     fn stop_following(&mut self, store: &mut Store) {
-        if let Some(id) = self.following.take()
-            && let Some(r) = store.get_mut(&id).and_then(|v| v.ring_mut())
-        {
-            r.followers = r.followers.saturating_sub(1);
+        if let Some(held) = self.following.take() {
+            routes::release(&held, store, &mut Vec::new());
         }
     }
 
@@ -238,7 +237,7 @@ impl Conn {
                 self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
                 Next::Keep
             }
-            State::Head if self.inbuf.is_empty() && self.writer.is_flushed() => Next::Close,
+            State::Head if self.reader.is_empty() && self.writer.is_flushed() => Next::Close,
             State::Linger { .. } => Next::Close,
             State::Head => {
                 ctx.metrics.timeouts += 1;
@@ -260,7 +259,12 @@ impl Conn {
         if let State::WaitBytes { head, started, .. } =
             std::mem::replace(&mut self.state, State::Head)
         {
-            self.dispatch(&head, ctx, true, started);
+            let routing = Routing {
+                started,
+                wait_expired: true,
+                wants_applied: false,
+            };
+            self.dispatch(head, ctx, routing);
         }
         self.drive(ctx)
     }
@@ -272,11 +276,12 @@ impl Conn {
 
     fn start_plan(&mut self, plan: Plan) {
         if let Some(Part::Follow { video, .. }) = plan.parts.back() {
-            // routes counted this follower in; it is counted out when the part ends or the
+            // `routes::apply` counted this follower in; it is counted out when the part ends or the
             // connection closes.
-            self.following = Some(video.clone());
+            let video = video.clone();
+            self.following = Some(Held::Follower { video });
         }
-        self.writer.queue(&plan.head);
+        self.writer.queue(&plan.head_bytes());
         self.state = State::Send {
             parts: plan.parts,
             keep_alive: plan.keep_alive,
@@ -286,6 +291,11 @@ impl Conn {
     /// The loop saw the socket writable.
     pub fn set_writable(&mut self) {
         self.writer.writable = true;
+    }
+
+    /// The loop saw the socket readable (or closed, or failed: a read tells which).
+    pub fn set_readable(&mut self) {
+        self.reader.readable = true;
     }
 
     /// Make as much progress as readiness allows.
@@ -323,190 +333,89 @@ impl Conn {
 
     fn step_head(&mut self, ctx: &mut Ctx<'_>) -> Step {
         let limits = &ctx.cfg.server.limits;
-        if !self.inbuf.is_empty() {
-            match parse_request_head(&self.inbuf, &head_limits(limits)) {
-                Ok(Some((head, used))) => {
-                    self.inbuf.drain(..used);
-                    self.requests += 1;
-                    ctx.metrics.requests += 1;
-                    let head = Box::new(head);
-                    if ctx.shutting_down {
-                        // Finish this request but close after it.
-                        let mut h = head;
-                        h.keep_alive = false;
-                        self.dispatch(&h, ctx, false, ctx.now);
-                    } else {
-                        self.dispatch(&head, ctx, false, ctx.now);
-                    }
-                    return Step::Progress;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    ctx.metrics.bad_requests += 1;
-                    log::info!(
-                        "{}: bad request head: {} {}",
-                        self.peer,
-                        e.status,
-                        e.message
-                    );
-                    self.inbuf.clear();
-                    self.respond_error(&e, false);
-                    return Step::Progress;
-                }
-            }
-        } else if ctx.shutting_down && self.requests > 0 {
+        if self.reader.is_empty() && ctx.shutting_down && self.requests > 0 {
             return Step::Close;
         }
-        if !self.readable {
-            return Step::Blocked;
+        match self.reader.take_head(&head_limits(limits)) {
+            Ok(Some(head)) => {
+                self.requests += 1;
+                ctx.metrics.requests += 1;
+                let mut head = Box::new(head);
+                // At shutdown, finish this request but close after it.
+                head.keep_alive &= !ctx.shutting_down;
+                self.dispatch(head, ctx, Routing::new(ctx.now));
+                return Step::Progress;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                ctx.metrics.bad_requests += 1;
+                log::info!(
+                    "{}: bad request head: {} {}",
+                    self.peer,
+                    e.status,
+                    e.message
+                );
+                self.reader.clear();
+                self.respond_error(&e, false);
+                return Step::Progress;
+            }
         }
-        let old = self.inbuf.len();
+        let old = self.reader.buffered();
         let cap = limits.max_header_bytes + FRAMING_READ;
         if old >= cap {
             // parse_request_head refuses an oversized head, so this is not reached; be safe anyway.
             self.respond_error(&HttpError::new(431, "request head too large"), false);
             return Step::Progress;
         }
-        self.inbuf.resize(old + FRAMING_READ.min(cap - old), 0);
-        match self.stream.read(&mut self.inbuf[old..]) {
-            Ok(0) => {
-                self.inbuf.truncate(old);
-                Step::Close
-            }
-            Ok(n) => {
-                self.inbuf.truncate(old + n);
+        match self
+            .reader
+            .read_framing(&mut self.stream, FRAMING_READ.min(cap - old))
+        {
+            Got::Read(n) => {
                 ctx.metrics.bytes_in += n as u64;
                 if old == 0 {
                     self.deadline = ctx.now + ms(limits.header_timeout_ms);
                 }
                 Step::Progress
             }
-            Err(e) => {
-                self.inbuf.truncate(old);
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => {
-                        self.readable = false;
-                        Step::Blocked
-                    }
-                    io::ErrorKind::Interrupted => Step::Progress,
-                    _ => Step::Close,
-                }
-            }
+            Got::Buffered(_) | Got::Retry => Step::Progress,
+            Got::Blocked => Step::Blocked,
+            Got::Closed => Step::Close,
         }
     }
 
-    /// Route a parsed head and enter the state its action needs.
-    fn dispatch(
-        &mut self,
-        head: &RequestHead,
-        ctx: &mut Ctx<'_>,
-        wait_expired: bool,
-        started: Instant,
-    ) {
-        if head.path == "/metrics" {
-            let keep_alive = head.keep_alive && !head.has_body();
-            let head_only = head.method == crate::http::request::Method::Head;
-            let refusal = if !matches!(
-                head.method,
-                crate::http::request::Method::Get | crate::http::request::Method::Head
-            ) {
-                Some(HttpError::new(405, "allowed methods here: GET, HEAD"))
-            } else if !routes::read_allowed(head, ctx.cfg) {
-                Some(HttpError::new(
-                    401,
-                    "reading needs `Authorization: Bearer <token>`",
-                ))
-            } else {
-                None
-            };
-            if let Some(e) = refusal {
-                let plan = routes::error_plan(e.status, &e.message, head_only, keep_alive);
-                self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
-                self.start_plan(plan);
-                return;
-            }
-            let videos: Vec<(String, u64, u64)> = ctx
-                .store
-                .videos
-                .iter()
-                .map(|(id, v)| {
-                    (
-                        id.clone(),
-                        v.len(),
-                        v.cached_ranges().iter().map(|(s, e)| e - s).sum(),
-                    )
-                })
-                .collect();
-            let text = ctx.metrics.render(ctx.open_connections, &videos);
-            let mut h = Vec::new();
-            crate::http::response::simple_response(
-                &mut h,
-                200,
-                "text/plain; version=0.0.4",
-                text.as_bytes(),
-                head.method == crate::http::request::Method::Head,
-                keep_alive,
-                &[],
-            );
-            self.start_plan(Plan {
-                head: h,
-                parts: VecDeque::new(),
-                keep_alive,
-            });
-            return;
-        }
-        let mut rctx = RouteCtx {
+    /// Route a parsed head, apply the decision's effects (once), and enter the state its action needs.
+    fn dispatch(&mut self, head: Box<RequestHead>, ctx: &mut Ctx<'_>, routing: Routing) {
+        let rctx = RouteCtx {
             store: ctx.store,
             cfg: ctx.cfg,
             problems: ctx.problems,
             boundary: ctx.boundary,
-            wait_expired,
-            request_started: started,
+            wait_expired: routing.wait_expired,
+            request_started: routing.started,
+            wants_applied: routing.wants_applied,
+            metrics: ctx.metrics,
+            open_connections: ctx.open_connections,
         };
-        let action = routes::route(head, &mut rctx);
+        let decision = routes::route(&head, &rctx);
+        let action = routes::apply(decision, ctx.store);
         let limits = &ctx.cfg.server.limits;
         match action {
             Action::Respond(plan) => {
                 self.deadline = ctx.now + ms(limits.send_timeout_ms);
                 self.start_plan(plan);
             }
-            Action::Ingest(plan) => {
-                if plan.expect_continue {
-                    self.writer.queue(b"HTTP/1.1 100 Continue\r\n\r\n");
-                }
-                let chunked = match plan.framing {
-                    Framing::Chunked => Some(ChunkedDecoder::new(ChunkedLimits {
-                        max_chunk_line: 4096,
-                        max_trailer_bytes: limits.max_header_bytes,
-                    })),
-                    Framing::Length(_) => None,
-                };
-                let remaining = match plan.framing {
-                    Framing::Length(n) => Some(n),
-                    Framing::Chunked => None,
-                };
-                self.deadline = ctx.now + ms(limits.body_timeout_ms);
-                self.state = State::Body(Box::new(Ingest {
-                    cursor: plan.start,
-                    claimed: plan.start,
-                    populated: plan.start,
-                    remaining,
-                    chunked,
-                    plan,
-                }));
-            }
-            Action::WaitForBytes { video } => {
-                if let Some(v) = ctx.store.get_mut(&video)
-                    && !v.byte_waiters.contains(&self.token)
-                {
-                    v.byte_waiters.push(self.token);
-                }
+            Action::Ingest(plan) => self.start_ingest(plan, ctx),
+            Action::WaitForBytes(wait) => {
                 let until = ctx.now + ms(limits.read_wait_ms);
                 self.deadline = until;
                 self.state = State::WaitBytes {
-                    head: Box::new(head.clone()),
+                    head,
+                    wait,
                     until,
-                    started,
+                    started: routing.started,
+                    fresh: true,
+                    after_wants: routing.wants_applied,
                 };
             }
             Action::AwaitCommit {
@@ -525,28 +434,69 @@ impl Conn {
         }
     }
 
+    /// A write was reserved: read its body next (after a 100 Continue if the client waits for one).
+    fn start_ingest(&mut self, plan: IngestPlan, ctx: &mut Ctx<'_>) {
+        let limits = &ctx.cfg.server.limits;
+        if plan.expect_continue {
+            self.writer.queue(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        self.reader
+            .start_body(plan.framing, limits.max_header_bytes);
+        self.deadline = ctx.now + ms(limits.body_timeout_ms);
+        self.state = State::Body(Box::new(Ingest {
+            cursor: plan.start,
+            claimed: plan.start,
+            populated: plan.start,
+            plan,
+        }));
+    }
+
+    /// A waiting read: when what it waits for happened, route it again (once); else wait on, within the
+    /// deadline it started with.
     fn step_wait_bytes(&mut self, ctx: &mut Ctx<'_>) -> Step {
         let State::WaitBytes {
-            head,
+            wait,
             until,
-            started,
-        } = &self.state
+            fresh,
+            after_wants,
+            ..
+        } = &mut self.state
         else {
             return Step::Blocked;
         };
-        if ctx.now >= *until {
+        let until = *until;
+        if ctx.now >= until {
             return Step::Blocked; // on_timeout answers
         }
-        // Woken (or spuriously driven): route again; it waits again if the bytes are still pending.
-        let head = head.clone();
-        let (until, started) = (*until, *started);
-        self.state = State::Head;
-        self.dispatch(&head, ctx, false, started);
+        let wants_applied = std::mem::replace(fresh, false);
+        if !wait.met(ctx.store) {
+            if let Some(v) = ctx.store.get_mut(&wait.video)
+                && !v.byte_waiters.contains(&self.token)
+            {
+                v.byte_waiters.push(self.token);
+            }
+            self.deadline = until;
+            return Step::Blocked;
+        }
+        assert!(
+            !(wants_applied && *after_wants),
+            "BUG: a wait routed after its wants were applied holds at once"
+        );
+        let State::WaitBytes { head, started, .. } =
+            std::mem::replace(&mut self.state, State::Head)
+        else {
+            return Step::Blocked;
+        };
+        let routing = Routing {
+            started,
+            wait_expired: false,
+            wants_applied,
+        };
+        self.dispatch(head, ctx, routing);
         if let State::WaitBytes { until: u, .. } = &mut self.state {
             // Keep the original deadline across re-routes.
             *u = until;
             self.deadline = until;
-            return Step::Blocked;
         }
         Step::Progress
     }
@@ -602,33 +552,14 @@ impl Conn {
             return Step::Blocked;
         };
         let limits = &ctx.cfg.server.limits;
-        // 1. Framing for chunked bodies.
-        if let Some(dec) = &mut ing.chunked
-            && dec.payload_remaining() == 0
-            && !dec.is_done()
-        {
-            match dec.feed(&self.inbuf) {
-                Ok((used, ev)) => {
-                    self.inbuf.drain(..used);
-                    match ev {
-                        ChunkEvent::End => return self.finish_body(ctx),
-                        ChunkEvent::Data(_) => return Step::Progress,
-                        ChunkEvent::NeedMore => {
-                            return self.read_framing(ctx, CHUNK_LINE_READ);
-                        }
-                    }
-                }
-                Err(e) => return self.body_failed(ctx, e),
-            }
-        }
-        let want = match (&ing.chunked, ing.remaining) {
-            (Some(dec), _) => dec.payload_remaining(),
-            (None, Some(r)) => r,
-            (None, None) => 0,
+        // 1. Framing (chunk-size lines, trailers) is parsed by the read half.
+        let want = match self.reader.body_next() {
+            Ok(BodyNext::Payload(want)) => want,
+            Ok(BodyNext::End) => return self.finish_body(ctx),
+            Ok(BodyNext::Again) => return Step::Progress,
+            Ok(BodyNext::NeedFraming) => return self.read_framing(ctx, CHUNK_LINE_READ),
+            Err(e) => return self.body_failed(ctx, e),
         };
-        if want == 0 {
-            return self.finish_body(ctx);
-        }
         let room = ing.plan.end - ing.cursor;
         if room == 0 {
             let e = HttpError::new(
@@ -669,35 +600,22 @@ impl Conn {
         }
         // 2. Payload: bytes that arrived with framing are moved from the buffer once; the rest is read
         // from the socket straight into the mapping.
-        let got = if !self.inbuf.is_empty() {
-            let k = target.len().min(self.inbuf.len());
-            target[..k].copy_from_slice(&self.inbuf[..k]);
-            self.inbuf.drain(..k);
-            k
-        } else {
-            if !self.readable {
+        let got = match self.reader.read_payload(&mut self.stream, target) {
+            Got::Buffered(k) => k,
+            Got::Read(k) => {
+                ctx.metrics.bytes_in += k as u64;
+                k
+            }
+            Got::Blocked => {
+                self.claim_progress(ctx);
                 return Step::Blocked;
             }
-            match self.stream.read(target) {
-                Ok(0) => {
-                    // The client went away mid-body: keep what arrived, answer nothing.
-                    self.claim_progress(ctx);
-                    return Step::Close;
-                }
-                Ok(k) => {
-                    ctx.metrics.bytes_in += k as u64;
-                    k
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    self.claim_progress(ctx);
-                    return Step::Blocked;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::Progress,
-                Err(_) => {
-                    self.claim_progress(ctx);
-                    return Step::Close;
-                }
+            Got::Retry => return Step::Progress,
+            Got::Closed => {
+                // The client went away mid-body (or the socket failed): keep what arrived, answer
+                // nothing.
+                self.claim_progress(ctx);
+                return Step::Close;
             }
         };
         let State::Body(ing) = &mut self.state else {
@@ -706,12 +624,7 @@ impl Conn {
         let k = got as u64;
         ing.cursor += k;
         ctx.metrics.bytes_ingested += k;
-        if let Some(r) = &mut ing.remaining {
-            *r -= k;
-        }
-        if let Some(dec) = &mut ing.chunked {
-            dec.consume_payload(k);
-        }
+        self.reader.body_consumed(k);
         self.deadline = ctx.now + ms(limits.body_timeout_ms);
         // Claim at once: readers (live followers) see the bytes in this loop turn.
         self.claim_progress(ctx);
@@ -725,40 +638,26 @@ impl Conn {
     }
 
     fn read_framing(&mut self, ctx: &mut Ctx<'_>, max: usize) -> Step {
-        if !self.readable {
+        if !self.reader.readable {
             return Step::Blocked;
         }
-        if self.inbuf.len() > ctx.cfg.server.limits.max_header_bytes + 4096 {
+        if self.reader.buffered() > ctx.cfg.server.limits.max_header_bytes + 4096 {
             return self.body_failed(ctx, HttpError::new(400, "chunk framing too long"));
         }
-        let old = self.inbuf.len();
-        self.inbuf.resize(old + max, 0);
-        match self.stream.read(&mut self.inbuf[old..]) {
-            Ok(0) => {
-                self.inbuf.truncate(old);
-                self.claim_progress(ctx);
-                Step::Close
-            }
-            Ok(n) => {
-                self.inbuf.truncate(old + n);
+        match self.reader.read_framing(&mut self.stream, max) {
+            Got::Read(n) => {
                 ctx.metrics.bytes_in += n as u64;
                 self.deadline = ctx.now + ms(ctx.cfg.server.limits.body_timeout_ms);
                 Step::Progress
             }
-            Err(e) => {
-                self.inbuf.truncate(old);
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => {
-                        self.readable = false;
-                        self.claim_progress(ctx);
-                        Step::Blocked
-                    }
-                    io::ErrorKind::Interrupted => Step::Progress,
-                    _ => {
-                        self.claim_progress(ctx);
-                        Step::Close
-                    }
-                }
+            Got::Buffered(_) | Got::Retry => Step::Progress,
+            Got::Blocked => {
+                self.claim_progress(ctx);
+                Step::Blocked
+            }
+            Got::Closed => {
+                self.claim_progress(ctx);
+                Step::Close
             }
         }
     }
@@ -792,6 +691,7 @@ impl Conn {
 
     fn finish_body(&mut self, ctx: &mut Ctx<'_>) -> Step {
         self.claim_progress(ctx);
+        self.reader.end_body();
         let State::Body(ing) = &self.state else {
             return Step::Blocked;
         };
@@ -805,12 +705,12 @@ impl Conn {
         );
         // A write is acknowledged only if every byte it received is recorded as present.
         let unrecorded = ing.claimed < ing.cursor;
-        let reservation = ing.plan.reservation;
-        if let Some(v) = ctx.store.get_mut(&video) {
-            v.ingest_release(reservation);
-            // Followers finish once the publisher has ended and they have caught up.
-            ctx.wake.append(&mut v.byte_waiters);
-        }
+        let held = Held::Write {
+            video: video.clone(),
+            reservation: ing.plan.reservation,
+        };
+        // Followers finish once the publisher has ended and they have caught up.
+        routes::release(&held, ctx.store, ctx.wake);
         if unrecorded {
             let e = HttpError::new(
                 507,
@@ -1158,42 +1058,19 @@ impl Conn {
         {
             return step;
         }
-        if self.readable && self.inbuf.len() < FRAMING_READ && self.peer_hung_up() {
+        if self.reader.peer_hung_up(&mut self.stream) {
             return Step::Close;
         }
         self.deadline = ctx.now + ms(ctx.cfg.server.limits.idle_timeout_ms);
         Step::Blocked
     }
 
-    /// Read what a waiting follower sent (kept for the next request): has it closed its side?
-    fn peer_hung_up(&mut self) -> bool {
-        let old = self.inbuf.len();
-        self.inbuf.resize(old + FRAMING_READ, 0);
-        let r = self.stream.read(&mut self.inbuf[old..]);
-        let n = r.as_ref().map_or(0, |n| *n);
-        self.inbuf.truncate(old + n);
-        match r {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.readable = false;
-                false
-            }
-            Err(e) => e.kind() != io::ErrorKind::Interrupted,
-        }
-    }
-
     fn step_linger(&mut self, _ctx: &mut Ctx<'_>) -> Step {
         let State::Linger { drained } = &mut self.state else {
             return Step::Blocked;
         };
-        if !self.readable {
-            return Step::Blocked;
-        }
-        let mut scratch = [0u8; 4096];
-        match self.stream.read(&mut scratch) {
-            Ok(0) => Step::Close,
-            Ok(n) => {
+        match self.reader.discard(&mut self.stream) {
+            Got::Read(n) | Got::Buffered(n) => {
                 *drained += n as u64;
                 if *drained > LINGER_BYTES {
                     Step::Close
@@ -1201,12 +1078,29 @@ impl Conn {
                     Step::Progress
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.readable = false;
-                Step::Blocked
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Progress,
-            Err(_) => Step::Close,
+            Got::Retry => Step::Progress,
+            Got::Blocked => Step::Blocked,
+            Got::Closed => Step::Close,
+        }
+    }
+}
+
+/// How a head is routed: when its request started, and what happened since.
+#[derive(Debug, Clone, Copy)]
+struct Routing {
+    started: Instant,
+    /// Its wait for bytes ran out.
+    wait_expired: bool,
+    /// Its wants were applied just before (see `RouteCtx::wants_applied`).
+    wants_applied: bool,
+}
+
+impl Routing {
+    fn new(started: Instant) -> Routing {
+        Routing {
+            started,
+            wait_expired: false,
+            wants_applied: false,
         }
     }
 }
@@ -1227,3 +1121,6 @@ impl From<Stop> for Step {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -66,6 +66,7 @@ fn forbids_content_length(status: u16) -> bool {
     (100..200).contains(&status) || status == 204
 }
 
+#[derive(Debug, Clone)]
 pub struct ResponseHead {
     pub status: u16,
     pub headers: Vec<(String, String)>,
@@ -92,6 +93,14 @@ impl ResponseHead {
             "Connection",
             if keep_alive { "keep-alive" } else { "close" },
         )
+    }
+
+    /// Replace any `Connection` header with `Connection: keep-alive` or `Connection: close`, last in
+    /// the head: making a response close its connection is a field change, not string surgery.
+    pub fn set_connection(&mut self, keep_alive: bool) -> &mut Self {
+        self.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("Connection"));
+        self.connection(keep_alive)
     }
 
     /// True when a header of that name (case-insensitive) has been added.
@@ -140,20 +149,19 @@ fn push_header_line(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A complete small response (error pages, JSON): head with Content-Length (and Content-Type
-/// when not empty) + body, body omitted for HEAD (head_only=true) but Content-Length kept.
-/// `Connection: close` when keep_alive is false, `Connection: keep-alive` otherwise.
-/// For 1xx and 204 neither Content-Length nor body is sent; for 304 no body and no
-/// Content-Length (pass the representation's length in `extra` if wanted).
-pub fn simple_response(
-    out: &mut Vec<u8>,
+/// A complete small response (error pages, JSON), kept structured: a head with Content-Length (and
+/// Content-Type when not empty), and the body to send after it — empty for HEAD (head_only=true,
+/// Content-Length kept), 1xx and 204 (no Content-Length either) and 304 (no Content-Length; pass the
+/// representation's length in `extra` if wanted). `Connection: close` when keep_alive is false,
+/// `Connection: keep-alive` otherwise.
+pub fn simple_parts(
     status: u16,
     content_type: &str,
     body: &[u8],
     head_only: bool,
     keep_alive: bool,
     extra: &[(&str, String)],
-) {
+) -> (ResponseHead, Vec<u8>) {
     let bodyless = forbids_content_length(status) || status == 304;
     let mut head = ResponseHead::new(status);
     if !bodyless {
@@ -166,10 +174,12 @@ pub fn simple_response(
         head.header(name, value.clone());
     }
     head.connection(keep_alive);
-    head.write_to(out);
-    if !head_only && !bodyless {
-        out.extend_from_slice(body);
-    }
+    let body = if !head_only && !bodyless {
+        body.to_vec()
+    } else {
+        Vec::new()
+    };
+    (head, body)
 }
 
 /// Escape a string for a JSON string literal (quotes included).
@@ -199,6 +209,33 @@ pub fn json_string(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small response serialized as it goes on the wire.
+    fn simple_response(
+        out: &mut Vec<u8>,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+        head_only: bool,
+        keep_alive: bool,
+        extra: &[(&str, String)],
+    ) {
+        let (head, body) = simple_parts(status, content_type, body, head_only, keep_alive, extra);
+        head.write_to(out);
+        out.extend_from_slice(&body);
+    }
+
+    #[test]
+    fn set_connection_replaces_the_header_last() {
+        let (mut head, _) = simple_parts(200, "text/plain", b"x", false, true, &[]);
+        head.header("X-After", "1");
+        head.set_connection(false);
+        let mut out = Vec::new();
+        head.write_to(&mut out);
+        let s = text(&out);
+        assert!(!s.contains("keep-alive"));
+        assert!(s.ends_with("X-After: 1\r\nConnection: close\r\n\r\n"));
+    }
 
     fn text(out: &[u8]) -> String {
         String::from_utf8(out.to_vec()).unwrap()
