@@ -1419,6 +1419,19 @@ fn validate_points(
 mod tests {
     use super::*;
 
+    #[test]
+    fn video_ids() {
+        assert!(is_valid_video_id("movie.ts"));
+        assert!(is_valid_video_id("a-b_c.9"));
+        assert!(!is_valid_video_id(""));
+        assert!(!is_valid_video_id("."));
+        assert!(!is_valid_video_id(".."));
+        assert!(!is_valid_video_id("a/b"));
+        assert!(!is_valid_video_id("a b"));
+        assert!(is_valid_video_id(&"x".repeat(128)));
+        assert!(!is_valid_video_id(&"x".repeat(129)));
+    }
+
     fn base() -> &'static Path {
         Path::new("/srv/vcache")
     }

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use mio::Token;
 
-use crate::config::{Config, VideoKind};
+use crate::config::{Config, VideoKind, is_valid_video_id};
 use crate::http::conditional::{Precondition, evaluate_preconditions, if_range_allows};
 use crate::http::date::format_http_date;
 use crate::http::range::{
@@ -126,10 +126,9 @@ pub enum Effect {
         warm: bool,
         since: Instant,
     },
-    /// Reserve bytes [start, end) of an upload slot for one write (`Held::Write`).
+    /// Reserve bytes [start, end) of an upload slot for one write (`Held::Write`); an append's range
+    /// is chosen by routing (`Slot::append_range`).
     Reserve { video: String, start: u64, end: u64 },
-    /// Reserve an append: from the first missing byte, at most `max` bytes (`Held::Write`).
-    ReserveAppend { video: String, max: Option<u64> },
     /// Take a live channel for one publisher, who appends at the head at most `max` bytes
     /// (`Held::Write`).
     BeginPublish { video: String, max: Option<u64> },
@@ -481,22 +480,17 @@ fn apply_effect(effect: &Effect, store: &mut Store) -> Result<Applied, WriteRefu
             Ok(Applied::Done)
         }
         Effect::Reserve { video, start, end } => {
-            let Some(slot) = routed(store, video).slot_mut() else {
+            let Some(slot) = routed(store, video).upload_slot_mut() else {
                 kind_bug(video)
             };
-            let reservation = slot.reserve(*start, *end)?;
+            // Routing checked this reservation (`Slot::check_reserve`) in the same loop turn.
+            let reservation = match slot.reserve(*start, *end) {
+                Ok(r) => r,
+                Err(e) => panic!(
+                    "BUG: reservation {start}..{end} of {video} refused after routing allowed it: {e}"
+                ),
+            };
             let (start, end) = (*start, *end);
-            Ok(Applied::Reserved {
-                reservation,
-                start,
-                end,
-            })
-        }
-        Effect::ReserveAppend { video, max } => {
-            let Some(slot) = routed(store, video).slot_mut() else {
-                kind_bug(video)
-            };
-            let (reservation, start, end) = slot.reserve_append(*max)?;
             Ok(Applied::Reserved {
                 reservation,
                 start,
@@ -521,7 +515,28 @@ fn apply_effect(effect: &Effect, store: &mut Store) -> Result<Applied, WriteRefu
                 end,
             })
         }
-        Effect::Forget { video } => forget(routed(store, video)),
+        Effect::Forget { video } => match forget(routed(store, video)) {
+            Ok(a) => Ok(a),
+            Err(e) => panic!("BUG: DELETE of {video} refused after routing allowed it: {e}"),
+        },
+    }
+}
+
+/// Whether DELETE may forget this video's bytes now (`forget` then cannot be refused).
+fn check_forget(video: &Video) -> Result<(), WriteRefusal> {
+    match &video.body {
+        crate::store::Body::Upload(slot) => slot.check_forget(),
+        crate::store::Body::Origin(o) => match o.slot() {
+            Some(_) if o.fetching_blocks() > 0 => Err(WriteRefusal::Busy(
+                "origin fetches of this video are in progress".into(),
+            )),
+            Some(slot) => slot.check_forget(),
+            None => Ok(()),
+        },
+        crate::store::Body::Live(ring) => ring.check_forget(),
+        crate::store::Body::File { .. } => {
+            Err(WriteRefusal::Busy("this video cannot be deleted".into()))
+        }
     }
 }
 
@@ -625,7 +640,7 @@ fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
         Some((id, sub)) => (id, Some(sub)),
         None => (rest, None),
     };
-    if !valid_id(id) {
+    if !is_valid_video_id(id) {
         return Decision::respond(error_plan(400, "malformed video id", head_only, keep_alive));
     }
     // Only configured videos are routable; a retired one (removed by a reload) is still reachable
@@ -733,17 +748,6 @@ fn method_not_allowed(allow: &str, head_only: bool, keep_alive: bool) -> Plan {
         keep_alive,
         &[("Allow", allow.to_string())],
     )
-}
-
-/// `[A-Za-z0-9._-]{1,128}`, not "." or "..".
-pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id != "."
-        && id != ".."
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 fn videos_json(ctx: &RouteCtx<'_>) -> String {
@@ -1252,7 +1256,7 @@ fn span_plan(
 fn whole(head: &RequestHead, id: &str, video: &Video, repr: &Repr, ctx: &RouteCtx<'_>) -> Plan {
     let keep_alive = head.keep_alive;
     let head_only = head.method == Method::Head;
-    if let Some(slot) = video.slot() {
+    if let Some(slot) = video.upload_slot() {
         let missing = slot.presence.missing_in(repr.base, repr.base + repr.len);
         let absent: u64 = missing
             .iter()
@@ -1859,7 +1863,7 @@ fn ingest(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         Framing::Length(n) => Some(n),
         Framing::Chunked => None,
     };
-    let write = match (video.ring(), video.slot()) {
+    let write = match (video.ring(), video.upload_slot()) {
         (Some(ring), _) => publish(head, id, ring, max),
         (None, Some(slot)) => slot_write(head, id, slot, framing),
         (None, None) => Err(refuse_write_boxed(405, "this video does not take writes")),
@@ -1923,7 +1927,16 @@ fn slot_write(
         if max == Some(0) {
             return Err(refuse_write_boxed(400, "an append needs a non-empty body"));
         }
-        return Ok((Effect::ReserveAppend { video, max }, max.is_some()));
+        let (start, end) = match slot.append_range(max) {
+            Ok(r) => r,
+            Err(refusal) => {
+                return Err(refuse_write_boxed(
+                    refusal_status(&refusal),
+                    &refusal.to_string(),
+                ));
+            }
+        };
+        return Ok((Effect::Reserve { video, start, end }, max.is_some()));
     };
     if head.method != Method::Put {
         return Err(refuse_write_boxed(400, "Content-Range is only for PUT"));
@@ -1957,6 +1970,12 @@ fn slot_write(
         return Err(refuse_write_boxed(400, &why));
     }
     let start = cr.first;
+    if let Err(refusal) = slot.check_reserve(start, end) {
+        return Err(refuse_write_boxed(
+            refusal_status(&refusal),
+            &refusal.to_string(),
+        ));
+    }
     Ok((Effect::Reserve { video, start, end }, true))
 }
 
@@ -1971,7 +1990,7 @@ pub fn write_done_plan(store: &Store, id: &str, start: u64, end: u64, keep_alive
         );
         return json_plan(200, &body, false, keep_alive);
     }
-    let (present, complete, len) = match store.get(id).and_then(|v| v.slot()) {
+    let (present, complete, len) = match store.get(id).and_then(|v| v.upload_slot()) {
         Some(s) => (
             s.presence.present_bytes(),
             s.presence.is_complete(),
@@ -1996,6 +2015,10 @@ fn delete(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         let why = format!("video {id} is a read-only file video");
         let allow = [("Allow", "GET, HEAD, OPTIONS".to_string())];
         return Decision::respond(error_plan_with(405, &why, false, keep_alive, &allow));
+    }
+    if let Err(refusal) = check_forget(video) {
+        let status = refusal_status(&refusal);
+        return Decision::respond(error_plan(status, &refusal.to_string(), false, keep_alive));
     }
     let body = format!("{{\"id\":{},\"deleted\":true}}\n", json_string(id));
     Decision {
@@ -2096,16 +2119,5 @@ mod tests {
         // Lengths that differ by a multiple of 256 must not compare equal.
         let long = vec![b'a'; 256 + 3];
         assert!(!token_matches(&long, b"aaa"));
-    }
-
-    #[test]
-    fn ids() {
-        assert!(valid_id("movie.ts"));
-        assert!(valid_id("a-b_c.9"));
-        assert!(!valid_id(""));
-        assert!(!valid_id(".."));
-        assert!(!valid_id("a/b"));
-        assert!(!valid_id("a b"));
-        assert!(!valid_id(&"x".repeat(129)));
     }
 }

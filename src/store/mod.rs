@@ -353,16 +353,6 @@ impl Video {
         }
     }
 
-    /// The old name of `upload_slot`, until routes.rs calls that.
-    pub fn slot(&self) -> Option<&Slot> {
-        self.upload_slot()
-    }
-
-    /// The old name of `upload_slot_mut`, until routes.rs calls that.
-    pub fn slot_mut(&mut self) -> Option<&mut Slot> {
-        self.upload_slot_mut()
-    }
-
     pub fn ring(&self) -> Option<&LiveRing> {
         match &self.body {
             Body::Live(r) => Some(r),
@@ -551,6 +541,30 @@ impl Slot {
 
     /// Reserve [start, end) for one write. Refused if any byte is present, being written, or outside.
     pub fn reserve(&mut self, start: u64, end: u64) -> Result<u64, WriteRefusal> {
+        self.check_reserve(start, end)?;
+        let len = self.data.len;
+        // Checked above as input; what follows relies on it.
+        assert!(
+            start < end && end <= len,
+            "reservation {start}..{end} outside 0..{len}"
+        );
+        assert!(
+            !self.presence.overlaps(start, end),
+            "reservation {start}..{end} overlaps present bytes"
+        );
+        let id = self.next_reservation_id;
+        self.next_reservation_id += 1;
+        self.reservations.push(Reservation {
+            id,
+            start,
+            end,
+            claimed: start,
+        });
+        Ok(id)
+    }
+
+    /// Whether `reserve(start, end)` would be accepted, without reserving (routing decides with it).
+    pub fn check_reserve(&self, start: u64, end: u64) -> Result<(), WriteRefusal> {
         if self.delete_pending {
             return Err(WriteRefusal::Busy(
                 "a DELETE of this video is being committed".into(),
@@ -586,31 +600,12 @@ impl Slot {
                 max_ranges: self.presence_max_ranges(),
             });
         }
-        // Checked above as input; what follows relies on it.
-        assert!(
-            start < end && end <= len,
-            "reservation {start}..{end} outside 0..{len}"
-        );
-        assert!(
-            !self.presence.overlaps(start, end),
-            "reservation {start}..{end} overlaps present bytes"
-        );
-        let id = self.next_reservation_id;
-        self.next_reservation_id += 1;
-        self.reservations.push(Reservation {
-            id,
-            start,
-            end,
-            claimed: start,
-        });
-        Ok(id)
+        Ok(())
     }
 
-    /// An append: reserve from the first missing byte up to the next present byte (or `max_len`).
-    pub fn reserve_append(
-        &mut self,
-        max_len: Option<u64>,
-    ) -> Result<(u64, u64, u64), WriteRefusal> {
+    /// Where an append goes: from the first missing byte up to the next present byte (or `max_len`),
+    /// if that range may be reserved.
+    pub fn append_range(&self, max_len: Option<u64>) -> Result<(u64, u64), WriteRefusal> {
         let start = match self.presence.first_missing_from(0) {
             Some(s) => s,
             None => return Err(WriteRefusal::Full),
@@ -637,8 +632,8 @@ impl Slot {
             }
             end = want;
         }
-        let id = self.reserve(start, end)?;
-        Ok((id, start, end))
+        self.check_reserve(start, end)?;
+        Ok((start, end))
     }
 
     fn presence_max_ranges(&self) -> usize {
@@ -715,17 +710,24 @@ impl Slot {
     /// DELETE: forget every present byte. The caller must wait for the durable commit before
     /// acknowledging, and no write is accepted meanwhile (`delete_pending`).
     pub fn forget_all(&mut self) -> Result<(), WriteRefusal> {
-        if !self.reservations.is_empty() {
-            return Err(WriteRefusal::Busy(
-                "writes to this video are in progress".into(),
-            ));
-        }
+        self.check_forget()?;
         self.presence.clear();
         self.generation += 1;
         self.modified = SystemTime::now();
         self.commit.bump();
         self.delete_pending = true;
         Ok(())
+    }
+
+    /// Whether `forget_all` would be accepted (no write in flight).
+    pub fn check_forget(&self) -> Result<(), WriteRefusal> {
+        if self.reservations.is_empty() {
+            Ok(())
+        } else {
+            Err(WriteRefusal::Busy(
+                "writes to this video are in progress".into(),
+            ))
+        }
     }
 
     pub fn payload(&self) -> Vec<u8> {

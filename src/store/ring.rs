@@ -317,12 +317,18 @@ impl LiveRing {
     }
 
     /// DELETE: forget the window (nothing is claimed any more; the data file stays allocated).
-    pub fn forget_all(&mut self) -> Result<(), WriteRefusal> {
-        if self.publisher.is_some() {
-            return Err(WriteRefusal::Busy(
+    /// Whether `forget_all` would be accepted (no publisher on).
+    pub fn check_forget(&self) -> Result<(), WriteRefusal> {
+        match self.publisher {
+            None => Ok(()),
+            Some(_) => Err(WriteRefusal::Busy(
                 "the channel is being published to".into(),
-            ));
+            )),
         }
+    }
+
+    pub fn forget_all(&mut self) -> Result<(), WriteRefusal> {
+        self.check_forget()?;
         self.state.floor = self.state.head;
         self.state.generation += 1;
         self.state.modified = SystemTime::now();
