@@ -48,8 +48,12 @@ enum BodyDecoder {
 }
 
 pub struct Reader {
-    /// Framing bytes read but not yet parsed (heads, chunk lines, pipelined requests).
-    inbuf: Vec<u8>,
+    /// Framing bytes read but not yet parsed (heads, chunk lines, pipelined requests) are
+    /// `buf[start..end]`. The buffer keeps its size between requests and is zero-filled only when it
+    /// grows, and consuming bytes moves `start`, not the bytes (a profile showed a 4 KiB fill per read).
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
     /// The socket may have bytes (set by the loop on a readable event, cleared on WouldBlock).
     pub readable: bool,
     /// The body being read, if any.
@@ -59,7 +63,9 @@ pub struct Reader {
 impl Reader {
     pub fn new() -> Reader {
         Reader {
-            inbuf: Vec::new(),
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
             readable: true,
             body: None,
         }
@@ -67,27 +73,60 @@ impl Reader {
 
     /// No framing bytes are buffered.
     pub fn is_empty(&self) -> bool {
-        self.inbuf.is_empty()
+        self.start == self.end
     }
 
     pub fn buffered(&self) -> usize {
-        self.inbuf.len()
+        self.end - self.start
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// `n` buffered bytes were used.
+    fn consume(&mut self, n: usize) {
+        assert!(
+            n <= self.buffered(),
+            "consumed {n} of {} buffered",
+            self.buffered()
+        );
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
     }
 
     /// Drop what is buffered (after a malformed head: nothing after it can be trusted).
     pub fn clear(&mut self) {
-        self.inbuf.clear();
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Make room for `max` more bytes after `end`: move the buffered bytes to the front, and grow
+    /// the buffer (zero-filling only the new part) if that is not enough.
+    fn room(&mut self, max: usize) -> &mut [u8] {
+        if self.start > 0 && self.end + max > self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end + max > self.buf.len() {
+            self.buf.resize(self.end + max, 0);
+        }
+        &mut self.buf[self.end..self.end + max]
     }
 
     /// A complete request head from the buffer, if one is there (its bytes are consumed).
     pub fn take_head(&mut self, limits: &HeadLimits) -> Result<Option<RequestHead>, HttpError> {
-        if self.inbuf.is_empty() {
+        if self.is_empty() {
             return Ok(None);
         }
-        let Some((head, used)) = parse_request_head(&self.inbuf, limits)? else {
+        let Some((head, used)) = parse_request_head(self.data(), limits)? else {
             return Ok(None);
         };
-        self.inbuf.drain(..used);
+        self.consume(used);
         Ok(Some(head))
     }
 
@@ -96,20 +135,21 @@ impl Reader {
         if !self.readable {
             return Got::Blocked;
         }
-        let old = self.inbuf.len();
-        self.inbuf.resize(old + max, 0);
-        let r = stream.read(&mut self.inbuf[old..]);
-        self.inbuf.truncate(old + *r.as_ref().unwrap_or(&0));
+        let r = stream.read(self.room(max));
+        if let Ok(n) = r {
+            assert!(n <= max, "read more than asked");
+            self.end += n;
+        }
         self.outcome(r)
     }
 
     /// Payload into `target`: bytes that arrived with framing are moved from the buffer once; else
     /// one read from the socket straight into it.
     pub fn read_payload(&mut self, stream: &mut impl Read, target: &mut [u8]) -> Got {
-        if !self.inbuf.is_empty() {
-            let k = target.len().min(self.inbuf.len());
-            target[..k].copy_from_slice(&self.inbuf[..k]);
-            self.inbuf.drain(..k);
+        if !self.is_empty() {
+            let k = target.len().min(self.buffered());
+            target[..k].copy_from_slice(&self.data()[..k]);
+            self.consume(k);
             return Got::Buffered(k);
         }
         if !self.readable {
@@ -121,7 +161,7 @@ impl Reader {
 
     /// Has a waiting peer closed its side? What it sent meanwhile is kept for its next request.
     pub fn peer_hung_up(&mut self, stream: &mut impl Read) -> bool {
-        if !self.readable || self.inbuf.len() >= PEEK_READ {
+        if !self.readable || self.buffered() >= PEEK_READ {
             return false;
         }
         matches!(self.read_framing(stream, PEEK_READ), Got::Closed)
@@ -174,8 +214,8 @@ impl Reader {
             Some(BodyDecoder::Length(n)) => *n,
             Some(BodyDecoder::Chunked(dec)) => {
                 if dec.payload_remaining() == 0 && !dec.is_done() {
-                    let (used, ev) = dec.feed(&self.inbuf)?;
-                    self.inbuf.drain(..used);
+                    let (used, ev) = dec.feed(&self.buf[self.start..self.end])?;
+                    self.consume(used);
                     return Ok(match ev {
                         ChunkEvent::End => BodyNext::End,
                         ChunkEvent::Data(_) => BodyNext::Again,
@@ -202,5 +242,87 @@ impl Reader {
             Some(BodyDecoder::Chunked(dec)) => dec.consume_payload(k),
             None => panic!("BUG: body bytes without a body"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that hands out its bytes in reads of at most `step`.
+    struct Peer {
+        bytes: Vec<u8>,
+        pos: usize,
+        step: usize,
+    }
+
+    impl Read for Peer {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.pos == self.bytes.len() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = out.len().min(self.step).min(self.bytes.len() - self.pos);
+            out[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    fn limits() -> HeadLimits {
+        HeadLimits {
+            max_request_line: 1024,
+            max_head_bytes: 8192,
+            max_headers: 16,
+        }
+    }
+
+    #[test]
+    fn heads_split_across_reads_and_pipelined_come_out_in_order_and_the_buffer_stays_small() {
+        let one = |i: usize| format!("GET /v{i} HTTP/1.1\r\nHost: h\r\n\r\n");
+        let text: String = (0..1000).map(one).collect();
+        let mut peer = Peer {
+            bytes: text.into_bytes(),
+            pos: 0,
+            step: 7,
+        };
+        let mut r = Reader::new();
+        let mut got = 0;
+        loop {
+            while let Some(head) = r.take_head(&limits()).unwrap() {
+                assert_eq!(head.path, format!("/v{got}"));
+                got += 1;
+            }
+            match r.read_framing(&mut peer, 4096) {
+                Got::Read(_) => {}
+                Got::Blocked => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, 1000);
+        assert!(r.is_empty());
+        assert!(r.buf.len() <= 2 * 4096, "buffer grew to {}", r.buf.len());
+    }
+
+    #[test]
+    fn payload_that_came_with_framing_is_moved_once_then_read_from_the_socket() {
+        let mut peer = Peer {
+            bytes: b"PUT /v HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789".to_vec(),
+            pos: 0,
+            step: 50,
+        };
+        let mut r = Reader::new();
+        assert_eq!(r.read_framing(&mut peer, 4096), Got::Read(50));
+        let head = r.take_head(&limits()).unwrap().unwrap();
+        assert_eq!(head.content_length, Some(10));
+        let mut target = [0u8; 10];
+        let Got::Buffered(k) = r.read_payload(&mut peer, &mut target) else {
+            panic!("buffered bytes first");
+        };
+        assert_eq!(
+            r.read_payload(&mut peer, &mut target[k..]),
+            Got::Read(10 - k)
+        );
+        assert_eq!(&target, b"0123456789");
+        assert!(r.is_empty());
     }
 }
