@@ -80,12 +80,10 @@ impl Plan {
         self.head.set_connection(false);
     }
 
-    /// The bytes that precede the payload parts: the serialized head and the small body.
-    pub fn head_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.body.len());
-        self.head.write_to(&mut out);
+    /// Append the bytes that precede the payload parts: the serialized head and the small body.
+    pub fn write_head(&self, out: &mut Vec<u8>) {
+        self.head.write_to(out);
         out.extend_from_slice(&self.body);
-        out
     }
 }
 
@@ -282,7 +280,7 @@ fn error_plan_with(
     message: &str,
     head_only: bool,
     keep_alive: bool,
-    extra: &[(&str, String)],
+    extra: &[(&'static str, String)],
 ) -> Plan {
     let body = format!(
         "{status} {}: {message}\n",
@@ -994,7 +992,11 @@ fn offset_query(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Plan {
 
 /// A response head carrying the representation's validators, `Accept-Ranges` and, when the
 /// connection ends, `Connection: close`.
-fn validated_head(status: u16, validators: &[(&str, String); 2], keep_alive: bool) -> ResponseHead {
+fn validated_head(
+    status: u16,
+    validators: &[(&'static str, String); 2],
+    keep_alive: bool,
+) -> ResponseHead {
     let mut rh = ResponseHead::new(status);
     for (k, v) in validators {
         rh.header(k, v.clone());
@@ -1548,7 +1550,7 @@ impl LiveView<'_> {
     /// A head with the channel's content type and live headers.
     fn response_head(&self, status: u16) -> ResponseHead {
         let mut rh = ResponseHead::new(status);
-        rh.header("Content-Type", self.content_type);
+        rh.header("Content-Type", self.content_type.to_string());
         for (k, v) in &self.info {
             rh.header(k, v.clone());
         }

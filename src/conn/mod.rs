@@ -281,7 +281,7 @@ impl Conn {
             let video = video.clone();
             self.following = Some(Held::Follower { video });
         }
-        self.writer.queue(&plan.head_bytes());
+        plan.write_head(self.writer.queue_in_place());
         self.state = State::Send {
             parts: plan.parts,
             keep_alive: plan.keep_alive,

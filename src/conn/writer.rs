@@ -56,6 +56,15 @@ impl Writer {
         self.out.extend_from_slice(bytes);
     }
 
+    /// The queue, to append head bytes to in place (they leave with the next send).
+    pub fn queue_in_place(&mut self) -> &mut Vec<u8> {
+        if self.is_flushed() {
+            self.out.clear();
+            self.pos = 0;
+        }
+        &mut self.out
+    }
+
     /// Queue a chunk-size line for `n` payload bytes, without allocating.
     pub fn queue_chunk_size(&mut self, n: u64) {
         if self.is_flushed() {

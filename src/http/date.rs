@@ -128,20 +128,20 @@ fn format_date_uncached(seconds: i64) -> String {
 }
 
 thread_local! {
-    /// (unix second, its formatted date) of the last `http_date_now` call on this thread.
+    /// (unix second, its formatted date) of the last `with_http_date_now` call on this thread.
     static CACHED_NOW: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
 }
 
-/// The current time as an HTTP-date, formatted at most once per second per thread.
-pub fn http_date_now() -> String {
-    let now = SystemTime::now();
-    let second = unix_seconds(now);
+/// Call `f` with the current time as an HTTP-date (formatted at most once per second per thread,
+/// and not copied).
+pub fn with_http_date_now<T>(f: impl FnOnce(&str) -> T) -> T {
+    let second = unix_seconds(SystemTime::now());
     CACHED_NOW.with(|cached| {
         let mut cached = cached.borrow_mut();
         if cached.0 != second {
             *cached = (second, format_date_uncached(second));
         }
-        cached.1.clone()
+        f(&cached.1)
     })
 }
 
@@ -442,8 +442,8 @@ mod tests {
 
     #[test]
     fn now_is_cached_and_current() {
-        let a = http_date_now();
-        let b = http_date_now();
+        let a = with_http_date_now(str::to_string);
+        let b = with_http_date_now(str::to_string);
         let parsed = parse_http_date(&b).unwrap();
         let drift = SystemTime::now().duration_since(parsed).unwrap();
         assert!(drift < Duration::from_secs(3));

@@ -2,7 +2,10 @@
 //! JSON string escaping. Only heads and small bodies pass through here; video payload is
 //! written by the connection straight from the mapped file.
 
-use super::date::http_date_now;
+use std::borrow::Cow;
+use std::io::Write;
+
+use super::date::with_http_date_now;
 
 /// The reason phrase for a status code; codes not listed get their class's generic phrase.
 pub fn reason_phrase(status: u16) -> &'static str {
@@ -66,23 +69,28 @@ fn forbids_content_length(status: u16) -> bool {
     (100..200).contains(&status) || status == 204
 }
 
+/// A response head. Names are static and fixed values are not copied, so building a head costs an
+/// allocation only for values computed per response (lengths, ranges, validators).
 #[derive(Debug, Clone)]
 pub struct ResponseHead {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
 }
+
+/// Header lines a typical response carries (validators, range, type, length, connection …).
+const TYPICAL_HEADERS: usize = 10;
 
 impl ResponseHead {
     pub fn new(status: u16) -> Self {
         ResponseHead {
             status,
-            headers: Vec::new(),
+            headers: Vec::with_capacity(TYPICAL_HEADERS),
         }
     }
 
     /// Append a header line (no de-duplication: the caller adds each header once).
-    pub fn header(&mut self, name: &str, value: impl Into<String>) -> &mut Self {
-        self.headers.push((name.to_string(), value.into()));
+    pub fn header(&mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> &mut Self {
+        self.headers.push((name, value.into()));
         self
     }
 
@@ -114,16 +122,15 @@ impl ResponseHead {
     /// `Server: vcache` if not set. CR, LF and NUL in names or values are replaced by spaces so
     /// that no value can inject a header line.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(
-            format!(
-                "HTTP/1.1 {} {}\r\n",
-                self.status,
-                reason_phrase(self.status)
-            )
-            .as_bytes(),
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\n",
+            self.status,
+            reason_phrase(self.status)
         );
         if !self.has_header("Date") {
-            push_header_line(out, "Date", &http_date_now());
+            with_http_date_now(|date| push_header_line(out, "Date", date));
         }
         if !self.has_header("Server") {
             push_header_line(out, "Server", "vcache");
@@ -160,13 +167,13 @@ pub fn simple_parts(
     body: &[u8],
     head_only: bool,
     keep_alive: bool,
-    extra: &[(&str, String)],
+    extra: &[(&'static str, String)],
 ) -> (ResponseHead, Vec<u8>) {
     let bodyless = forbids_content_length(status) || status == 304;
     let mut head = ResponseHead::new(status);
     if !bodyless {
         if !content_type.is_empty() {
-            head.header("Content-Type", content_type);
+            head.header("Content-Type", content_type.to_string());
         }
         head.header("Content-Length", body.len().to_string());
     }
@@ -218,7 +225,7 @@ mod tests {
         body: &[u8],
         head_only: bool,
         keep_alive: bool,
-        extra: &[(&str, String)],
+        extra: &[(&'static str, String)],
     ) {
         let (head, body) = simple_parts(status, content_type, body, head_only, keep_alive, extra);
         head.write_to(out);
