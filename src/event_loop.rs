@@ -547,7 +547,7 @@ impl Server {
                     o.files_removed();
                 }
                 // Readers waiting for the old object route again: they learn the new one.
-                self.wake.append(&mut v.byte_waiters);
+                v.byte_waiters.wake_all(&mut self.wake);
             }
         }
         let now = Instant::now();

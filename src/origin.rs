@@ -433,7 +433,7 @@ impl Fetcher {
                 o.drop_files();
             }
             // Readers waiting for the old object route again: they learn the new one.
-            wake.append(&mut v.byte_waiters);
+            v.byte_waiters.wake_all(wake);
         }
     }
 
@@ -779,7 +779,7 @@ fn fail_job(store: &mut Store, wake: &mut Vec<Token>, f: Failure) {
         if let Some(o) = v.origin_mut() {
             o.fetch_failed(f.job.block, f.reservation, f.status, f.why);
         }
-        wake.append(&mut v.byte_waiters);
+        v.byte_waiters.wake_all(wake);
     }
 }
 
@@ -838,7 +838,7 @@ fn object_changed(
     if let Some(o) = v.origin_mut() {
         o.object_changed(job.block, new_length);
     }
-    wake.append(&mut v.byte_waiters);
+    v.byte_waiters.wake_all(wake);
 }
 
 /// One step of an origin connection's state machine: connect, send the request, read the head and
@@ -1109,7 +1109,7 @@ fn begin_body(
         }
     }
     // Readers of these bytes, and readers waiting to learn the length, route again now.
-    wake.append(&mut v.byte_waiters);
+    v.byte_waiters.wake_all(wake);
     c.state = OState::Body {
         job,
         reservation,
@@ -1172,7 +1172,7 @@ fn step_body(
             if let Some(o) = v.origin_mut() {
                 o.add_fetched(n);
             }
-            wake.append(&mut v.byte_waiters);
+            v.byte_waiters.wake_all(wake);
             c.deadline = now + timeout;
             OStep::Progress
         }

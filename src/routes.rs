@@ -574,7 +574,7 @@ pub fn release(held: &Held, store: &mut Store, wake: &mut Vec<Token>) {
         Held::Write { video, reservation } => {
             if let Some(v) = store.get_mut(video) {
                 v.ingest_release(*reservation);
-                wake.append(&mut v.byte_waiters);
+                v.byte_waiters.wake_all(wake);
             }
         }
     }
@@ -994,12 +994,12 @@ fn offset_query(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Plan {
 /// connection ends, `Connection: close`.
 fn validated_head(
     status: u16,
-    validators: &[(&'static str, String); 2],
+    validators: [(&'static str, String); 2],
     keep_alive: bool,
 ) -> ResponseHead {
     let mut rh = ResponseHead::new(status);
     for (k, v) in validators {
-        rh.header(k, v.clone());
+        rh.header(k, v);
     }
     rh.header("Accept-Ranges", "bytes");
     // Explicit both ways: HTTP/1.0 clients keep a connection only when told.
@@ -1099,7 +1099,7 @@ fn representation(head: &RequestHead, video: &Video) -> Result<Repr, Plan> {
     match evaluate_preconditions(head, &repr.etag, repr.modified) {
         Precondition::Proceed => Ok(repr),
         Precondition::NotModified => Err(Plan {
-            head: validated_head(304, &repr.validators(), keep_alive),
+            head: validated_head(304, repr.validators(), keep_alive),
             body: Vec::new(),
             parts: VecDeque::new(),
             keep_alive,
@@ -1205,11 +1205,7 @@ fn span_plan(
         end: repr.base + s.last + 1,
         generation,
     };
-    let mut rh = validated_head(
-        if whole { 200 } else { 206 },
-        &repr.validators(),
-        keep_alive,
-    );
+    let mut rh = validated_head(if whole { 200 } else { 206 }, repr.validators(), keep_alive);
     let mut parts = VecDeque::new();
     if whole || spans.len() == 1 {
         rh.header("Content-Type", video.content_type.clone());

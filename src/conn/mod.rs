@@ -470,10 +470,8 @@ impl Conn {
         }
         let wants_applied = std::mem::replace(fresh, false);
         if !wait.met(ctx.store) {
-            if let Some(v) = ctx.store.get_mut(&wait.video)
-                && !v.byte_waiters.contains(&self.token)
-            {
-                v.byte_waiters.push(self.token);
+            if let Some(v) = ctx.store.get_mut(&wait.video) {
+                v.byte_waiters.add(self.token);
             }
             self.deadline = until;
             return Step::Blocked;
@@ -672,7 +670,7 @@ impl Conn {
         }
         if let Some(v) = ctx.store.get_mut(&ing.plan.video) {
             ing.claimed = v.ingest_claim(ing.plan.reservation, ing.claimed, ing.cursor);
-            ctx.wake.append(&mut v.byte_waiters);
+            v.byte_waiters.wake_all(ctx.wake);
         }
     }
 
@@ -900,9 +898,8 @@ impl Conn {
         };
         if let Some(Part::Payload { video, .. }) = parts.front()
             && let Some(v) = ctx.store.get_mut(video)
-            && !v.byte_waiters.contains(&self.token)
         {
-            v.byte_waiters.push(self.token);
+            v.byte_waiters.add(self.token);
         }
         let until = *self
             .waiting_bytes_until
@@ -1044,9 +1041,7 @@ impl Conn {
             self.stop_following(ctx.store);
             return Step::Progress;
         }
-        if !v.byte_waiters.contains(&self.token) {
-            v.byte_waiters.push(self.token);
-        }
+        v.byte_waiters.add(self.token);
         self.follow_wait(ctx)
     }
 

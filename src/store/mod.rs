@@ -12,6 +12,7 @@ pub mod presence;
 pub mod ring;
 
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -208,13 +209,43 @@ impl Body {
     }
 }
 
+/// Connections waiting for bytes of one video: each at most once (adding is O(1), so a thousand
+/// followers re-registering after every chunk cost a thousand inserts, not half a million compares),
+/// woken in the order they came.
+#[derive(Default)]
+pub struct Waiters {
+    order: Vec<Token>,
+    present: HashSet<Token>,
+}
+
+impl Waiters {
+    /// Wait for the next wake-up (a connection already waiting stays where it is).
+    pub fn add(&mut self, token: Token) {
+        if self.present.insert(token) {
+            self.order.push(token);
+        }
+        assert_eq!(self.order.len(), self.present.len(), "each waiter once");
+    }
+
+    /// Hand every waiter to `wake` (in arrival order) and forget them.
+    pub fn wake_all(&mut self, wake: &mut Vec<Token>) {
+        wake.append(&mut self.order);
+        self.present.clear();
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
 /// One configured video as the event loop sees it.
 pub struct Video {
     pub cfg: VideoConfig,
     pub content_type: String,
     pub body: Body,
     /// Connections waiting for bytes of this video to arrive.
-    pub byte_waiters: Vec<Token>,
+    pub byte_waiters: Waiters,
     /// Connections waiting for a commit of this video (their 2xx depends on it).
     pub commit_waiters: Vec<Token>,
 }
@@ -860,7 +891,7 @@ impl StorePaths {
             cfg: v.clone(),
             content_type: configured_content_type(v),
             body,
-            byte_waiters: Vec::new(),
+            byte_waiters: Waiters::default(),
             commit_waiters: Vec::new(),
         })
     }
@@ -1460,6 +1491,22 @@ fn describe_origin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiters_are_woken_once_each_in_arrival_order() {
+        let mut w = Waiters::default();
+        for t in [3, 1, 3, 2, 1] {
+            w.add(Token(t));
+        }
+        let mut wake = vec![Token(9)];
+        w.wake_all(&mut wake);
+        assert_eq!(wake, [Token(9), Token(3), Token(1), Token(2)]);
+        assert!(w.is_empty());
+        w.add(Token(3));
+        let mut again = Vec::new();
+        w.wake_all(&mut again);
+        assert_eq!(again, [Token(3)], "a woken waiter may wait again");
+    }
 
     /// A data directory for one test, removed when dropped (also when the test panics).
     struct TestPaths(StorePaths);
