@@ -322,6 +322,7 @@ def cmd_check(argv):
     ap.add_argument("--promise", choices=["always", "interval"], required=True)
     ap.add_argument("--margin-ms", type=float, default=3000)
     ap.add_argument("--result", required=True, help="write the round's result JSON here")
+    ap.add_argument("--require-json", help="dm-log-writes replay: the acknowledged ranges that must be present")
     a = ap.parse_args(argv)
 
     pat = Pattern(a.seed)
@@ -353,13 +354,32 @@ def cmd_check(argv):
     sends = [(e["a"], e["b"]) for e in evs if e["ev"] == "send"]
     st["sent"] = union(st["sent"], sends)
     acked = norm((e["a"], e["b"]) for e in acks)
+    polls = sorted((e for e in evs if e["ev"] == "commits"), key=lambda e: e["ts"])
+    margin_missing = []
     if cut is not None:
         if a.promise == "always":
             req = acked
         else:
-            req = norm((e["a"], e["b"]) for e in acks if e["t"] <= cut - a.margin_ms / 1000.0)
+            # The promise is "after the next completed checkpoint". An ack at t is covered once
+            # vcache_commits_total, read by a poll sent at or after t as v, has reached v + 2 in a
+            # poll answered before the cut: commit v + 1 may have taken its snapshot before t, but
+            # commit v + 2 was created after that poll (one commit in flight per video, and
+            # a commit is counted only once durable).
+            w = max((e["n"] for e in polls if e["tr"] <= cut), default=None)
+            req = []
+            for e in acks:
+                v = next((p["n"] for p in polls if p["ts"] >= e["t"]), None)
+                if v is not None and w is not None and w >= v + 2:
+                    req.append((e["a"], e["b"]))
+            req = norm(req)
+            # The time margin (informational): acks older than it at the cut that are gone.
+            old = norm((e["a"], e["b"]) for e in acks if e["t"] <= cut - a.margin_ms / 1000.0)
+            margin_missing = minus(old, present)
     else:
         req = []
+    if a.require_json:
+        with open(a.require_json) as f:
+            req = norm(json.load(f))
     st["required"] = union(st["required"], req)
     missing = minus(st["required"], present)
     if missing:
@@ -388,6 +408,8 @@ def cmd_check(argv):
         "present_ranges": len(present),
         "checked_bytes": checked,
         "lost_acked_bytes": total(lost),
+        "lost_beyond_margin_bytes": total(margin_missing),
+        "commits_seen": (polls[-1]["n"] - polls[0]["n"]) if polls else 0,
         "oldest_lost_ack_s": round(lost_age, 3),
         "violations": len(problems),
         "problems": problems[:20],
@@ -449,6 +471,9 @@ def cmd_load(argv):
     ap.add_argument("--log", required=True)
     ap.add_argument("--threads", type=int, default=3)
     ap.add_argument("--max-put", type=int, default=2 << 20)
+    ap.add_argument("--marker-port", type=int, help="dm-log-writes: send a mark to the guest after each 2xx")
+    ap.add_argument("--settle", type=float, default=0.0,
+                    help="dm-log-writes: stop the load, mark 'end', wait this long, then kill qemu")
     a = ap.parse_args(argv)
 
     pat = Pattern(a.seed)
@@ -464,6 +489,39 @@ def cmd_load(argv):
     def rec(ev):
         with log_lock:
             log.append(ev)
+
+    marks = []  # (name, a, b) queued after each 2xx
+    marks_cv = threading.Condition()
+    marker_done = threading.Event()
+
+    def marker():
+        """One connection to the guest's marker; each line becomes `dmsetup message lw 0 mark NAME`."""
+        try:
+            m = socket.create_connection(("127.0.0.1", a.marker_port), timeout=30)
+            f = m.makefile("rwb")
+            while True:
+                with marks_cv:
+                    while not marks and not marker_done.is_set():
+                        marks_cv.wait(0.2)
+                    if not marks:
+                        break
+                    name, s0, e0 = marks.pop(0)
+                f.write(name.encode() + b"\n")
+                f.flush()
+                line = f.readline()
+                if not line.startswith(b"ok"):
+                    rec({"ev": "note", "msg": f"marker answered {line!r}", "t": time.monotonic()})
+                    break
+                rec({"ev": "mark", "name": name, "a": s0, "b": e0, "t": time.monotonic()})
+            m.close()
+        except OSError as ex:
+            rec({"ev": "note", "msg": f"marker: {ex}", "t": time.monotonic()})
+
+    def mark(name, s0, e0):
+        if a.marker_port:
+            with marks_cv:
+                marks.append((name, s0, e0))
+                marks_cv.notify()
 
     def worker(i):
         conn = None
@@ -493,6 +551,7 @@ def cmd_load(argv):
                 t = time.monotonic()
                 if 200 <= r.status < 300:
                     rec({"ev": "ack", "a": s, "b": e, "t": t, "st": r.status})
+                    mark(f"ack{s}-{e}", s, e)
                 else:
                     rec({"ev": "nack", "a": s, "b": e, "t": t, "st": r.status})
                     alloc.release(s, e)
@@ -510,11 +569,48 @@ def cmd_load(argv):
                     break
                 time.sleep(0.1)  # bytes of a failed PUT may still be claimed: keep them busy
 
+    def poller():
+        """Watch vcache_commits_total: a commit is counted only after it is durable, and a video's
+        next commit is created (its snapshot taken) only after the previous one is counted."""
+        conn = None
+        while not stop.is_set():
+            ts = time.monotonic()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=5)
+                conn.request("GET", "/metrics")
+                r = conn.getresponse()
+                body = r.read().decode()
+                tr = time.monotonic()
+                for line in body.splitlines():
+                    if line.startswith("vcache_commits_total "):
+                        rec({"ev": "commits", "ts": ts, "tr": tr, "n": int(line.split()[1])})
+            except (OSError, http.client.HTTPException, ValueError):
+                if conn is not None:
+                    conn.close()
+                conn = None
+            time.sleep(0.1)
+
     ths = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(a.threads)]
+    ths.append(threading.Thread(target=poller, daemon=True))
+    mth = threading.Thread(target=marker, daemon=True) if a.marker_port else None
+    if mth:
+        mth.start()
     t0 = time.monotonic()
     for t in ths:
         t.start()
     time.sleep(max(0.0, t0 + a.cut_after - time.monotonic()))
+    if a.settle:
+        # dm-log-writes run: the cuts are made later by replaying the log, so end cleanly enough
+        # that the log holds everything (and its super block counts it: a mark updates it)
+        stop.set()
+        for t in ths:
+            t.join(timeout=25)
+        if mth:
+            mark("end", 0, 0)
+            marker_done.set()
+            mth.join(timeout=60)
+        time.sleep(a.settle)
     tcut = time.monotonic()
     try:
         os.kill(a.qemu_pid, signal.SIGKILL)
@@ -543,6 +639,68 @@ def cmd_load(argv):
     )
 
 
+# ---------------------------------------------------------------- dm-log-writes
+
+LOG_FLUSH, LOG_FUA, LOG_DISCARD, LOG_MARK = 1, 2, 4, 8
+WRITE_LOG_MAGIC = 0x6A736677736872
+
+
+def lw_entries(logpath):
+    """The entries of a dm-log-writes log: (index, flags, sector, nr_sectors, data_offset, mark)."""
+    out = []
+    with open(logpath, "rb") as f:
+        magic, version, nr, ssz = struct.unpack("<QQQI", f.read(28))
+        if magic != WRITE_LOG_MAGIC:
+            raise RuntimeError(f"{logpath}: not a dm-log-writes log (magic {magic:#x})")
+        pos = ssz
+        for i in range(nr):
+            f.seek(pos)
+            sector, nsec, flags, dlen = struct.unpack("<QQQQ", f.read(32))
+            mark = None
+            if flags & LOG_MARK:
+                mark = f.read(dlen).decode(errors="replace")
+            out.append((i, flags, sector, nsec, pos + ssz, mark))
+            pos += ssz
+            if not flags & (LOG_DISCARD | LOG_MARK):
+                pos += nsec * ssz
+    return out, ssz
+
+
+def cmd_lwinfo(argv):
+    """lwinfo LOG LOADLOG NPOINTS SEED OUTDIR: pick replay points (flush or FUA entries), write for
+    each the acknowledged ranges whose mark precedes it (OUTDIR/require-K.json); print the points."""
+    logpath, loadlog, npoints, seed, outdir = argv[0], argv[1], int(argv[2]), argv[3], argv[4]
+    ents, _ = lw_entries(logpath)
+    flushes = [e[0] for e in ents if e[1] & (LOG_FLUSH | LOG_FUA)]
+    marks = {e[5]: e[0] for e in ents if e[5] is not None}
+    acks = [e for e in read_log(loadlog) if e["ev"] == "ack"]
+    rng = random.Random(f"lw:{seed}")
+    pts = sorted(set(rng.sample(flushes[:-1], min(npoints - 1, max(0, len(flushes) - 1))) + flushes[-1:]))
+    for k in pts:
+        req = [(e["a"], e["b"]) for e in acks if marks.get(f"ack{e['a']}-{e['b']}", 1 << 62) < k]
+        with open(os.path.join(outdir, f"require-{k}.json"), "w") as f:
+            json.dump(norm(req), f)
+    marked = sum(1 for e in acks if f"ack{e['a']}-{e['b']}" in marks)
+    print(json.dumps({"entries": len(ents), "flush_points": len(flushes), "marks": len(marks),
+                      "acks": len(acks), "acks_marked": marked, "points": pts}))
+
+
+def cmd_lwreplay(argv):
+    """lwreplay LOG IMAGE FROM TO: apply entries FROM..TO (inclusive) of LOG to IMAGE."""
+    logpath, image, lo, hi = argv[0], argv[1], int(argv[2]), int(argv[3])
+    ents, ssz = lw_entries(logpath)
+    with open(logpath, "rb") as lg, open(image, "r+b") as img:
+        for i, flags, sector, nsec, doff, mark in ents[lo : hi + 1]:
+            if flags & LOG_MARK or nsec == 0:
+                continue
+            img.seek(sector * ssz)
+            if flags & LOG_DISCARD:
+                img.write(b"\0" * (nsec * ssz))  # a discard may read back as zeros
+            else:
+                lg.seek(doff)
+                img.write(lg.read(nsec * ssz))
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -554,6 +712,8 @@ def main():
         "wait": cmd_wait,
         "check": cmd_check,
         "load": cmd_load,
+        "lwinfo": cmd_lwinfo,
+        "lwreplay": cmd_lwreplay,
     }[cmd](rest)
 
 
