@@ -675,7 +675,10 @@ def cmd_lwinfo(argv):
     marks = {e[5]: e[0] for e in ents if e[5] is not None}
     acks = [e for e in read_log(loadlog) if e["ev"] == "ack"]
     rng = random.Random(f"lw:{seed}")
-    pts = sorted(set(rng.sample(flushes[:-1], min(npoints - 1, max(0, len(flushes) - 1))) + flushes[-1:]))
+    # the interesting points come after the first acknowledgement's mark (before it, nothing is promised)
+    first_mark = min((i for name, i in marks.items() if name.startswith("ack")), default=0)
+    cand = [k for k in flushes[:-1] if k > first_mark] or flushes[:-1]
+    pts = sorted(set(rng.sample(cand, min(npoints - 1, len(cand))) + flushes[-1:]))
     for k in pts:
         req = [(e["a"], e["b"]) for e in acks if marks.get(f"ack{e['a']}-{e['b']}", 1 << 62) < k]
         with open(os.path.join(outdir, f"require-{k}.json"), "w") as f:
