@@ -250,7 +250,7 @@ run_mode() {
     echo "$sync  boot 0  FAIL: vcache did not start"
     FAILED=1; return
   fi
-  python3 "$PY" check --port "$PORT" --state "$dir/state.json" --seed "$SEED" \
+  timeout 900 python3 "$PY" check --port "$PORT" --state "$dir/state.json" --seed "$SEED" \
     --promise "$promise" --margin-ms "$MARGIN_MS" --result "$dir/result-0.json" || { FAILED=1; return; }
   echo "$sync  boot 0  up in ${BOOT_S}s, slot of $SLOT_SIZE bytes, $(jget "$dir/result-0.json" present_bytes) present"
   for r in $(seq 1 "$ROUNDS"); do
@@ -267,7 +267,7 @@ run_mode() {
       printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t1\n' "$sync" "$r" "$cut" >> "$RESULTS"
       FAILED=1; return
     fi
-    python3 "$PY" check --port "$PORT" --state "$dir/state.json" --seed "$SEED" --log "$dir/load-$r.jsonl" \
+    timeout 900 python3 "$PY" check --port "$PORT" --state "$dir/state.json" --seed "$SEED" --log "$dir/load-$r.jsonl" \
       --promise "$promise" --margin-ms "$MARGIN_MS" --result "$dir/result-$r.json" ||
       { echo "$sync  round $r  FAIL: the checker failed"; FAILED=1; return; }
     rj="$dir/result-$r.json"
@@ -310,19 +310,19 @@ lw_mode() {
   if ! boot "$dir" "$sync" lw 1; then
     echo "$sync-lw  FAIL: vcache did not start on dm-log-writes"; FAILED=1; return
   fi
-  timeout $((LW_LOAD + 200)) python3 "$PY" load --port "$PORT" --seed "$SEED" --round-seed "$((SEED * 1000 + 999))" \
+  timeout $((LW_LOAD + 200)) python3 "$PY" load --port "$PORT" --seed "$SEED" --round-seed "$((SEED * 1000 + 990))$([ "$sync" = always ] && echo 1 || echo 2)" \
     --qemu-pid "$QPID" --cut-after "$LW_LOAD" --log "$dir/load-lw.jsonl" --threads "$THREADS" \
     --marker-port "$MPORT" --settle 3 > "$dir/load-lw.json" ||
     { echo "$sync-lw  FAIL: the load driver failed"; FAILED=1; stop_guest; return; }
   stop_guest
-  info=$(python3 "$PY" lwinfo "$dir/log.img" "$dir/load-lw.jsonl" "$LW_POINTS" "$SEED:$sync" "$dir")
+  info=$(timeout 300 python3 "$PY" lwinfo "$dir/log.img" "$dir/load-lw.jsonl" "$LW_POINTS" "$SEED:$sync" "$dir")
   echo "$sync-lw  logged: $info"
   pts=$(python3 -c "import json,sys; print(' '.join(map(str, json.loads(sys.argv[1])['points'])))" "$info")
   cp --sparse=always "$dir/base.img" "$dir/replay.img"
   for k in $pts; do
     local t0 rj secs
     t0=$(date +%s.%N)
-    python3 "$PY" lwreplay "$dir/log.img" "$dir/replay.img" $((last + 1)) "$k"
+    timeout 600 python3 "$PY" lwreplay "$dir/log.img" "$dir/replay.img" $((last + 1)) "$k"
     last=$k
     cp --sparse=always "$dir/replay.img" "$dir/disk.img"
     if [ "$promise" != always ]; then echo '[]' > "$dir/require-$k.json"; fi
@@ -332,7 +332,7 @@ lw_mode() {
       FAILED=1; stop_guest; continue
     fi
     rj="$dir/result-$k.json"
-    python3 "$PY" check --port "$PORT" --state "$dir/state.json" --seed "$SEED" --log "$dir/load-lw.jsonl" \
+    timeout 900 python3 "$PY" check --port "$PORT" --state "$dir/state.json" --seed "$SEED" --log "$dir/load-lw.jsonl" \
       --promise "$promise" --margin-ms "$MARGIN_MS" --result "$rj" --require-json "$dir/require-$k.json" ||
       { echo "$sync-lw  point $k  FAIL: the checker failed"; FAILED=1; stop_guest; continue; }
     stop_guest
