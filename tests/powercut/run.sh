@@ -115,10 +115,8 @@ BIN=$(readlink -f "$BIN")
 if [ -z "$WORK" ]; then WORK=$(mktemp -d "${TMPDIR:-/tmp}/vcache-powercut.XXXXXX"); else mkdir -p "$WORK"; fi
 WORK=$(readlink -f "$WORK")
 QPID=""
-LPID=""
 cleanup() {
   local rc=$?
-  [ -n "$LPID" ] && kill "$LPID" 2>/dev/null || true
   [ -n "$QPID" ] && kill -9 "$QPID" 2>/dev/null || true
   [ -n "$QPID" ] && wait "$QPID" 2>/dev/null || true
   if [ "$KEEP" = 1 ] || [ $rc -ne 0 ]; then
