@@ -33,6 +33,7 @@ KERNEL_DIR=""
 WORK=""
 LW_POINTS=2
 LW_LOAD=4
+BOOT_CUTS=1
 
 usage() {
   cat <<EOF
@@ -58,6 +59,7 @@ usage: $0 [options]
                         mark after each 2xx, then replay the log to N flush points (the last one
                         and N-1 chosen at random) and check each like a cut (default 2; 0: off;
                         needs dmsetup on the host to copy into the guest)
+  --no-boot-cuts        do not cut the power during a third of the boots after a cut (default: do)
   --lw-load S           seconds of load in the dm-log-writes run (default $LW_LOAD)
   --self-test-broken    run sync="interval" (checkpoint 5 s) but check the "always" promise:
                         passes only if the checker reports lost acknowledged bytes
@@ -85,6 +87,7 @@ while [ $# -gt 0 ]; do
     --self-test-broken) SELFTEST=1; shift ;;
     --lw-points) LW_POINTS=$2; shift 2 ;;
     --lw-load) LW_LOAD=$2; shift 2 ;;
+    --no-boot-cuts) BOOT_CUTS=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -194,8 +197,9 @@ echo "powercut: seed $SEED, kernel $(basename "$VMLINUZ"), vcache $BIN, initramf
 
 # boot DIR SYNC NAME: start qemu on DIR/disk.img, wait until vcache answers /healthz.
 # Sets QPID and PORT; returns non-zero (after printing the console's tail) if it never serves.
+# boot DIR SYNC NAME [LW [CUT]]: with CUT, SIGKILL the guest CUT seconds after starting it instead.
 boot() {
-  local dir=$1 sync=$2 name=$3 lw=${4:-0}
+  local dir=$1 sync=$2 name=$3 lw=${4:-0} cutat=${5:-}
   local extra=() fwd=""
   PORT=$(python3 "$PY" freeport)
   if [ "$lw" = 1 ]; then
@@ -212,6 +216,11 @@ boot() {
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$PORT-:8080$fwd" -device virtio-net-pci,netdev=n0 \
     > "$dir/qemu-$name.log" 2>&1 &
   QPID=$!
+  if [ -n "$cutat" ]; then
+    sleep "$cutat"
+    stop_guest
+    return 0
+  fi
   local t
   if ! t=$(python3 "$PY" wait "$PORT" "$BOOT_TIMEOUT" "$QPID"); then
     echo "powercut: boot $name: $t" >&2
@@ -260,6 +269,14 @@ run_mode() {
       --qemu-pid "$QPID" --cut-after "$cut" --log "$dir/load-$r.jsonl" --threads "$THREADS") || {
       echo "$sync  round $r  FAIL: the load driver failed"; FAILED=1; stop_guest; return; }
     stop_guest   # it was SIGKILLed by the driver; reap it (and make sure)
+    # a third of the rounds also cut the power during the next boot: while ext4 replays its journal,
+    # vcache recovers (syncs data and metadata, picks slots) or has just started serving
+    if [ "$BOOT_CUTS" = 1 ] && python3 -c "import random,sys; sys.exit(random.Random(sys.argv[1]).random() >= 1/3)" "$SEED:$sync:$r:boot"; then
+      local bcut
+      bcut=$(uniform 1 12 "$SEED:$sync:$r:bootcut")
+      echo "$sync  round $r  (the power is also cut ${bcut}s into the next boot)"
+      boot "$dir" "$sync" "$r-bootcut" 0 "$bcut"
+    fi
     if ! boot "$dir" "$sync" "$r"; then
       echo "$sync  round $r  FAIL: vcache did not start after the cut"
       printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t1\n' "$sync" "$r" "$cut" >> "$RESULTS"
