@@ -197,7 +197,7 @@ echo "powercut: seed $SEED, kernel $(basename "$VMLINUZ"), vcache $BIN, initramf
 
 # boot DIR SYNC NAME: start qemu on DIR/disk.img, wait until vcache answers /healthz.
 # Sets QPID and PORT; returns non-zero (after printing the console's tail) if it never serves.
-# boot DIR SYNC NAME [LW [CUT]]: with CUT, SIGKILL the guest CUT seconds after starting it instead.
+# boot DIR SYNC NAME [LW [CUT]]: with CUT, SIGKILL the guest CUT seconds after vcache is started.
 boot() {
   local dir=$1 sync=$2 name=$3 lw=${4:-0} cutat=${5:-}
   local extra=() fwd=""
@@ -217,6 +217,11 @@ boot() {
     > "$dir/qemu-$name.log" 2>&1 &
   QPID=$!
   if [ -n "$cutat" ]; then
+    # CUT seconds after init has mounted the disk and is starting vcache (its recovery runs then)
+    local deadline=$((SECONDS + BOOT_TIMEOUT))
+    until grep -q "powercut: boot_id" "$dir/console-$name.log" 2>/dev/null || [ $SECONDS -ge $deadline ]; do
+      sleep 0.1
+    done
     sleep "$cutat"
     stop_guest
     return 0
@@ -273,8 +278,8 @@ run_mode() {
     # vcache recovers (syncs data and metadata, picks slots) or has just started serving
     if [ "$BOOT_CUTS" = 1 ] && python3 -c "import random,sys; sys.exit(random.Random(sys.argv[1]).random() >= 1/3)" "$SEED:$sync:$r:boot"; then
       local bcut
-      bcut=$(uniform 1 12 "$SEED:$sync:$r:bootcut")
-      echo "$sync  round $r  (the power is also cut ${bcut}s into the next boot)"
+      bcut=$(uniform 0 3 "$SEED:$sync:$r:bootcut")
+      echo "$sync  round $r  (the power is also cut in the next boot, ${bcut}s after vcache was started on the mounted disk)"
       boot "$dir" "$sync" "$r-bootcut" 0 "$bcut"
     fi
     if ! boot "$dir" "$sync" "$r"; then
