@@ -1,0 +1,80 @@
+#!/bin/sh
+# /init of the power-cut guest (busybox). Parameters come from the kernel command line:
+#   pc.sync=always|interval  pc.interval=MS  pc.size=BYTES
+export PATH=/bin
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+say() { echo "powercut: $*" > /dev/ttyS0; }
+
+for m in $(cat /etc/modules.load); do
+  insmod "/lib/modules/$m" || say "insmod $m failed"
+done
+
+SYNC=always; INTERVAL=1000; SIZE=268435456; LW=0
+for a in $(cat /proc/cmdline); do
+  case "$a" in
+    pc.sync=*) SYNC="${a#pc.sync=}" ;;
+    pc.interval=*) INTERVAL="${a#pc.interval=}" ;;
+    pc.size=*) SIZE="${a#pc.size=}" ;;
+    pc.lw=*) LW="${a#pc.lw=}" ;;
+  esac
+done
+
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+ip link set lo up
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ip route add default via 10.0.2.2
+
+DEV=/dev/vda
+if [ "$LW" = 1 ]; then
+  # dm-log-writes: every write, flush and FUA to vda is logged in order on vdb; the host
+  # replays the log to flush points later. A mark is logged for each acknowledged PUT: the
+  # host sends its name on one connection to port 9000 and waits for "ok".
+  i=0
+  while [ ! -b /dev/vdb ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  if ! dmsetup --noudevsync create lw --table "0 $(cat /sys/block/vda/size) log-writes /dev/vda /dev/vdb"; then
+    say "FATAL: dmsetup create log-writes failed"
+    poweroff -f
+  fi
+  dmsetup --noudevsync mknodes lw
+  DEV=/dev/mapper/lw
+  cat > /bin/marker <<'EOF2'
+#!/bin/sh
+while read -r m; do
+  if dmsetup message lw 0 mark "$m" > /dev/null 2>&1; then echo ok; else echo fail; fi
+done
+EOF2
+  chmod 755 /bin/marker
+  nc -ll -p 9000 -e /bin/marker &
+  say "dm-log-writes on $DEV, marker on port 9000"
+fi
+
+mkdir -p /data
+if ! mount -t ext4 "$DEV" /data; then
+  say "FATAL: cannot mount $DEV"
+  poweroff -f
+fi
+mkdir -p /data/vc
+cat > /etc/vcache.toml <<EOF
+[server]
+listen = "0.0.0.0:8080"
+data_dir = "/data/vc"
+write_token = "powercut"
+sync = "$SYNC"
+checkpoint_interval_ms = $INTERVAL
+
+[[video]]
+id = "slot"
+kind = "upload"
+size = $SIZE
+EOF
+say "boot_id $(cat /proc/sys/kernel/random/boot_id) sync=$SYNC interval=$INTERVAL size=$SIZE"
+RUST_LOG=info RUST_LOG_STYLE=never /bin/vcache serve --config /etc/vcache.toml > /dev/ttyS0 2>&1 &
+wait $!
+say "vcache exited with status $?"
+while true; do sleep 3600; done

@@ -1,0 +1,724 @@
+#!/usr/bin/env python3
+"""Host-side helpers for tests/powercut/run.sh (Python 3 standard library only).
+
+Subcommands:
+  kmods MODROOT NAME...         print the .ko paths (relative to MODROOT) of NAME and their
+                                dependencies, dependencies first (reads each module's .modinfo)
+  cpio OUT ROOT                 write ROOT as an uncompressed newc cpio archive (an initramfs)
+  freeport                      print a free TCP port on 127.0.0.1
+  wait PORT TIMEOUT QEMU_PID    poll GET /healthz until 200; fail if qemu dies or TIMEOUT passes
+  check ...                     after a boot: verify every present byte, the promises, monotonicity
+  load ...                      drive ranged PUTs into the slot's holes, SIGKILL qemu at CUT seconds
+
+The expected content of the slot is a pure function of (seed, offset), so the checker can
+recompute any byte: 4 KiB block j is P xor K(j), where P is a seeded random 4096-byte pattern
+and K(j) repeats a 64-bit word derived from j. A byte that was never written (zeros), written at
+the wrong offset, or written from an older/other block differs from it.
+"""
+
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+
+TOKEN = "powercut"
+VIDEO = "slot"
+BLOCK = 4096
+MASK64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+REP = sum(1 << (64 * i) for i in range(BLOCK // 8))
+
+
+# ---------------------------------------------------------------- content
+
+
+class Pattern:
+    def __init__(self, seed):
+        self.seed = seed & MASK64
+        self.p = int.from_bytes(random.Random(f"vcache-powercut:{seed}").randbytes(BLOCK), "little")
+
+    def block(self, j):
+        k = ((j + 1) * GOLDEN + self.seed) & MASK64
+        return (self.p ^ (k * REP)).to_bytes(BLOCK, "little")
+
+    def bytes(self, a, b):
+        """Expected bytes of [a, b)."""
+        if a >= b:
+            return b""
+        j0, j1 = a // BLOCK, (b - 1) // BLOCK
+        buf = b"".join(self.block(j) for j in range(j0, j1 + 1))
+        off = a - j0 * BLOCK
+        return buf[off : off + (b - a)]
+
+
+# ---------------------------------------------------------------- interval sets
+
+
+def norm(iv):
+    """Sorted, merged, non-empty half-open intervals."""
+    out = []
+    for a, b in sorted((a, b) for a, b in iv if a < b):
+        if out and a <= out[-1][1]:
+            if b > out[-1][1]:
+                out[-1][1] = b
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def union(x, y):
+    return norm(list(x) + list(y))
+
+
+def minus(x, y):
+    """x - y for normalised interval lists."""
+    out = []
+    y = norm(y)
+    i = 0
+    for a, b in norm(x):
+        cur = a
+        while i < len(y) and y[i][1] <= cur:
+            i += 1
+        k = i
+        while cur < b and k < len(y) and y[k][0] < b:
+            if y[k][0] > cur:
+                out.append((cur, y[k][0]))
+            cur = max(cur, y[k][1])
+            k += 1
+        if cur < b:
+            out.append((cur, b))
+    return out
+
+
+def total(x):
+    return sum(b - a for a, b in x)
+
+
+def fmt_iv(x, n=4):
+    s = ", ".join(f"[{a},{b})" for a, b in x[:n])
+    return s + (f", … ({len(x)} ranges)" if len(x) > n else "")
+
+
+# ---------------------------------------------------------------- kmods, cpio, freeport, wait
+
+
+def modinfo_depends(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    i = data.find(b"\0depends=")
+    if i < 0:
+        if data.startswith(b"depends="):
+            i = -1
+        else:
+            return []
+    j = data.find(b"\0", i + 1)
+    deps = data[i + 1 + len("depends=") : j].decode()
+    return [d for d in deps.split(",") if d]
+
+
+def cmd_kmods(args):
+    root, names = args[0], args[1:]
+    index = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".ko"):
+                index[f[:-3].replace("-", "_")] = os.path.relpath(os.path.join(dirpath, f), root)
+    order, seen = [], set()
+
+    def visit(name):
+        key = name.replace("-", "_")
+        if key in seen:
+            return
+        seen.add(key)
+        if key not in index:
+            sys.exit(f"kmods: module {name} not found under {root} (built in?)")
+        for d in modinfo_depends(os.path.join(root, index[key])):
+            visit(d)
+        order.append(index[key])
+
+    for n in names:
+        visit(n)
+    print("\n".join(order))
+
+
+def cmd_cpio(args):
+    out, root = args
+    ino = 1
+
+    def entry(f, name, mode, data, nlink=1, dev=(0, 0)):
+        nonlocal ino
+        nameb = name.encode() + b"\0"
+        hdr = "070701" + "".join(
+            f"{v:08x}"
+            for v in (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, dev[0], dev[1], len(nameb), 0)
+        )
+        ino += 1
+        f.write(hdr.encode() + nameb)
+        f.write(b"\0" * ((4 - (110 + len(nameb)) % 4) % 4))
+        f.write(data)
+        f.write(b"\0" * ((4 - len(data) % 4) % 4))
+
+    with open(out, "wb") as f:
+        for dirpath, dirs, files in os.walk(root):
+            dirs.sort()
+            rel = os.path.relpath(dirpath, root)
+            if rel != ".":
+                entry(f, rel, 0o040755, b"", nlink=2)
+            for name in sorted(files) + sorted(d for d in dirs if os.path.islink(os.path.join(dirpath, d))):
+                p = os.path.join(dirpath, name)
+                r = os.path.normpath(os.path.join(rel, name))
+                st = os.lstat(p)
+                if os.path.islink(p):
+                    entry(f, r, 0o120777, os.readlink(p).encode())
+                else:
+                    with open(p, "rb") as g:
+                        entry(f, r, 0o100000 | (st.st_mode & 0o7777), g.read())
+        entry(f, "TRAILER!!!", 0, b"")
+
+
+def cmd_freeport(_):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    print(s.getsockname()[1])
+    s.close()
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie child of the shell still "exists": look at its state
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def cmd_wait(args):
+    port, timeout, pid = int(args[0]), float(args[1]), int(args[2])
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if not alive(pid):
+            print(f"wait: qemu (pid {pid}) exited before vcache served")
+            sys.exit(2)
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+            c.request("GET", "/healthz")
+            r = c.getresponse()
+            r.read()
+            c.close()
+            if r.status == 200:
+                print(f"{time.monotonic() - t0:.1f}")
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.25)
+    print(f"wait: /healthz not 200 after {timeout:.0f} s")
+    sys.exit(1)
+
+
+# ---------------------------------------------------------------- state
+
+
+def load_state(path):
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {
+        "union": [],  # every byte reported present after any boot (must stay present)
+        "required": [],  # every byte the promise says must be present (must stay present)
+        "sent": [],  # every byte ever sent in a PUT body (acknowledged or not)
+        "size": None,
+    }
+
+
+def save_state(path, st):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(st, f)
+    os.replace(tmp, path)
+
+
+def get_videos(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("GET", "/videos")
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    if r.status != 200:
+        raise RuntimeError(f"GET /videos: {r.status}")
+    for v in json.loads(body)["videos"]:
+        if v["id"] == VIDEO:
+            return v
+    raise RuntimeError(f"GET /videos: no video {VIDEO!r}")
+
+
+# ---------------------------------------------------------------- check
+
+
+def verify_range(port, pat, a, b, problems):
+    """GET [a, b) and compare with the pattern. Returns bytes compared."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    c.request("GET", f"/videos/{VIDEO}", headers={"Range": f"bytes={a}-{b - 1}"})
+    r = c.getresponse()
+    if r.status != 206:
+        problems.append(f"GET [{a},{b}): status {r.status}, expected 206")
+        r.read()
+        c.close()
+        return 0
+    cr = r.getheader("Content-Range", "")
+    if not cr.startswith(f"bytes {a}-{b - 1}/"):
+        problems.append(f"GET [{a},{b}): Content-Range {cr!r} (range cut although reported present)")
+    pos, bad, first_bad = a, 0, None
+    step = 1 << 20
+    while pos < b:
+        want = min(step, b - pos)
+        got = r.read(want)
+        if not got:
+            break
+        exp = pat.bytes(pos, pos + len(got))
+        if got != exp:
+            for i in range(len(got)):
+                if got[i] != exp[i]:
+                    bad += 1
+                    if first_bad is None:
+                        first_bad = pos + i
+        pos += len(got)
+    c.close()
+    if pos < b:
+        problems.append(f"GET [{a},{b}): short body, ended at {pos}")
+    if bad:
+        problems.append(f"GET [{a},{b}): {bad} bytes differ from what was written, first at offset {first_bad}")
+    return pos - a
+
+
+def read_log(path):
+    evs = []
+    if path and os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    evs.append(json.loads(line))
+    return evs
+
+
+def cmd_check(argv):
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="powercut.py check")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--state", required=True)
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--log", help="the previous round's load log (absent on the first boot)")
+    ap.add_argument("--promise", choices=["always", "interval"], required=True)
+    ap.add_argument("--margin-ms", type=float, default=3000)
+    ap.add_argument("--result", required=True, help="write the round's result JSON here")
+    ap.add_argument("--require-json", help="dm-log-writes replay: the acknowledged ranges that must be present")
+    a = ap.parse_args(argv)
+
+    pat = Pattern(a.seed)
+    st = load_state(a.state)
+    problems = []
+    v = get_videos(a.port)
+    if st["size"] is None:
+        st["size"] = v["size"]
+    elif v["size"] != st["size"]:
+        problems.append(f"size {v['size']} != {st['size']}")
+    present = norm((r["start"], r["end"]) for r in v["cached_ranges"])
+    if total(present) != v["present_bytes"]:
+        problems.append(f"present_bytes {v['present_bytes']} != sum of cached_ranges {total(present)}")
+
+    # 1. every byte reported present is exactly the byte written there
+    checked = 0
+    for s, e in present:
+        checked += verify_range(a.port, pat, s, e, problems)
+
+    # 2. present bytes never vanish (nothing is DELETEd)
+    vanished = minus(st["union"], present)
+    if vanished:
+        problems.append(f"{total(vanished)} bytes present after an earlier boot are gone: {fmt_iv(vanished)}")
+
+    # 3. the promise for the round that was just cut
+    evs = read_log(a.log)
+    cut = next((e["t"] for e in evs if e["ev"] == "cut"), None)
+    acks = [e for e in evs if e["ev"] == "ack"]
+    sends = [(e["a"], e["b"]) for e in evs if e["ev"] == "send"]
+    st["sent"] = union(st["sent"], sends)
+    acked = norm((e["a"], e["b"]) for e in acks)
+    polls = sorted((e for e in evs if e["ev"] == "commits"), key=lambda e: e["ts"])
+    margin_missing = []
+    if cut is not None:
+        if a.promise == "always":
+            req = acked
+        else:
+            # The promise is "after the next completed checkpoint". An ack at t is covered once
+            # vcache_commits_total, read by a poll sent at or after t as v, has reached v + 2 in a
+            # poll answered before the cut: commit v + 1 may have taken its snapshot before t, but
+            # commit v + 2 was created after that poll (one commit in flight per video, and
+            # a commit is counted only once durable).
+            w = max((e["n"] for e in polls if e["tr"] <= cut), default=None)
+            req = []
+            for e in acks:
+                v = next((p["n"] for p in polls if p["ts"] >= e["t"]), None)
+                if v is not None and w is not None and w >= v + 2:
+                    req.append((e["a"], e["b"]))
+            req = norm(req)
+            # The time margin (informational): acks older than it at the cut that are gone.
+            old = norm((e["a"], e["b"]) for e in acks if e["t"] <= cut - a.margin_ms / 1000.0)
+            margin_missing = minus(old, present)
+    else:
+        req = []
+    if a.require_json:
+        with open(a.require_json) as f:
+            req = norm(json.load(f))
+    st["required"] = union(st["required"], req)
+    missing = minus(st["required"], present)
+    if missing:
+        problems.append(
+            f"{total(missing)} acknowledged bytes the '{a.promise}' promise covers are missing: {fmt_iv(missing)}"
+        )
+    # 4. nothing is present that was never sent
+    unsent = minus(present, st["sent"])
+    if unsent:
+        problems.append(f"{total(unsent)} present bytes were never sent by any PUT: {fmt_iv(unsent)}")
+
+    # information: acknowledged bytes lost (allowed in interval mode inside the margin)
+    lost = minus(acked, present)
+    lost_age = 0.0
+    if cut is not None and lost:
+        for e in acks:
+            if minus([(e["a"], e["b"])], present):
+                lost_age = max(lost_age, cut - e["t"])
+    st["union"] = union(st["union"], present)
+    save_state(a.state, st)
+    res = {
+        "acked_puts": len(acks),
+        "acked_bytes": total(acked),
+        "required_bytes": total(req),
+        "present_bytes": total(present),
+        "present_ranges": len(present),
+        "checked_bytes": checked,
+        "lost_acked_bytes": total(lost),
+        "lost_beyond_margin_bytes": total(margin_missing),
+        "commits_seen": (polls[-1]["n"] - polls[0]["n"]) if polls else 0,
+        "oldest_lost_ack_s": round(lost_age, 3),
+        "violations": len(problems),
+        "problems": problems[:20],
+    }
+    with open(a.result, "w") as f:
+        json.dump(res, f)
+    for p in problems[:20]:
+        print(f"  VIOLATION: {p}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- load
+
+
+class Allocator:
+    """Hands out disjoint ranges from the holes of the slot, in random places and sizes."""
+
+    def __init__(self, size, taken, rng, max_put):
+        self.size = size
+        self.busy = norm(taken)  # present at boot, in flight, or acknowledged
+        self.rng = rng
+        self.max_put = max_put
+        self.lock = threading.Lock()
+
+    def take(self):
+        with self.lock:
+            holes = minus([(0, self.size)], self.busy)
+            if not holes:
+                return None
+            # pick a hole weighted by its length, then a place inside it
+            tot = total(holes)
+            x = self.rng.randrange(tot)
+            for h0, h1 in holes:
+                if x < h1 - h0:
+                    break
+                x -= h1 - h0
+            n = int(2 ** self.rng.uniform(0, self.max_put.bit_length() - 1))  # log-uniform sizes
+            n = max(1, min(n, self.max_put))
+            a = h0 + x  # anywhere; half of the time rounded down to a 4 KiB boundary
+            if self.rng.random() < 0.5 and a // BLOCK * BLOCK >= h0:
+                a = a // BLOCK * BLOCK
+            b = min(h1, a + n)
+            self.busy = union(self.busy, [(a, b)])
+            return a, b
+
+    def release(self, a, b):
+        with self.lock:
+            self.busy = minus(self.busy, [(a, b)])
+
+
+def cmd_load(argv):
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="powercut.py load")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--round-seed", type=int, required=True)
+    ap.add_argument("--qemu-pid", type=int, required=True)
+    ap.add_argument("--cut-after", type=float, required=True, help="seconds after the first PUT")
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--threads", type=int, default=3)
+    ap.add_argument("--max-put", type=int, default=2 << 20)
+    ap.add_argument("--marker-port", type=int, help="dm-log-writes: send a mark to the guest after each 2xx")
+    ap.add_argument("--settle", type=float, default=0.0,
+                    help="dm-log-writes: stop the load, mark 'end', wait this long, then kill qemu")
+    a = ap.parse_args(argv)
+
+    pat = Pattern(a.seed)
+    rng = random.Random(a.round_seed)
+    v = get_videos(a.port)
+    size = v["size"]
+    present = [(r["start"], r["end"]) for r in v["cached_ranges"]]
+    alloc = Allocator(size, present, rng, a.max_put)
+    log = []
+    log_lock = threading.Lock()
+    stop = threading.Event()
+
+    def rec(ev):
+        with log_lock:
+            log.append(ev)
+
+    marks = []  # (name, a, b) queued after each 2xx
+    marks_cv = threading.Condition()
+    marker_done = threading.Event()
+
+    def marker():
+        """One connection to the guest's marker; each line becomes `dmsetup message lw 0 mark NAME`."""
+        try:
+            m = socket.create_connection(("127.0.0.1", a.marker_port), timeout=30)
+            f = m.makefile("rwb")
+            while True:
+                with marks_cv:
+                    while not marks and not marker_done.is_set():
+                        marks_cv.wait(0.2)
+                    if not marks:
+                        break
+                    name, s0, e0 = marks.pop(0)
+                f.write(name.encode() + b"\n")
+                f.flush()
+                line = f.readline()
+                if not line.startswith(b"ok"):
+                    rec({"ev": "note", "msg": f"marker answered {line!r}", "t": time.monotonic()})
+                    break
+                rec({"ev": "mark", "name": name, "a": s0, "b": e0, "t": time.monotonic()})
+            m.close()
+        except OSError as ex:
+            rec({"ev": "note", "msg": f"marker: {ex}", "t": time.monotonic()})
+
+    def mark(name, s0, e0):
+        if a.marker_port:
+            with marks_cv:
+                marks.append((name, s0, e0))
+                marks_cv.notify()
+
+    def worker(i):
+        conn = None
+        while not stop.is_set():
+            rg = alloc.take()
+            if rg is None:
+                time.sleep(0.05)
+                continue
+            s, e = rg
+            body = pat.bytes(s, e)
+            rec({"ev": "send", "a": s, "b": e, "t": time.monotonic(), "w": i})
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=20)
+                conn.request(
+                    "PUT",
+                    f"/videos/{VIDEO}",
+                    body=body,
+                    headers={
+                        "Authorization": f"Bearer {TOKEN}",
+                        "Content-Range": f"bytes {s}-{e - 1}/{size}",
+                        "Content-Type": "application/octet-stream",
+                    },
+                )
+                r = conn.getresponse()
+                r.read()
+                t = time.monotonic()
+                if 200 <= r.status < 300:
+                    rec({"ev": "ack", "a": s, "b": e, "t": t, "st": r.status})
+                    mark(f"ack{s}-{e}", s, e)
+                else:
+                    rec({"ev": "nack", "a": s, "b": e, "t": t, "st": r.status})
+                    alloc.release(s, e)
+                    if r.status == 507 or r.status == 409:
+                        time.sleep(0.05)
+                if r.getheader("Connection", "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as ex:
+                rec({"ev": "err", "a": s, "b": e, "t": time.monotonic(), "err": type(ex).__name__})
+                if conn is not None:
+                    conn.close()
+                conn = None
+                if stop.is_set():
+                    break
+                time.sleep(0.1)  # bytes of a failed PUT may still be claimed: keep them busy
+
+    def poller():
+        """Watch vcache_commits_total: a commit is counted only after it is durable, and a video's
+        next commit is created (its snapshot taken) only after the previous one is counted."""
+        conn = None
+        while not stop.is_set():
+            ts = time.monotonic()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=5)
+                conn.request("GET", "/metrics")
+                r = conn.getresponse()
+                body = r.read().decode()
+                tr = time.monotonic()
+                for line in body.splitlines():
+                    if line.startswith("vcache_commits_total "):
+                        rec({"ev": "commits", "ts": ts, "tr": tr, "n": int(line.split()[1])})
+            except (OSError, http.client.HTTPException, ValueError):
+                if conn is not None:
+                    conn.close()
+                conn = None
+            time.sleep(0.1)
+
+    ths = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(a.threads)]
+    ths.append(threading.Thread(target=poller, daemon=True))
+    mth = threading.Thread(target=marker, daemon=True) if a.marker_port else None
+    if mth:
+        mth.start()
+    t0 = time.monotonic()
+    for t in ths:
+        t.start()
+    time.sleep(max(0.0, t0 + a.cut_after - time.monotonic()))
+    if a.settle:
+        # dm-log-writes run: the cuts are made later by replaying the log, so end cleanly enough
+        # that the log holds everything (and its super block counts it: a mark updates it)
+        stop.set()
+        for t in ths:
+            t.join(timeout=25)
+        if mth:
+            mark("end", 0, 0)
+            marker_done.set()
+            mth.join(timeout=60)
+        time.sleep(a.settle)
+    tcut = time.monotonic()
+    try:
+        os.kill(a.qemu_pid, signal.SIGKILL)
+    except ProcessLookupError:
+        rec({"ev": "note", "msg": "qemu already gone at the cut", "t": tcut})
+    rec({"ev": "cut", "t": tcut})
+    stop.set()
+    for t in ths:
+        t.join(timeout=25)
+    with open(a.log, "w") as f:
+        for ev in log:
+            f.write(json.dumps(ev) + "\n")
+    acks = [e for e in log if e["ev"] == "ack"]
+    late = [e for e in acks if e["t"] > tcut]
+    print(
+        json.dumps(
+            {
+                "acked_puts": len(acks),
+                "acked_bytes": sum(e["b"] - e["a"] for e in acks),
+                "nacks": sum(1 for e in log if e["ev"] == "nack"),
+                "errors": sum(1 for e in log if e["ev"] == "err"),
+                "acks_after_cut": len(late),
+                "load_s": round(tcut - t0, 2),
+            }
+        )
+    )
+
+
+# ---------------------------------------------------------------- dm-log-writes
+
+LOG_FLUSH, LOG_FUA, LOG_DISCARD, LOG_MARK = 1, 2, 4, 8
+WRITE_LOG_MAGIC = 0x6A736677736872
+
+
+def lw_entries(logpath):
+    """The entries of a dm-log-writes log: (index, flags, sector, nr_sectors, data_offset, mark)."""
+    out = []
+    with open(logpath, "rb") as f:
+        magic, version, nr, ssz = struct.unpack("<QQQI", f.read(28))
+        if magic != WRITE_LOG_MAGIC:
+            raise RuntimeError(f"{logpath}: not a dm-log-writes log (magic {magic:#x})")
+        pos = ssz
+        for i in range(nr):
+            f.seek(pos)
+            sector, nsec, flags, dlen = struct.unpack("<QQQQ", f.read(32))
+            mark = None
+            if flags & LOG_MARK:
+                mark = f.read(dlen).decode(errors="replace")
+            out.append((i, flags, sector, nsec, pos + ssz, mark))
+            pos += ssz
+            if not flags & (LOG_DISCARD | LOG_MARK):
+                pos += nsec * ssz
+    return out, ssz
+
+
+def cmd_lwinfo(argv):
+    """lwinfo LOG LOADLOG NPOINTS SEED OUTDIR: pick replay points (flush or FUA entries), write for
+    each the acknowledged ranges whose mark precedes it (OUTDIR/require-K.json); print the points."""
+    logpath, loadlog, npoints, seed, outdir = argv[0], argv[1], int(argv[2]), argv[3], argv[4]
+    ents, _ = lw_entries(logpath)
+    flushes = [e[0] for e in ents if e[1] & (LOG_FLUSH | LOG_FUA)]
+    marks = {e[5]: e[0] for e in ents if e[5] is not None}
+    acks = [e for e in read_log(loadlog) if e["ev"] == "ack"]
+    rng = random.Random(f"lw:{seed}")
+    # the interesting points come after the first acknowledgement's mark (before it, nothing is promised)
+    first_mark = min((i for name, i in marks.items() if name.startswith("ack")), default=0)
+    cand = [k for k in flushes[:-1] if k > first_mark] or flushes[:-1]
+    pts = sorted(set(rng.sample(cand, min(npoints - 1, len(cand))) + flushes[-1:]))
+    for k in pts:
+        req = [(e["a"], e["b"]) for e in acks if marks.get(f"ack{e['a']}-{e['b']}", 1 << 62) < k]
+        with open(os.path.join(outdir, f"require-{k}.json"), "w") as f:
+            json.dump(norm(req), f)
+    marked = sum(1 for e in acks if f"ack{e['a']}-{e['b']}" in marks)
+    print(json.dumps({"entries": len(ents), "flush_points": len(flushes), "marks": len(marks),
+                      "acks": len(acks), "acks_marked": marked, "points": pts}))
+
+
+def cmd_lwreplay(argv):
+    """lwreplay LOG IMAGE FROM TO: apply entries FROM..TO (inclusive) of LOG to IMAGE."""
+    logpath, image, lo, hi = argv[0], argv[1], int(argv[2]), int(argv[3])
+    ents, ssz = lw_entries(logpath)
+    with open(logpath, "rb") as lg, open(image, "r+b") as img:
+        for i, flags, sector, nsec, doff, mark in ents[lo : hi + 1]:
+            if flags & LOG_MARK or nsec == 0:
+                continue
+            img.seek(sector * ssz)
+            if flags & LOG_DISCARD:
+                img.write(b"\0" * (nsec * ssz))  # a discard may read back as zeros
+            else:
+                lg.seek(doff)
+                img.write(lg.read(nsec * ssz))
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    cmd, rest = sys.argv[1], sys.argv[2:]
+    {
+        "kmods": cmd_kmods,
+        "cpio": cmd_cpio,
+        "freeport": cmd_freeport,
+        "wait": cmd_wait,
+        "check": cmd_check,
+        "load": cmd_load,
+        "lwinfo": cmd_lwinfo,
+        "lwreplay": cmd_lwreplay,
+    }[cmd](rest)
+
+
+if __name__ == "__main__":
+    main()
