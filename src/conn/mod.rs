@@ -800,21 +800,22 @@ impl Conn {
         Step::Progress
     }
 
-    /// Whether this turn's payload budget is spent (then the connection queues itself to go on).
-    fn budget_spent(&mut self, ctx: &mut Ctx<'_>) -> bool {
-        if self.writer.sent_this_turn < SEND_BUDGET_PER_TURN {
+    /// Whether payload may go now: the socket takes more and this turn's budget is not spent (when it
+    /// is, the connection queues itself to go on after the others).
+    fn can_send(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        if !self.writer.writable {
             return false;
         }
+        if self.writer.sent_this_turn < SEND_BUDGET_PER_TURN {
+            return true;
+        }
         ctx.wake.push(self.token);
-        true
+        false
     }
 
     /// Bytes [pos, end) of a video: one writev with the queued head, or MSG_MORE + sendfile.
     fn send_payload(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        if !self.writer.writable {
-            return Step::Blocked;
-        }
-        if self.budget_spent(ctx) {
+        if !self.can_send(ctx) {
             return Step::Blocked;
         }
         let Conn {
@@ -924,10 +925,7 @@ impl Conn {
     /// A live follower: announce a chunk of what is present, then send it with its size line and
     /// CRLF in one writev.
     fn send_follow(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        if !self.writer.writable {
-            return Step::Blocked;
-        }
-        if self.budget_spent(ctx) {
+        if !self.can_send(ctx) {
             return Step::Blocked;
         }
         let Conn {
