@@ -280,6 +280,9 @@ impl Server {
             for (id, v) in self.store.all_mut() {
                 if v.commit().is_some_and(|c| c.commit_in_flight) {
                     pending = true;
+                } else if v.poisoned().is_some() {
+                    // Nothing more can be committed for it; the exit status names it.
+                    continue;
                 } else if attempts.get(id).copied().unwrap_or(0) >= FINAL_COMMIT_ATTEMPTS {
                     // A commit that keeps failing at shutdown (a full or failing disk) is not
                     // retried forever: the exit status and the log say what could not be committed.
@@ -445,6 +448,11 @@ impl Server {
         // mode); durable waiters get a commit job (always mode, DELETE).
         let mut jobs = Vec::new();
         for (id, v) in self.store.all_mut() {
+            // A poisoned video acknowledges nothing: its waiters learn why (conn answers 500).
+            if v.poisoned().is_some() {
+                self.wake.append(&mut v.commit_waiters);
+                continue;
+            }
             // A live publisher waiting for its next write intent gets a durable commit at once.
             if v.commit_urgent() {
                 if let Some(job) = v.commit_job(id) {
@@ -503,6 +511,7 @@ impl Server {
         if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
             self.sweep_timeouts(now);
+            self.refresh_durability_gauges(now);
             self.fetcher
                 .sweep(self.poll.registry(), &mut self.store, &mut self.wake, now);
             self.drop_unused_retired();
@@ -605,7 +614,21 @@ impl Server {
         if let Some(v) = self.store.get_mut(&done.video) {
             v.commit_done(&done);
             self.wake.append(&mut v.commit_waiters);
+            if let Some(why) = v.poisoned() {
+                log::error!("video {}: poisoned: {why}", done.video);
+            }
         }
+        self.refresh_durability_gauges(Instant::now());
+    }
+
+    /// The /metrics gauges about durability, recomputed from the store (after commits and at every
+    /// sweep).
+    fn refresh_durability_gauges(&mut self, _now: Instant) {
+        self.metrics.videos_sync_failed = self
+            .store
+            .all_mut()
+            .filter(|(_, v)| v.poisoned().is_some())
+            .count() as u64;
     }
 
     /// Close the files of videos a reload removed, once no connection uses them and everything they
@@ -621,7 +644,9 @@ impl Server {
             .filter(|(id, v)| {
                 // Waiter lists may hold tokens of connections that left without being woken: what
                 // counts is whether a live connection still uses the video.
-                let committed = v.commit().is_none_or(|c| c.is_settled());
+                let committed = v
+                    .commit()
+                    .is_none_or(|c| c.is_settled() || c.poisoned().is_some());
                 committed && !self.conns.iter().flatten().any(|c| c.uses_video(id))
             })
             .map(|(id, _)| id.clone())

@@ -26,6 +26,8 @@ pub const META_FILE_LEN: u64 = RECORD_SLOT_COUNT as u64 * RECORD_SLOT_SIZE;
 
 /// The kernel's random boot id, as 16 bytes.
 pub type BootId = [u8; 16];
+/// A boot id the kernel never hands out (the nil uuid): scanning with it trusts no fast record.
+pub const UNKNOWN_BOOT: BootId = [0; 16];
 /// Where Linux publishes the boot id.
 pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 /// Length of the textual uuid form of the boot id.
@@ -484,7 +486,6 @@ impl MetaFile {
         })
     }
 
-    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -611,6 +612,43 @@ impl MetaFile {
             path: self.path.clone(),
         })
     }
+}
+
+/// Where the failed data sync of the video whose metadata is `meta_path` is recorded:
+/// `<id>.sync-failed` next to `<id>.meta`.
+pub fn sync_failed_marker(meta_path: &Path) -> PathBuf {
+    meta_path.with_extension("sync-failed")
+}
+
+/// Record on disk that a data sync of this video failed (the commit worker, before it reports the
+/// failure): a restart then trusts only durable records, which claim only bytes synced before.
+/// The marker holds the error text; it is synced with its directory entry.
+pub fn mark_sync_failed(meta_path: &Path, why: &str) -> io::Result<()> {
+    let marker = sync_failed_marker(meta_path);
+    let mut file = File::create(&marker)?;
+    io::Write::write_all(&mut file, why.as_bytes())?;
+    file.sync_all()?;
+    sync_parent_dir(&marker)
+}
+
+/// The error text of a recorded failed data sync, if one is recorded (`mark_sync_failed`).
+pub fn read_sync_failed(meta_path: &Path) -> Option<String> {
+    let marker = sync_failed_marker(meta_path);
+    match std::fs::read(&marker) {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => Some(format!(
+            "(the marker {} cannot be read: {e})",
+            marker.display()
+        )),
+    }
+}
+
+/// Forget a recorded failed sync, once a durable record newer than every fast record is synced.
+pub fn clear_sync_failed(meta_path: &Path) -> io::Result<()> {
+    let marker = sync_failed_marker(meta_path);
+    std::fs::remove_file(&marker)?;
+    sync_parent_dir(&marker)
 }
 
 /// fsync the directory holding `path`, so a newly created entry survives a machine crash.

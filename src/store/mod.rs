@@ -412,6 +412,11 @@ impl Video {
         }
     }
 
+    /// Why the video takes no writes and acknowledges nothing (a data sync failed), if so.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.commit().and_then(CommitState::poisoned)
+    }
+
     /// A DELETE (or a changed origin object) is waiting for its durable commit.
     pub fn delete_pending(&self) -> bool {
         self.body.slot().is_some_and(|s| s.delete_pending)
@@ -551,6 +556,11 @@ impl Slot {
 
     /// Reserve [start, end) for one write. Refused if any byte is present, being written, or outside.
     pub fn reserve(&mut self, start: u64, end: u64) -> Result<u64, WriteRefusal> {
+        if let Some(why) = self.commit.poisoned() {
+            return Err(WriteRefusal::Busy(format!(
+                "this video is unavailable: {why}"
+            )));
+        }
         if self.delete_pending {
             return Err(WriteRefusal::Busy(
                 "a DELETE of this video is being committed".into(),
@@ -715,6 +725,11 @@ impl Slot {
     /// DELETE: forget every present byte. The caller must wait for the durable commit before
     /// acknowledging, and no write is accepted meanwhile (`delete_pending`).
     pub fn forget_all(&mut self) -> Result<(), WriteRefusal> {
+        if let Some(why) = self.commit.poisoned() {
+            return Err(WriteRefusal::Busy(format!(
+                "this video is unavailable: {why}"
+            )));
+        }
         if !self.reservations.is_empty() {
             return Err(WriteRefusal::Busy(
                 "writes to this video are in progress".into(),
@@ -901,7 +916,13 @@ impl StorePaths {
         }
         let meta = MetaFile::open(&mpath, true)
             .map_err(|e| format!("cannot open metadata {}: {e}", mpath.display()))?;
-        let scan = meta.scan(&self.boot_id).map_err(|e| {
+        // After a failed data sync, fast records may claim bytes the kernel dropped: trust none.
+        let sync_failed = meta::read_sync_failed(&mpath);
+        let trusted_boot = match sync_failed {
+            Some(_) => meta::UNKNOWN_BOOT,
+            None => self.boot_id,
+        };
+        let scan = meta.scan(&trusted_boot).map_err(|e| {
             format!(
                 "metadata {} cannot be read ({e}); the video is left out and its files untouched",
                 mpath.display()
@@ -1003,11 +1024,33 @@ impl StorePaths {
             }
         }
         // Overwrite the older durable slot next, so the newest durable record survives a torn write.
-        let newest_durable = if payload.is_none() {
+        let mut newest_durable = if payload.is_none() {
             Some(meta::DURABLE_RECORD_SLOTS[0])
         } else {
             scan.newest_durable
         };
+        let mut seq = seq;
+        if let (Some(why), Some(p)) = (&sync_failed, &payload) {
+            let rec = MetaRecord {
+                seq: seq + 1,
+                boot_id: self.boot_id,
+                video_kind: kind_code,
+                data_len: len,
+                payload: p.clone(),
+            };
+            newest_durable = Some(recover_after_failed_sync(
+                &meta,
+                newest_durable,
+                &rec,
+                id,
+                why,
+            )?);
+            seq = rec.seq;
+        } else if sync_failed.is_some() {
+            // Created afresh just now: the synced creation record is newer than any fast record.
+            meta::clear_sync_failed(&mpath)
+                .map_err(|e| format!("cannot remove the failed-sync marker of {id}: {e}"))?;
+        }
         let commit = CommitState::new(
             Arc::new(meta),
             self.boot_id,
@@ -1138,6 +1181,34 @@ impl StorePaths {
         std::fs::remove_file(meta_path(&self.data_dir, id))?;
         data_file::sync_dir(&self.data_dir)
     }
+}
+
+/// Reopen a video whose data sync failed (`meta::mark_sync_failed`): its last durable record, which
+/// claims only bytes synced before the failure (the data file was synced again just now), is written
+/// anew with a seq above every fast record, so no later open in this boot trusts those; then the
+/// marker is removed. Returns the durable record slot written.
+fn recover_after_failed_sync(
+    meta: &MetaFile,
+    newest_durable: Option<meta::RecordSlot>,
+    rec: &MetaRecord,
+    id: &str,
+    why: &str,
+) -> Result<meta::RecordSlot, String> {
+    let slot = meta::next_durable_record_slot(newest_durable);
+    let failed = |e: String| {
+        format!(
+            "video {id}: cannot recover after its failed data sync ({why}): {e}; left out, \
+             files untouched but for the record slot being written"
+        )
+    };
+    meta.write_record_slot_synced(slot, rec)
+        .map_err(|e| failed(e.to_string()))?;
+    meta::clear_sync_failed(meta.path()).map_err(|e| failed(e.to_string()))?;
+    log::warn!(
+        "video {id}: reopened from its last durable record after a failed data sync ({why}); \
+         writes acknowledged after that record are lost and must be sent again"
+    );
+    Ok(slot)
 }
 
 /// A video the store could not open: it is left out and its files are left untouched.
@@ -1342,6 +1413,12 @@ fn encode_upload_payload(
 /// creates nothing.
 pub fn describe_cached(cfg: &Config, v: &VideoConfig, boot: &BootId) -> String {
     let mpath = meta_path(&cfg.server.data_dir, &v.id);
+    let sync_failed = meta::read_sync_failed(&mpath);
+    // What the next start recovers: after a failed data sync, durable records only.
+    let boot = match sync_failed {
+        Some(_) => &meta::UNKNOWN_BOOT,
+        None => boot,
+    };
     let described = match &v.kind {
         VideoKind::File { path } => Ok(match std::fs::metadata(path) {
             Ok(m) => format!("file {} ({} bytes), complete", path.display(), m.len()),
@@ -1352,7 +1429,15 @@ pub fn describe_cached(cfg: &Config, v: &VideoConfig, boot: &BootId) -> String {
         VideoKind::Origin { url, size, .. } => describe_origin(&mpath, url, *size, boot),
     };
     // Err carries the whole line: what is wrong with the metadata file.
-    described.unwrap_or_else(|problem| problem)
+    let described = described.unwrap_or_else(|problem| problem);
+    match sync_failed {
+        Some(why) => format!(
+            "PROBLEM: a data sync failed ({why}; {}): writes acknowledged after its last durable \
+             record may be lost, and the next start reopens it from that record: {described}",
+            meta::sync_failed_marker(&mpath).display()
+        ),
+        None => described,
+    }
 }
 
 /// The winning record of an existing metadata file, read without a lock (None: nothing recorded).
@@ -1542,6 +1627,38 @@ mod tests {
         assert_eq!(s.claim(a, 5, 10), 10, "a reservation's claims form one run");
         assert_eq!(s.claim(b, 20, 30), 30);
         assert_eq!(s.presence.ranges(), &[(0, 10), (20, 30)]);
+    }
+
+    #[test]
+    fn a_video_whose_data_sync_failed_reopens_from_its_last_durable_record() {
+        let t = TestPaths::new("sync-failed", 16);
+        let mpath = meta_path(&t.0.data_dir, "up");
+        {
+            let mut s = t.slot(1000);
+            let r = s.reserve(0, 100).expect("reserve");
+            s.write_target(r, 0, 100).expect("target").fill(7);
+            s.claim(r, 0, 100);
+            let p = s.payload();
+            s.commit.write_fast_record(p).expect("fast record");
+        }
+        // Without a failed sync, the fast record of this boot is trusted.
+        assert_eq!(t.slot(1000).presence.present_bytes(), 100);
+        // What the commit worker records when the data sync fails.
+        meta::mark_sync_failed(&mpath, "Input/output error").expect("marker");
+        let s = t.slot(1000);
+        assert_eq!(
+            s.presence.present_bytes(),
+            0,
+            "the fast record is not trusted"
+        );
+        assert!(
+            meta::read_sync_failed(&mpath).is_none(),
+            "the marker is cleared"
+        );
+        drop(s);
+        // The marker is gone, and the fast record stays outdated by the new durable record.
+        let s = t.slot(1000);
+        assert_eq!(s.presence.present_bytes(), 0);
     }
 
     #[test]

@@ -280,6 +280,11 @@ impl LiveRing {
 
     /// Take the channel for one publisher.
     pub fn begin_publish(&mut self) -> Result<u64, WriteRefusal> {
+        if let Some(why) = self.commit.poisoned() {
+            return Err(WriteRefusal::Busy(format!(
+                "this channel is unavailable: {why}"
+            )));
+        }
         if self.publisher.is_some() {
             return Err(WriteRefusal::PublisherActive);
         }
@@ -318,6 +323,11 @@ impl LiveRing {
 
     /// DELETE: forget the window (nothing is claimed any more; the data file stays allocated).
     pub fn forget_all(&mut self) -> Result<(), WriteRefusal> {
+        if let Some(why) = self.commit.poisoned() {
+            return Err(WriteRefusal::Busy(format!(
+                "this channel is unavailable: {why}"
+            )));
+        }
         if self.publisher.is_some() {
             return Err(WriteRefusal::Busy(
                 "the channel is being published to".into(),
