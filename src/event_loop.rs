@@ -34,6 +34,8 @@ const FIRST_CONN: usize = 16;
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// Attempts at each video's final commit during shutdown before giving up on it.
 const FINAL_COMMIT_ATTEMPTS: usize = 3;
+/// At most one "checkpoints are behind" warning this often.
+const BEHIND_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// Rounds of wake-ups processed per loop iteration (each round drives the connections woken by the last).
 const MAX_WAKE_ROUNDS: usize = 8;
 
@@ -75,6 +77,8 @@ pub struct Server {
     reload_again: bool,
     /// A reload applied but for the videos it added, which the commit worker is still opening.
     pending_reload: Option<PendingReload>,
+    /// When the log last said that checkpoints fall behind (rate limit).
+    last_behind_warning: Option<Instant>,
 }
 
 /// A config loaded for a reload, with its origin hosts resolved, or why it was refused.
@@ -145,6 +149,7 @@ impl Server {
             reload_rx: None,
             reload_again: false,
             pending_reload: None,
+            last_behind_warning: None,
         })
     }
 
@@ -623,12 +628,35 @@ impl Server {
 
     /// The /metrics gauges about durability, recomputed from the store (after commits and at every
     /// sweep).
-    fn refresh_durability_gauges(&mut self, _now: Instant) {
+    fn refresh_durability_gauges(&mut self, now: Instant) {
         self.metrics.videos_sync_failed = self
             .store
             .all_mut()
             .filter(|(_, v)| v.poisoned().is_some())
             .count() as u64;
+        let oldest = self
+            .store
+            .all_mut()
+            .filter_map(|(id, v)| Some((v.commit()?.oldest_unsynced_ack()?, id.clone())))
+            .min();
+        let age = oldest
+            .as_ref()
+            .map_or(Duration::ZERO, |(t, _)| now.saturating_duration_since(*t));
+        self.metrics.oldest_unsynced_ack_seconds = age.as_secs_f64();
+        // A checkpoint should cover an acknowledgement within about one interval.
+        let interval = Duration::from_millis(self.cfg.server.checkpoint_interval_ms);
+        let quiet = self
+            .last_behind_warning
+            .is_none_or(|t| now.saturating_duration_since(t) >= BEHIND_WARNING_EVERY);
+        if let Some((_, id)) = oldest.filter(|_| age > 2 * interval && quiet) {
+            self.last_behind_warning = Some(now);
+            log::warn!(
+                "checkpoints are behind: video {id} holds writes acknowledged {:.1} s ago that are \
+                 not durable yet (checkpoint_interval_ms = {}; see vcache_oldest_unsynced_ack_seconds)",
+                age.as_secs_f64(),
+                self.cfg.server.checkpoint_interval_ms
+            );
+        }
     }
 
     /// Close the files of videos a reload removed, once no connection uses them and everything they

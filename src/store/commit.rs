@@ -385,7 +385,15 @@ pub struct CommitState {
     pub durable_claim_seq: u64,
     pub fast_claim_seq: u64,
     next_durable_record_slot: RecordSlot,
-    next_fast_record_slot: RecordSlot,
+    /// The log region (a fast record slot) entries are appended to, and where the next one goes.
+    log_region: RecordSlot,
+    log_pos: u64,
+    /// The last durable job landed: the next one may switch log regions (the other region holds only
+    /// entries that record covers).
+    log_switch_allowed: bool,
+    /// The current log region has no room for the next entry: acknowledgements wait for a durable
+    /// commit, which switches regions.
+    log_full: bool,
     pub commit_in_flight: bool,
     pub last_commit_error: Option<String>,
     /// When the last commit failed: the next attempt waits COMMIT_RETRY_BACKOFF.
@@ -393,6 +401,11 @@ pub struct CommitState {
     /// Set when a data sync failed: why. From then on nothing is acknowledged and no record (fast or
     /// durable) is written; the video is reopened from its last durable record on the next start.
     poisoned: Option<String>,
+    /// When the oldest acknowledgement (fast record) not yet covered by a durable record was given.
+    unsynced_ack_since: Option<std::time::Instant>,
+    /// The first acknowledgement given after the snapshot of the durable commit in flight (that commit
+    /// does not cover it).
+    acked_after_job: Option<std::time::Instant>,
 }
 
 /// How long after a failed durable commit the next one is attempted (a failing disk is not hammered
@@ -405,7 +418,6 @@ pub struct Recovered {
     /// The winning record came from a fast record slot: the first checkpoint must make it durable.
     pub from_fast: bool,
     pub next_durable_record_slot: RecordSlot,
-    pub next_fast_record_slot: RecordSlot,
 }
 
 impl CommitState {
@@ -427,12 +439,24 @@ impl CommitState {
             durable_claim_seq: if r.from_fast { 0 } else { 1 },
             fast_claim_seq: 1,
             next_durable_record_slot: r.next_durable_record_slot,
-            next_fast_record_slot: r.next_fast_record_slot,
+            // Opening leaves nothing to replay in either region (`StorePaths::open_writable` makes a
+            // replayed state durable), so the first one is written from its start.
+            log_region: super::meta::FAST_RECORD_SLOTS[0],
+            log_pos: 0,
+            log_switch_allowed: true,
+            log_full: false,
             commit_in_flight: false,
             last_commit_error: None,
             failed_at: None,
             poisoned: None,
+            unsynced_ack_since: None,
+            acked_after_job: None,
         }
+    }
+
+    /// When the oldest acknowledged write that no durable record covers yet was acknowledged.
+    pub fn oldest_unsynced_ack(&self) -> Option<std::time::Instant> {
+        self.unsynced_ack_since
     }
 
     /// Why the video is poisoned (a data sync failed), if it is.
@@ -458,23 +482,43 @@ impl CommitState {
 
     /// Does the metadata (durable or fast) lag what is claimed in memory?
     pub fn fast_record_due(&self) -> bool {
-        self.poisoned.is_none() && self.claim_seq > self.fast_claim_seq.max(self.durable_claim_seq)
+        self.poisoned.is_none()
+            && !self.log_full
+            && self.claim_seq > self.fast_claim_seq.max(self.durable_claim_seq)
     }
 
-    /// Write the fast (process-crash) record: a plain pwrite into the page cache, no sync.
-    pub fn write_fast_record(&mut self, payload: Vec<u8>) -> Result<(), String> {
+    /// Append a fast (process-crash) entry to the log region: a plain pwrite into the page cache, no
+    /// sync. `delta`: the payload is what changed since the last entry (upload slots); otherwise the
+    /// whole state (live rings). Ok(false) if the region is full: the claims are then acknowledged by
+    /// the next durable commit, which switches regions.
+    pub fn write_fast_record(&mut self, payload: Vec<u8>, delta: bool) -> Result<bool, String> {
         if let Some(why) = &self.poisoned {
             return Err(format!("no fast record is written: {why}"));
         }
         let claim = self.claim_seq;
         let rec = self.record(payload);
-        let record_slot = self.next_fast_record_slot;
+        let bytes = if delta {
+            super::meta::encode_delta(&rec)
+        } else {
+            super::meta::encode_record(&rec)
+        }
+        .map_err(|e| format!("encoding the fast record failed: {e}"))?;
+        let end = self.log_pos + bytes.len() as u64;
+        if end > super::meta::RECORD_SLOT_SIZE {
+            self.log_full = true;
+            return Ok(false);
+        }
         self.meta
-            .write_record_slot(record_slot, &rec)
+            .write_log_entry(self.log_region, self.log_pos, &bytes)
             .map_err(|e| format!("writing the fast metadata record failed: {e}"))?;
-        self.next_fast_record_slot = super::meta::next_fast_record_slot(Some(record_slot));
+        self.log_pos = end;
         self.fast_claim_seq = claim;
-        Ok(())
+        let now = std::time::Instant::now();
+        self.unsynced_ack_since.get_or_insert(now);
+        if self.commit_in_flight {
+            self.acked_after_job.get_or_insert(now);
+        }
+        Ok(true)
     }
 
     pub fn checkpoint_due(&self) -> bool {
@@ -500,6 +544,18 @@ impl CommitState {
         let claim = self.claim_seq;
         let rec = self.record(payload);
         self.commit_in_flight = true;
+        self.acked_after_job = None;
+        if self.log_switch_allowed {
+            // Every entry of the other region is older than the durable record that landed last.
+            self.log_region = if self.log_region == super::meta::FAST_RECORD_SLOTS[0] {
+                super::meta::FAST_RECORD_SLOTS[1]
+            } else {
+                super::meta::FAST_RECORD_SLOTS[0]
+            };
+            self.log_pos = 0;
+            self.log_full = false;
+            self.log_switch_allowed = false;
+        }
         Some(CommitJob {
             video: id.to_string(),
             data: data.clone(),
@@ -520,6 +576,9 @@ impl CommitState {
                     super::meta::next_durable_record_slot(Some(done.record_slot));
                 self.last_commit_error = None;
                 self.failed_at = None;
+                self.log_switch_allowed = true;
+                // What was acknowledged after the job's snapshot is still not durable.
+                self.unsynced_ack_since = self.acked_after_job.take();
                 true
             }
             Err(e) => {
@@ -621,12 +680,11 @@ mod tests {
             record_seq: 1,
             from_fast: false,
             next_durable_record_slot: 1,
-            next_fast_record_slot: 2,
         };
         let mut state = CommitState::new(meta.clone(), BOOT, 2, 4096, recovered);
         state.bump();
         state
-            .write_fast_record(b"fast".to_vec())
+            .write_fast_record(b"fast".to_vec(), false)
             .expect("fast record");
         let job = state
             .commit_job("v", &data, b"durable".to_vec())
@@ -644,7 +702,7 @@ mod tests {
         assert!(!state.claim_is_committed(claim, true));
         state.bump();
         assert!(!state.fast_record_due());
-        assert!(state.write_fast_record(b"later".to_vec()).is_err());
+        assert!(state.write_fast_record(b"later".to_vec(), false).is_err());
         assert!(!state.checkpoint_due());
         assert!(state.commit_job("v", &data, b"again".to_vec()).is_none());
         let scan = meta.scan(&BOOT).expect("scan");
@@ -657,6 +715,45 @@ mod tests {
         // The failure is on disk, for a restart and for `vcache check`.
         let marker = meta::read_sync_failed(&mpath).expect("marker");
         assert!(marker.contains("Input/output error"), "{marker}");
+    }
+
+    #[test]
+    fn the_oldest_unsynced_acknowledgement_is_tracked_until_a_record_covers_it() {
+        let dir =
+            Dir(std::env::temp_dir().join(format!("vcache-commit-age-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir_all(&dir.0).expect("dir");
+        let meta = Arc::new(MetaFile::open(&dir.0.join("v.meta"), true).expect("meta"));
+        let data = Arc::new(File::create(dir.0.join("v.data")).expect("data"));
+        let recovered = Recovered {
+            record_seq: 1,
+            from_fast: false,
+            next_durable_record_slot: 1,
+        };
+        let mut state = CommitState::new(meta, BOOT, 2, 4096, recovered);
+        let done = |job: CommitJob| CommitDone {
+            video: job.video,
+            claim_seq: job.claim_seq,
+            record_slot: job.record_slot,
+            result: Ok(()),
+        };
+        assert!(state.oldest_unsynced_ack().is_none());
+        state.bump();
+        assert!(state.write_fast_record(b"a".to_vec(), true).expect("fast"));
+        let first = state.oldest_unsynced_ack().expect("an unsynced ack");
+        let job = state
+            .commit_job("v", &data, b"snapshot".to_vec())
+            .expect("job");
+        // Acknowledged while the commit runs: that commit does not cover it.
+        state.bump();
+        assert!(state.write_fast_record(b"b".to_vec(), true).expect("fast"));
+        assert_eq!(state.oldest_unsynced_ack(), Some(first));
+        assert!(state.commit_done(&done(job)));
+        let second = state.oldest_unsynced_ack().expect("still one");
+        assert!(second >= first);
+        let job = state.commit_job("v", &data, b"all".to_vec()).expect("job");
+        assert!(state.commit_done(&done(job)));
+        assert!(state.oldest_unsynced_ack().is_none());
     }
 
     #[test]

@@ -36,6 +36,16 @@ const UPLOAD_PAYLOAD_VERSION: u8 = 1;
 const ORIGIN_PAYLOAD_VERSION: u8 = 2;
 /// Longest origin validator kept.
 pub const MAX_VALIDATOR_LEN: usize = 1024;
+/// Version of a fast record's delta payload (`Slot::delta_payload`).
+const DELTA_PAYLOAD_VERSION: u8 = 1;
+/// Bytes of a delta payload before its ranges, with the longest validator.
+const DELTA_FIXED_LEN: usize = 1 + 8 + 8 + 2 + MAX_VALIDATOR_LEN + 4;
+/// Bytes of a slot payload before its presence map, with the longest validator.
+const UPLOAD_FIXED_LEN: usize = 1 + 8 + 8 + 2 + MAX_VALIDATOR_LEN + presence::ENCODED_COUNT_LEN;
+/// The most ranges a presence map may hold: what one durable record slot can store.
+/// `limits.max_presence_ranges` is checked against it when the config is loaded.
+pub const MAX_PRESENCE_RANGES: usize =
+    (meta::MAX_PAYLOAD_LEN - UPLOAD_FIXED_LEN) / presence::ENCODED_RANGE_LEN;
 /// `MetaRecord::video_kind` of an origin video.
 pub const KIND_CODE_ORIGIN: u8 = 4;
 
@@ -175,6 +185,8 @@ pub struct Slot {
     max_presence_ranges: usize,
     /// An origin video's validator (ETag or Last-Modified) of the bytes held; None for uploads.
     pub validator: Option<String>,
+    /// Ranges claimed since the last fast record (delta) was written, in claim order.
+    unlogged: Vec<(u64, u64)>,
 }
 
 /// What a video holds.
@@ -432,17 +444,22 @@ impl Video {
         }
     }
 
-    /// Write the fast (process-crash) record of the current state.
+    /// Write the fast (process-crash) record: a live ring's whole state, an upload slot's delta (what
+    /// it claimed since its last one), appended to the log region. A full region writes nothing: the
+    /// next durable commit acknowledges instead (`CommitState::fast_record_due` is false until then).
     pub fn write_fast_record(&mut self) -> Result<(), String> {
         match &mut self.body {
             Body::Live(r) => {
                 let p = r.state.encode();
-                r.commit.write_fast_record(p)
+                r.commit.write_fast_record(p, false).map(drop)
             }
             body => match body.slot_mut() {
                 Some(s) => {
-                    let p = s.payload();
-                    s.commit.write_fast_record(p)
+                    let p = s.delta_payload();
+                    if s.commit.write_fast_record(p, true)? {
+                        s.unlogged.clear();
+                    }
+                    Ok(())
                 }
                 None => Ok(()),
             },
@@ -706,6 +723,10 @@ impl Slot {
             panic!("claim {start}..{end} could not be recorded: {e}");
         }
         r.claimed = end;
+        match self.unlogged.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => self.unlogged.push((start, end)),
+        }
         self.commit.bump();
         // What stays reserved and unclaimed holds no present byte.
         assert!(!self.presence.overlaps(r.claimed, r.end));
@@ -736,11 +757,35 @@ impl Slot {
             ));
         }
         self.presence.clear();
+        self.unlogged.clear();
         self.generation += 1;
         self.modified = SystemTime::now();
         self.commit.bump();
         self.delete_pending = true;
         Ok(())
+    }
+
+    /// A fast record's delta: generation, modification time, validator and the ranges claimed since
+    /// the last delta (replayed over the durable record by `replay_upload`).
+    fn delta_payload(&self) -> Vec<u8> {
+        let mut p =
+            Vec::with_capacity(DELTA_FIXED_LEN + self.unlogged.len() * presence::ENCODED_RANGE_LEN);
+        p.push(DELTA_PAYLOAD_VERSION);
+        p.extend_from_slice(&self.generation.to_le_bytes());
+        p.extend_from_slice(&unix_secs(self.modified).to_le_bytes());
+        let v = self
+            .validator
+            .as_deref()
+            .filter(|v| v.len() <= MAX_VALIDATOR_LEN)
+            .unwrap_or("");
+        p.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        p.extend_from_slice(v.as_bytes());
+        p.extend_from_slice(&(self.unlogged.len() as u32).to_le_bytes());
+        for &(a, b) in &self.unlogged {
+            p.extend_from_slice(&a.to_le_bytes());
+            p.extend_from_slice(&b.to_le_bytes());
+        }
+        p
     }
 
     pub fn payload(&self) -> Vec<u8> {
@@ -880,10 +925,17 @@ impl StorePaths {
 
     fn open_ring(&self, id: &str, capacity: u64) -> Result<LiveRing, String> {
         let fresh = RingState::fresh(capacity);
-        let (data, commit, payload) =
-            self.open_writable(id, capacity, KIND_CODE_LIVE, "live", fresh.encode(), |p| {
-                RingState::decode(p, capacity).map(|st| st.head > 0)
-            })?;
+        let (data, commit, payload) = self.open_writable(
+            id,
+            capacity,
+            KIND_CODE_LIVE,
+            "live",
+            fresh.encode(),
+            |p, log| {
+                let st = replay_ring(p, log, capacity)?;
+                Ok((st.encode(), st.head > 0))
+            },
+        )?;
         let state = match payload {
             None => fresh,
             Some(p) => RingState::decode(&p, capacity)?,
@@ -901,7 +953,7 @@ impl StorePaths {
         kind_code: u8,
         kind_name: &str,
         fresh_payload: Vec<u8>,
-        claims_bytes: impl Fn(&[u8]) -> Result<bool, String>,
+        recover: impl Fn(&[u8], &[meta::LogEntry]) -> Result<(Vec<u8>, bool), String>,
     ) -> Result<(WritableFile, CommitState, Option<Vec<u8>>), String> {
         let dpath = data_path(&self.data_dir, id);
         let mpath = meta_path(&self.data_dir, id);
@@ -935,7 +987,7 @@ impl StorePaths {
                 scan.describe()
             ));
         }
-        let (payload, chosen_record_slot, seq) = match scan.winner.clone() {
+        let (payload, _winner_slot, seq) = match scan.winner.clone() {
             None => {
                 if data_exists {
                     return Err(format!(
@@ -973,7 +1025,8 @@ impl StorePaths {
                         rec.data_len
                     ));
                 }
-                let claims = claims_bytes(&rec.payload)
+                // The durable record, with the log entries written after it replayed over it.
+                let (recovered, claims) = recover(&rec.payload, &scan.log)
                     .map_err(|e| format!("metadata {}: {e}; left untouched", mpath.display()))?;
                 if !data_exists && claims {
                     return Err(format!(
@@ -982,7 +1035,7 @@ impl StorePaths {
                     ));
                 }
                 let seq = scan.max_seq.unwrap_or(rec.seq).max(rec.seq);
-                (Some(rec.payload), slot, seq)
+                (Some(recovered), slot, seq)
             }
         };
         let pattern = if kind_code == KIND_CODE_ORIGIN {
@@ -1030,7 +1083,10 @@ impl StorePaths {
             scan.newest_durable
         };
         let mut seq = seq;
-        if let (Some(why), Some(p)) = (&sync_failed, &payload) {
+        let replayed = !scan.log.is_empty() && payload.is_some();
+        if let (true, Some(p)) = (sync_failed.is_some() || replayed, &payload) {
+            // The recovered state is made durable now (the data file was just synced): no log entry
+            // is needed any more, and no later open in this boot trusts the old ones.
             let rec = MetaRecord {
                 seq: seq + 1,
                 boot_id: self.boot_id,
@@ -1038,12 +1094,12 @@ impl StorePaths {
                 data_len: len,
                 payload: p.clone(),
             };
-            newest_durable = Some(recover_after_failed_sync(
+            newest_durable = Some(write_recovered_record(
                 &meta,
                 newest_durable,
                 &rec,
                 id,
-                why,
+                sync_failed.as_deref(),
             )?);
             seq = rec.seq;
         } else if sync_failed.is_some() {
@@ -1058,9 +1114,8 @@ impl StorePaths {
             len,
             Recovered {
                 record_seq: seq,
-                from_fast: meta::FAST_RECORD_SLOTS.contains(&chosen_record_slot),
+                from_fast: false,
                 next_durable_record_slot: meta::next_durable_record_slot(newest_durable),
-                next_fast_record_slot: meta::next_fast_record_slot(scan.newest_fast),
             },
         );
         Ok((data, commit, payload))
@@ -1090,8 +1145,10 @@ impl StorePaths {
             fresh.validator.as_deref(),
         );
         let (data, commit, payload) =
-            self.open_writable(id, size, kind_code, kind_name, fresh_payload, |p| {
-                decode_upload_payload(p, size, max).map(|st| st.presence.present_bytes() > 0)
+            self.open_writable(id, size, kind_code, kind_name, fresh_payload, |p, log| {
+                let st = replay_upload(p, log, size, max)?;
+                let claims = st.presence.present_bytes() > 0;
+                Ok((st.encode(), claims))
             })?;
         let state = match payload {
             None => fresh,
@@ -1108,6 +1165,7 @@ impl StorePaths {
             delete_pending: false,
             max_presence_ranges: max,
             validator: state.validator,
+            unlogged: Vec::new(),
         })
     }
 
@@ -1183,31 +1241,38 @@ impl StorePaths {
     }
 }
 
-/// Reopen a video whose data sync failed (`meta::mark_sync_failed`): its last durable record, which
-/// claims only bytes synced before the failure (the data file was synced again just now), is written
-/// anew with a seq above every fast record, so no later open in this boot trusts those; then the
-/// marker is removed. Returns the durable record slot written.
-fn recover_after_failed_sync(
+/// Make a recovered state durable at open (the data file was synced just before): the durable record
+/// replayed with the log entries written after it, or — after a failed data sync
+/// (`meta::mark_sync_failed`, then `sync_failed` is its text) — the last durable record alone, which
+/// claims only bytes synced before the failure. Its seq is above every log entry, so no later open in
+/// this boot replays those again; then the failed-sync marker is removed. Returns the slot written.
+fn write_recovered_record(
     meta: &MetaFile,
     newest_durable: Option<meta::RecordSlot>,
     rec: &MetaRecord,
     id: &str,
-    why: &str,
+    sync_failed: Option<&str>,
 ) -> Result<meta::RecordSlot, String> {
     let slot = meta::next_durable_record_slot(newest_durable);
+    assert!(
+        meta::DURABLE_RECORD_SLOTS.contains(&slot),
+        "a durable record outside the durable slots"
+    );
     let failed = |e: String| {
         format!(
-            "video {id}: cannot recover after its failed data sync ({why}): {e}; left out, \
-             files untouched but for the record slot being written"
+            "video {id}: cannot make its recovered state durable: {e}; left out, files untouched \
+             but for the record slot being written"
         )
     };
     meta.write_record_slot_synced(slot, rec)
         .map_err(|e| failed(e.to_string()))?;
-    meta::clear_sync_failed(meta.path()).map_err(|e| failed(e.to_string()))?;
-    log::warn!(
-        "video {id}: reopened from its last durable record after a failed data sync ({why}); \
-         writes acknowledged after that record are lost and must be sent again"
-    );
+    if let Some(why) = sync_failed {
+        meta::clear_sync_failed(meta.path()).map_err(|e| failed(e.to_string()))?;
+        log::warn!(
+            "video {id}: reopened from its last durable record after a failed data sync ({why}); \
+             writes acknowledged after that record are lost and must be sent again"
+        );
+    }
     Ok(slot)
 }
 
@@ -1308,13 +1373,13 @@ impl Store {
             retired: BTreeMap::new(),
             data_dir,
             boot_id,
-            // A presence map must fit in one metadata slot with the payload's own fields.
-            max_presence_ranges: cfg
-                .server
-                .limits
-                .max_presence_ranges
-                .min((meta::MAX_PAYLOAD_LEN - 64) / presence::ENCODED_RANGE_LEN),
+            // Checked against MAX_PRESENCE_RANGES when the config was loaded: never lowered here.
+            max_presence_ranges: cfg.server.limits.max_presence_ranges,
         };
+        assert!(
+            store.max_presence_ranges <= MAX_PRESENCE_RANGES,
+            "limits.max_presence_ranges passed the config check but does not fit a record"
+        );
         let mut problems = Vec::new();
         // At start-up, on the calling thread; a reload opens videos on the commit worker
         // (`commit::OpenJob`).
@@ -1384,6 +1449,91 @@ impl Store {
     }
 }
 
+/// A ring's state: its durable record, or the newest whole state its log holds after it.
+fn replay_ring(payload: &[u8], log: &[meta::LogEntry], capacity: u64) -> Result<RingState, String> {
+    let newest = log.iter().rev().find(|e| !e.delta);
+    RingState::decode(newest.map_or(payload, |e| &e.record.payload), capacity)
+}
+
+/// An upload slot's state: its durable record with the log written after it replayed, in seq order
+/// (a whole record replaces the state — an older vcache wrote those —, a delta of the same generation
+/// adds its ranges). A delta that does not decode or fit ends the replay there.
+fn replay_upload(
+    payload: &[u8],
+    log: &[meta::LogEntry],
+    len: u64,
+    max_ranges: usize,
+) -> Result<UploadState, String> {
+    let mut st = decode_upload_payload(payload, len, max_ranges)?;
+    for e in log {
+        if !e.delta {
+            st = decode_upload_payload(&e.record.payload, len, max_ranges)?;
+            continue;
+        }
+        if let Err(why) = apply_delta(&mut st, &e.record.payload) {
+            log::warn!(
+                "a fast record (seq {}) is not replayed: {why}",
+                e.record.seq
+            );
+            break;
+        }
+    }
+    Ok(st)
+}
+
+/// Add one delta (`Slot::delta_payload`) to a recovered state.
+fn apply_delta(st: &mut UploadState, delta: &[u8]) -> Result<(), String> {
+    let truncated = || "delta is truncated".to_string();
+    let word = |at: usize| -> Result<u64, String> {
+        let b = delta.get(at..at + 8).ok_or_else(truncated)?;
+        Ok(u64::from_le_bytes(b.try_into().map_err(|_| truncated())?))
+    };
+    if delta.first() != Some(&DELTA_PAYLOAD_VERSION) {
+        return Err("unknown delta version".into());
+    }
+    let generation = word(1)?;
+    if generation < st.generation {
+        // Written before a DELETE whose record is the durable one: nothing to add.
+        return Ok(());
+    }
+    // A newer generation without a durable record: an origin video's fresh files raised theirs
+    // (`OriginVideo`, after creation). A DELETE's cannot be: no fast record is written until the
+    // DELETE's durable record has landed.
+    st.generation = generation;
+    let modified = UNIX_EPOCH + Duration::from_secs(word(9)?);
+    let vlen = delta.get(17..19).ok_or_else(truncated)?;
+    let vlen = usize::from(u16::from_le_bytes([vlen[0], vlen[1]]));
+    let validator = delta.get(19..19 + vlen).ok_or_else(truncated)?;
+    let at = 19 + vlen;
+    let count = delta.get(at..at + 4).ok_or_else(truncated)?;
+    let count = u32::from_le_bytes([count[0], count[1], count[2], count[3]]) as usize;
+    if delta.len() != at + 4 + count * presence::ENCODED_RANGE_LEN {
+        return Err(format!("{count} ranges do not match its length"));
+    }
+    for i in 0..count {
+        let (a, b) = (word(at + 4 + 16 * i)?, word(at + 12 + 16 * i)?);
+        st.presence
+            .insert(a, b)
+            .map_err(|e| format!("range {a}..{b}: {e}"))?;
+    }
+    st.modified = st.modified.max(modified);
+    if !validator.is_empty() {
+        st.validator = Some(String::from_utf8_lossy(validator).into_owned());
+    }
+    Ok(())
+}
+
+impl UploadState {
+    fn encode(&self) -> Vec<u8> {
+        encode_upload_payload(
+            self.generation,
+            self.modified,
+            &self.presence,
+            self.validator.as_deref(),
+        )
+    }
+}
+
 fn encode_upload_payload(
     generation: u64,
     modified: SystemTime,
@@ -1440,13 +1590,23 @@ pub fn describe_cached(cfg: &Config, v: &VideoConfig, boot: &BootId) -> String {
     }
 }
 
-/// The winning record of an existing metadata file, read without a lock (None: nothing recorded).
-fn read_record(mpath: &Path, boot: &BootId) -> Result<Option<MetaRecord>, String> {
+/// The winning durable record of an existing metadata file and the log entries after it, read
+/// without a lock (None: nothing recorded).
+fn read_record(
+    mpath: &Path,
+    boot: &BootId,
+) -> Result<Option<(MetaRecord, Vec<meta::LogEntry>)>, String> {
     let unreadable =
         |e: String| format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display());
     let meta = MetaFile::open(mpath, false).map_err(|e| unreadable(e.to_string()))?;
     let loaded = meta.load(boot).map_err(|e| unreadable(e.to_string()))?;
-    Ok(loaded.map(|(_, rec)| rec))
+    match loaded {
+        None => Ok(None),
+        Some((_, rec)) => {
+            let log = meta.scan(boot).map_err(|e| unreadable(e.to_string()))?.log;
+            Ok(Some((rec, log)))
+        }
+    }
 }
 
 /// A payload that does not decode, as `vcache check` reports it.
@@ -1458,7 +1618,7 @@ fn describe_upload(mpath: &Path, size: u64, boot: &BootId) -> Result<String, Str
     if !mpath.exists() {
         return Ok(format!("upload slot of {size} bytes, not created yet"));
     }
-    let Some(rec) = read_record(mpath, boot)? else {
+    let Some((rec, log)) = read_record(mpath, boot)? else {
         return Ok(format!("upload slot of {size} bytes, nothing recorded"));
     };
     if rec.video_kind != KIND_CODE_UPLOAD || rec.data_len != size {
@@ -1467,7 +1627,7 @@ fn describe_upload(mpath: &Path, size: u64, boot: &BootId) -> Result<String, Str
             rec.video_kind, rec.data_len
         ));
     }
-    let st = decode_upload_payload(&rec.payload, size, usize::MAX).map_err(undecodable(mpath))?;
+    let st = replay_upload(&rec.payload, &log, size, usize::MAX).map_err(undecodable(mpath))?;
     let complete = if st.presence.is_complete() {
         " (complete)"
     } else {
@@ -1484,7 +1644,7 @@ fn describe_live(mpath: &Path, capacity: u64, boot: &BootId) -> Result<String, S
     if !mpath.exists() {
         return Ok(format!("live channel of {capacity} bytes, not created yet"));
     }
-    let Some(rec) = read_record(mpath, boot)? else {
+    let Some((rec, log)) = read_record(mpath, boot)? else {
         return Ok(format!(
             "live channel of {capacity} bytes, nothing recorded"
         ));
@@ -1495,7 +1655,7 @@ fn describe_live(mpath: &Path, capacity: u64, boot: &BootId) -> Result<String, S
             rec.video_kind, rec.data_len
         ));
     }
-    let st = RingState::decode(&rec.payload, capacity)
+    let st = replay_ring(&rec.payload, &log, capacity)
         .map_err(undecodable(mpath))?
         .recovered(capacity);
     let (start, head) = (st.window_start(capacity), st.head);
@@ -1517,7 +1677,7 @@ fn describe_origin(
             None => format!("origin video at {url}, length not learned yet, nothing cached"),
         });
     }
-    let Some(rec) = read_record(mpath, boot)? else {
+    let Some((rec, log)) = read_record(mpath, boot)? else {
         return Ok(format!("origin video at {url}, nothing recorded"));
     };
     if rec.video_kind != KIND_CODE_ORIGIN {
@@ -1526,8 +1686,8 @@ fn describe_origin(
             rec.video_kind
         ));
     }
-    let st = decode_upload_payload(&rec.payload, rec.data_len, usize::MAX)
-        .map_err(undecodable(mpath))?;
+    let st =
+        replay_upload(&rec.payload, &log, rec.data_len, usize::MAX).map_err(undecodable(mpath))?;
     let validator = match st.validator.unwrap_or_default() {
         v if v.is_empty() => "unknown".to_string(),
         v => format!("known ({v})"),
@@ -1638,11 +1798,12 @@ mod tests {
             let r = s.reserve(0, 100).expect("reserve");
             s.write_target(r, 0, 100).expect("target").fill(7);
             s.claim(r, 0, 100);
-            let p = s.payload();
-            s.commit.write_fast_record(p).expect("fast record");
+            let p = s.delta_payload();
+            assert!(s.commit.write_fast_record(p, true).expect("fast record"));
         }
-        // Without a failed sync, the fast record of this boot is trusted.
-        assert_eq!(t.slot(1000).presence.present_bytes(), 100);
+        // Without a failed sync, the fast record of this boot would be replayed.
+        let meta = MetaFile::open(&mpath, false).expect("meta");
+        assert_eq!(meta.scan(&t.0.boot_id).expect("scan").log.len(), 1);
         // What the commit worker records when the data sync fails.
         meta::mark_sync_failed(&mpath, "Input/output error").expect("marker");
         let s = t.slot(1000);
@@ -1659,6 +1820,36 @@ mod tests {
         // The marker is gone, and the fast record stays outdated by the new durable record.
         let s = t.slot(1000);
         assert_eq!(s.presence.present_bytes(), 0);
+    }
+
+    #[test]
+    fn fast_deltas_are_replayed_after_a_crash_for_uploads_and_origins() {
+        let t = TestPaths::new("replay", 16);
+        for (id, kind, validator) in [
+            ("up", KIND_CODE_UPLOAD, None),
+            ("or", KIND_CODE_ORIGIN, Some(String::new())),
+        ] {
+            let open = || {
+                t.0.open_slot_of_kind(id, 1000, kind, "k", validator.clone())
+                    .expect("slot")
+            };
+            let mut s = open();
+            // An origin video raises a fresh slot's generation without a durable record.
+            s.generation = 5;
+            for (a, b) in [(0, 100), (200, 300), (100, 150)] {
+                let r = s.reserve(a, b).expect("reserve");
+                s.write_target(r, a, b - a).expect("target").fill(1);
+                s.claim(r, a, b);
+                s.release(r);
+                let p = s.delta_payload();
+                assert!(s.commit.write_fast_record(p, true).expect("fast record"));
+                s.unlogged.clear();
+            }
+            drop(s);
+            let s = open();
+            assert_eq!(s.presence.ranges(), &[(0, 150), (200, 300)], "{id}");
+            assert_eq!(s.generation, 5);
+        }
     }
 
     #[test]
