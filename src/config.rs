@@ -121,7 +121,7 @@ impl Default for Limits {
             max_body_bytes: 4 * GIB,
             max_ranges: 64,
             max_followers: 4096,
-            max_presence_ranges: 65_536,
+            max_presence_ranges: 65_000,
             header_timeout_ms: 60_000,
             body_timeout_ms: 60_000,
             send_timeout_ms: 60_000,
@@ -778,7 +778,8 @@ fn validate_limits(src: &Source<'_>, raw: &RawLimits) -> Result<Limits, ConfigEr
             "max_presence_ranges",
             &raw.max_presence_ranges,
             &mut limits.max_presence_ranges,
-            MAX_COUNT_CEILING,
+            // What one durable metadata record can hold: refused above it, never lowered.
+            crate::store::MAX_PRESENCE_RANGES,
         ),
     ];
     for (key, value, slot, max) in counts {
@@ -1557,7 +1558,7 @@ mod tests {
         assert_eq!(limits.max_body_bytes, 4 << 30);
         assert_eq!(limits.max_ranges, 64);
         assert_eq!(limits.max_followers, 4096);
-        assert_eq!(limits.max_presence_ranges, 65_536);
+        assert_eq!(limits.max_presence_ranges, 65_000);
         assert_eq!(limits.header_timeout_ms, 60_000);
         assert_eq!(limits.body_timeout_ms, 60_000);
         assert_eq!(limits.send_timeout_ms, 60_000);
@@ -1900,6 +1901,16 @@ size = "10MiB"
     }
 
     // ---- [limits]
+
+    #[test]
+    fn max_presence_ranges_above_what_a_record_holds_is_refused() {
+        let too_many = crate::store::MAX_PRESENCE_RANGES + 1;
+        parse_err(
+            &format!("[limits]\nmax_presence_ranges = {too_many}\n"),
+            2,
+            "max_presence_ranges",
+        );
+    }
 
     #[test]
     fn limits_are_range_checked() {

@@ -34,6 +34,8 @@ const FIRST_CONN: usize = 16;
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// Attempts at each video's final commit during shutdown before giving up on it.
 const FINAL_COMMIT_ATTEMPTS: usize = 3;
+/// At most one "checkpoints are behind" warning this often.
+const BEHIND_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// Rounds of wake-ups processed per loop iteration (each round drives the connections woken by the last).
 const MAX_WAKE_ROUNDS: usize = 8;
 
@@ -75,6 +77,8 @@ pub struct Server {
     reload_again: bool,
     /// A reload applied but for the videos it added, which the commit worker is still opening.
     pending_reload: Option<PendingReload>,
+    /// When the log last said that checkpoints fall behind (rate limit).
+    last_behind_warning: Option<Instant>,
 }
 
 /// A config loaded for a reload, with its origin hosts resolved, or why it was refused.
@@ -145,6 +149,7 @@ impl Server {
             reload_rx: None,
             reload_again: false,
             pending_reload: None,
+            last_behind_warning: None,
         })
     }
 
@@ -280,6 +285,9 @@ impl Server {
             for (id, v) in self.store.all_mut() {
                 if v.commit().is_some_and(|c| c.commit_in_flight) {
                     pending = true;
+                } else if v.poisoned().is_some() {
+                    // Nothing more can be committed for it; the exit status names it.
+                    continue;
                 } else if attempts.get(id).copied().unwrap_or(0) >= FINAL_COMMIT_ATTEMPTS {
                     // A commit that keeps failing at shutdown (a full or failing disk) is not
                     // retried forever: the exit status and the log say what could not be committed.
@@ -445,6 +453,11 @@ impl Server {
         // mode); durable waiters get a commit job (always mode, DELETE).
         let mut jobs = Vec::new();
         for (id, v) in self.store.all_mut() {
+            // A poisoned video acknowledges nothing: its waiters learn why (conn answers 500).
+            if v.poisoned().is_some() {
+                self.wake.append(&mut v.commit_waiters);
+                continue;
+            }
             // A live publisher waiting for its next write intent gets a durable commit at once.
             if v.commit_urgent() {
                 if let Some(job) = v.commit_job(id) {
@@ -503,6 +516,7 @@ impl Server {
         if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
             self.sweep_timeouts(now);
+            self.refresh_durability_gauges(now);
             self.fetcher
                 .sweep(self.poll.registry(), &mut self.store, &mut self.wake, now);
             self.drop_unused_retired();
@@ -605,6 +619,43 @@ impl Server {
         if let Some(v) = self.store.get_mut(&done.video) {
             v.commit_done(&done);
             self.wake.append(&mut v.commit_waiters);
+            if let Some(why) = v.poisoned() {
+                log::error!("video {}: poisoned: {why}", done.video);
+            }
+        }
+        self.refresh_durability_gauges(Instant::now());
+    }
+
+    /// The /metrics gauges about durability, recomputed from the store (after commits and at every
+    /// sweep).
+    fn refresh_durability_gauges(&mut self, now: Instant) {
+        self.metrics.videos_sync_failed = self
+            .store
+            .all_mut()
+            .filter(|(_, v)| v.poisoned().is_some())
+            .count() as u64;
+        let oldest = self
+            .store
+            .all_mut()
+            .filter_map(|(id, v)| Some((v.commit()?.oldest_unsynced_ack()?, id.clone())))
+            .min();
+        let age = oldest
+            .as_ref()
+            .map_or(Duration::ZERO, |(t, _)| now.saturating_duration_since(*t));
+        self.metrics.oldest_unsynced_ack_seconds = age.as_secs_f64();
+        // A checkpoint should cover an acknowledgement within about one interval.
+        let interval = Duration::from_millis(self.cfg.server.checkpoint_interval_ms);
+        let quiet = self
+            .last_behind_warning
+            .is_none_or(|t| now.saturating_duration_since(t) >= BEHIND_WARNING_EVERY);
+        if let Some((_, id)) = oldest.filter(|_| age > 2 * interval && quiet) {
+            self.last_behind_warning = Some(now);
+            log::warn!(
+                "checkpoints are behind: video {id} holds writes acknowledged {:.1} s ago that are \
+                 not durable yet (checkpoint_interval_ms = {}; see vcache_oldest_unsynced_ack_seconds)",
+                age.as_secs_f64(),
+                self.cfg.server.checkpoint_interval_ms
+            );
         }
     }
 
@@ -621,7 +672,9 @@ impl Server {
             .filter(|(id, v)| {
                 // Waiter lists may hold tokens of connections that left without being woken: what
                 // counts is whether a live connection still uses the video.
-                let committed = v.commit().is_none_or(|c| c.is_settled());
+                let committed = v
+                    .commit()
+                    .is_none_or(|c| c.is_settled() || c.poisoned().is_some());
                 committed && !self.conns.iter().flatten().any(|c| c.uses_video(id))
             })
             .map(|(id, _)| id.clone())

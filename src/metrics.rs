@@ -18,6 +18,11 @@ pub struct Metrics {
     pub followers_dropped: u64,
     /// From a live byte's claim to the write that sends it to a follower.
     pub follower_delay: Histogram,
+    /// Gauge: videos poisoned by a failed data sync (refreshed by the event loop).
+    pub videos_sync_failed: u64,
+    /// Gauge: age of the oldest acknowledged write no durable record covers yet, in seconds
+    /// (refreshed by the event loop).
+    pub oldest_unsynced_ack_seconds: f64,
 }
 
 /// Upper bounds of the latency histogram buckets, in microseconds (the last bucket is +Inf).
@@ -140,6 +145,24 @@ impl Metrics {
             "vcache_follower_delay_seconds",
             "From a live byte's claim (its arrival from the publisher) to the write that sends it to a follower.",
         );
+        s.push_str(
+            "# HELP vcache_videos_unavailable Videos that take no writes, by reason (sync_failed: a \
+             data sync failed; restart to reopen them from their last durable record).\n\
+             # TYPE vcache_videos_unavailable gauge\n",
+        );
+        s.push_str(&format!(
+            "vcache_videos_unavailable{{reason=\"sync_failed\"}} {}\n",
+            self.videos_sync_failed
+        ));
+        s.push_str(
+            "# HELP vcache_oldest_unsynced_ack_seconds Age of the oldest acknowledged write that is \
+             not durable yet (sync = interval: durable after the next completed checkpoint).\n\
+             # TYPE vcache_oldest_unsynced_ack_seconds gauge\n",
+        );
+        s.push_str(&format!(
+            "vcache_oldest_unsynced_ack_seconds {:.3}\n",
+            self.oldest_unsynced_ack_seconds
+        ));
         s.push_str("# HELP vcache_open_connections Client connections open now.\n# TYPE vcache_open_connections gauge\n");
         s.push_str(&format!("vcache_open_connections {open_connections}\n"));
         s.push_str("# HELP vcache_video_size_bytes Size of each video.\n# TYPE vcache_video_size_bytes gauge\n");
@@ -181,6 +204,8 @@ mod tests {
         assert!(text.contains("vcache_open_connections 3\n"));
         assert!(text.contains("vcache_video_present_bytes{id=\"a\"} 4\n"));
         assert!(text.contains("# TYPE vcache_requests_total counter\n"));
+        assert!(text.contains("vcache_videos_unavailable{reason=\"sync_failed\"} 0\n"));
+        assert!(text.contains("vcache_oldest_unsynced_ack_seconds 0.000\n"));
     }
 
     #[test]

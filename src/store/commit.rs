@@ -3,7 +3,7 @@
 //! and syncs the metadata files, and reports back through a `mio::Waker`. Jobs that arrive while a batch
 //! is being synced form the next batch, so writes that finish close together share one sync (group commit).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
@@ -31,8 +31,31 @@ pub struct CommitDone {
     pub video: String,
     pub claim_seq: u64,
     pub record_slot: RecordSlot,
-    pub result: Result<(), String>,
+    pub result: Result<(), CommitFailure>,
 }
+
+/// Why a durable commit failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitFailure {
+    /// fdatasync of the data file failed. The kernel may have dropped the dirty pages and a retried
+    /// sync can succeed without them ("fsyncgate"): the video is poisoned (`CommitState::poisoned`),
+    /// never retried.
+    DataSync(String),
+    /// Writing or syncing the metadata record failed; the data is synced, the record is retried.
+    Metadata(String),
+}
+
+impl std::fmt::Display for CommitFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommitFailure::DataSync(why) => write!(f, "syncing the data file failed: {why}"),
+            CommitFailure::Metadata(why) => f.write_str(why),
+        }
+    }
+}
+
+/// How the worker syncs a data file: `fdatasync` in production; tests inject failures.
+pub type SyncData = fn(&File) -> std::io::Result<()>;
 
 /// Create an origin video's files once its length is known (a fallocate and metadata syncs: off the
 /// event loop).
@@ -134,6 +157,14 @@ pub struct CommitWorker {
 
 impl CommitWorker {
     pub fn start(waker: Arc<mio::Waker>) -> std::io::Result<CommitWorker> {
+        Self::start_with_sync(waker, fdatasync)
+    }
+
+    /// A worker that syncs data files with `sync_data` (tests inject failures with it).
+    pub fn start_with_sync(
+        waker: Arc<mio::Waker>,
+        sync_data: SyncData,
+    ) -> std::io::Result<CommitWorker> {
         let (tx, rx) = mpsc::channel();
         let out = Outboxes {
             done: Outbox::new(),
@@ -144,7 +175,7 @@ impl CommitWorker {
         let worker_out = out.clone();
         let handle = std::thread::Builder::new()
             .name("vcache-commit".into())
-            .spawn(move || run(rx, worker_out, waker))?;
+            .spawn(move || run(rx, worker_out, waker, sync_data))?;
         Ok(CommitWorker {
             tx: Some(tx),
             out,
@@ -217,7 +248,7 @@ fn fdatasync(file: &File) -> std::io::Result<()> {
     }
 }
 
-fn run(rx: Receiver<Work>, out: Outboxes, waker: Arc<mio::Waker>) {
+fn run(rx: Receiver<Work>, out: Outboxes, waker: Arc<mio::Waker>, sync_data: SyncData) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
         let mut creates = Vec::new();
@@ -252,7 +283,7 @@ fn run(rx: Receiver<Work>, out: Outboxes, waker: Arc<mio::Waker>) {
             out.created.put(results, &waker);
         }
         if !batch.is_empty() {
-            let results = commit_batch(&batch);
+            let results = commit_batch(&batch, sync_data);
             let done = batch
                 .into_iter()
                 .zip(results)
@@ -278,29 +309,45 @@ fn run(rx: Receiver<Work>, out: Outboxes, waker: Arc<mio::Waker>) {
 }
 
 /// The commit protocol for a batch: (1) sync every data file, (2) write each record into its durable
-/// record slot, (3) sync every metadata file. A job whose data sync failed writes no metadata.
-fn commit_batch(batch: &[CommitJob]) -> Vec<Result<(), String>> {
-    let mut data_failed: HashSet<i32> = HashSet::new();
+/// record slot, (3) sync every metadata file. A job whose data sync failed writes no metadata: its
+/// video is poisoned, and the failure is recorded on disk (`meta::mark_sync_failed`) so that a restart
+/// trusts only its durable records.
+fn commit_batch(batch: &[CommitJob], sync_data: SyncData) -> Vec<Result<(), CommitFailure>> {
+    let mut data_failed: HashMap<i32, String> = HashMap::new();
     let mut seen: HashSet<i32> = HashSet::new();
     for job in batch {
         let fd = job.data.as_raw_fd();
         if seen.insert(fd)
-            && let Err(e) = fdatasync(&job.data)
+            && let Err(e) = sync_data(&job.data)
         {
-            log::error!("video {}: syncing its data file failed: {e}", job.video);
-            data_failed.insert(fd);
+            log::error!(
+                "video {}: syncing its data file failed: {e}; the video is poisoned: no write is \
+                 acknowledged and no record is written for it until vcache restarts and reopens it \
+                 from its last durable record",
+                job.video
+            );
+            if let Err(m) = super::meta::mark_sync_failed(job.meta.path(), &e.to_string()) {
+                log::error!(
+                    "video {}: recording the failed sync failed too ({m}); a restart in this boot \
+                     may trust its newest fast record",
+                    job.video
+                );
+            }
+            data_failed.insert(fd, e.to_string());
         }
     }
-    let mut results: Vec<Result<(), String>> = Vec::with_capacity(batch.len());
+    let mut results: Vec<Result<(), CommitFailure>> = Vec::with_capacity(batch.len());
     for job in batch {
-        if data_failed.contains(&job.data.as_raw_fd()) {
-            results.push(Err("syncing the data file failed".into()));
+        if let Some(why) = data_failed.get(&job.data.as_raw_fd()) {
+            results.push(Err(CommitFailure::DataSync(why.clone())));
             continue;
         }
         results.push(
             job.meta
                 .write_record_slot(job.record_slot, &job.record)
-                .map_err(|e| format!("writing the metadata record failed: {e}")),
+                .map_err(|e| {
+                    CommitFailure::Metadata(format!("writing the metadata record failed: {e}"))
+                }),
         );
     }
     let mut meta_seen: HashSet<*const MetaFile> = HashSet::new();
@@ -313,7 +360,9 @@ fn commit_batch(batch: &[CommitJob]) -> Vec<Result<(), String>> {
             && let Err(e) = job.meta.sync()
         {
             log::error!("video {}: syncing its metadata failed: {e}", job.video);
-            *result = Err(format!("syncing the metadata file failed: {e}"));
+            *result = Err(CommitFailure::Metadata(format!(
+                "syncing the metadata file failed: {e}"
+            )));
         }
     }
     results
@@ -336,11 +385,27 @@ pub struct CommitState {
     pub durable_claim_seq: u64,
     pub fast_claim_seq: u64,
     next_durable_record_slot: RecordSlot,
-    next_fast_record_slot: RecordSlot,
+    /// The log region (a fast record slot) entries are appended to, and where the next one goes.
+    log_region: RecordSlot,
+    log_pos: u64,
+    /// The last durable job landed: the next one may switch log regions (the other region holds only
+    /// entries that record covers).
+    log_switch_allowed: bool,
+    /// The current log region has no room for the next entry: acknowledgements wait for a durable
+    /// commit, which switches regions.
+    log_full: bool,
     pub commit_in_flight: bool,
     pub last_commit_error: Option<String>,
     /// When the last commit failed: the next attempt waits COMMIT_RETRY_BACKOFF.
     failed_at: Option<std::time::Instant>,
+    /// Set when a data sync failed: why. From then on nothing is acknowledged and no record (fast or
+    /// durable) is written; the video is reopened from its last durable record on the next start.
+    poisoned: Option<String>,
+    /// When the oldest acknowledgement (fast record) not yet covered by a durable record was given.
+    unsynced_ack_since: Option<std::time::Instant>,
+    /// The first acknowledgement given after the snapshot of the durable commit in flight (that commit
+    /// does not cover it).
+    acked_after_job: Option<std::time::Instant>,
 }
 
 /// How long after a failed durable commit the next one is attempted (a failing disk is not hammered
@@ -353,7 +418,6 @@ pub struct Recovered {
     /// The winning record came from a fast record slot: the first checkpoint must make it durable.
     pub from_fast: bool,
     pub next_durable_record_slot: RecordSlot,
-    pub next_fast_record_slot: RecordSlot,
 }
 
 impl CommitState {
@@ -375,11 +439,29 @@ impl CommitState {
             durable_claim_seq: if r.from_fast { 0 } else { 1 },
             fast_claim_seq: 1,
             next_durable_record_slot: r.next_durable_record_slot,
-            next_fast_record_slot: r.next_fast_record_slot,
+            // Opening leaves nothing to replay in either region (`StorePaths::open_writable` makes a
+            // replayed state durable), so the first one is written from its start.
+            log_region: super::meta::FAST_RECORD_SLOTS[0],
+            log_pos: 0,
+            log_switch_allowed: true,
+            log_full: false,
             commit_in_flight: false,
             last_commit_error: None,
             failed_at: None,
+            poisoned: None,
+            unsynced_ack_since: None,
+            acked_after_job: None,
         }
+    }
+
+    /// When the oldest acknowledged write that no durable record covers yet was acknowledged.
+    pub fn oldest_unsynced_ack(&self) -> Option<std::time::Instant> {
+        self.unsynced_ack_since
+    }
+
+    /// Why the video is poisoned (a data sync failed), if it is.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
     }
 
     /// Something the metadata claims changed.
@@ -400,24 +482,48 @@ impl CommitState {
 
     /// Does the metadata (durable or fast) lag what is claimed in memory?
     pub fn fast_record_due(&self) -> bool {
-        self.claim_seq > self.fast_claim_seq.max(self.durable_claim_seq)
+        self.poisoned.is_none()
+            && !self.log_full
+            && self.claim_seq > self.fast_claim_seq.max(self.durable_claim_seq)
     }
 
-    /// Write the fast (process-crash) record: a plain pwrite into the page cache, no sync.
-    pub fn write_fast_record(&mut self, payload: Vec<u8>) -> Result<(), String> {
+    /// Append a fast (process-crash) entry to the log region: a plain pwrite into the page cache, no
+    /// sync. `delta`: the payload is what changed since the last entry (upload slots); otherwise the
+    /// whole state (live rings). Ok(false) if the region is full: the claims are then acknowledged by
+    /// the next durable commit, which switches regions.
+    pub fn write_fast_record(&mut self, payload: Vec<u8>, delta: bool) -> Result<bool, String> {
+        if let Some(why) = &self.poisoned {
+            return Err(format!("no fast record is written: {why}"));
+        }
         let claim = self.claim_seq;
         let rec = self.record(payload);
-        let record_slot = self.next_fast_record_slot;
+        let bytes = if delta {
+            super::meta::encode_delta(&rec)
+        } else {
+            super::meta::encode_record(&rec)
+        }
+        .map_err(|e| format!("encoding the fast record failed: {e}"))?;
+        let end = self.log_pos + bytes.len() as u64;
+        if end > super::meta::RECORD_SLOT_SIZE {
+            self.log_full = true;
+            return Ok(false);
+        }
         self.meta
-            .write_record_slot(record_slot, &rec)
+            .write_log_entry(self.log_region, self.log_pos, &bytes)
             .map_err(|e| format!("writing the fast metadata record failed: {e}"))?;
-        self.next_fast_record_slot = super::meta::next_fast_record_slot(Some(record_slot));
+        self.log_pos = end;
         self.fast_claim_seq = claim;
-        Ok(())
+        let now = std::time::Instant::now();
+        self.unsynced_ack_since.get_or_insert(now);
+        if self.commit_in_flight {
+            self.acked_after_job.get_or_insert(now);
+        }
+        Ok(true)
     }
 
     pub fn checkpoint_due(&self) -> bool {
-        !self.commit_in_flight
+        self.poisoned.is_none()
+            && !self.commit_in_flight
             && self.claim_seq > self.durable_claim_seq
             && self
                 .failed_at
@@ -438,6 +544,18 @@ impl CommitState {
         let claim = self.claim_seq;
         let rec = self.record(payload);
         self.commit_in_flight = true;
+        self.acked_after_job = None;
+        if self.log_switch_allowed {
+            // Every entry of the other region is older than the durable record that landed last.
+            self.log_region = if self.log_region == super::meta::FAST_RECORD_SLOTS[0] {
+                super::meta::FAST_RECORD_SLOTS[1]
+            } else {
+                super::meta::FAST_RECORD_SLOTS[0]
+            };
+            self.log_pos = 0;
+            self.log_full = false;
+            self.log_switch_allowed = false;
+        }
         Some(CommitJob {
             video: id.to_string(),
             data: data.clone(),
@@ -458,13 +576,25 @@ impl CommitState {
                     super::meta::next_durable_record_slot(Some(done.record_slot));
                 self.last_commit_error = None;
                 self.failed_at = None;
+                self.log_switch_allowed = true;
+                // What was acknowledged after the job's snapshot is still not durable.
+                self.unsynced_ack_since = self.acked_after_job.take();
                 true
             }
             Err(e) => {
                 // The record slot that failed may be torn: the next attempt goes to the same one, so the
                 // other durable record slot (the newest good record) is never overwritten.
-                self.last_commit_error = Some(e.clone());
                 self.failed_at = Some(std::time::Instant::now());
+                if let CommitFailure::DataSync(why) = e {
+                    let why = format!(
+                        "syncing its data file failed ({why}); it is unavailable for writes until \
+                         vcache restarts and reopens it from its last durable record"
+                    );
+                    self.last_commit_error = Some(why.clone());
+                    self.poisoned = Some(why);
+                } else {
+                    self.last_commit_error = Some(e.to_string());
+                }
                 false
             }
         }
@@ -480,7 +610,175 @@ impl CommitState {
     }
 
     /// Nothing claimed is waiting for a durable commit.
+    /// (A poisoned video never settles: its claims since the last durable record are lost.)
     pub fn is_settled(&self) -> bool {
         !self.commit_in_flight && self.claim_seq <= self.durable_claim_seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::meta::{self, BootId, MetaFile, RecordSlotState};
+    use super::*;
+    use std::time::Duration;
+
+    const BOOT: BootId = [7; 16];
+
+    fn eio(_: &File) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(libc::EIO))
+    }
+
+    /// A directory removed when dropped.
+    struct Dir(std::path::PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn record(seq: u64) -> MetaRecord {
+        MetaRecord {
+            seq,
+            boot_id: BOOT,
+            video_kind: 2,
+            data_len: 4096,
+            payload: b"claims".to_vec(),
+        }
+    }
+
+    /// Run one job through a worker that syncs data with `sync` and return its outcome.
+    fn run_one(job: CommitJob, sync: SyncData) -> CommitDone {
+        let mut poll = mio::Poll::new().expect("poll");
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
+        let worker = CommitWorker::start_with_sync(waker, sync).expect("worker");
+        assert!(worker.submit(job));
+        let mut events = mio::Events::with_capacity(4);
+        for _ in 0..100 {
+            let mut done = worker.take_done();
+            if let Some(d) = done.pop() {
+                assert!(done.is_empty());
+                return d;
+            }
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .expect("poll");
+        }
+        panic!("the worker never reported the job");
+    }
+
+    #[test]
+    fn a_failed_data_sync_poisons_the_video_and_writes_no_record() {
+        let dir = Dir(std::env::temp_dir().join(format!("vcache-commit-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir_all(&dir.0).expect("dir");
+        let mpath = dir.0.join("v.meta");
+        let meta = Arc::new(MetaFile::open(&mpath, true).expect("meta"));
+        meta.write_record_slot_synced(0, &record(1))
+            .expect("first record");
+        let data = Arc::new(File::create(dir.0.join("v.data")).expect("data"));
+        let recovered = Recovered {
+            record_seq: 1,
+            from_fast: false,
+            next_durable_record_slot: 1,
+        };
+        let mut state = CommitState::new(meta.clone(), BOOT, 2, 4096, recovered);
+        state.bump();
+        state
+            .write_fast_record(b"fast".to_vec(), false)
+            .expect("fast record");
+        let job = state
+            .commit_job("v", &data, b"durable".to_vec())
+            .expect("job");
+        let claim = job.claim_seq;
+        let done = run_one(job, eio);
+        assert!(
+            matches!(&done.result, Err(CommitFailure::DataSync(_))),
+            "{done:?}"
+        );
+        assert!(!state.commit_done(&done));
+        let why = state.poisoned().expect("poisoned").to_string();
+        assert!(why.contains("syncing its data file failed"), "{why}");
+        // Nothing is acknowledged and no record is written from now on.
+        assert!(!state.claim_is_committed(claim, true));
+        state.bump();
+        assert!(!state.fast_record_due());
+        assert!(state.write_fast_record(b"later".to_vec(), false).is_err());
+        assert!(!state.checkpoint_due());
+        assert!(state.commit_job("v", &data, b"again".to_vec()).is_none());
+        let scan = meta.scan(&BOOT).expect("scan");
+        assert_eq!(scan.states[1], RecordSlotState::Empty, "no durable record");
+        assert_eq!(
+            scan.max_seq,
+            Some(2),
+            "only the first record and the fast one"
+        );
+        // The failure is on disk, for a restart and for `vcache check`.
+        let marker = meta::read_sync_failed(&mpath).expect("marker");
+        assert!(marker.contains("Input/output error"), "{marker}");
+    }
+
+    #[test]
+    fn the_oldest_unsynced_acknowledgement_is_tracked_until_a_record_covers_it() {
+        let dir =
+            Dir(std::env::temp_dir().join(format!("vcache-commit-age-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir_all(&dir.0).expect("dir");
+        let meta = Arc::new(MetaFile::open(&dir.0.join("v.meta"), true).expect("meta"));
+        let data = Arc::new(File::create(dir.0.join("v.data")).expect("data"));
+        let recovered = Recovered {
+            record_seq: 1,
+            from_fast: false,
+            next_durable_record_slot: 1,
+        };
+        let mut state = CommitState::new(meta, BOOT, 2, 4096, recovered);
+        let done = |job: CommitJob| CommitDone {
+            video: job.video,
+            claim_seq: job.claim_seq,
+            record_slot: job.record_slot,
+            result: Ok(()),
+        };
+        assert!(state.oldest_unsynced_ack().is_none());
+        state.bump();
+        assert!(state.write_fast_record(b"a".to_vec(), true).expect("fast"));
+        let first = state.oldest_unsynced_ack().expect("an unsynced ack");
+        let job = state
+            .commit_job("v", &data, b"snapshot".to_vec())
+            .expect("job");
+        // Acknowledged while the commit runs: that commit does not cover it.
+        state.bump();
+        assert!(state.write_fast_record(b"b".to_vec(), true).expect("fast"));
+        assert_eq!(state.oldest_unsynced_ack(), Some(first));
+        assert!(state.commit_done(&done(job)));
+        let second = state.oldest_unsynced_ack().expect("still one");
+        assert!(second >= first);
+        let job = state.commit_job("v", &data, b"all".to_vec()).expect("job");
+        assert!(state.commit_done(&done(job)));
+        assert!(state.oldest_unsynced_ack().is_none());
+    }
+
+    #[test]
+    fn a_successful_commit_writes_its_record() {
+        let dir =
+            Dir(std::env::temp_dir().join(format!("vcache-commit-ok-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir_all(&dir.0).expect("dir");
+        let mpath = dir.0.join("v.meta");
+        let meta = Arc::new(MetaFile::open(&mpath, true).expect("meta"));
+        let data = Arc::new(File::create(dir.0.join("v.data")).expect("data"));
+        let job = CommitJob {
+            video: "v".into(),
+            data,
+            meta: meta.clone(),
+            record_slot: 1,
+            record: record(3),
+            claim_seq: 2,
+        };
+        let done = run_one(job, fdatasync);
+        assert_eq!(done.result, Ok(()));
+        assert_eq!(
+            meta.load(&BOOT).expect("load").map(|(s, r)| (s, r.seq)),
+            Some((1, 3))
+        );
+        assert!(meta::read_sync_failed(&mpath).is_none());
     }
 }

@@ -26,6 +26,8 @@ pub const META_FILE_LEN: u64 = RECORD_SLOT_COUNT as u64 * RECORD_SLOT_SIZE;
 
 /// The kernel's random boot id, as 16 bytes.
 pub type BootId = [u8; 16];
+/// A boot id the kernel never hands out (the nil uuid): scanning with it trusts no fast record.
+pub const UNKNOWN_BOOT: BootId = [0; 16];
 /// Where Linux publishes the boot id.
 pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 /// Length of the textual uuid form of the boot id.
@@ -33,6 +35,10 @@ const BOOT_ID_TEXT_LEN: usize = 36;
 
 /// First bytes of every record.
 pub const MAGIC: [u8; 8] = *b"VCACHEM1";
+/// First bytes of a delta entry in a log region (same layout as a record otherwise).
+pub const DELTA_MAGIC: [u8; 8] = *b"VCACHED1";
+/// How much of a log region is read at a time.
+const LOG_READ_CHUNK: usize = 64 * 1024;
 /// The record layout version this code writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -195,6 +201,15 @@ impl std::error::Error for MetaError {}
 /// data_len u64, payload_len u32, crc32c u32 over header-without-crc + payload. All LE.
 /// TooLarge if header + payload exceed RECORD_SLOT_SIZE.
 pub fn encode_record(rec: &MetaRecord) -> Result<Vec<u8>, MetaError> {
+    encode_with_magic(rec, &MAGIC)
+}
+
+/// A delta entry of a log region: the record layout under DELTA_MAGIC.
+pub fn encode_delta(rec: &MetaRecord) -> Result<Vec<u8>, MetaError> {
+    encode_with_magic(rec, &DELTA_MAGIC)
+}
+
+fn encode_with_magic(rec: &MetaRecord, magic: &[u8; 8]) -> Result<Vec<u8>, MetaError> {
     let too_large = MetaError::TooLarge {
         payload: rec.payload.len(),
         max: MAX_PAYLOAD_LEN,
@@ -204,7 +219,7 @@ pub fn encode_record(rec: &MetaRecord) -> Result<Vec<u8>, MetaError> {
     }
     let payload_len = u32::try_from(rec.payload.len()).map_err(|_| too_large)?;
     let mut out = Vec::with_capacity(HEADER_LEN + rec.payload.len());
-    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(magic);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&rec.seq.to_le_bytes());
     out.extend_from_slice(&rec.boot_id);
@@ -229,8 +244,20 @@ fn field<const N: usize>(header: &[u8], at: std::ops::Range<usize>) -> Result<[u
 
 /// Parse and verify a record; `record_slot` may be longer than the record (the rest is ignored).
 pub fn decode_record(record_slot: &[u8]) -> Result<MetaRecord, MetaError> {
+    match decode_entry(record_slot)? {
+        LogEntry {
+            delta: false,
+            record,
+        } => Ok(record),
+        LogEntry { delta: true, .. } => Err(MetaError::BadMagic),
+    }
+}
+
+/// Parse and verify a whole record or a delta entry (a log region holds both).
+pub fn decode_entry(record_slot: &[u8]) -> Result<LogEntry, MetaError> {
     let header = record_slot.get(..HEADER_LEN).ok_or(MetaError::Truncated)?;
-    if field::<8>(header, MAGIC_AT)? != MAGIC {
+    let magic = field::<8>(header, MAGIC_AT)?;
+    if magic != MAGIC && magic != DELTA_MAGIC {
         return Err(MetaError::BadMagic);
     }
     let version = u32::from_le_bytes(field(header, VERSION_AT)?);
@@ -253,13 +280,94 @@ pub fn decode_record(record_slot: &[u8]) -> Result<MetaRecord, MetaError> {
     if crc32c_extend(crc32c(header_without_crc), payload) != stored_crc {
         return Err(MetaError::BadChecksum);
     }
-    Ok(MetaRecord {
+    let record = MetaRecord {
         seq: u64::from_le_bytes(field(header, SEQ_AT)?),
         boot_id: field(header, BOOT_ID_AT)?,
         video_kind: *header.get(VIDEO_KIND_AT).ok_or(MetaError::Truncated)?,
         data_len: u64::from_le_bytes(field(header, DATA_LEN_AT)?),
         payload: payload.to_vec(),
+    };
+    Ok(LogEntry {
+        delta: magic == DELTA_MAGIC,
+        record,
     })
+}
+
+/// One entry of a log region (record slots 2 and 3): a whole record (a live ring's state, or a fast
+/// record written by an older vcache) or a delta (what an upload slot claimed since its last entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub delta: bool,
+    pub record: MetaRecord,
+}
+
+/// What one log region holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogParse {
+    /// How the region reads for `describe`: Valid carries the last trusted seq.
+    pub state: RecordSlotState,
+    /// The trusted entries, in the order written (increasing seq).
+    pub entries: Vec<LogEntry>,
+    /// The highest seq of any verifying entry, trusted or not.
+    pub max_seq: Option<u64>,
+}
+
+/// Parse a log region from its start: entries follow each other back to back; the chain stops at the
+/// first entry that is zero, does not verify, comes from another boot, or does not raise the seq.
+pub fn parse_log(bytes: &[u8], current_boot: &BootId) -> LogParse {
+    let mut parse = LogParse {
+        state: RecordSlotState::Empty,
+        entries: Vec::new(),
+        max_seq: None,
+    };
+    let mut at = 0usize;
+    while let Some(rest) = bytes.get(at..).filter(|r| r.len() >= HEADER_LEN) {
+        if rest[..HEADER_LEN].iter().all(|&b| b == 0) {
+            break;
+        }
+        let entry = match decode_entry(rest) {
+            Ok(entry) => entry,
+            Err(why) => {
+                if at == 0 {
+                    parse.state = RecordSlotState::Invalid(why);
+                }
+                break;
+            }
+        };
+        let seq = entry.record.seq;
+        parse.max_seq = parse.max_seq.max(Some(seq));
+        let trusted = entry.record.boot_id == *current_boot;
+        let raises = parse.entries.last().is_none_or(|e| e.record.seq < seq);
+        if at == 0 || (trusted && raises) {
+            parse.state = RecordSlotState::Valid { seq, trusted };
+        }
+        if !trusted || !raises {
+            break;
+        }
+        at += HEADER_LEN + entry.record.payload.len();
+        parse.entries.push(entry);
+    }
+    parse
+}
+
+/// How far a walk over entry headers gets in `bytes` (no checksums): where a log region's chain may
+/// end. `None` if it runs off the end of `bytes` (read more).
+fn log_walk_end(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0usize;
+    loop {
+        let header = bytes.get(at..at + HEADER_LEN)?;
+        let magic = field::<8>(header, MAGIC_AT).ok()?;
+        if magic != MAGIC && magic != DELTA_MAGIC {
+            return Some(at);
+        }
+        let len = field::<4>(header, PAYLOAD_LEN_AT)
+            .map(u32::from_le_bytes)
+            .ok()? as usize;
+        if len > MAX_PAYLOAD_LEN {
+            return Some(at);
+        }
+        at += HEADER_LEN + len;
+    }
 }
 
 /// What one record slot was found to hold.
@@ -277,13 +385,14 @@ pub enum RecordSlotState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordSlotScan {
     pub states: [RecordSlotState; RECORD_SLOT_COUNT],
-    /// The trusted record with the highest seq, and its record slot.
+    /// The durable record with the highest seq, and its record slot.
     pub winner: Option<(RecordSlot, MetaRecord)>,
     /// The durable record slot holding the newest verifying durable record (write the other next).
     pub newest_durable: Option<RecordSlot>,
-    /// The fast record slot holding the newest trusted fast record (write the other next).
-    pub newest_fast: Option<RecordSlot>,
-    /// The highest seq of any verifying record, trusted or not: continue after it.
+    /// The trusted log entries (this boot) of both log regions with a seq above the winner's, by
+    /// seq: what happened after the winner, to replay over it.
+    pub log: Vec<LogEntry>,
+    /// The highest seq of any verifying record or entry, trusted or not: continue after it.
     pub max_seq: Option<u64>,
 }
 
@@ -327,17 +436,10 @@ pub fn next_durable_record_slot(newest_durable: Option<RecordSlot>) -> RecordSlo
     }
 }
 
-/// The fast record slot to write next, given the one holding the newest trusted fast record.
-pub fn next_fast_record_slot(newest_fast: Option<RecordSlot>) -> RecordSlot {
-    match newest_fast {
-        Some(record_slot) if record_slot == FAST_RECORD_SLOTS[0] => FAST_RECORD_SLOTS[1],
-        _ => FAST_RECORD_SLOTS[0],
-    }
-}
-
 /// Classify every record slot and pick the winner. A record slot of `None` or all-zero bytes is empty.
-/// Durable record slots are always trusted, fast record slots only with the current boot id; among the
-/// trusted verifying records the highest seq wins (a durable one on a tie).
+/// Durable record slots hold one record each, always trusted; the highest seq wins. The fast record
+/// slots are log regions (`parse_log`): their entries of the current boot with a seq above the
+/// winner's are returned in `log`, by seq.
 pub fn scan_record_slots(
     record_slots: &[Option<Vec<u8>>; RECORD_SLOT_COUNT],
     current_boot: &BootId,
@@ -346,48 +448,46 @@ pub fn scan_record_slots(
         states: [const { RecordSlotState::Empty }; RECORD_SLOT_COUNT],
         winner: None,
         newest_durable: None,
-        newest_fast: None,
+        log: Vec::new(),
         max_seq: None,
     };
-    let mut newest_durable_seq = None;
-    let mut newest_fast_seq = None;
-    // DURABLE_RECORD_SLOTS come first, so on equal seq the durable record is kept.
-    for (record_slot, (contents, state)) in
-        record_slots.iter().zip(scan.states.iter_mut()).enumerate()
-    {
-        let Some(bytes) = contents.as_deref().filter(|b| b.iter().any(|&x| x != 0)) else {
+    for &record_slot in &DURABLE_RECORD_SLOTS {
+        let contents = record_slots.get(record_slot).and_then(Option::as_deref);
+        let Some(bytes) = contents.filter(|b| b.iter().any(|&x| x != 0)) else {
             continue;
         };
         let record = match decode_record(bytes) {
             Ok(record) => record,
             Err(why) => {
-                *state = RecordSlotState::Invalid(why);
+                scan.states[record_slot] = RecordSlotState::Invalid(why);
                 continue;
             }
         };
-        let is_durable = DURABLE_RECORD_SLOTS.contains(&record_slot);
-        let trusted = is_durable || record.boot_id == *current_boot;
-        *state = RecordSlotState::Valid {
+        scan.states[record_slot] = RecordSlotState::Valid {
             seq: record.seq,
-            trusted,
+            trusted: true,
         };
         scan.max_seq = scan.max_seq.max(Some(record.seq));
-        if is_durable && newest_durable_seq < Some(record.seq) {
-            newest_durable_seq = Some(record.seq);
-            scan.newest_durable = Some(record_slot);
-        }
-        if !is_durable && trusted && newest_fast_seq < Some(record.seq) {
-            newest_fast_seq = Some(record.seq);
-            scan.newest_fast = Some(record_slot);
-        }
-        let beats_winner = scan
+        // Slot 0 comes first, so on equal seq it is kept.
+        if scan
             .winner
             .as_ref()
-            .is_none_or(|(_, best)| record.seq > best.seq);
-        if trusted && beats_winner {
+            .is_none_or(|(_, best)| record.seq > best.seq)
+        {
+            scan.newest_durable = Some(record_slot);
             scan.winner = Some((record_slot, record));
         }
     }
+    let after = scan.winner.as_ref().map_or(0, |(_, w)| w.seq);
+    for &record_slot in &FAST_RECORD_SLOTS {
+        let contents = record_slots.get(record_slot).and_then(Option::as_deref);
+        let parse = parse_log(contents.unwrap_or_default(), current_boot);
+        scan.max_seq = scan.max_seq.max(parse.max_seq);
+        scan.states[record_slot] = parse.state;
+        scan.log
+            .extend(parse.entries.into_iter().filter(|e| e.record.seq > after));
+    }
+    scan.log.sort_by_key(|e| e.record.seq);
     scan
 }
 
@@ -484,7 +584,6 @@ impl MetaFile {
         })
     }
 
-    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -492,7 +591,12 @@ impl MetaFile {
     /// The bytes of one record slot as `scan_record_slots` wants them: None if the record slot is zero
     /// throughout, else the header and as much payload as the header claims (capped at
     /// the record slot).
-    fn read_record_slot(&self, record_slot: RecordSlot) -> Result<Option<Vec<u8>>, MetaError> {
+    /// With `scan_zeros` false, a zero header means empty (read by length: nothing more is read).
+    fn read_record_slot(
+        &self,
+        record_slot: RecordSlot,
+        scan_zeros: bool,
+    ) -> Result<Option<Vec<u8>>, MetaError> {
         let offset = record_slot_offset(record_slot)?;
         let read_error = |err: io::Error| {
             io_error(
@@ -505,6 +609,9 @@ impl MetaFile {
         self.file
             .read_exact_at(&mut header, offset)
             .map_err(read_error)?;
+        if header.iter().all(|&byte| byte == 0) && !scan_zeros {
+            return Ok(None);
+        }
         if header.iter().all(|&byte| byte == 0) {
             // Empty only if the whole record slot is zero: a torn first record must not pass
             // for a fresh record slot.
@@ -542,12 +649,50 @@ impl MetaFile {
         Ok(Some(header))
     }
 
+    /// The used prefix of a log region: chunks are read until the entry headers stop (at most the
+    /// record slot).
+    fn read_log_bytes(&self, record_slot: RecordSlot) -> Result<Vec<u8>, MetaError> {
+        let offset = record_slot_offset(record_slot)?;
+        let mut bytes: Vec<u8> = Vec::new();
+        let slot_len = RECORD_SLOT_SIZE as usize;
+        while bytes.len() < slot_len && log_walk_end(&bytes).is_none() {
+            let at = bytes.len();
+            let want = LOG_READ_CHUNK.min(slot_len - at);
+            bytes.resize(at + want, 0);
+            self.file
+                .read_exact_at(&mut bytes[at..], offset + at as u64)
+                .map_err(|err| {
+                    io_error(
+                        &self.path,
+                        &format!("read log region {record_slot} of"),
+                        &err,
+                    )
+                })?;
+        }
+        Ok(bytes)
+    }
+
     /// Read every record slot and classify it (see `scan_record_slots`). Err only for I/O errors.
+    /// Durable record slots are read by length: a zero header is empty without reading the rest,
+    /// unless no durable record verifies — then each is checked to be zero throughout, so that a
+    /// torn first record is never taken for a fresh file.
     pub fn scan(&self, boot: &BootId) -> Result<RecordSlotScan, MetaError> {
         let mut record_slots: [Option<Vec<u8>>; RECORD_SLOT_COUNT] =
             [const { None }; RECORD_SLOT_COUNT];
-        for (record_slot, contents) in record_slots.iter_mut().enumerate() {
-            *contents = self.read_record_slot(record_slot)?;
+        for &slot in &DURABLE_RECORD_SLOTS {
+            record_slots[slot] = self.read_record_slot(slot, false)?;
+        }
+        let verifies = |c: &Option<Vec<u8>>| c.as_deref().is_some_and(|b| decode_record(b).is_ok());
+        if !DURABLE_RECORD_SLOTS
+            .iter()
+            .any(|&s| verifies(&record_slots[s]))
+        {
+            for &slot in &DURABLE_RECORD_SLOTS {
+                record_slots[slot] = self.read_record_slot(slot, true)?;
+            }
+        }
+        for &slot in &FAST_RECORD_SLOTS {
+            record_slots[slot] = Some(self.read_log_bytes(slot)?);
         }
         Ok(scan_record_slots(&record_slots, boot))
     }
@@ -587,6 +732,31 @@ impl MetaFile {
         })
     }
 
+    /// pwrite one log entry at `pos` in the log region `record_slot` (no sync).
+    pub fn write_log_entry(
+        &self,
+        record_slot: RecordSlot,
+        pos: u64,
+        bytes: &[u8],
+    ) -> Result<(), MetaError> {
+        assert!(
+            FAST_RECORD_SLOTS.contains(&record_slot),
+            "log entry outside the log regions"
+        );
+        assert!(
+            pos + bytes.len() as u64 <= RECORD_SLOT_SIZE,
+            "log entry past its region"
+        );
+        let offset = record_slot_offset(record_slot)? + pos;
+        self.file.write_all_at(bytes, offset).map_err(|err| {
+            io_error(
+                &self.path,
+                &format!("write log region {record_slot} of"),
+                &err,
+            )
+        })
+    }
+
     /// write_record_slot then sync: a durable commit (call only after the data file is synced).
     pub fn write_record_slot_synced(
         &self,
@@ -611,6 +781,43 @@ impl MetaFile {
             path: self.path.clone(),
         })
     }
+}
+
+/// Where the failed data sync of the video whose metadata is `meta_path` is recorded:
+/// `<id>.sync-failed` next to `<id>.meta`.
+pub fn sync_failed_marker(meta_path: &Path) -> PathBuf {
+    meta_path.with_extension("sync-failed")
+}
+
+/// Record on disk that a data sync of this video failed (the commit worker, before it reports the
+/// failure): a restart then trusts only durable records, which claim only bytes synced before.
+/// The marker holds the error text; it is synced with its directory entry.
+pub fn mark_sync_failed(meta_path: &Path, why: &str) -> io::Result<()> {
+    let marker = sync_failed_marker(meta_path);
+    let mut file = File::create(&marker)?;
+    io::Write::write_all(&mut file, why.as_bytes())?;
+    file.sync_all()?;
+    sync_parent_dir(&marker)
+}
+
+/// The error text of a recorded failed data sync, if one is recorded (`mark_sync_failed`).
+pub fn read_sync_failed(meta_path: &Path) -> Option<String> {
+    let marker = sync_failed_marker(meta_path);
+    match std::fs::read(&marker) {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => Some(format!(
+            "(the marker {} cannot be read: {e})",
+            marker.display()
+        )),
+    }
+}
+
+/// Forget a recorded failed sync, once a durable record newer than every fast record is synced.
+pub fn clear_sync_failed(meta_path: &Path) -> io::Result<()> {
+    let marker = sync_failed_marker(meta_path);
+    std::fs::remove_file(&marker)?;
+    sync_parent_dir(&marker)
 }
 
 /// fsync the directory holding `path`, so a newly created entry survives a machine crash.
@@ -844,14 +1051,47 @@ mod tests {
             slot_bytes(&record(7, BOOT_A, b"f2")),
             slot_bytes(&record(6, BOOT_A, b"f3")),
         ];
+        // The winner is durable; the same-boot log entries after it are replayed, by seq.
         let (record_slot, rec) = choose_record(&record_slots, &BOOT_A).unwrap();
-        assert_eq!((record_slot, rec.seq), (2, 7));
+        assert_eq!((record_slot, rec.seq), (1, 5));
         let scan = scan_record_slots(&record_slots, &BOOT_A);
         assert_eq!(scan.newest_durable, Some(1));
-        assert_eq!(scan.newest_fast, Some(2));
+        let seqs: Vec<u64> = scan.log.iter().map(|e| e.record.seq).collect();
+        assert_eq!(seqs, [6, 7]);
         assert_eq!(scan.max_seq, Some(7));
         assert_eq!(next_durable_record_slot(scan.newest_durable), 0);
-        assert_eq!(next_fast_record_slot(scan.newest_fast), 3);
+    }
+
+    #[test]
+    fn a_log_region_is_read_up_to_its_first_bad_entry() {
+        let mut region = Vec::new();
+        for (seq, payload) in [(6, &b"a"[..]), (7, b"bb"), (9, b"c")] {
+            region.extend(encode_delta(&record(seq, BOOT_A, payload)).unwrap());
+        }
+        let whole = region.clone();
+        // An entry with a lower seq (an older one left behind) ends the chain.
+        region.extend(encode_delta(&record(8, BOOT_A, b"old")).unwrap());
+        region.extend(encode_delta(&record(10, BOOT_A, b"after")).unwrap());
+        let parse = parse_log(&region, &BOOT_A);
+        let seqs: Vec<u64> = parse.entries.iter().map(|e| e.record.seq).collect();
+        assert_eq!(seqs, [6, 7, 9]);
+        assert!(parse.entries.iter().all(|e| e.delta));
+        assert_eq!(log_walk_end(&whole), None, "the walk wants more bytes");
+        // A torn entry ends it too, and so does another boot's.
+        let mut torn = whole.clone();
+        let last = torn.len() - 1;
+        torn[last] ^= 1;
+        assert_eq!(parse_log(&torn, &BOOT_A).entries.len(), 2);
+        assert!(parse_log(&whole, &BOOT_B).entries.is_empty());
+        let durable = slot_bytes(&record(7, BOOT_A, b"d"));
+        let scan = scan_record_slots(&[durable, None, Some(whole), None], &BOOT_A);
+        let seqs: Vec<u64> = scan.log.iter().map(|e| e.record.seq).collect();
+        assert_eq!(
+            seqs,
+            [9],
+            "entries the durable record covers are not replayed"
+        );
+        assert_eq!(scan.max_seq, Some(9));
     }
 
     #[test]
@@ -865,7 +1105,7 @@ mod tests {
         let (record_slot, rec) = choose_record(&record_slots, &BOOT_A).unwrap();
         assert_eq!((record_slot, rec.seq), (1, 5));
         let scan = scan_record_slots(&record_slots, &BOOT_A);
-        assert_eq!(scan.newest_fast, None);
+        assert!(scan.log.is_empty());
         assert_eq!(scan.max_seq, Some(7));
         assert_eq!(
             scan.states[2],
@@ -910,7 +1150,10 @@ mod tests {
             slot_bytes(&record(6, BOOT_A, b"f2")),
             torn(&record(7, BOOT_A, b"f3")),
         ];
-        assert_eq!(choose_record(&record_slots, &BOOT_A).unwrap().0, 2);
+        let scan = scan_record_slots(&record_slots, &BOOT_A);
+        assert_eq!(scan.winner.map(|(slot, _)| slot), Some(0));
+        let seqs: Vec<u64> = scan.log.iter().map(|e| e.record.seq).collect();
+        assert_eq!(seqs, [6], "the torn entry is not replayed");
     }
 
     #[test]
@@ -933,7 +1176,6 @@ mod tests {
                 .all(|state| *state == RecordSlotState::Empty)
         );
         assert_eq!(next_durable_record_slot(scan.newest_durable), 0);
-        assert_eq!(next_fast_record_slot(scan.newest_fast), 2);
     }
 
     #[test]
@@ -984,20 +1226,28 @@ mod tests {
         meta.write_record_slot_synced(0, &durable).unwrap();
         let fast = record(2, BOOT_A, &[0x5A; 5000]);
         meta.write_record_slot(3, &fast).unwrap();
-        assert_eq!(meta.load(&BOOT_A), Ok(Some((3, fast.clone()))));
+        // The durable record wins; the fast one (a log entry) comes after it.
+        assert_eq!(meta.load(&BOOT_A), Ok(Some((0, durable.clone()))));
+        let delta = encode_delta(&record(3, BOOT_A, b"delta")).unwrap();
+        meta.write_log_entry(3, (HEADER_LEN + 5000) as u64, &delta)
+            .unwrap();
 
         // A second handle (what the sync thread or a restarted process sees).
         drop(meta);
         let reopened = MetaFile::open(&path, false).unwrap();
-        assert_eq!(reopened.load(&BOOT_A), Ok(Some((3, fast))));
-        // After a "reboot", the fast record slot is not trusted.
+        let scan = reopened.scan(&BOOT_A).unwrap();
+        let log: Vec<(bool, u64)> = scan.log.iter().map(|e| (e.delta, e.record.seq)).collect();
+        assert_eq!(log, [(false, 2), (true, 3)]);
+        assert_eq!(scan.log[0].record, fast);
+        // After a "reboot", the log is not trusted.
+        assert!(reopened.scan(&BOOT_B).unwrap().log.is_empty());
         assert_eq!(reopened.load(&BOOT_B), Ok(Some((0, durable))));
         assert_eq!(reopened.path(), path.as_path());
         let cloned = reopened.try_clone().unwrap();
-        assert_eq!(cloned.scan(&BOOT_A).unwrap().max_seq, Some(2));
+        assert_eq!(cloned.scan(&BOOT_A).unwrap().max_seq, Some(3));
         // Reopen with create = true keeps the contents.
         let again = MetaFile::open(&path, true).unwrap();
-        assert_eq!(again.load(&BOOT_A).unwrap().unwrap().1.seq, 2);
+        assert_eq!(again.scan(&BOOT_A).unwrap().max_seq, Some(3));
     }
 
     #[test]

@@ -37,6 +37,16 @@ const UPLOAD_PAYLOAD_VERSION: u8 = 1;
 const ORIGIN_PAYLOAD_VERSION: u8 = 2;
 /// Longest origin validator kept.
 pub const MAX_VALIDATOR_LEN: usize = 1024;
+/// Version of a fast record's delta payload (`Slot::delta_payload`).
+const DELTA_PAYLOAD_VERSION: u8 = 1;
+/// Bytes of a delta payload before its ranges, with the longest validator.
+const DELTA_FIXED_LEN: usize = 1 + 8 + 8 + 2 + MAX_VALIDATOR_LEN + 4;
+/// Bytes of a slot payload before its presence map, with the longest validator.
+const UPLOAD_FIXED_LEN: usize = 1 + 8 + 8 + 2 + MAX_VALIDATOR_LEN + presence::ENCODED_COUNT_LEN;
+/// The most ranges a presence map may hold: what one durable record slot can store.
+/// `limits.max_presence_ranges` is checked against it when the config is loaded.
+pub const MAX_PRESENCE_RANGES: usize =
+    (meta::MAX_PAYLOAD_LEN - UPLOAD_FIXED_LEN) / presence::ENCODED_RANGE_LEN;
 /// `MetaRecord::video_kind` of an origin video.
 pub const KIND_CODE_ORIGIN: u8 = 4;
 
@@ -176,6 +186,8 @@ pub struct Slot {
     max_presence_ranges: usize,
     /// An origin video's validator (ETag or Last-Modified) of the bytes held; None for uploads.
     pub validator: Option<String>,
+    /// Ranges claimed since the last fast record (delta) was written, in claim order.
+    unlogged: Vec<(u64, u64)>,
 }
 
 /// What a video holds.
@@ -433,6 +445,11 @@ impl Video {
         }
     }
 
+    /// Why the video takes no writes and acknowledges nothing (a data sync failed), if so.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.commit().and_then(CommitState::poisoned)
+    }
+
     /// A DELETE (or a changed origin object) is waiting for its durable commit.
     pub fn delete_pending(&self) -> bool {
         self.body.slot().is_some_and(|s| s.delete_pending)
@@ -448,17 +465,22 @@ impl Video {
         }
     }
 
-    /// Write the fast (process-crash) record of the current state.
+    /// Write the fast (process-crash) record: a live ring's whole state, an upload slot's delta (what
+    /// it claimed since its last one), appended to the log region. A full region writes nothing: the
+    /// next durable commit acknowledges instead (`CommitState::fast_record_due` is false until then).
     pub fn write_fast_record(&mut self) -> Result<(), String> {
         match &mut self.body {
             Body::Live(r) => {
                 let p = r.state.encode();
-                r.commit.write_fast_record(p)
+                r.commit.write_fast_record(p, false).map(drop)
             }
             body => match body.slot_mut() {
                 Some(s) => {
-                    let p = s.payload();
-                    s.commit.write_fast_record(p)
+                    let p = s.delta_payload();
+                    if s.commit.write_fast_record(p, true)? {
+                        s.unlogged.clear();
+                    }
+                    Ok(())
                 }
                 None => Ok(()),
             },
@@ -596,6 +618,11 @@ impl Slot {
 
     /// Whether `reserve(start, end)` would be accepted, without reserving (routing decides with it).
     pub fn check_reserve(&self, start: u64, end: u64) -> Result<(), WriteRefusal> {
+        if let Some(why) = self.commit.poisoned() {
+            return Err(WriteRefusal::Busy(format!(
+                "this video is unavailable: {why}"
+            )));
+        }
         if self.delete_pending {
             return Err(WriteRefusal::Busy(
                 "a DELETE of this video is being committed".into(),
@@ -722,6 +749,10 @@ impl Slot {
             panic!("claim {start}..{end} could not be recorded: {e}");
         }
         r.claimed = end;
+        match self.unlogged.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => self.unlogged.push((start, end)),
+        }
         self.commit.bump();
         // What stays reserved and unclaimed holds no present byte.
         assert!(!self.presence.overlaps(r.claimed, r.end));
@@ -743,6 +774,7 @@ impl Slot {
     pub fn forget_all(&mut self) -> Result<(), WriteRefusal> {
         self.check_forget()?;
         self.presence.clear();
+        self.unlogged.clear();
         self.generation += 1;
         self.modified = SystemTime::now();
         self.commit.bump();
@@ -750,8 +782,13 @@ impl Slot {
         Ok(())
     }
 
-    /// Whether `forget_all` would be accepted (no write in flight).
+    /// Whether `forget_all` would be accepted (no write in flight, the video not poisoned).
     pub fn check_forget(&self) -> Result<(), WriteRefusal> {
+        if let Some(why) = self.commit.poisoned() {
+            return Err(WriteRefusal::Busy(format!(
+                "this video is unavailable: {why}"
+            )));
+        }
         if self.reservations.is_empty() {
             Ok(())
         } else {
@@ -759,6 +796,29 @@ impl Slot {
                 "writes to this video are in progress".into(),
             ))
         }
+    }
+
+    /// A fast record's delta: generation, modification time, validator and the ranges claimed since
+    /// the last delta (replayed over the durable record by `replay_upload`).
+    fn delta_payload(&self) -> Vec<u8> {
+        let mut p =
+            Vec::with_capacity(DELTA_FIXED_LEN + self.unlogged.len() * presence::ENCODED_RANGE_LEN);
+        p.push(DELTA_PAYLOAD_VERSION);
+        p.extend_from_slice(&self.generation.to_le_bytes());
+        p.extend_from_slice(&unix_secs(self.modified).to_le_bytes());
+        let v = self
+            .validator
+            .as_deref()
+            .filter(|v| v.len() <= MAX_VALIDATOR_LEN)
+            .unwrap_or("");
+        p.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        p.extend_from_slice(v.as_bytes());
+        p.extend_from_slice(&(self.unlogged.len() as u32).to_le_bytes());
+        for &(a, b) in &self.unlogged {
+            p.extend_from_slice(&a.to_le_bytes());
+            p.extend_from_slice(&b.to_le_bytes());
+        }
+        p
     }
 
     pub fn payload(&self) -> Vec<u8> {
@@ -898,10 +958,17 @@ impl StorePaths {
 
     fn open_ring(&self, id: &str, capacity: u64) -> Result<LiveRing, String> {
         let fresh = RingState::fresh(capacity);
-        let (data, commit, payload) =
-            self.open_writable(id, capacity, KIND_CODE_LIVE, "live", fresh.encode(), |p| {
-                RingState::decode(p, capacity).map(|st| st.head > 0)
-            })?;
+        let (data, commit, payload) = self.open_writable(
+            id,
+            capacity,
+            KIND_CODE_LIVE,
+            "live",
+            fresh.encode(),
+            |p, log| {
+                let st = replay_ring(p, log, capacity)?;
+                Ok((st.encode(), st.head > 0))
+            },
+        )?;
         let state = match payload {
             None => fresh,
             Some(p) => RingState::decode(&p, capacity)?,
@@ -919,7 +986,7 @@ impl StorePaths {
         kind_code: u8,
         kind_name: &str,
         fresh_payload: Vec<u8>,
-        claims_bytes: impl Fn(&[u8]) -> Result<bool, String>,
+        recover: impl Fn(&[u8], &[meta::LogEntry]) -> Result<(Vec<u8>, bool), String>,
     ) -> Result<(WritableFile, CommitState, Option<Vec<u8>>), String> {
         let dpath = data_path(&self.data_dir, id);
         let mpath = meta_path(&self.data_dir, id);
@@ -934,7 +1001,13 @@ impl StorePaths {
         }
         let meta = MetaFile::open(&mpath, true)
             .map_err(|e| format!("cannot open metadata {}: {e}", mpath.display()))?;
-        let scan = meta.scan(&self.boot_id).map_err(|e| {
+        // After a failed data sync, fast records may claim bytes the kernel dropped: trust none.
+        let sync_failed = meta::read_sync_failed(&mpath);
+        let trusted_boot = match sync_failed {
+            Some(_) => meta::UNKNOWN_BOOT,
+            None => self.boot_id,
+        };
+        let scan = meta.scan(&trusted_boot).map_err(|e| {
             format!(
                 "metadata {} cannot be read ({e}); the video is left out and its files untouched",
                 mpath.display()
@@ -947,7 +1020,7 @@ impl StorePaths {
                 scan.describe()
             ));
         }
-        let (payload, chosen_record_slot, seq) = match scan.winner.clone() {
+        let (payload, _winner_slot, seq) = match scan.winner.clone() {
             None => {
                 if data_exists {
                     return Err(format!(
@@ -985,7 +1058,8 @@ impl StorePaths {
                         rec.data_len
                     ));
                 }
-                let claims = claims_bytes(&rec.payload)
+                // The durable record, with the log entries written after it replayed over it.
+                let (recovered, claims) = recover(&rec.payload, &scan.log)
                     .map_err(|e| format!("metadata {}: {e}; left untouched", mpath.display()))?;
                 if !data_exists && claims {
                     return Err(format!(
@@ -994,7 +1068,7 @@ impl StorePaths {
                     ));
                 }
                 let seq = scan.max_seq.unwrap_or(rec.seq).max(rec.seq);
-                (Some(rec.payload), slot, seq)
+                (Some(recovered), slot, seq)
             }
         };
         let pattern = if kind_code == KIND_CODE_ORIGIN {
@@ -1036,11 +1110,36 @@ impl StorePaths {
             }
         }
         // Overwrite the older durable slot next, so the newest durable record survives a torn write.
-        let newest_durable = if payload.is_none() {
+        let mut newest_durable = if payload.is_none() {
             Some(meta::DURABLE_RECORD_SLOTS[0])
         } else {
             scan.newest_durable
         };
+        let mut seq = seq;
+        let replayed = !scan.log.is_empty() && payload.is_some();
+        if let (true, Some(p)) = (sync_failed.is_some() || replayed, &payload) {
+            // The recovered state is made durable now (the data file was just synced): no log entry
+            // is needed any more, and no later open in this boot trusts the old ones.
+            let rec = MetaRecord {
+                seq: seq + 1,
+                boot_id: self.boot_id,
+                video_kind: kind_code,
+                data_len: len,
+                payload: p.clone(),
+            };
+            newest_durable = Some(write_recovered_record(
+                &meta,
+                newest_durable,
+                &rec,
+                id,
+                sync_failed.as_deref(),
+            )?);
+            seq = rec.seq;
+        } else if sync_failed.is_some() {
+            // Created afresh just now: the synced creation record is newer than any fast record.
+            meta::clear_sync_failed(&mpath)
+                .map_err(|e| format!("cannot remove the failed-sync marker of {id}: {e}"))?;
+        }
         let commit = CommitState::new(
             Arc::new(meta),
             self.boot_id,
@@ -1048,9 +1147,8 @@ impl StorePaths {
             len,
             Recovered {
                 record_seq: seq,
-                from_fast: meta::FAST_RECORD_SLOTS.contains(&chosen_record_slot),
+                from_fast: false,
                 next_durable_record_slot: meta::next_durable_record_slot(newest_durable),
-                next_fast_record_slot: meta::next_fast_record_slot(scan.newest_fast),
             },
         );
         Ok((data, commit, payload))
@@ -1080,8 +1178,10 @@ impl StorePaths {
             fresh.validator.as_deref(),
         );
         let (data, commit, payload) =
-            self.open_writable(id, size, kind_code, kind_name, fresh_payload, |p| {
-                decode_upload_payload(p, size, max).map(|st| st.presence.present_bytes() > 0)
+            self.open_writable(id, size, kind_code, kind_name, fresh_payload, |p, log| {
+                let st = replay_upload(p, log, size, max)?;
+                let claims = st.presence.present_bytes() > 0;
+                Ok((st.encode(), claims))
             })?;
         let state = match payload {
             None => fresh,
@@ -1098,6 +1198,7 @@ impl StorePaths {
             delete_pending: false,
             max_presence_ranges: max,
             validator: state.validator,
+            unlogged: Vec::new(),
         })
     }
 
@@ -1171,6 +1272,41 @@ impl StorePaths {
         std::fs::remove_file(meta_path(&self.data_dir, id))?;
         data_file::sync_dir(&self.data_dir)
     }
+}
+
+/// Make a recovered state durable at open (the data file was synced just before): the durable record
+/// replayed with the log entries written after it, or — after a failed data sync
+/// (`meta::mark_sync_failed`, then `sync_failed` is its text) — the last durable record alone, which
+/// claims only bytes synced before the failure. Its seq is above every log entry, so no later open in
+/// this boot replays those again; then the failed-sync marker is removed. Returns the slot written.
+fn write_recovered_record(
+    meta: &MetaFile,
+    newest_durable: Option<meta::RecordSlot>,
+    rec: &MetaRecord,
+    id: &str,
+    sync_failed: Option<&str>,
+) -> Result<meta::RecordSlot, String> {
+    let slot = meta::next_durable_record_slot(newest_durable);
+    assert!(
+        meta::DURABLE_RECORD_SLOTS.contains(&slot),
+        "a durable record outside the durable slots"
+    );
+    let failed = |e: String| {
+        format!(
+            "video {id}: cannot make its recovered state durable: {e}; left out, files untouched \
+             but for the record slot being written"
+        )
+    };
+    meta.write_record_slot_synced(slot, rec)
+        .map_err(|e| failed(e.to_string()))?;
+    if let Some(why) = sync_failed {
+        meta::clear_sync_failed(meta.path()).map_err(|e| failed(e.to_string()))?;
+        log::warn!(
+            "video {id}: reopened from its last durable record after a failed data sync ({why}); \
+             writes acknowledged after that record are lost and must be sent again"
+        );
+    }
+    Ok(slot)
 }
 
 /// A video the store could not open: it is left out and its files are left untouched.
@@ -1270,13 +1406,13 @@ impl Store {
             retired: BTreeMap::new(),
             data_dir,
             boot_id,
-            // A presence map must fit in one metadata slot with the payload's own fields.
-            max_presence_ranges: cfg
-                .server
-                .limits
-                .max_presence_ranges
-                .min((meta::MAX_PAYLOAD_LEN - 64) / presence::ENCODED_RANGE_LEN),
+            // Checked against MAX_PRESENCE_RANGES when the config was loaded: never lowered here.
+            max_presence_ranges: cfg.server.limits.max_presence_ranges,
         };
+        assert!(
+            store.max_presence_ranges <= MAX_PRESENCE_RANGES,
+            "limits.max_presence_ranges passed the config check but does not fit a record"
+        );
         let mut problems = Vec::new();
         // At start-up, on the calling thread; a reload opens videos on the commit worker
         // (`commit::OpenJob`).
@@ -1346,6 +1482,91 @@ impl Store {
     }
 }
 
+/// A ring's state: its durable record, or the newest whole state its log holds after it.
+fn replay_ring(payload: &[u8], log: &[meta::LogEntry], capacity: u64) -> Result<RingState, String> {
+    let newest = log.iter().rev().find(|e| !e.delta);
+    RingState::decode(newest.map_or(payload, |e| &e.record.payload), capacity)
+}
+
+/// An upload slot's state: its durable record with the log written after it replayed, in seq order
+/// (a whole record replaces the state — an older vcache wrote those —, a delta of the same generation
+/// adds its ranges). A delta that does not decode or fit ends the replay there.
+fn replay_upload(
+    payload: &[u8],
+    log: &[meta::LogEntry],
+    len: u64,
+    max_ranges: usize,
+) -> Result<UploadState, String> {
+    let mut st = decode_upload_payload(payload, len, max_ranges)?;
+    for e in log {
+        if !e.delta {
+            st = decode_upload_payload(&e.record.payload, len, max_ranges)?;
+            continue;
+        }
+        if let Err(why) = apply_delta(&mut st, &e.record.payload) {
+            log::warn!(
+                "a fast record (seq {}) is not replayed: {why}",
+                e.record.seq
+            );
+            break;
+        }
+    }
+    Ok(st)
+}
+
+/// Add one delta (`Slot::delta_payload`) to a recovered state.
+fn apply_delta(st: &mut UploadState, delta: &[u8]) -> Result<(), String> {
+    let truncated = || "delta is truncated".to_string();
+    let word = |at: usize| -> Result<u64, String> {
+        let b = delta.get(at..at + 8).ok_or_else(truncated)?;
+        Ok(u64::from_le_bytes(b.try_into().map_err(|_| truncated())?))
+    };
+    if delta.first() != Some(&DELTA_PAYLOAD_VERSION) {
+        return Err("unknown delta version".into());
+    }
+    let generation = word(1)?;
+    if generation < st.generation {
+        // Written before a DELETE whose record is the durable one: nothing to add.
+        return Ok(());
+    }
+    // A newer generation without a durable record: an origin video's fresh files raised theirs
+    // (`OriginVideo`, after creation). A DELETE's cannot be: no fast record is written until the
+    // DELETE's durable record has landed.
+    st.generation = generation;
+    let modified = UNIX_EPOCH + Duration::from_secs(word(9)?);
+    let vlen = delta.get(17..19).ok_or_else(truncated)?;
+    let vlen = usize::from(u16::from_le_bytes([vlen[0], vlen[1]]));
+    let validator = delta.get(19..19 + vlen).ok_or_else(truncated)?;
+    let at = 19 + vlen;
+    let count = delta.get(at..at + 4).ok_or_else(truncated)?;
+    let count = u32::from_le_bytes([count[0], count[1], count[2], count[3]]) as usize;
+    if delta.len() != at + 4 + count * presence::ENCODED_RANGE_LEN {
+        return Err(format!("{count} ranges do not match its length"));
+    }
+    for i in 0..count {
+        let (a, b) = (word(at + 4 + 16 * i)?, word(at + 12 + 16 * i)?);
+        st.presence
+            .insert(a, b)
+            .map_err(|e| format!("range {a}..{b}: {e}"))?;
+    }
+    st.modified = st.modified.max(modified);
+    if !validator.is_empty() {
+        st.validator = Some(String::from_utf8_lossy(validator).into_owned());
+    }
+    Ok(())
+}
+
+impl UploadState {
+    fn encode(&self) -> Vec<u8> {
+        encode_upload_payload(
+            self.generation,
+            self.modified,
+            &self.presence,
+            self.validator.as_deref(),
+        )
+    }
+}
+
 fn encode_upload_payload(
     generation: u64,
     modified: SystemTime,
@@ -1375,6 +1596,12 @@ fn encode_upload_payload(
 /// creates nothing.
 pub fn describe_cached(cfg: &Config, v: &VideoConfig, boot: &BootId) -> String {
     let mpath = meta_path(&cfg.server.data_dir, &v.id);
+    let sync_failed = meta::read_sync_failed(&mpath);
+    // What the next start recovers: after a failed data sync, durable records only.
+    let boot = match sync_failed {
+        Some(_) => &meta::UNKNOWN_BOOT,
+        None => boot,
+    };
     let described = match &v.kind {
         VideoKind::File { path } => Ok(match std::fs::metadata(path) {
             Ok(m) => format!("file {} ({} bytes), complete", path.display(), m.len()),
@@ -1385,16 +1612,34 @@ pub fn describe_cached(cfg: &Config, v: &VideoConfig, boot: &BootId) -> String {
         VideoKind::Origin { url, size, .. } => describe_origin(&mpath, url, *size, boot),
     };
     // Err carries the whole line: what is wrong with the metadata file.
-    described.unwrap_or_else(|problem| problem)
+    let described = described.unwrap_or_else(|problem| problem);
+    match sync_failed {
+        Some(why) => format!(
+            "PROBLEM: a data sync failed ({why}; {}): writes acknowledged after its last durable \
+             record may be lost, and the next start reopens it from that record: {described}",
+            meta::sync_failed_marker(&mpath).display()
+        ),
+        None => described,
+    }
 }
 
-/// The winning record of an existing metadata file, read without a lock (None: nothing recorded).
-fn read_record(mpath: &Path, boot: &BootId) -> Result<Option<MetaRecord>, String> {
+/// The winning durable record of an existing metadata file and the log entries after it, read
+/// without a lock (None: nothing recorded).
+fn read_record(
+    mpath: &Path,
+    boot: &BootId,
+) -> Result<Option<(MetaRecord, Vec<meta::LogEntry>)>, String> {
     let unreadable =
         |e: String| format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display());
     let meta = MetaFile::open(mpath, false).map_err(|e| unreadable(e.to_string()))?;
     let loaded = meta.load(boot).map_err(|e| unreadable(e.to_string()))?;
-    Ok(loaded.map(|(_, rec)| rec))
+    match loaded {
+        None => Ok(None),
+        Some((_, rec)) => {
+            let log = meta.scan(boot).map_err(|e| unreadable(e.to_string()))?.log;
+            Ok(Some((rec, log)))
+        }
+    }
 }
 
 /// A payload that does not decode, as `vcache check` reports it.
@@ -1406,7 +1651,7 @@ fn describe_upload(mpath: &Path, size: u64, boot: &BootId) -> Result<String, Str
     if !mpath.exists() {
         return Ok(format!("upload slot of {size} bytes, not created yet"));
     }
-    let Some(rec) = read_record(mpath, boot)? else {
+    let Some((rec, log)) = read_record(mpath, boot)? else {
         return Ok(format!("upload slot of {size} bytes, nothing recorded"));
     };
     if rec.video_kind != KIND_CODE_UPLOAD || rec.data_len != size {
@@ -1415,7 +1660,7 @@ fn describe_upload(mpath: &Path, size: u64, boot: &BootId) -> Result<String, Str
             rec.video_kind, rec.data_len
         ));
     }
-    let st = decode_upload_payload(&rec.payload, size, usize::MAX).map_err(undecodable(mpath))?;
+    let st = replay_upload(&rec.payload, &log, size, usize::MAX).map_err(undecodable(mpath))?;
     let complete = if st.presence.is_complete() {
         " (complete)"
     } else {
@@ -1432,7 +1677,7 @@ fn describe_live(mpath: &Path, capacity: u64, boot: &BootId) -> Result<String, S
     if !mpath.exists() {
         return Ok(format!("live channel of {capacity} bytes, not created yet"));
     }
-    let Some(rec) = read_record(mpath, boot)? else {
+    let Some((rec, log)) = read_record(mpath, boot)? else {
         return Ok(format!(
             "live channel of {capacity} bytes, nothing recorded"
         ));
@@ -1443,7 +1688,7 @@ fn describe_live(mpath: &Path, capacity: u64, boot: &BootId) -> Result<String, S
             rec.video_kind, rec.data_len
         ));
     }
-    let st = RingState::decode(&rec.payload, capacity)
+    let st = replay_ring(&rec.payload, &log, capacity)
         .map_err(undecodable(mpath))?
         .recovered(capacity);
     let (start, head) = (st.window_start(capacity), st.head);
@@ -1465,7 +1710,7 @@ fn describe_origin(
             None => format!("origin video at {url}, length not learned yet, nothing cached"),
         });
     }
-    let Some(rec) = read_record(mpath, boot)? else {
+    let Some((rec, log)) = read_record(mpath, boot)? else {
         return Ok(format!("origin video at {url}, nothing recorded"));
     };
     if rec.video_kind != KIND_CODE_ORIGIN {
@@ -1474,8 +1719,8 @@ fn describe_origin(
             rec.video_kind
         ));
     }
-    let st = decode_upload_payload(&rec.payload, rec.data_len, usize::MAX)
-        .map_err(undecodable(mpath))?;
+    let st =
+        replay_upload(&rec.payload, &log, rec.data_len, usize::MAX).map_err(undecodable(mpath))?;
     let validator = match st.validator.unwrap_or_default() {
         v if v.is_empty() => "unknown".to_string(),
         v => format!("known ({v})"),
@@ -1591,6 +1836,69 @@ mod tests {
         assert_eq!(s.claim(a, 5, 10), 10, "a reservation's claims form one run");
         assert_eq!(s.claim(b, 20, 30), 30);
         assert_eq!(s.presence.ranges(), &[(0, 10), (20, 30)]);
+    }
+
+    #[test]
+    fn a_video_whose_data_sync_failed_reopens_from_its_last_durable_record() {
+        let t = TestPaths::new("sync-failed", 16);
+        let mpath = meta_path(&t.0.data_dir, "up");
+        {
+            let mut s = t.slot(1000);
+            let r = s.reserve(0, 100).expect("reserve");
+            s.write_target(r, 0, 100).expect("target").fill(7);
+            s.claim(r, 0, 100);
+            let p = s.delta_payload();
+            assert!(s.commit.write_fast_record(p, true).expect("fast record"));
+        }
+        // Without a failed sync, the fast record of this boot would be replayed.
+        let meta = MetaFile::open(&mpath, false).expect("meta");
+        assert_eq!(meta.scan(&t.0.boot_id).expect("scan").log.len(), 1);
+        // What the commit worker records when the data sync fails.
+        meta::mark_sync_failed(&mpath, "Input/output error").expect("marker");
+        let s = t.slot(1000);
+        assert_eq!(
+            s.presence.present_bytes(),
+            0,
+            "the fast record is not trusted"
+        );
+        assert!(
+            meta::read_sync_failed(&mpath).is_none(),
+            "the marker is cleared"
+        );
+        drop(s);
+        // The marker is gone, and the fast record stays outdated by the new durable record.
+        let s = t.slot(1000);
+        assert_eq!(s.presence.present_bytes(), 0);
+    }
+
+    #[test]
+    fn fast_deltas_are_replayed_after_a_crash_for_uploads_and_origins() {
+        let t = TestPaths::new("replay", 16);
+        for (id, kind, validator) in [
+            ("up", KIND_CODE_UPLOAD, None),
+            ("or", KIND_CODE_ORIGIN, Some(String::new())),
+        ] {
+            let open = || {
+                t.0.open_slot_of_kind(id, 1000, kind, "k", validator.clone())
+                    .expect("slot")
+            };
+            let mut s = open();
+            // An origin video raises a fresh slot's generation without a durable record.
+            s.generation = 5;
+            for (a, b) in [(0, 100), (200, 300), (100, 150)] {
+                let r = s.reserve(a, b).expect("reserve");
+                s.write_target(r, a, b - a).expect("target").fill(1);
+                s.claim(r, a, b);
+                s.release(r);
+                let p = s.delta_payload();
+                assert!(s.commit.write_fast_record(p, true).expect("fast record"));
+                s.unlogged.clear();
+            }
+            drop(s);
+            let s = open();
+            assert_eq!(s.presence.ranges(), &[(0, 150), (200, 300)], "{id}");
+            assert_eq!(s.generation, 5);
+        }
     }
 
     #[test]

@@ -280,6 +280,11 @@ impl LiveRing {
 
     /// Take the channel for one publisher.
     pub fn begin_publish(&mut self) -> Result<u64, WriteRefusal> {
+        if let Some(why) = self.commit.poisoned() {
+            return Err(WriteRefusal::Busy(format!(
+                "this channel is unavailable: {why}"
+            )));
+        }
         if self.publisher.is_some() {
             return Err(WriteRefusal::PublisherActive);
         }
@@ -316,9 +321,13 @@ impl LiveRing {
         self.assert_invariants();
     }
 
-    /// DELETE: forget the window (nothing is claimed any more; the data file stays allocated).
-    /// Whether `forget_all` would be accepted (no publisher on).
+    /// Whether `forget_all` would be accepted (no publisher on, the channel not poisoned).
     pub fn check_forget(&self) -> Result<(), WriteRefusal> {
+        if let Some(why) = self.commit.poisoned() {
+            return Err(WriteRefusal::Busy(format!(
+                "this channel is unavailable: {why}"
+            )));
+        }
         match self.publisher {
             None => Ok(()),
             Some(_) => Err(WriteRefusal::Busy(
@@ -327,6 +336,7 @@ impl LiveRing {
         }
     }
 
+    /// DELETE: forget the window (nothing is claimed any more; the data file stays allocated).
     pub fn forget_all(&mut self) -> Result<(), WriteRefusal> {
         self.check_forget()?;
         self.state.floor = self.state.head;
