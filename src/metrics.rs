@@ -61,7 +61,12 @@ impl Histogram {
 
 impl Metrics {
     /// The exposition text; `open_connections` and per-video figures come from the loop.
-    pub fn render(&self, open_connections: usize, videos: &[(String, u64, u64)]) -> String {
+    pub fn render(
+        &self,
+        open_connections: usize,
+        videos: &[(String, u64, u64)],
+        unavailable: &[(&str, &str)],
+    ) -> String {
         let mut s = String::new();
         let counters: [(&str, &str, u64); 13] = [
             (
@@ -156,6 +161,18 @@ impl Metrics {
                 escape_label(id)
             ));
         }
+        s.push_str(
+            "# HELP vcache_video_unavailable A configured video that cannot be served now (1), with why: \
+             locked (an old process still holds its files), opening, open_failed. Only unavailable \
+             videos are listed.\n# TYPE vcache_video_unavailable gauge\n",
+        );
+        for (id, reason) in unavailable {
+            s.push_str(&format!(
+                "vcache_video_unavailable{{id=\"{}\",reason=\"{}\"}} 1\n",
+                escape_label(id),
+                escape_label(reason)
+            ));
+        }
         s
     }
 }
@@ -176,11 +193,12 @@ mod tests {
             requests: 7,
             ..Metrics::default()
         };
-        let text = m.render(3, &[("a".into(), 10, 4)]);
+        let text = m.render(3, &[("a".into(), 10, 4)], &[("b", "locked")]);
         assert!(text.contains("vcache_requests_total 7\n"));
         assert!(text.contains("vcache_open_connections 3\n"));
         assert!(text.contains("vcache_video_present_bytes{id=\"a\"} 4\n"));
         assert!(text.contains("# TYPE vcache_requests_total counter\n"));
+        assert!(text.contains("vcache_video_unavailable{id=\"b\",reason=\"locked\"} 1\n"));
     }
 
     #[test]
@@ -190,7 +208,7 @@ mod tests {
             m.follower_delay
                 .observe(std::time::Duration::from_micros(us));
         }
-        let text = m.render(0, &[]);
+        let text = m.render(0, &[], &[]);
         let name = "vcache_follower_delay_seconds";
         assert!(text.contains(&format!("# TYPE {name} histogram\n")));
         assert!(

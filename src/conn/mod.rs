@@ -32,6 +32,8 @@ const CHUNK_LINE_READ: usize = 64;
 /// How long a lingering close drains the client's unread bytes, and how many it drains at most.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: u64 = 1 << 20;
+/// A lingering close during shutdown.
+const SHUTDOWN_LINGER_TIME: Duration = Duration::from_millis(200);
 /// Most payload bytes sent per send call.
 const SEND_CHUNK: u64 = 1 << 20;
 /// Most payload bytes one connection sends per turn before it yields to the others (it queues itself
@@ -207,13 +209,22 @@ impl Conn {
             };
             // Followers of a live channel finish once they have caught up.
             routes::release(&held, store, wake);
-            log::info!(
-                "{}: write to {} cut after {} of {} bytes",
-                self.peer,
-                ing.plan.video,
-                ing.cursor - ing.plan.start,
-                ing.plan.end - ing.plan.start
-            );
+            let got = ing.cursor - ing.plan.start;
+            if ing.plan.end == u64::MAX {
+                // A live publish has no fixed length: only what arrived is meaningful.
+                log::info!(
+                    "{}: publish to {} cut after {got} bytes",
+                    self.peer,
+                    ing.plan.video
+                );
+            } else {
+                log::info!(
+                    "{}: write to {} cut after {got} of {} bytes",
+                    self.peer,
+                    ing.plan.video,
+                    ing.plan.end - ing.plan.start
+                );
+            }
         }
         self.state = State::Closed;
     }
@@ -551,6 +562,22 @@ impl Conn {
         let State::Body(ing) = &mut self.state else {
             return Step::Blocked;
         };
+        let live = ctx
+            .store
+            .get(&ing.plan.video)
+            .is_some_and(|v| v.ring().is_some());
+        if live && ctx.shutting_down {
+            // A live publish has no end to wait for: what arrived is kept and committed, then it
+            // closes.
+            ing.plan.keep_alive = false;
+            log::info!(
+                "{}: publish to {} ended by shutdown after {} bytes; they are committed",
+                self.peer,
+                ing.plan.video,
+                ing.cursor - ing.plan.start
+            );
+            return self.finish_body(ctx);
+        }
         let limits = &ctx.cfg.server.limits;
         // 1. Framing (chunk-size lines, trailers) is parsed by the read half.
         let want = match self.reader.body_next() {
@@ -798,7 +825,12 @@ impl Conn {
         }
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
         self.state = State::Linger { drained: 0 };
-        self.deadline = ctx.now + LINGER_TIME;
+        // At shutdown a lingering close must not hold the exit for long.
+        let linger = match ctx.shutting_down {
+            true => SHUTDOWN_LINGER_TIME,
+            false => LINGER_TIME,
+        };
+        self.deadline = ctx.now + linger;
         Step::Progress
     }
 
@@ -952,6 +984,10 @@ impl Conn {
         else {
             return Step::Blocked;
         };
+        if ctx.shutting_down && *chunk_left == 0 {
+            // A follow has no end to wait for: at shutdown it ends between chunks, cleanly.
+            return self.end_follow(ctx);
+        }
         let Some(v) = ctx.store.get(video) else {
             return Step::Close;
         };
@@ -1035,19 +1071,32 @@ impl Conn {
         }
         if ring.publisher.is_none() && (*replay || ring.sessions_ended > *sessions_seen) {
             // The publisher ended and this follower has caught up: done.
+            return self.end_follow(ctx);
+        }
+        if !v.byte_waiters.contains(&self.token) {
+            v.byte_waiters.push(self.token);
+        }
+        self.follow_wait(ctx)
+    }
+
+    /// End a follow between chunks: the chunked body's last chunk (an HTTP/1.0 follower is closed).
+    fn end_follow(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let State::Send { parts, keep_alive } = &mut self.state else {
+            return Step::Blocked;
+        };
+        if let Some(Part::Follow { chunked, .. }) = parts.front() {
             if *chunked {
                 self.writer.queue(b"0\r\n\r\n");
             } else {
                 *keep_alive = false;
             }
             parts.pop_front();
-            self.stop_following(ctx.store);
-            return Step::Progress;
         }
-        if !v.byte_waiters.contains(&self.token) {
-            v.byte_waiters.push(self.token);
+        if ctx.shutting_down {
+            *keep_alive = false;
         }
-        self.follow_wait(ctx)
+        self.stop_following(ctx.store);
+        Step::Progress
     }
 
     /// A follower waits for the publisher: its head goes out now, a hang-up gives its place back, and
@@ -1065,10 +1114,13 @@ impl Conn {
         Step::Blocked
     }
 
-    fn step_linger(&mut self, _ctx: &mut Ctx<'_>) -> Step {
+    fn step_linger(&mut self, ctx: &mut Ctx<'_>) -> Step {
         let State::Linger { drained } = &mut self.state else {
             return Step::Blocked;
         };
+        if ctx.shutting_down {
+            self.deadline = self.deadline.min(ctx.now + SHUTDOWN_LINGER_TIME);
+        }
         match self.reader.discard(&mut self.stream) {
             Got::Read(n) | Got::Buffered(n) => {
                 *drained += n as u64;

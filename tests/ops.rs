@@ -1,0 +1,327 @@
+//! Operating vcache like nginx: restarts that race the old process never break a video (the new one
+//! waits for the files the old one still locks, and `/readyz` says so meanwhile), and SIGTERM ends live
+//! streams at once instead of waiting out the grace for them.
+
+mod common;
+use common::*;
+
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const AUTH: (&str, &str) = ("Authorization", "Bearer tok");
+const SIGTERM: i32 = 15;
+
+/// Bytes of the upload slot written before the first restart; each round then writes `ROUND_BYTES`.
+const BASE: u64 = 256 * 1024;
+const ROUND_BYTES: u64 = 16 * 1024;
+const ROUNDS: u64 = 20;
+
+fn put_range(d: &Daemon, start: u64, bytes: &[u8], total: u64) -> Response {
+    let cr = format!("bytes {start}-{}/{total}", start + bytes.len() as u64 - 1);
+    request(
+        d.addr(),
+        "PUT",
+        "/videos/slot",
+        &[AUTH, ("Content-Range", &cr)],
+        bytes,
+    )
+}
+
+/// A client that sends half a request head: the old process keeps the connection through its whole
+/// grace (limits.shutdown_timeout_ms) waiting for the rest, so the next process starts while the old
+/// one still holds the files.
+fn stalled_client(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(b"GET /videos/slot HTTP/1.1\r\nHost: x\r\n")
+        .expect("send");
+    s
+}
+
+fn readyz(d: &Daemon) -> Response {
+    d.get("/readyz", &[])
+}
+
+#[test]
+fn a_restart_racing_the_old_process_never_breaks_a_video() {
+    let dir = TestDir::new("restart-race");
+    let total = BASE + ROUNDS * ROUND_BYTES;
+    let src = source(total, 31);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = dir.join("vcache.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"data\"\nwrite_token = \"tok\"\n\
+             checkpoint_interval_ms = 50\n\n[limits]\nshutdown_timeout_ms = 400\n\n\
+             [[video]]\nid = \"slot\"\nkind = \"upload\"\nsize = {total}\n",
+            free_port()
+        ),
+    )
+    .expect("write config");
+    let mut old = spawn_on_socket(&dir.path, &config, &listener, "round-0");
+    wait_until(
+        "the first daemon to be ready",
+        Duration::from_secs(20),
+        || try_request(addr, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200),
+    );
+    let r = put_range(&old, 0, &src[..BASE as usize], total);
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Readers all along: every answer is the right bytes, or a 503 with Retry-After while the new
+    // process waits for the files — never wrong bytes, a cut response or another status.
+    let written = Arc::new(AtomicU64::new(BASE));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (good, waits) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (written, stop, good, waits, failures, src) = (
+                written.clone(),
+                stop.clone(),
+                good.clone(),
+                waits.clone(),
+                failures.clone(),
+                src.clone(),
+            );
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let end = written.load(Ordering::SeqCst);
+                    let range = format!("bytes=0-{}", end - 1);
+                    let r = try_request(addr, "GET", "/videos/slot", &[("Range", &range)], b"");
+                    match r {
+                        Ok(r) if r.status == 206 && r.body == src[..end as usize] => {
+                            good.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(r) if r.status == 503 && r.header("Retry-After").is_some() => {
+                            waits.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Ok(r) => failures.lock().unwrap().push(format!(
+                            "status {} with {} bytes: {}",
+                            r.status,
+                            r.body.len(),
+                            String::from_utf8_lossy(&r.body[..r.body.len().min(200)])
+                        )),
+                        Err(e) => failures.lock().unwrap().push(format!("{e}")),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let mut waited_for_lock = 0;
+    for round in 1..=ROUNDS {
+        let stalled = stalled_client(addr);
+        // A moment for the old process to accept it (if it does not, this round races less; the
+        // count of rounds that found the files locked is checked below).
+        std::thread::sleep(Duration::from_millis(50));
+        // The restart: SIGTERM the old process and start the new one at once, on the same socket.
+        old.signal(SIGTERM);
+        let mut new = spawn_on_socket(&dir.path, &config, &listener, &format!("round-{round}"));
+        let status = old.wait_exit(Duration::from_secs(15));
+        assert!(
+            status.success(),
+            "round {round}: old exit {status}; log:\n{}",
+            old.log()
+        );
+        drop(stalled);
+        wait_until(
+            &format!("round {round}: the new daemon to be ready"),
+            Duration::from_secs(20),
+            || {
+                assert!(
+                    new.child
+                        .as_mut()
+                        .is_some_and(|c| c.try_wait().ok().flatten().is_none()),
+                    "round {round}: the new daemon exited; log:\n{}",
+                    new.log()
+                );
+                try_request(addr, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200)
+            },
+        );
+        if new.log().contains("locked by another process") {
+            waited_for_lock += 1;
+        }
+        // Everything written before any restart is there, and the slot still takes writes.
+        let at = BASE + (round - 1) * ROUND_BYTES;
+        let r = get_range(&new, "slot", 0, at - 1);
+        assert_eq!(r.status, 206, "round {round}: {}", r.text());
+        assert_bytes(&r.body, &src[..at as usize], &format!("round {round}"));
+        let r = put_range(
+            &new,
+            at,
+            &src[at as usize..(at + ROUND_BYTES) as usize],
+            total,
+        );
+        assert_eq!(r.status, 200, "round {round}: {}", r.text());
+        written.store(at + ROUND_BYTES, Ordering::SeqCst);
+        old = new;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.join().expect("reader");
+    }
+    let failures = failures.lock().unwrap();
+    eprintln!(
+        "{ROUNDS} restarts: {} good reads, {} answered 503 + Retry-After while the new process waited; \
+         {waited_for_lock} rounds found the files locked",
+        good.load(Ordering::SeqCst),
+        waits.load(Ordering::SeqCst)
+    );
+    assert!(
+        failures.is_empty(),
+        "{} broken reads, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert!(
+        waited_for_lock > 0,
+        "no round raced the old process: the test shows nothing"
+    );
+    assert!(good.load(Ordering::SeqCst) > 0);
+    let status = old.stop(Duration::from_secs(15));
+    assert!(status.success(), "last exit {status}");
+}
+
+#[test]
+fn readyz_lists_a_locked_video_until_its_files_are_free() {
+    let dir = TestDir::new("readyz-locked");
+    let body = "[server]\ndata_dir = \"data\"\nwrite_token = \"tok\"\n\n[limits]\nshutdown_timeout_ms = 300\n\n\
+                [[video]]\nid = \"slot\"\nkind = \"upload\"\nsize = 65536\n";
+    let first = Daemon::start(&dir.path, body);
+    assert_eq!(readyz(&first).status, 200);
+    // A second daemon on the same data_dir (another port) finds the files locked.
+    let second_dir = dir.join("second");
+    std::fs::create_dir_all(&second_dir).expect("mkdir");
+    let body2 = body.replace(
+        "data_dir = \"data\"",
+        &format!("data_dir = {:?}", dir.join("data")),
+    );
+    let second = Daemon::start(&second_dir, &body2);
+    let r = readyz(&second);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.text().contains("\"id\":\"slot\",\"reason\":\"locked\""),
+        "{}",
+        r.text()
+    );
+    let r = second.get("/videos/slot", &[]);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    let m = second.get("/metrics", &[]).text();
+    assert!(
+        m.contains("vcache_video_unavailable{id=\"slot\",reason=\"locked\"} 1\n"),
+        "{m}"
+    );
+    assert!(
+        second.log().contains("waiting up to 5300 ms"),
+        "{}",
+        second.log()
+    );
+    // The first one goes away: the second opens the video within its retry pace.
+    drop(first);
+    wait_until(
+        "the second daemon to open the video",
+        Duration::from_secs(5),
+        || readyz(&second).status == 200,
+    );
+    assert!(
+        !second
+            .get("/metrics", &[])
+            .text()
+            .contains("vcache_video_unavailable{")
+    );
+    assert!(
+        second.log().contains("video slot: opened after"),
+        "{}",
+        second.log()
+    );
+}
+
+/// A follower of `ch` on its own thread: the whole response (it must end with the last chunk).
+fn follower(addr: SocketAddr) -> std::thread::JoinHandle<std::io::Result<Response>> {
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.write_all(b"GET /videos/ch HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        read_response(&mut BufReader::new(s), false)
+    })
+}
+
+fn followers_now(d: &Daemon) -> u64 {
+    let e = video_entry(d, "ch");
+    numbers_after(&e, "\"followers\":")
+        .first()
+        .copied()
+        .unwrap_or(0)
+}
+
+#[test]
+fn sigterm_ends_a_publisher_and_100_followers_at_once() {
+    let dir = TestDir::new("sigterm-live");
+    // The default grace (10 s): streams must not wait for it.
+    let mut d = Daemon::start(&dir.path, &live_config("ch", 1 << 20, "", "", ""));
+    let followers: Vec<_> = (0..100).map(|_| follower(d.addr())).collect();
+    wait_until("100 followers", Duration::from_secs(20), || {
+        followers_now(&d) == 100
+    });
+    let src = source(300_000, 7);
+    let mut p = TcpStream::connect(d.addr()).expect("connect publisher");
+    p.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    p.write_all(b"PUT /videos/ch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .expect("publisher head");
+    for piece in src.chunks(100_000) {
+        p.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+            .expect("size");
+        p.write_all(piece).expect("chunk");
+        p.write_all(b"\r\n").expect("crlf");
+    }
+    wait_until("the head to reach 300000", Duration::from_secs(20), || {
+        numbers_after(&video_entry(&d, "ch"), "\"head\":").first() == Some(&300_000)
+    });
+    let t0 = Instant::now();
+    d.signal(SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(15));
+    let took = t0.elapsed();
+    eprintln!("SIGTERM with a publisher and 100 followers: exited in {took:?}");
+    assert!(status.success(), "exit {status}; log:\n{}", d.log());
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?}: streams waited for the grace"
+    );
+    let answer = read_response(&mut BufReader::new(p), false).expect("publisher answer");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(
+        answer.text().contains("\"head\":300000"),
+        "{}",
+        answer.text()
+    );
+    for f in followers {
+        let r = f
+            .join()
+            .expect("thread")
+            .expect("a clean chunked end (0\\r\\n\\r\\n)");
+        assert_eq!(r.status, 200);
+        assert_bytes(&r.body, &src, "a follower's stream");
+    }
+    let log = d.log();
+    assert!(
+        log.contains("publish to ch ended by shutdown after 300000 bytes"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("18446744"),
+        "an underflowed length in the log:\n{log}"
+    );
+    // What arrived is committed.
+    let d = Daemon::start_with_config(&dir.path, &d.config_path.clone(), d.port);
+    assert_eq!(
+        numbers_after(&video_entry(&d, "ch"), "\"head\":").first(),
+        Some(&300_000)
+    );
+}
