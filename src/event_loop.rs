@@ -14,6 +14,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::{self, Config, SyncMode};
+use crate::conn::access_log::AccessLog;
 use crate::conn::{Conn, Ctx, Next, SendPath};
 use crate::metrics::Metrics;
 use crate::origin::Fetcher;
@@ -80,10 +81,22 @@ pub struct Server {
     pending_reload: Option<PendingReload>,
     /// Configured videos that could not be opened (locked by an old process, or failing): tried again.
     reopen: Reopen,
+    access_log: AccessLog,
 }
 
-/// A config loaded for a reload, with its origin hosts resolved, or why it was refused.
-type ReloadLoaded = Result<(Config, ResolvedOrigins), String>;
+/// A config loaded for a reload, with its origin hosts resolved and its access log opened, or why it
+/// was refused.
+type ReloadLoaded = Result<(Config, ResolvedOrigins, AccessLog), String>;
+
+/// The access log a config names (a file is opened for appending).
+fn open_access_log(cfg: &Config) -> Result<AccessLog, String> {
+    AccessLog::open(&cfg.server.access_log, cfg.server.access_log_format).map_err(|e| {
+        format!(
+            "cannot open the access log {:?}: {e} ([server] access_log)",
+            cfg.server.access_log
+        )
+    })
+}
 
 /// What a reload being applied is waiting for (videos it added, opened on the commit worker: creating a
 /// data file is a fallocate and metadata syncs) and what its final log line reports.
@@ -121,6 +134,7 @@ impl Server {
         };
         let now = Instant::now();
         let fetcher = Fetcher::new(cfg.server.origin_connections, cfg.server.origin_timeout_ms);
+        let access_log = open_access_log(&cfg).map_err(io::Error::other)?;
         let mut reopen = Reopen::new(Duration::from_millis(cfg.server.limits.shutdown_timeout_ms));
         for p in &problems {
             log_reopen(&p.id, reopen.failed(&p.id, &p.message, now), &p.message);
@@ -151,6 +165,7 @@ impl Server {
             reload_again: false,
             pending_reload: None,
             reopen,
+            access_log,
         })
     }
 
@@ -274,6 +289,7 @@ impl Server {
                 self.close(Token(i + FIRST_CONN), now);
             }
         }
+        self.access_log.flush();
         self.fetcher
             .close_all(self.poll.registry(), &mut self.store);
         self.collect_commits();
@@ -409,11 +425,13 @@ impl Server {
             metrics: &mut self.metrics,
             wake: &mut self.wake,
             open_connections: self.open,
+            access_log: &mut self.access_log,
         };
         let next = f(&mut conn, &mut ctx);
         match next {
             Next::Keep => self.conns[index] = Some(conn),
             Next::Close => {
+                conn.log_unfinished(&mut self.access_log, now);
                 conn.release(&mut self.store, &mut self.wake);
                 let _ = self.poll.registry().deregister(&mut conn.stream);
                 self.free.push(index);
@@ -422,9 +440,10 @@ impl Server {
         }
     }
 
-    fn close(&mut self, token: Token, _now: Instant) {
+    fn close(&mut self, token: Token, now: Instant) {
         let index = token.0.wrapping_sub(FIRST_CONN);
         if let Some(Some(mut conn)) = self.conns.get_mut(index).map(Option::take) {
+            conn.log_unfinished(&mut self.access_log, now);
             conn.release(&mut self.store, &mut self.wake);
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.free.push(index);
@@ -521,6 +540,7 @@ impl Server {
             self.drop_unused_retired();
             self.retry_opens(now);
         }
+        self.access_log.flush();
         if let Some((every, last)) = &mut self.watchdog
             && now.duration_since(*last) >= *every
         {
@@ -674,17 +694,21 @@ impl Server {
         let spawned = std::thread::Builder::new()
             .name("vcache-reload".into())
             .spawn(move || {
+                let refused = |e: String| {
+                    format!(
+                        "reload of {} refused, the running config stays: {e}",
+                        path.display()
+                    )
+                };
+                // The access log is opened anew on every reload (logrotate: move it, then SIGHUP).
                 let loaded = config::load(&path)
-                    .map(|cfg| {
+                    .map_err(|e| e.to_string())
+                    .and_then(|cfg| {
+                        let log = open_access_log(&cfg)?;
                         let resolved = crate::store::resolve_origins(&cfg);
-                        (cfg, resolved)
+                        Ok((cfg, resolved, log))
                     })
-                    .map_err(|e| {
-                        format!(
-                            "reload of {} refused, the running config stays: {e}",
-                            path.display()
-                        )
-                    });
+                    .map_err(refused);
                 let _ = tx.send(loaded);
                 let _ = waker.wake();
             });
@@ -709,7 +733,11 @@ impl Server {
         };
         self.reload_rx = None;
         match loaded {
-            Ok((new, resolved)) => self.apply_config(new, resolved),
+            Ok((new, resolved, log)) => {
+                self.access_log.flush();
+                self.access_log = log;
+                self.apply_config(new, resolved);
+            }
             Err(e) => {
                 log::error!("{e}");
                 self.reload_finished();

@@ -262,6 +262,8 @@ pub struct RouteCtx<'a> {
     pub boundary: &'a str,
     /// True once the request has waited for bytes and the wait ran out.
     pub wait_expired: bool,
+    /// The request has waited for bytes (an origin response that waited is a cache MISS).
+    pub waited: bool,
     /// When the request's head arrived (a failure after it is reported, one before it is retried).
     pub request_started: Instant,
     /// The origin blocks this request wants were queued just before this routing (the first check of
@@ -1463,17 +1465,29 @@ fn origin_spans(
     let refusal = first.and_then(|f| origin_first_byte(head, id, video, repr.base + f.first, ctx));
     let action = match refusal {
         Some(action) => action,
-        None => Action::Respond(span_plan(
-            head,
-            id,
-            video,
-            repr,
-            &spans,
-            whole,
-            ctx.boundary,
-        )),
+        None => {
+            let mut plan = span_plan(head, id, video, repr, &spans, whole, ctx.boundary);
+            if (200..300).contains(&plan.head.status) {
+                let status = cache_status(video, repr.base, &spans, ctx.waited);
+                plan.head.header("X-Cache", status);
+            }
+            Action::Respond(plan)
+        }
     };
     Decision::with(effects, action)
+}
+
+/// An origin video's response as a cache sees it: HIT when every requested byte was here when it was
+/// decided, MISS when it waited for the origin for its first byte, PARTIAL when it started from the
+/// cache but later bytes are still to come from the origin.
+fn cache_status(video: &Video, base: u64, spans: &[ByteSpan], waited: bool) -> &'static str {
+    if waited {
+        return "MISS";
+    }
+    let all_here = spans.iter().all(|s| {
+        matches!(video.availability(base + s.first), Availability::Present(end) if end > base + s.last)
+    });
+    if all_here { "HIT" } else { "PARTIAL" }
 }
 
 /// Whether a response of an origin video can start at `offset`: None when the byte is here, else the
@@ -2188,6 +2202,7 @@ mod tests {
                 problems: &[],
                 boundary: "b",
                 wait_expired: false,
+                waited: false,
                 request_started: Instant::now(),
                 wants_applied: false,
                 metrics: &metrics,

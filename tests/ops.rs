@@ -325,3 +325,151 @@ fn sigterm_ends_a_publisher_and_100_followers_at_once() {
         Some(&300_000)
     );
 }
+
+/// A daemon serving file video `m` (the origin of the next one).
+fn origin_daemon(dir: &TestDir, src: &[u8]) -> Daemon {
+    std::fs::create_dir_all(dir.join("origin")).expect("mkdir");
+    std::fs::write(dir.join("origin/m.bin"), src).expect("write");
+    Daemon::start(
+        &dir.join("origin"),
+        "[server]\ndata_dir = \"data\"\n\n[[video]]\nid = \"m\"\nkind = \"file\"\npath = \"m.bin\"\n",
+    )
+}
+
+fn cache_config(origin: &Daemon, format: &str) -> String {
+    format!(
+        "[server]\ndata_dir = \"data\"\nwrite_token = \"tok\"\naccess_log = \"access.log\"\n\
+         access_log_format = \"{format}\"\n\n[[video]]\nid = \"o\"\nkind = \"origin\"\n\
+         url = \"{}\"\nfill_block = \"64KiB\"\n",
+        origin.url("/videos/m")
+    )
+}
+
+/// The access log's lines, once it has at least `n`.
+fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    wait_until(
+        &format!("{n} access log lines"),
+        Duration::from_secs(10),
+        || {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            lines = text.lines().map(str::to_string).collect();
+            lines.len() >= n
+        },
+    );
+    lines
+}
+
+/// A combined line's fields: peer, time, request, status, bytes, range, duration, cache, video.
+fn combined_fields(line: &str) -> Vec<String> {
+    let (peer, rest) = line.split_once(" - - [").expect("peer - - [");
+    let (time, rest) = rest.split_once("] \"").expect("time]");
+    let (request, rest) = rest.split_once("\" ").expect("request");
+    let (status, rest) = rest.split_once(' ').expect("status");
+    let (bytes, rest) = rest.split_once(" \"").expect("bytes");
+    let (range, rest) = rest.split_once("\" ").expect("range");
+    let tail: Vec<&str> = rest.split(' ').collect();
+    assert_eq!(tail.len(), 3, "duration cache video in {line:?}");
+    let mut out = vec![peer, time, request, status, bytes, range];
+    out.extend(tail);
+    out.into_iter().map(str::to_string).collect()
+}
+
+#[test]
+fn the_access_log_has_a_line_per_request_and_origin_responses_say_hit_miss_or_partial() {
+    let dir = TestDir::new("access-log");
+    let src = source(300_000, 9);
+    let origin = origin_daemon(&dir, &src);
+    let d = Daemon::start(&dir.path, &cache_config(&origin, "combined"));
+    let get = |range: &str| d.get("/videos/o", &[("Range", range)]);
+    let miss = get("bytes=0-999");
+    assert_eq!((miss.status, miss.header("X-Cache")), (206, Some("MISS")));
+    let hit = get("bytes=0-999");
+    assert_eq!((hit.status, hit.header("X-Cache")), (206, Some("HIT")));
+    let partial = get("bytes=1000-199999");
+    assert_eq!(
+        (partial.status, partial.header("X-Cache")),
+        (206, Some("PARTIAL"))
+    );
+    assert_bytes(&partial.body, &src[1000..200_000], "the partial response");
+    assert_eq!(d.get("/healthz", &[]).status, 200);
+    assert_eq!(d.get("/nothing", &[]).status, 404);
+    assert!(raw_exchange(d.addr(), b"BREW\x01 / HTTP/1.1\r\n\r\n").starts_with(b"HTTP/1.1 400"));
+    // The start-up probes of the test harness (GET /healthz) come first.
+    let probes = log_lines(&d.dir.join("access.log"), 1)
+        .iter()
+        .take_while(|l| l.contains("/healthz"))
+        .count();
+    let mut lines = log_lines(&d.dir.join("access.log"), probes + 6);
+    lines.drain(..probes);
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    let f: Vec<Vec<String>> = lines.iter().map(|l| combined_fields(l)).collect();
+    for (line, fields) in lines.iter().zip(&f) {
+        assert_eq!(fields[0], "127.0.0.1", "{line}");
+        assert!(
+            fields[1].ends_with(" +0000") && fields[1].len() == 30,
+            "{line}"
+        );
+        let secs: f64 = fields[6].parse().expect("duration");
+        assert!((0.0..10.0).contains(&secs), "{line}");
+    }
+    let expect = [
+        ("GET /videos/o HTTP/1.1", "206", "bytes=0-999", "MISS", "o"),
+        ("GET /videos/o HTTP/1.1", "206", "bytes=0-999", "HIT", "o"),
+        (
+            "GET /videos/o HTTP/1.1",
+            "206",
+            "bytes=1000-199999",
+            "PARTIAL",
+            "o",
+        ),
+        ("GET /healthz HTTP/1.1", "200", "-", "-", "-"),
+        ("GET /nothing HTTP/1.1", "404", "-", "-", "-"),
+        ("- - HTTP/1.1", "400", "-", "-", "-"),
+    ];
+    for (i, (request, status, range, cache, video)) in expect.iter().enumerate() {
+        let got = &f[i];
+        assert_eq!(
+            (
+                &got[2][..],
+                &got[3][..],
+                &got[5][..],
+                &got[7][..],
+                &got[8][..]
+            ),
+            (*request, *status, *range, *cache, *video),
+            "line {i}: {}",
+            lines[i]
+        );
+    }
+    // Bytes sent are the whole response: head and body.
+    let sent: u64 = f[2][4].parse().expect("bytes");
+    assert!(sent > 199_000 && sent < 200_000 + 1024, "{}", lines[2]);
+
+    // SIGHUP reopens the log (after logrotate moved it) in the format the config now names.
+    std::fs::rename(d.dir.join("access.log"), d.dir.join("access.log.1")).expect("rotate");
+    std::fs::write(
+        &d.config_path,
+        cache_config(&origin, "json").replacen(
+            "[server]",
+            &format!("[server]\nlisten = \"127.0.0.1:{}\"", d.port),
+            1,
+        ),
+    )
+    .expect("config");
+    d.signal(1);
+    wait_until("the reload", Duration::from_secs(10), || {
+        d.log().contains("reloaded config")
+    });
+    assert_eq!(get("bytes=0-9").status, 206);
+    let lines = log_lines(&d.dir.join("access.log"), 1);
+    let l = &lines[0];
+    for field in [
+        "\"peer\":\"127.0.0.1:",
+        "\"method\":\"GET\",\"target\":\"/videos/o\",\"protocol\":\"HTTP/1.1\",\"range\":\"bytes=0-9\",\"status\":206,",
+        "\"cache\":\"HIT\",\"video\":\"o\"}",
+        "\"duration_ms\":",
+    ] {
+        assert!(l.contains(field), "{field} in {l}");
+    }
+}

@@ -19,9 +19,11 @@ use crate::routes::{self, Action, Held, IngestPlan, Part, Plan, RouteCtx, WaitFo
 use crate::store::data_file::{PREFAULT_WINDOW, prefault_for_write};
 use writer::{Stop, Writer, Wrote};
 
+pub mod access_log;
 mod reader;
 mod writer;
 use crate::store::{Availability, IngestBlock, Store, VideoProblem};
+use access_log::{AccessLog, RequestRecord};
 use reader::{BodyNext, Got, Reader};
 
 /// Most bytes read per read(2) of framing (heads, chunk-size lines). Small on purpose: payload that
@@ -66,6 +68,7 @@ pub struct Ctx<'a> {
     /// Connections to drive again in this loop iteration (woken by this one's progress).
     pub wake: &'a mut Vec<Token>,
     pub open_connections: usize,
+    pub access_log: &'a mut AccessLog,
 }
 
 struct Ingest {
@@ -129,6 +132,10 @@ pub struct Conn {
     received_this_turn: u64,
     /// The live channel this connection follows (its place counts against limits.max_followers).
     following: Option<Held>,
+    /// Payload bytes sent to this connection as a live follower (for its leave line).
+    follow_sent: u64,
+    /// The request being answered, for the access log (None while the log is off).
+    record: Option<Box<RequestRecord>>,
 }
 
 /// What the loop should do with a connection after driving it.
@@ -170,6 +177,8 @@ impl Conn {
             waiting_bytes_until: None,
             received_this_turn: 0,
             following: None,
+            follow_sent: 0,
+            record: None,
         }
     }
 
@@ -232,7 +241,22 @@ impl Conn {
     /// This connection no longer follows a live channel: give its follower place back.
     fn stop_following(&mut self, store: &mut Store) {
         if let Some(held) = self.following.take() {
+            if let Held::Follower { video } = &held {
+                log::info!(
+                    "{}: follower of {video} left after {} bytes",
+                    self.peer,
+                    std::mem::take(&mut self.follow_sent)
+                );
+            }
             routes::release(&held, store, &mut Vec::new());
+        }
+    }
+
+    /// The connection closes: a request it was answering is logged with what it got so far (status 0
+    /// when no response had started).
+    pub fn log_unfinished(&mut self, log: &mut AccessLog, now: Instant) {
+        if let Some(r) = self.record.take() {
+            r.write(log, self.peer, now);
         }
     }
 
@@ -273,6 +297,7 @@ impl Conn {
             let routing = Routing {
                 started,
                 wait_expired: true,
+                waited: true,
                 wants_applied: false,
             };
             self.dispatch(head, ctx, routing);
@@ -286,11 +311,17 @@ impl Conn {
     }
 
     fn start_plan(&mut self, plan: Plan) {
-        if let Some(Part::Follow { video, .. }) = plan.parts.back() {
+        if let Some(Part::Follow { video, pos, .. }) = plan.parts.back() {
             // `routes::apply` counted this follower in; it is counted out when the part ends or the
             // connection closes.
+            log::info!("{}: follower of {video} joined at byte {pos}", self.peer);
             let video = video.clone();
+            self.follow_sent = 0;
             self.following = Some(Held::Follower { video });
+        }
+        if let Some(r) = &mut self.record {
+            r.status = plan.head.status;
+            r.cache = plan.head.get("X-Cache").map(str::to_string);
         }
         self.writer.queue(&plan.head_bytes());
         self.state = State::Send {
@@ -367,6 +398,9 @@ impl Conn {
                     e.message
                 );
                 self.reader.clear();
+                if ctx.access_log.enabled() {
+                    self.record = Some(Box::new(RequestRecord::unparsed(ctx.now)));
+                }
                 self.respond_error(&e, false);
                 return Step::Progress;
             }
@@ -397,12 +431,16 @@ impl Conn {
 
     /// Route a parsed head, apply the decision's effects (once), and enter the state its action needs.
     fn dispatch(&mut self, head: Box<RequestHead>, ctx: &mut Ctx<'_>, routing: Routing) {
+        if ctx.access_log.enabled() && self.record.is_none() {
+            self.record = Some(Box::new(RequestRecord::new(&head, routing.started)));
+        }
         let rctx = RouteCtx {
             store: ctx.store,
             cfg: ctx.cfg,
             problems: ctx.problems,
             boundary: ctx.boundary,
             wait_expired: routing.wait_expired,
+            waited: routing.waited,
             request_started: routing.started,
             wants_applied: routing.wants_applied,
             metrics: ctx.metrics,
@@ -450,6 +488,18 @@ impl Conn {
         let limits = &ctx.cfg.server.limits;
         if plan.expect_continue {
             self.writer.queue(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        if ctx
+            .store
+            .get(&plan.video)
+            .is_some_and(|v| v.ring().is_some())
+        {
+            log::info!(
+                "{}: publisher of {} started at byte {}",
+                self.peer,
+                plan.video,
+                plan.start
+            );
         }
         self.reader
             .start_body(plan.framing, limits.max_header_bytes);
@@ -501,6 +551,7 @@ impl Conn {
         let routing = Routing {
             started,
             wait_expired: false,
+            waited: true,
             wants_applied,
         };
         self.dispatch(head, ctx, routing);
@@ -730,6 +781,13 @@ impl Conn {
             ing.plan.exact,
             ing.plan.keep_alive,
         );
+        if ctx.store.get(&video).is_some_and(|v| v.ring().is_some()) {
+            log::info!(
+                "{}: publisher of {video} ended after {} bytes (head {cursor})",
+                self.peer,
+                cursor - start
+            );
+        }
         // A write is acknowledged only if every byte it received is recorded as present.
         let unrecorded = ing.claimed < ing.cursor;
         let held = Held::Write {
@@ -801,6 +859,9 @@ impl Conn {
         match self.writer.flush(&mut self.stream) {
             Ok(n) => {
                 ctx.metrics.bytes_out += n;
+                if let Some(r) = &mut self.record {
+                    r.sent += n;
+                }
                 self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
                 None
             }
@@ -816,6 +877,9 @@ impl Conn {
         let State::Send { keep_alive, .. } = &self.state else {
             return Step::Blocked;
         };
+        if let Some(r) = self.record.take() {
+            r.write(ctx.access_log, self.peer, ctx.now);
+        }
         let keep = *keep_alive && !ctx.shutting_down;
         self.waiting_bytes_until = None;
         if keep {
@@ -952,6 +1016,9 @@ impl Conn {
     fn note_sent(&mut self, ctx: &mut Ctx<'_>, wrote: &Wrote) {
         ctx.metrics.bytes_out += wrote.framing + wrote.payload;
         ctx.metrics.payload_bytes_out += wrote.payload;
+        if let Some(r) = &mut self.record {
+            r.sent += wrote.framing + wrote.payload;
+        }
         self.writer.sent_this_turn += wrote.payload;
         self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
     }
@@ -1026,6 +1093,7 @@ impl Conn {
         }
         *pos += wrote.payload;
         *chunk_left -= wrote.payload;
+        self.follow_sent += wrote.payload;
         self.note_sent(ctx, &wrote);
         Step::Progress
     }
@@ -1143,6 +1211,8 @@ struct Routing {
     started: Instant,
     /// Its wait for bytes ran out.
     wait_expired: bool,
+    /// It has waited for bytes.
+    waited: bool,
     /// Its wants were applied just before (see `RouteCtx::wants_applied`).
     wants_applied: bool,
 }
@@ -1152,6 +1222,7 @@ impl Routing {
         Routing {
             started,
             wait_expired: false,
+            waited: false,
             wants_applied: false,
         }
     }
