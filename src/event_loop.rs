@@ -82,6 +82,8 @@ pub struct Server {
     /// Configured videos that could not be opened (locked by an old process, or failing): tried again.
     reopen: Reopen,
     access_log: AccessLog,
+    /// When each video's durable commit in flight was submitted (for the commit-duration histogram).
+    commit_submitted: std::collections::HashMap<String, Instant>,
 }
 
 /// A config loaded for a reload, with its origin hosts resolved and its access log opened, or why it
@@ -166,6 +168,7 @@ impl Server {
             pending_reload: None,
             reopen,
             access_log,
+            commit_submitted: std::collections::HashMap::new(),
         })
     }
 
@@ -431,7 +434,7 @@ impl Server {
         match next {
             Next::Keep => self.conns[index] = Some(conn),
             Next::Close => {
-                conn.log_unfinished(&mut self.access_log, now);
+                conn.log_unfinished(&mut self.access_log, &mut self.metrics, now);
                 conn.release(&mut self.store, &mut self.wake);
                 let _ = self.poll.registry().deregister(&mut conn.stream);
                 self.free.push(index);
@@ -443,7 +446,7 @@ impl Server {
     fn close(&mut self, token: Token, now: Instant) {
         let index = token.0.wrapping_sub(FIRST_CONN);
         if let Some(Some(mut conn)) = self.conns.get_mut(index).map(Option::take) {
-            conn.log_unfinished(&mut self.access_log, now);
+            conn.log_unfinished(&mut self.access_log, &mut self.metrics, now);
             conn.release(&mut self.store, &mut self.wake);
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.free.push(index);
@@ -526,6 +529,7 @@ impl Server {
         }
         if let Some(worker) = &self.worker {
             for job in jobs {
+                self.commit_submitted.insert(job.video.clone(), now);
                 if !worker.submit(job) {
                     log::error!("the commit worker is gone");
                 }
@@ -629,6 +633,9 @@ impl Server {
     }
 
     fn apply_commit(&mut self, done: crate::store::commit::CommitDone) {
+        if let Some(t) = self.commit_submitted.remove(&done.video) {
+            self.metrics.commit_duration.observe(t.elapsed());
+        }
         match &done.result {
             Ok(()) => self.metrics.commits += 1,
             Err(e) => {

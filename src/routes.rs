@@ -802,12 +802,7 @@ fn metrics_page(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
     let keep_alive = head.keep_alive && !head.has_body();
     let head_only = head.method == Method::Head;
     if !matches!(head.method, Method::Get | Method::Head) {
-        return error_plan(
-            405,
-            "allowed methods here: GET, HEAD",
-            head_only,
-            keep_alive,
-        );
+        return method_not_allowed("GET, HEAD", head_only, keep_alive);
     }
     if !read_allowed(head, ctx.cfg) {
         let why = "reading needs `Authorization: Bearer <token>`";
@@ -826,9 +821,18 @@ fn metrics_page(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
         .into_iter()
         .map(|(id, reason, _)| (id, reason.label()))
         .collect();
-    let text = ctx
-        .metrics
-        .render(ctx.open_connections, &videos, &unavailable);
+    let (mut live_publishers, mut live_followers) = (0, 0);
+    for r in ctx.store.videos.values().filter_map(|v| v.ring()) {
+        live_publishers += u64::from(r.publisher.is_some());
+        live_followers += r.followers as u64;
+    }
+    let text = ctx.metrics.render(&crate::metrics::Gauges {
+        open_connections: ctx.open_connections,
+        videos: &videos,
+        unavailable: &unavailable,
+        live_publishers,
+        live_followers,
+    });
     let parts = simple_parts(
         200,
         "text/plain; version=0.0.4",

@@ -473,3 +473,209 @@ fn the_access_log_has_a_line_per_request_and_origin_responses_say_hit_miss_or_pa
         assert!(l.contains(field), "{field} in {l}");
     }
 }
+
+/// One sample of an exposition: name, labels in order, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+fn metric_name_ok(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// `{a="x",b="y"}` → pairs; label values may hold escaped `\\`, `\"` and `\n`.
+fn parse_labels(text: &str, line: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (name, after) = rest
+            .split_once("=\"")
+            .unwrap_or_else(|| panic!("label in {line:?}"));
+        assert!(
+            metric_name_ok(name) && !name.contains(':'),
+            "label name {name:?} in {line:?}"
+        );
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c @ ('\\' | '"'))) => value.push(c),
+                    other => panic!("bad escape {other:?} in {line:?}"),
+                },
+                Some((i, '"')) => break i,
+                Some((_, c)) => value.push(c),
+                None => panic!("unterminated label value in {line:?}"),
+            }
+        };
+        out.push((name.to_string(), value));
+        rest = &after[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+    out
+}
+
+/// A strict reader of the Prometheus text format (0.0.4): every sample belongs to a family declared
+/// by `# HELP` and `# TYPE` before it, families are not interleaved, no series repeats, counters end
+/// in `_total`, and histogram buckets are cumulative up to `+Inf` = `_count`.
+fn parse_exposition(text: &str) -> Vec<Sample> {
+    assert!(text.ends_with('\n'), "the exposition ends with a newline");
+    let mut types: std::collections::HashMap<String, String> = Default::default();
+    let mut helped = std::collections::HashSet::new();
+    let mut current = String::new();
+    let mut seen_series = std::collections::HashSet::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP name text");
+            assert!(metric_name_ok(name) && !help.trim().is_empty(), "{line:?}");
+            assert!(helped.insert(name.to_string()), "HELP twice for {name}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line:?}"
+            );
+            assert!(helped.contains(name), "TYPE before HELP for {name}");
+            assert!(
+                types.insert(name.to_string(), kind.to_string()).is_none(),
+                "TYPE twice: {name}"
+            );
+            if kind == "counter" {
+                assert!(
+                    name.ends_with("_total"),
+                    "counter {name} does not end in _total"
+                );
+            }
+            current = name.to_string();
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "stray line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').expect("series value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("value in {line:?}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, parse_labels(l.strip_suffix('}').expect("}"), line)),
+            None => (series, Vec::new()),
+        };
+        let family = match types.get(&current).map(String::as_str) {
+            Some("histogram") => ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name),
+            _ => name,
+        };
+        assert_eq!(family, current, "sample {name} outside its family block");
+        assert!(
+            seen_series.insert(series.to_string()),
+            "series {series} twice"
+        );
+        samples.push((name.to_string(), labels, value));
+    }
+    for (name, kind) in &types {
+        if kind == "histogram" {
+            let buckets: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| s.0 == format!("{name}_bucket"))
+                .collect();
+            assert!(
+                buckets.windows(2).all(|w| w[0].2 <= w[1].2),
+                "{name} buckets not cumulative"
+            );
+            let last = buckets.last().expect("buckets");
+            assert_eq!(
+                last.1,
+                vec![("le".to_string(), "+Inf".to_string())],
+                "{name}"
+            );
+            let count = samples
+                .iter()
+                .find(|s| s.0 == format!("{name}_count"))
+                .expect("_count");
+            assert_eq!(last.2, count.2, "{name}: +Inf bucket is not _count");
+        }
+    }
+    samples
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.0 == name
+                && s.1.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.1.iter().any(|(a, b)| a == k && b == v))
+        })
+        .map(|s| s.2)
+}
+
+fn scrape(d: &Daemon) -> Vec<Sample> {
+    let r = d.get("/metrics", &[]);
+    assert_eq!(r.status, 200);
+    parse_exposition(&r.text())
+}
+
+#[test]
+fn metrics_parse_strictly_and_move_with_traffic() {
+    let dir = TestDir::new("metrics");
+    let src = source(300_000, 11);
+    let origin = origin_daemon(&dir, &src);
+    let d = Daemon::start(&dir.path, &cache_config(&origin, "combined"));
+    let before = scrape(&d);
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        value(&before, "vcache_build_info", &[("version", version)]),
+        Some(1.0)
+    );
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(value(&before, name, &[]).is_some_and(|v| v > 0.0), "{name}");
+    }
+    // A fresh process may not have used a whole clock tick of CPU yet.
+    assert!(value(&before, "process_cpu_seconds_total", &[]).is_some_and(|v| v >= 0.0));
+    let started = value(&before, "process_start_time_seconds", &[]).unwrap_or(0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - started).abs() < 120.0,
+        "start time {started} vs now {now}"
+    );
+    let code =
+        |s: &[Sample], c: &str| value(s, "vcache_responses_total", &[("code", c)]).unwrap_or(0.0);
+    let count =
+        |s: &[Sample]| value(s, "vcache_request_duration_seconds_count", &[]).unwrap_or(0.0);
+    for _ in 0..3 {
+        assert_eq!(d.get("/videos/o", &[("Range", "bytes=0-99")]).status, 206);
+    }
+    assert_eq!(d.get("/nope", &[]).status, 404);
+    let r = request(d.addr(), "POST", "/metrics", &[], b"");
+    assert_eq!((r.status, r.header("Allow")), (405, Some("GET, HEAD")));
+    let after = scrape(&d);
+    assert_eq!(code(&after, "206") - code(&before, "206"), 3.0);
+    assert_eq!(code(&after, "404") - code(&before, "404"), 1.0);
+    assert_eq!(code(&after, "405") - code(&before, "405"), 1.0);
+    // The three reads, the 404, the 405 and the first scrape itself.
+    assert_eq!(count(&after) - count(&before), 6.0);
+    assert_eq!(value(&after, "vcache_videos", &[]), Some(1.0));
+    assert!(value(&after, "vcache_cache_present_bytes", &[]).is_some_and(|v| v >= 100.0));
+    assert_eq!(value(&after, "vcache_live_followers", &[]), Some(0.0));
+    assert!(value(&after, "vcache_unsynced_metadata_records_total", &[]).is_some());
+    assert!(!after.iter().any(|s| s.0 == "vcache_fast_records_total"));
+}

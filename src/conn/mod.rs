@@ -136,6 +136,10 @@ pub struct Conn {
     follow_sent: u64,
     /// The request being answered, for the access log (None while the log is off).
     record: Option<Box<RequestRecord>>,
+    /// The status of the response being sent and when its request's head arrived (for metrics).
+    answering: Option<(u16, Instant)>,
+    /// When the current request's head arrived.
+    request_started: Instant,
 }
 
 /// What the loop should do with a connection after driving it.
@@ -179,6 +183,8 @@ impl Conn {
             following: None,
             follow_sent: 0,
             record: None,
+            answering: None,
+            request_started: now,
         }
     }
 
@@ -254,9 +260,13 @@ impl Conn {
 
     /// The connection closes: a request it was answering is logged with what it got so far (status 0
     /// when no response had started).
-    pub fn log_unfinished(&mut self, log: &mut AccessLog, now: Instant) {
+    pub fn log_unfinished(&mut self, log: &mut AccessLog, metrics: &mut Metrics, now: Instant) {
         if let Some(r) = self.record.take() {
             r.write(log, self.peer, now);
+        }
+        // A response cut short (a follower that left, a client gone) still counts with its status.
+        if let Some((status, started)) = self.answering.take() {
+            metrics.response(status, now.saturating_duration_since(started));
         }
     }
 
@@ -319,6 +329,7 @@ impl Conn {
             self.follow_sent = 0;
             self.following = Some(Held::Follower { video });
         }
+        self.answering = Some((plan.head.status, self.request_started));
         if let Some(r) = &mut self.record {
             r.status = plan.head.status;
             r.cache = plan.head.get("X-Cache").map(str::to_string);
@@ -398,6 +409,7 @@ impl Conn {
                     e.message
                 );
                 self.reader.clear();
+                self.request_started = ctx.now;
                 if ctx.access_log.enabled() {
                     self.record = Some(Box::new(RequestRecord::unparsed(ctx.now)));
                 }
@@ -431,6 +443,7 @@ impl Conn {
 
     /// Route a parsed head, apply the decision's effects (once), and enter the state its action needs.
     fn dispatch(&mut self, head: Box<RequestHead>, ctx: &mut Ctx<'_>, routing: Routing) {
+        self.request_started = routing.started;
         if ctx.access_log.enabled() && self.record.is_none() {
             self.record = Some(Box::new(RequestRecord::new(&head, routing.started)));
         }
@@ -879,6 +892,10 @@ impl Conn {
         };
         if let Some(r) = self.record.take() {
             r.write(ctx.access_log, self.peer, ctx.now);
+        }
+        if let Some((status, started)) = self.answering.take() {
+            ctx.metrics
+                .response(status, ctx.now.saturating_duration_since(started));
         }
         let keep = *keep_alive && !ctx.shutting_down;
         self.waiting_bytes_until = None;
