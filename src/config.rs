@@ -91,6 +91,25 @@ pub enum SyncMode {
     Always,
 }
 
+/// Where the access log goes (`[server] access_log`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// No access log (the default).
+    Off,
+    Stderr,
+    /// Appended to this file (resolved against the config file's directory; reopened on SIGHUP).
+    File(PathBuf),
+}
+
+/// How access log lines look (`[server] access_log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// nginx's combined layout where it has fields, then range, duration, cache status, video id.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Every bound on a client's resources, from `[limits]` (config/vcache.toml documents each key and
 /// its range; the ceilings are the constants above).
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +163,8 @@ pub struct ServerConfig {
     pub checkpoint_interval_ms: u64,
     pub origin_connections: usize,
     pub origin_timeout_ms: u64,
+    pub access_log: AccessLogTarget,
+    pub access_log_format: AccessLogFormat,
     pub limits: Limits,
 }
 
@@ -352,6 +373,8 @@ struct RawServer {
     checkpoint_interval_ms: Option<Sp<i64>>,
     origin_connections: Option<Sp<i64>>,
     origin_timeout_ms: Option<Sp<i64>>,
+    access_log: Option<Sp<String>>,
+    access_log_format: Option<Sp<String>>,
 }
 
 #[derive(Deserialize)]
@@ -667,6 +690,8 @@ fn validate_server(
         checkpoint_interval_ms: None,
         origin_connections: None,
         origin_timeout_ms: None,
+        access_log: None,
+        access_log_format: None,
     });
     let listen = match &raw.listen {
         None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -730,6 +755,7 @@ fn validate_server(
         None => 10_000,
         Some(value) => int_in(src, value, "origin_timeout_ms", "", 1, MAX_TIMEOUT_MS)?,
     };
+    let (access_log, access_log_format) = access_log(src, &raw, base_dir)?;
     let limits = match raw_limits {
         None => Limits::default(),
         Some(raw_limits) => validate_limits(src, &raw_limits)?,
@@ -743,8 +769,48 @@ fn validate_server(
         checkpoint_interval_ms,
         origin_connections,
         origin_timeout_ms,
+        access_log,
+        access_log_format,
         limits,
     })
+}
+
+/// `access_log` ("off", "stderr" or a file path) and `access_log_format` ("combined" or "json").
+fn access_log(
+    src: &Source<'_>,
+    raw: &RawServer,
+    base_dir: &Path,
+) -> Result<(AccessLogTarget, AccessLogFormat), ConfigError> {
+    let target = match &raw.access_log {
+        None => AccessLogTarget::Off,
+        Some(value) => match value.get_ref().as_str() {
+            "off" => AccessLogTarget::Off,
+            "stderr" => AccessLogTarget::Stderr,
+            "" => {
+                return Err(src.error(
+                    value.span(),
+                    "access_log",
+                    "must not be empty; use \"off\", \"stderr\" or a file path",
+                ));
+            }
+            path => AccessLogTarget::File(base_dir.join(path)),
+        },
+    };
+    let format = match &raw.access_log_format {
+        None => AccessLogFormat::Combined,
+        Some(value) => match value.get_ref().as_str() {
+            "combined" => AccessLogFormat::Combined,
+            "json" => AccessLogFormat::Json,
+            other => {
+                return Err(src.error(
+                    value.span(),
+                    "access_log_format",
+                    format!("`{other}` is not an access log format; use \"combined\" or \"json\""),
+                ));
+            }
+        },
+    };
+    Ok((target, format))
 }
 
 fn validate_limits(src: &Source<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> {
@@ -1445,6 +1511,27 @@ mod tests {
     }
 
     /// Parses, expects an error at `line` naming `key`, and checks the rendered message.
+    #[test]
+    fn access_log_is_off_by_default_and_takes_stderr_a_path_and_json() {
+        let c = parse_ok("[server]\n");
+        assert_eq!(c.server.access_log, AccessLogTarget::Off);
+        assert_eq!(c.server.access_log_format, AccessLogFormat::Combined);
+        let c = parse_ok("[server]\naccess_log = \"stderr\"\naccess_log_format = \"json\"\n");
+        assert_eq!(c.server.access_log, AccessLogTarget::Stderr);
+        assert_eq!(c.server.access_log_format, AccessLogFormat::Json);
+        let c = parse_ok("[server]\naccess_log = \"logs/access.log\"\n");
+        assert_eq!(
+            c.server.access_log,
+            AccessLogTarget::File(base().join("logs/access.log"))
+        );
+        parse_err("[server]\naccess_log = \"\"\n", 2, "access_log");
+        parse_err(
+            "[server]\n\naccess_log_format = \"main\"\n",
+            3,
+            "access_log_format",
+        );
+    }
+
     fn parse_err(text: &str, line: usize, key: &str) -> ConfigError {
         parse_err_in(text, base(), line, key)
     }

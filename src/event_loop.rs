@@ -14,6 +14,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::{self, Config, SyncMode};
+use crate::conn::access_log::AccessLog;
 use crate::conn::{Conn, Ctx, Next, SendPath};
 use crate::metrics::Metrics;
 use crate::origin::Fetcher;
@@ -24,6 +25,9 @@ use crate::store::ResolvedOrigins;
 use crate::store::commit::CommitWorker;
 use crate::store::origin::Phase;
 use crate::store::{Store, VideoProblem};
+
+mod reopen;
+use reopen::{Reopen, Report};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -79,10 +83,26 @@ pub struct Server {
     pending_reload: Option<PendingReload>,
     /// When the log last said that checkpoints fall behind (rate limit).
     last_behind_warning: Option<Instant>,
+    /// Configured videos that could not be opened (locked by an old process, or failing): tried again.
+    reopen: Reopen,
+    access_log: AccessLog,
+    /// When each video's durable commit in flight was submitted (for the commit-duration histogram).
+    commit_submitted: std::collections::HashMap<String, Instant>,
 }
 
-/// A config loaded for a reload, with its origin hosts resolved, or why it was refused.
-type ReloadLoaded = Result<(Config, ResolvedOrigins), String>;
+/// A config loaded for a reload, with its origin hosts resolved and its access log opened, or why it
+/// was refused.
+type ReloadLoaded = Result<(Config, ResolvedOrigins, AccessLog), String>;
+
+/// The access log a config names (a file is opened for appending).
+fn open_access_log(cfg: &Config) -> Result<AccessLog, String> {
+    AccessLog::open(&cfg.server.access_log, cfg.server.access_log_format).map_err(|e| {
+        format!(
+            "cannot open the access log {:?}: {e} ([server] access_log)",
+            cfg.server.access_log
+        )
+    })
+}
 
 /// What a reload being applied is waiting for (videos it added, opened on the commit worker: creating a
 /// data file is a fallocate and metadata syncs) and what its final log line reports.
@@ -93,10 +113,6 @@ struct PendingReload {
     removed: Vec<String>,
     changed: Vec<String>,
 }
-
-/// What a video being opened by a reload answers meanwhile (503, like any configured video that cannot
-/// be served).
-const OPENING_MESSAGE: &str = "being opened after a reload (its files are checked or created off the event loop); retry shortly";
 
 impl Server {
     pub fn new(
@@ -124,6 +140,11 @@ impl Server {
         };
         let now = Instant::now();
         let fetcher = Fetcher::new(cfg.server.origin_connections, cfg.server.origin_timeout_ms);
+        let access_log = open_access_log(&cfg).map_err(io::Error::other)?;
+        let mut reopen = Reopen::new(Duration::from_millis(cfg.server.limits.shutdown_timeout_ms));
+        for p in &problems {
+            log_reopen(&p.id, reopen.failed(&p.id, &p.message, now), &p.message);
+        }
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -150,6 +171,9 @@ impl Server {
             reload_again: false,
             pending_reload: None,
             last_behind_warning: None,
+            reopen,
+            access_log,
+            commit_submitted: std::collections::HashMap::new(),
         })
     }
 
@@ -247,6 +271,13 @@ impl Server {
         }
         self.shutdown_deadline =
             Some(now + Duration::from_millis(self.cfg.server.limits.shutdown_timeout_ms));
+        // Every connection sees the shutdown at once: live followers and publishers end now (streams
+        // have no end to wait for), a lingering close is shortened.
+        for (i, c) in self.conns.iter().enumerate() {
+            if c.is_some() {
+                self.wake.push(Token(i + FIRST_CONN));
+            }
+        }
     }
 
     fn close_idle(&mut self, now: Instant) {
@@ -266,6 +297,7 @@ impl Server {
                 self.close(Token(i + FIRST_CONN), now);
             }
         }
+        self.access_log.flush();
         self.fetcher
             .close_all(self.poll.registry(), &mut self.store);
         self.collect_commits();
@@ -404,11 +436,13 @@ impl Server {
             metrics: &mut self.metrics,
             wake: &mut self.wake,
             open_connections: self.open,
+            access_log: &mut self.access_log,
         };
         let next = f(&mut conn, &mut ctx);
         match next {
             Next::Keep => self.conns[index] = Some(conn),
             Next::Close => {
+                conn.log_unfinished(&mut self.access_log, &mut self.metrics, now);
                 conn.release(&mut self.store, &mut self.wake);
                 let _ = self.poll.registry().deregister(&mut conn.stream);
                 self.free.push(index);
@@ -417,9 +451,10 @@ impl Server {
         }
     }
 
-    fn close(&mut self, token: Token, _now: Instant) {
+    fn close(&mut self, token: Token, now: Instant) {
         let index = token.0.wrapping_sub(FIRST_CONN);
         if let Some(Some(mut conn)) = self.conns.get_mut(index).map(Option::take) {
+            conn.log_unfinished(&mut self.access_log, &mut self.metrics, now);
             conn.release(&mut self.store, &mut self.wake);
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.free.push(index);
@@ -507,6 +542,7 @@ impl Server {
         }
         if let Some(worker) = &self.worker {
             for job in jobs {
+                self.commit_submitted.insert(job.video.clone(), now);
                 if !worker.submit(job) {
                     log::error!("the commit worker is gone");
                 }
@@ -520,7 +556,9 @@ impl Server {
             self.fetcher
                 .sweep(self.poll.registry(), &mut self.store, &mut self.wake, now);
             self.drop_unused_retired();
+            self.retry_opens(now);
         }
+        self.access_log.flush();
         if let Some((every, last)) = &mut self.watchdog
             && now.duration_since(*last) >= *every
         {
@@ -609,6 +647,9 @@ impl Server {
     }
 
     fn apply_commit(&mut self, done: crate::store::commit::CommitDone) {
+        if let Some(t) = self.commit_submitted.remove(&done.video) {
+            self.metrics.commit_duration.observe(t.elapsed());
+        }
         match &done.result {
             Ok(()) => self.metrics.commits += 1,
             Err(e) => {
@@ -629,11 +670,6 @@ impl Server {
     /// The /metrics gauges about durability, recomputed from the store (after commits and at every
     /// sweep).
     fn refresh_durability_gauges(&mut self, now: Instant) {
-        self.metrics.videos_sync_failed = self
-            .store
-            .all_mut()
-            .filter(|(_, v)| v.poisoned().is_some())
-            .count() as u64;
         let oldest = self
             .store
             .all_mut()
@@ -713,17 +749,21 @@ impl Server {
         let spawned = std::thread::Builder::new()
             .name("vcache-reload".into())
             .spawn(move || {
+                let refused = |e: String| {
+                    format!(
+                        "reload of {} refused, the running config stays: {e}",
+                        path.display()
+                    )
+                };
+                // The access log is opened anew on every reload (logrotate: move it, then SIGHUP).
                 let loaded = config::load(&path)
-                    .map(|cfg| {
+                    .map_err(|e| e.to_string())
+                    .and_then(|cfg| {
+                        let log = open_access_log(&cfg)?;
                         let resolved = crate::store::resolve_origins(&cfg);
-                        (cfg, resolved)
+                        Ok((cfg, resolved, log))
                     })
-                    .map_err(|e| {
-                        format!(
-                            "reload of {} refused, the running config stays: {e}",
-                            path.display()
-                        )
-                    });
+                    .map_err(refused);
                 let _ = tx.send(loaded);
                 let _ = waker.wake();
             });
@@ -748,7 +788,11 @@ impl Server {
         };
         self.reload_rx = None;
         match loaded {
-            Ok((new, resolved)) => self.apply_config(new, resolved),
+            Ok((new, resolved, log)) => {
+                self.access_log.flush();
+                self.access_log = log;
+                self.apply_config(new, resolved);
+            }
             Err(e) => {
                 log::error!("{e}");
                 self.reload_finished();
@@ -795,6 +839,8 @@ impl Server {
             }
         }
         self.problems = problems;
+        self.reopen
+            .retain(|id| new.videos.iter().any(|nv| nv.id == id));
         // Listen address and data_dir stay as they were (above); everything else applies to new requests.
         let listen = self.cfg.server.listen;
         let data_dir = self.cfg.server.data_dir.clone();
@@ -864,41 +910,69 @@ impl Server {
             pending.added.push(nv.id.clone());
             return Ok(());
         }
-        let job = crate::store::commit::OpenJob {
-            config: nv.clone(),
-            paths: self.store.paths(),
-            resolved: resolved.remove(&nv.id),
+        // A retry of a failed open already on the commit worker answers for the reload too.
+        let submitted = self.reopen.in_flight(&nv.id) || {
+            let job = crate::store::commit::OpenJob {
+                config: nv.clone(),
+                paths: self.store.paths(),
+                resolved: resolved.remove(&nv.id),
+            };
+            self.worker.as_ref().is_some_and(|w| w.submit_open(job))
         };
-        let submitted = self.worker.as_ref().is_some_and(|w| w.submit_open(job));
         if !submitted {
             return Err("the commit worker is gone; restart the daemon".into());
         }
         assert!(pending.opening.insert(nv.id.clone()), "video opened twice");
-        Err(OPENING_MESSAGE.into())
+        Err(crate::routes::OPENING_MESSAGE.into())
     }
 
-    /// Videos the commit worker opened for the pending reload: route them (or report why they cannot
-    /// be served), and finish the reload once none is left.
+    /// Videos the commit worker opened — for the pending reload, or retried after a failed open: serve
+    /// them (or report why they cannot be served and try again later), and finish the reload once none
+    /// of its own is left.
     fn collect_opened(&mut self) {
         let Some(worker) = &self.worker else { return };
         let opened = worker.take_opened();
         if opened.is_empty() {
             return;
         }
-        let Some(pending) = self.pending_reload.as_mut() else {
-            unreachable!("videos opened without a reload pending");
-        };
+        let now = Instant::now();
         for o in opened {
-            assert!(pending.opening.remove(&o.video), "an open nobody asked for");
+            let for_reload = self
+                .pending_reload
+                .as_mut()
+                .is_some_and(|p| p.opening.remove(&o.video));
+            let configured = self.cfg.videos.iter().any(|v| v.id == o.video);
+            if !configured || self.store.videos.contains_key(&o.video) {
+                // Removed by a reload while it was being opened: its files are closed again.
+                assert!(
+                    !for_reload,
+                    "a reload's own video is configured and not open"
+                );
+                self.reopen.done(&o.video, now);
+                continue;
+            }
             self.problems.retain(|p| p.id != o.video);
             match o.result {
                 Ok(v) => {
-                    assert!(!self.store.videos.contains_key(&o.video));
                     self.store.videos.insert(o.video.clone(), *v);
-                    pending.added.push(o.video);
+                    if let Some((waited, failures)) = self.reopen.done(&o.video, now) {
+                        log::info!(
+                            "video {}: opened after {failures} failed attempts ({} ms); serving it",
+                            o.video,
+                            waited.as_millis()
+                        );
+                    }
+                    if let Some(p) = self.pending_reload.as_mut().filter(|_| for_reload) {
+                        p.added.push(o.video);
+                    }
                 }
                 Err(message) => {
-                    log::error!("reload: video {}: {message}", o.video);
+                    let report = self.reopen.failed(&o.video, &message, now);
+                    if for_reload {
+                        log::error!("reload: video {}: {message}", o.video);
+                    } else {
+                        log_reopen(&o.video, report, &message);
+                    }
                     self.problems.push(VideoProblem {
                         id: o.video,
                         message,
@@ -907,6 +981,31 @@ impl Server {
             }
         }
         self.finish_reload_once_opened();
+    }
+
+    /// Configured videos that could not be opened and are due for another attempt: open them on the
+    /// commit worker (a video a reload is opening already is left to it).
+    fn retry_opens(&mut self, now: Instant) {
+        for id in self.reopen.take_due(now) {
+            let opening = self
+                .pending_reload
+                .as_ref()
+                .is_some_and(|p| p.opening.contains(&id));
+            let config = self.cfg.videos.iter().find(|v| v.id == id).cloned();
+            let Some(config) = config.filter(|_| !opening && !self.store.videos.contains_key(&id))
+            else {
+                self.reopen.not_submitted(&id);
+                continue;
+            };
+            let job = crate::store::commit::OpenJob {
+                config,
+                paths: self.store.paths(),
+                resolved: None,
+            };
+            if !self.worker.as_ref().is_some_and(|w| w.submit_open(job)) {
+                self.reopen.not_submitted(&id);
+            }
+        }
     }
 
     /// Log the reload and end it, if no video it added is still being opened.
@@ -935,5 +1034,26 @@ impl Server {
             self.store.retired.len()
         );
         self.reload_finished();
+    }
+}
+
+/// Log what a failed open means for an operator (a repeated, unchanged failure is not logged again).
+fn log_reopen(id: &str, report: Report, message: &str) {
+    match report {
+        Report::Quiet => {}
+        Report::WaitingForLock { wait } => log::warn!(
+            "video {id}: its files are locked by another process (an old vcache still shutting down?); \
+             waiting up to {} ms for them, trying every {} ms; it answers 503 meanwhile",
+            wait.as_millis(),
+            reopen::LOCKED_RETRY.as_millis()
+        ),
+        Report::LockHeldTooLong { waited } => log::error!(
+            "video {id}: its files are still locked after {} ms: another process holds them \
+             (two vcache on one data_dir?); still trying every second",
+            waited.as_millis()
+        ),
+        Report::Failed => {
+            log::error!("video {id}: cannot be opened: {message}; trying again later")
+        }
     }
 }

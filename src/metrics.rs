@@ -1,5 +1,7 @@
 //! Counters the event loop keeps, rendered in the Prometheus text exposition format for `GET /metrics`.
 
+mod process;
+
 /// Plain counters, owned by the event-loop thread.
 #[derive(Debug, Default, Clone)]
 pub struct Metrics {
@@ -18,11 +20,31 @@ pub struct Metrics {
     pub followers_dropped: u64,
     /// From a live byte's claim to the write that sends it to a follower.
     pub follower_delay: Histogram,
-    /// Gauge: videos poisoned by a failed data sync (refreshed by the event loop).
-    pub videos_sync_failed: u64,
+    /// Responses by status code (a bounded set: the codes vcache sends).
+    pub responses: std::collections::BTreeMap<u16, u64>,
+    /// From a request head's arrival to its response's last byte (streams included).
+    pub request_duration: Histogram,
+    /// From a durable commit's submission to its result.
+    pub commit_duration: Histogram,
     /// Gauge: age of the oldest acknowledged write no durable record covers yet, in seconds
     /// (refreshed by the event loop).
     pub oldest_unsynced_ack_seconds: f64,
+}
+
+/// Per-video series (`vcache_video_*_bytes{id}`) are written for at most this many videos (the first
+/// by id); the totals cover every video, so a large catalogue does not grow the scrape without bound.
+pub const MAX_VIDEO_SERIES: usize = 100;
+
+/// What the loop knows at scrape time besides the counters.
+#[derive(Debug, Default)]
+pub struct Gauges<'a> {
+    pub open_connections: usize,
+    /// (id, size, present bytes) of every configured video.
+    pub videos: &'a [(String, u64, u64)],
+    /// (id, reason) of every configured video that cannot be served.
+    pub unavailable: &'a [(&'a str, &'a str)],
+    pub live_publishers: u64,
+    pub live_followers: u64,
 }
 
 /// Upper bounds of the latency histogram buckets, in microseconds (the last bucket is +Inf).
@@ -66,8 +88,53 @@ impl Histogram {
 
 impl Metrics {
     /// The exposition text; `open_connections` and per-video figures come from the loop.
-    pub fn render(&self, open_connections: usize, videos: &[(String, u64, u64)]) -> String {
+    /// One response finished (or was cut) with `status`, `elapsed` after its head arrived.
+    pub fn response(&mut self, status: u16, elapsed: std::time::Duration) {
+        *self.responses.entry(status).or_insert(0) += 1;
+        self.request_duration.observe(elapsed);
+    }
+
+    /// The exposition text.
+    pub fn render(&self, g: &Gauges<'_>) -> String {
         let mut s = String::new();
+        s.push_str(&format!(
+            "# HELP vcache_build_info The running version (always 1).\n# TYPE vcache_build_info gauge\n\
+             vcache_build_info{{version=\"{}\"}} 1\n",
+            escape_label(env!("CARGO_PKG_VERSION"))
+        ));
+        self.render_counters(&mut s);
+        s.push_str("# HELP vcache_responses_total Responses by status code.\n# TYPE vcache_responses_total counter\n");
+        for (code, n) in &self.responses {
+            s.push_str(&format!("vcache_responses_total{{code=\"{code}\"}} {n}\n"));
+        }
+        self.request_duration.render(
+            &mut s,
+            "vcache_request_duration_seconds",
+            "From a request head's arrival to the last byte of its response (live streams land in +Inf).",
+        );
+        self.commit_duration.render(
+            &mut s,
+            "vcache_commit_duration_seconds",
+            "From a durable commit's submission to the commit worker to its result (data and metadata synced).",
+        );
+        self.follower_delay.render(
+            &mut s,
+            "vcache_follower_delay_seconds",
+            "From a live byte's claim (its arrival from the publisher) to the write that sends it to a follower.",
+        );
+        s.push_str(&format!(
+            "# HELP vcache_oldest_unsynced_ack_seconds Age of the oldest acknowledged write that is \
+             not durable yet (sync = interval: durable after the next completed checkpoint).\n\
+             # TYPE vcache_oldest_unsynced_ack_seconds gauge\n\
+             vcache_oldest_unsynced_ack_seconds {:.3}\n",
+            self.oldest_unsynced_ack_seconds
+        ));
+        render_gauges(&mut s, g);
+        crate::metrics::process::render(&mut s);
+        s
+    }
+
+    fn render_counters(&self, s: &mut String) {
         let counters: [(&str, &str, u64); 13] = [
             (
                 "vcache_connections_accepted_total",
@@ -130,8 +197,8 @@ impl Metrics {
                 self.followers_dropped,
             ),
             (
-                "vcache_fast_records_total",
-                "Process-crash metadata records written.",
+                "vcache_unsynced_metadata_records_total",
+                "Metadata records written without a sync: they make writes survive a process crash at once; a machine crash falls back to the last synced commit.",
                 self.fast_records,
             ),
         ];
@@ -140,46 +207,78 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
             ));
         }
-        self.follower_delay.render(
-            &mut s,
-            "vcache_follower_delay_seconds",
-            "From a live byte's claim (its arrival from the publisher) to the write that sends it to a follower.",
-        );
-        s.push_str(
-            "# HELP vcache_videos_unavailable Videos that take no writes, by reason (sync_failed: a \
-             data sync failed; restart to reopen them from their last durable record).\n\
-             # TYPE vcache_videos_unavailable gauge\n",
-        );
+    }
+}
+
+fn gauge(s: &mut String, name: &str, help: &str, value: u64) {
+    s.push_str(&format!(
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+    ));
+}
+
+fn render_gauges(s: &mut String, g: &Gauges<'_>) {
+    gauge(
+        s,
+        "vcache_open_connections",
+        "Client connections open now.",
+        g.open_connections as u64,
+    );
+    gauge(
+        s,
+        "vcache_live_publishers",
+        "Live channels with a publisher now.",
+        g.live_publishers,
+    );
+    gauge(
+        s,
+        "vcache_live_followers",
+        "Live followers connected now (all channels).",
+        g.live_followers,
+    );
+    gauge(
+        s,
+        "vcache_videos",
+        "Configured videos that are served.",
+        g.videos.len() as u64,
+    );
+    gauge(
+        s,
+        "vcache_cache_size_bytes",
+        "Bytes of every served video (their sizes; live channels: their ring capacity).",
+        g.videos.iter().map(|v| v.1).sum(),
+    );
+    gauge(
+        s,
+        "vcache_cache_present_bytes",
+        "Bytes of every served video held in the cache now.",
+        g.videos.iter().map(|v| v.2).sum(),
+    );
+    let shown = &g.videos[..g.videos.len().min(MAX_VIDEO_SERIES)];
+    s.push_str("# HELP vcache_video_size_bytes Size of each video (the first 100 by id; see vcache_cache_size_bytes).\n# TYPE vcache_video_size_bytes gauge\n");
+    for (id, size, _) in shown {
         s.push_str(&format!(
-            "vcache_videos_unavailable{{reason=\"sync_failed\"}} {}\n",
-            self.videos_sync_failed
+            "vcache_video_size_bytes{{id=\"{}\"}} {size}\n",
+            escape_label(id)
         ));
-        s.push_str(
-            "# HELP vcache_oldest_unsynced_ack_seconds Age of the oldest acknowledged write that is \
-             not durable yet (sync = interval: durable after the next completed checkpoint).\n\
-             # TYPE vcache_oldest_unsynced_ack_seconds gauge\n",
-        );
+    }
+    s.push_str("# HELP vcache_video_present_bytes Bytes of each video held in the cache (the first 100 by id).\n# TYPE vcache_video_present_bytes gauge\n");
+    for (id, _, present) in shown {
         s.push_str(&format!(
-            "vcache_oldest_unsynced_ack_seconds {:.3}\n",
-            self.oldest_unsynced_ack_seconds
+            "vcache_video_present_bytes{{id=\"{}\"}} {present}\n",
+            escape_label(id)
         ));
-        s.push_str("# HELP vcache_open_connections Client connections open now.\n# TYPE vcache_open_connections gauge\n");
-        s.push_str(&format!("vcache_open_connections {open_connections}\n"));
-        s.push_str("# HELP vcache_video_size_bytes Size of each video.\n# TYPE vcache_video_size_bytes gauge\n");
-        for (id, size, _) in videos {
-            s.push_str(&format!(
-                "vcache_video_size_bytes{{id=\"{}\"}} {size}\n",
-                escape_label(id)
-            ));
-        }
-        s.push_str("# HELP vcache_video_present_bytes Bytes of each video held in the cache.\n# TYPE vcache_video_present_bytes gauge\n");
-        for (id, _, present) in videos {
-            s.push_str(&format!(
-                "vcache_video_present_bytes{{id=\"{}\"}} {present}\n",
-                escape_label(id)
-            ));
-        }
-        s
+    }
+    s.push_str(
+        "# HELP vcache_video_unavailable A configured video that cannot be served now (1), with why: \
+         locked (an old process still holds its files), opening, open_failed. Only unavailable \
+         videos are listed.\n# TYPE vcache_video_unavailable gauge\n",
+    );
+    for (id, reason) in g.unavailable {
+        s.push_str(&format!(
+            "vcache_video_unavailable{{id=\"{}\",reason=\"{}\"}} 1\n",
+            escape_label(id),
+            escape_label(reason)
+        ));
     }
 }
 
@@ -199,12 +298,18 @@ mod tests {
             requests: 7,
             ..Metrics::default()
         };
-        let text = m.render(3, &[("a".into(), 10, 4)]);
+        let videos = [("a".into(), 10, 4)];
+        let text = m.render(&Gauges {
+            open_connections: 3,
+            videos: &videos,
+            unavailable: &[("b", "locked")],
+            ..Gauges::default()
+        });
         assert!(text.contains("vcache_requests_total 7\n"));
         assert!(text.contains("vcache_open_connections 3\n"));
         assert!(text.contains("vcache_video_present_bytes{id=\"a\"} 4\n"));
         assert!(text.contains("# TYPE vcache_requests_total counter\n"));
-        assert!(text.contains("vcache_videos_unavailable{reason=\"sync_failed\"} 0\n"));
+        assert!(text.contains("vcache_video_unavailable{id=\"b\",reason=\"locked\"} 1\n"));
         assert!(text.contains("vcache_oldest_unsynced_ack_seconds 0.000\n"));
     }
 
@@ -215,7 +320,7 @@ mod tests {
             m.follower_delay
                 .observe(std::time::Duration::from_micros(us));
         }
-        let text = m.render(0, &[]);
+        let text = m.render(&Gauges::default());
         let name = "vcache_follower_delay_seconds";
         assert!(text.contains(&format!("# TYPE {name} histogram\n")));
         assert!(

@@ -260,6 +260,8 @@ pub struct RouteCtx<'a> {
     pub boundary: &'a str,
     /// True once the request has waited for bytes and the wait ran out.
     pub wait_expired: bool,
+    /// The request has waited for bytes (an origin response that waited is a cache MISS).
+    pub waited: bool,
     /// When the request's head arrived (a failure after it is reported, one before it is retried).
     pub request_started: Instant,
     /// The origin blocks this request wants were queued just before this routing (the first check of
@@ -592,6 +594,7 @@ fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
     };
     match path {
         "/metrics" => return Decision::respond(metrics_page(head, ctx)),
+        "/readyz" => return Decision::respond(readiness(head, ctx)),
         "/healthz" => {
             return Decision::respond(match head.method {
                 Method::Get | Method::Head => Plan::small(
@@ -644,14 +647,18 @@ fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
     // Only configured videos are routable; a retired one (removed by a reload) is still reachable
     // through `store.get` for the connections that were using it.
     if !ctx.store.videos.contains_key(id) {
-        let (status, why) = match ctx.problems.iter().find(|p| p.id == id) {
-            Some(p) => (
-                503,
-                format!("video {id} is configured but not servable: {}", p.message),
-            ),
-            None => (404, format!("no video with id {id}")),
+        let Some(p) = ctx.problems.iter().find(|p| p.id == id) else {
+            let why = format!("no video with id {id}");
+            return Decision::respond(error_plan(404, &why, head_only, keep_alive));
         };
-        return Decision::respond(error_plan(status, &why, head_only, keep_alive));
+        let why = format!("video {id} is configured but not servable: {}", p.message);
+        // Every unavailable video is retried (event_loop::reopen); a locked or opening one soon.
+        let retry = match unavailable_reason(&p.message) {
+            UnavailableReason::Locked | UnavailableReason::Opening => "1",
+            UnavailableReason::Failed | UnavailableReason::SyncFailed => "10",
+        };
+        let extra = [("Retry-After", retry.to_string())];
+        return Decision::respond(error_plan_with(503, &why, head_only, keep_alive, &extra));
     }
     route_video(head, id, sub, read_ok, ctx)
 }
@@ -693,17 +700,115 @@ fn route_video(
     }
 }
 
+/// What a video being opened after a reload answers meanwhile (503, like any configured video that
+/// cannot be served).
+pub const OPENING_MESSAGE: &str = "being opened after a reload (its files are checked or created off the event loop); retry shortly";
+
+/// Why a configured video cannot be served now (a label of `vcache_video_unavailable` and `/readyz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnavailableReason {
+    /// Its data file is flock'ed by another process (an old vcache still shutting down in a restart).
+    Locked,
+    /// A reload added it and the commit worker is opening it.
+    Opening,
+    /// Opening it failed for another reason (its message says which); it is retried with a back-off.
+    Failed,
+    /// A data sync failed: it takes no writes until a restart reopens it from its last durable record
+    /// (reads go on).
+    SyncFailed,
+}
+
+impl UnavailableReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            UnavailableReason::Locked => "locked",
+            UnavailableReason::Opening => "opening",
+            UnavailableReason::Failed => "open_failed",
+            UnavailableReason::SyncFailed => "sync_failed",
+        }
+    }
+}
+
+/// Classify a `VideoProblem` message (the store reports problems as text).
+pub fn unavailable_reason(message: &str) -> UnavailableReason {
+    if message == OPENING_MESSAGE {
+        UnavailableReason::Opening
+    } else if message.contains(&crate::store::data_file::DataFileError::Locked.to_string()) {
+        UnavailableReason::Locked
+    } else {
+        UnavailableReason::Failed
+    }
+}
+
+/// Configured videos that cannot be served now, with why: (id, reason, message). Bounded by the
+/// config's videos.
+pub fn unavailable_videos<'a>(ctx: &RouteCtx<'a>) -> Vec<(&'a str, UnavailableReason, &'a str)> {
+    ctx.cfg
+        .videos
+        .iter()
+        .filter_map(|v| match ctx.store.videos.get(&v.id) {
+            Some(open) => open
+                .poisoned()
+                .map(|why| (v.id.as_str(), UnavailableReason::SyncFailed, why)),
+            None => Some(match ctx.problems.iter().find(|p| p.id == v.id) {
+                Some(p) => (
+                    v.id.as_str(),
+                    unavailable_reason(&p.message),
+                    p.message.as_str(),
+                ),
+                None => (v.id.as_str(), UnavailableReason::Opening, OPENING_MESSAGE),
+            }),
+        })
+        .collect()
+}
+
+/// `GET /readyz`: 200 when every configured video can be served, else 503 listing the ones that cannot
+/// and why. `/healthz` stays liveness (the loop answers).
+fn readiness(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
+    let keep_alive = head.keep_alive && !head.has_body();
+    let head_only = head.method == Method::Head;
+    if !matches!(head.method, Method::Get | Method::Head) {
+        return method_not_allowed("GET, HEAD", head_only, keep_alive);
+    }
+    let down = unavailable_videos(ctx);
+    let list: Vec<String> = down
+        .iter()
+        .map(|(id, reason, message)| {
+            format!(
+                "{{\"id\":{},\"reason\":{},\"detail\":{}}}",
+                json_string(id),
+                json_string(reason.label()),
+                json_string(message)
+            )
+        })
+        .collect();
+    let status = if down.is_empty() { 200 } else { 503 };
+    let body = format!(
+        "{{\"ready\":{},\"videos\":{},\"unavailable\":[{}]}}\n",
+        down.is_empty(),
+        ctx.cfg.videos.len(),
+        list.join(",")
+    );
+    let extra = [("Cache-Control", "no-store".to_string())];
+    Plan::small(
+        simple_parts(
+            status,
+            "application/json",
+            body.as_bytes(),
+            head_only,
+            keep_alive,
+            &extra,
+        ),
+        keep_alive,
+    )
+}
+
 /// `GET /metrics` (Prometheus text): the event loop's counters, behind the read token.
 fn metrics_page(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
     let keep_alive = head.keep_alive && !head.has_body();
     let head_only = head.method == Method::Head;
     if !matches!(head.method, Method::Get | Method::Head) {
-        return error_plan(
-            405,
-            "allowed methods here: GET, HEAD",
-            head_only,
-            keep_alive,
-        );
+        return method_not_allowed("GET, HEAD", head_only, keep_alive);
     }
     if !read_allowed(head, ctx.cfg) {
         let why = "reading needs `Authorization: Bearer <token>`";
@@ -718,7 +823,22 @@ fn metrics_page(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
             (id.clone(), v.len(), present)
         })
         .collect();
-    let text = ctx.metrics.render(ctx.open_connections, &videos);
+    let unavailable: Vec<(&str, &str)> = unavailable_videos(ctx)
+        .into_iter()
+        .map(|(id, reason, _)| (id, reason.label()))
+        .collect();
+    let (mut live_publishers, mut live_followers) = (0, 0);
+    for r in ctx.store.videos.values().filter_map(|v| v.ring()) {
+        live_publishers += u64::from(r.publisher.is_some());
+        live_followers += r.followers as u64;
+    }
+    let text = ctx.metrics.render(&crate::metrics::Gauges {
+        open_connections: ctx.open_connections,
+        videos: &videos,
+        unavailable: &unavailable,
+        live_publishers,
+        live_followers,
+    });
     let parts = simple_parts(
         200,
         "text/plain; version=0.0.4",
@@ -1355,17 +1475,29 @@ fn origin_spans(
     let refusal = first.and_then(|f| origin_first_byte(head, id, video, repr.base + f.first, ctx));
     let action = match refusal {
         Some(action) => action,
-        None => Action::Respond(span_plan(
-            head,
-            id,
-            video,
-            repr,
-            &spans,
-            whole,
-            ctx.boundary,
-        )),
+        None => {
+            let mut plan = span_plan(head, id, video, repr, &spans, whole, ctx.boundary);
+            if (200..300).contains(&plan.head.status) {
+                let status = cache_status(video, repr.base, &spans, ctx.waited);
+                plan.head.header("X-Cache", status);
+            }
+            Action::Respond(plan)
+        }
     };
     Decision::with(effects, action)
+}
+
+/// An origin video's response as a cache sees it: HIT when every requested byte was here when it was
+/// decided, MISS when it waited for the origin for its first byte, PARTIAL when it started from the
+/// cache but later bytes are still to come from the origin.
+fn cache_status(video: &Video, base: u64, spans: &[ByteSpan], waited: bool) -> &'static str {
+    if waited {
+        return "MISS";
+    }
+    let all_here = spans.iter().all(|s| {
+        matches!(video.availability(base + s.first), Availability::Present(end) if end > base + s.last)
+    });
+    if all_here { "HIT" } else { "PARTIAL" }
 }
 
 /// Whether a response of an origin video can start at `offset`: None when the byte is here, else the
@@ -2080,6 +2212,7 @@ mod tests {
                 problems: &[],
                 boundary: "b",
                 wait_expired: false,
+                waited: false,
                 request_started: Instant::now(),
                 wants_applied: false,
                 metrics: &metrics,

@@ -19,9 +19,11 @@ use crate::routes::{self, Action, Held, IngestPlan, Part, Plan, RouteCtx, WaitFo
 use crate::store::data_file::{PREFAULT_WINDOW, prefault_for_write};
 use writer::{Stop, Writer, Wrote};
 
+pub mod access_log;
 mod reader;
 mod writer;
 use crate::store::{Availability, IngestBlock, Store, VideoProblem};
+use access_log::{AccessLog, RequestRecord};
 use reader::{BodyNext, Got, Reader};
 
 /// Most bytes read per read(2) of framing (heads, chunk-size lines). Small on purpose: payload that
@@ -32,6 +34,8 @@ const CHUNK_LINE_READ: usize = 64;
 /// How long a lingering close drains the client's unread bytes, and how many it drains at most.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: u64 = 1 << 20;
+/// A lingering close during shutdown.
+const SHUTDOWN_LINGER_TIME: Duration = Duration::from_millis(200);
 /// Most payload bytes sent per send call.
 const SEND_CHUNK: u64 = 1 << 20;
 /// Most payload bytes one connection sends per turn before it yields to the others (it queues itself
@@ -64,6 +68,7 @@ pub struct Ctx<'a> {
     /// Connections to drive again in this loop iteration (woken by this one's progress).
     pub wake: &'a mut Vec<Token>,
     pub open_connections: usize,
+    pub access_log: &'a mut AccessLog,
 }
 
 struct Ingest {
@@ -127,6 +132,14 @@ pub struct Conn {
     received_this_turn: u64,
     /// The live channel this connection follows (its place counts against limits.max_followers).
     following: Option<Held>,
+    /// Payload bytes sent to this connection as a live follower (for its leave line).
+    follow_sent: u64,
+    /// The request being answered, for the access log (None while the log is off).
+    record: Option<Box<RequestRecord>>,
+    /// The status of the response being sent and when its request's head arrived (for metrics).
+    answering: Option<(u16, Instant)>,
+    /// When the current request's head arrived.
+    request_started: Instant,
 }
 
 /// What the loop should do with a connection after driving it.
@@ -168,6 +181,10 @@ impl Conn {
             waiting_bytes_until: None,
             received_this_turn: 0,
             following: None,
+            follow_sent: 0,
+            record: None,
+            answering: None,
+            request_started: now,
         }
     }
 
@@ -207,13 +224,22 @@ impl Conn {
             };
             // Followers of a live channel finish once they have caught up.
             routes::release(&held, store, wake);
-            log::info!(
-                "{}: write to {} cut after {} of {} bytes",
-                self.peer,
-                ing.plan.video,
-                ing.cursor - ing.plan.start,
-                ing.plan.end - ing.plan.start
-            );
+            let got = ing.cursor - ing.plan.start;
+            if ing.plan.end == u64::MAX {
+                // A live publish has no fixed length: only what arrived is meaningful.
+                log::info!(
+                    "{}: publish to {} cut after {got} bytes",
+                    self.peer,
+                    ing.plan.video
+                );
+            } else {
+                log::info!(
+                    "{}: write to {} cut after {got} of {} bytes",
+                    self.peer,
+                    ing.plan.video,
+                    ing.plan.end - ing.plan.start
+                );
+            }
         }
         self.state = State::Closed;
     }
@@ -221,7 +247,26 @@ impl Conn {
     /// This connection no longer follows a live channel: give its follower place back.
     fn stop_following(&mut self, store: &mut Store) {
         if let Some(held) = self.following.take() {
+            if let Held::Follower { video } = &held {
+                log::info!(
+                    "{}: follower of {video} left after {} bytes",
+                    self.peer,
+                    std::mem::take(&mut self.follow_sent)
+                );
+            }
             routes::release(&held, store, &mut Vec::new());
+        }
+    }
+
+    /// The connection closes: a request it was answering is logged with what it got so far (status 0
+    /// when no response had started).
+    pub fn log_unfinished(&mut self, log: &mut AccessLog, metrics: &mut Metrics, now: Instant) {
+        if let Some(r) = self.record.take() {
+            r.write(log, self.peer, now);
+        }
+        // A response cut short (a follower that left, a client gone) still counts with its status.
+        if let Some((status, started)) = self.answering.take() {
+            metrics.response(status, now.saturating_duration_since(started));
         }
     }
 
@@ -262,6 +307,7 @@ impl Conn {
             let routing = Routing {
                 started,
                 wait_expired: true,
+                waited: true,
                 wants_applied: false,
             };
             self.dispatch(head, ctx, routing);
@@ -275,11 +321,18 @@ impl Conn {
     }
 
     fn start_plan(&mut self, plan: Plan) {
-        if let Some(Part::Follow { video, .. }) = plan.parts.back() {
+        if let Some(Part::Follow { video, pos, .. }) = plan.parts.back() {
             // `routes::apply` counted this follower in; it is counted out when the part ends or the
             // connection closes.
+            log::info!("{}: follower of {video} joined at byte {pos}", self.peer);
             let video = video.clone();
+            self.follow_sent = 0;
             self.following = Some(Held::Follower { video });
+        }
+        self.answering = Some((plan.head.status, self.request_started));
+        if let Some(r) = &mut self.record {
+            r.status = plan.head.status;
+            r.cache = plan.head.get("X-Cache").map(str::to_string);
         }
         plan.write_head(self.writer.queue_in_place());
         self.state = State::Send {
@@ -356,6 +409,10 @@ impl Conn {
                     e.message
                 );
                 self.reader.clear();
+                self.request_started = ctx.now;
+                if ctx.access_log.enabled() {
+                    self.record = Some(Box::new(RequestRecord::unparsed(ctx.now)));
+                }
                 self.respond_error(&e, false);
                 return Step::Progress;
             }
@@ -386,12 +443,17 @@ impl Conn {
 
     /// Route a parsed head, apply the decision's effects (once), and enter the state its action needs.
     fn dispatch(&mut self, head: Box<RequestHead>, ctx: &mut Ctx<'_>, routing: Routing) {
+        self.request_started = routing.started;
+        if ctx.access_log.enabled() && self.record.is_none() {
+            self.record = Some(Box::new(RequestRecord::new(&head, routing.started)));
+        }
         let rctx = RouteCtx {
             store: ctx.store,
             cfg: ctx.cfg,
             problems: ctx.problems,
             boundary: ctx.boundary,
             wait_expired: routing.wait_expired,
+            waited: routing.waited,
             request_started: routing.started,
             wants_applied: routing.wants_applied,
             metrics: ctx.metrics,
@@ -439,6 +501,18 @@ impl Conn {
         let limits = &ctx.cfg.server.limits;
         if plan.expect_continue {
             self.writer.queue(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        if ctx
+            .store
+            .get(&plan.video)
+            .is_some_and(|v| v.ring().is_some())
+        {
+            log::info!(
+                "{}: publisher of {} started at byte {}",
+                self.peer,
+                plan.video,
+                plan.start
+            );
         }
         self.reader
             .start_body(plan.framing, limits.max_header_bytes);
@@ -488,6 +562,7 @@ impl Conn {
         let routing = Routing {
             started,
             wait_expired: false,
+            waited: true,
             wants_applied,
         };
         self.dispatch(head, ctx, routing);
@@ -549,6 +624,22 @@ impl Conn {
         let State::Body(ing) = &mut self.state else {
             return Step::Blocked;
         };
+        let live = ctx
+            .store
+            .get(&ing.plan.video)
+            .is_some_and(|v| v.ring().is_some());
+        if live && ctx.shutting_down {
+            // A live publish has no end to wait for: what arrived is kept and committed, then it
+            // closes.
+            ing.plan.keep_alive = false;
+            log::info!(
+                "{}: publish to {} ended by shutdown after {} bytes; they are committed",
+                self.peer,
+                ing.plan.video,
+                ing.cursor - ing.plan.start
+            );
+            return self.finish_body(ctx);
+        }
         let limits = &ctx.cfg.server.limits;
         // 1. Framing (chunk-size lines, trailers) is parsed by the read half.
         let want = match self.reader.body_next() {
@@ -701,6 +792,13 @@ impl Conn {
             ing.plan.exact,
             ing.plan.keep_alive,
         );
+        if ctx.store.get(&video).is_some_and(|v| v.ring().is_some()) {
+            log::info!(
+                "{}: publisher of {video} ended after {} bytes (head {cursor})",
+                self.peer,
+                cursor - start
+            );
+        }
         // A write is acknowledged only if every byte it received is recorded as present.
         let unrecorded = ing.claimed < ing.cursor;
         let held = Held::Write {
@@ -772,6 +870,9 @@ impl Conn {
         match self.writer.flush(&mut self.stream) {
             Ok(n) => {
                 ctx.metrics.bytes_out += n;
+                if let Some(r) = &mut self.record {
+                    r.sent += n;
+                }
                 self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
                 None
             }
@@ -787,6 +888,13 @@ impl Conn {
         let State::Send { keep_alive, .. } = &self.state else {
             return Step::Blocked;
         };
+        if let Some(r) = self.record.take() {
+            r.write(ctx.access_log, self.peer, ctx.now);
+        }
+        if let Some((status, started)) = self.answering.take() {
+            ctx.metrics
+                .response(status, ctx.now.saturating_duration_since(started));
+        }
         let keep = *keep_alive && !ctx.shutting_down;
         self.waiting_bytes_until = None;
         if keep {
@@ -796,7 +904,12 @@ impl Conn {
         }
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
         self.state = State::Linger { drained: 0 };
-        self.deadline = ctx.now + LINGER_TIME;
+        // At shutdown a lingering close must not hold the exit for long.
+        let linger = match ctx.shutting_down {
+            true => SHUTDOWN_LINGER_TIME,
+            false => LINGER_TIME,
+        };
+        self.deadline = ctx.now + linger;
         Step::Progress
     }
 
@@ -918,6 +1031,9 @@ impl Conn {
     fn note_sent(&mut self, ctx: &mut Ctx<'_>, wrote: &Wrote) {
         ctx.metrics.bytes_out += wrote.framing + wrote.payload;
         ctx.metrics.payload_bytes_out += wrote.payload;
+        if let Some(r) = &mut self.record {
+            r.sent += wrote.framing + wrote.payload;
+        }
         self.writer.sent_this_turn += wrote.payload;
         self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
     }
@@ -947,6 +1063,10 @@ impl Conn {
         else {
             return Step::Blocked;
         };
+        if ctx.shutting_down && *chunk_left == 0 {
+            // A follow has no end to wait for: at shutdown it ends between chunks, cleanly.
+            return self.end_follow(ctx);
+        }
         let Some(v) = ctx.store.get(video) else {
             return Step::Close;
         };
@@ -985,6 +1105,7 @@ impl Conn {
         }
         *pos += wrote.payload;
         *chunk_left -= wrote.payload;
+        self.follow_sent += wrote.payload;
         self.note_sent(ctx, &wrote);
         Step::Progress
     }
@@ -1030,17 +1151,30 @@ impl Conn {
         }
         if ring.publisher.is_none() && (*replay || ring.sessions_ended > *sessions_seen) {
             // The publisher ended and this follower has caught up: done.
+            return self.end_follow(ctx);
+        }
+        v.byte_waiters.add(self.token);
+        self.follow_wait(ctx)
+    }
+
+    /// End a follow between chunks: the chunked body's last chunk (an HTTP/1.0 follower is closed).
+    fn end_follow(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let State::Send { parts, keep_alive } = &mut self.state else {
+            return Step::Blocked;
+        };
+        if let Some(Part::Follow { chunked, .. }) = parts.front() {
             if *chunked {
                 self.writer.queue(b"0\r\n\r\n");
             } else {
                 *keep_alive = false;
             }
             parts.pop_front();
-            self.stop_following(ctx.store);
-            return Step::Progress;
         }
-        v.byte_waiters.add(self.token);
-        self.follow_wait(ctx)
+        if ctx.shutting_down {
+            *keep_alive = false;
+        }
+        self.stop_following(ctx.store);
+        Step::Progress
     }
 
     /// A follower waits for the publisher: its head goes out now, a hang-up gives its place back, and
@@ -1058,10 +1192,13 @@ impl Conn {
         Step::Blocked
     }
 
-    fn step_linger(&mut self, _ctx: &mut Ctx<'_>) -> Step {
+    fn step_linger(&mut self, ctx: &mut Ctx<'_>) -> Step {
         let State::Linger { drained } = &mut self.state else {
             return Step::Blocked;
         };
+        if ctx.shutting_down {
+            self.deadline = self.deadline.min(ctx.now + SHUTDOWN_LINGER_TIME);
+        }
         match self.reader.discard(&mut self.stream) {
             Got::Read(n) | Got::Buffered(n) => {
                 *drained += n as u64;
@@ -1084,6 +1221,8 @@ struct Routing {
     started: Instant,
     /// Its wait for bytes ran out.
     wait_expired: bool,
+    /// It has waited for bytes.
+    waited: bool,
     /// Its wants were applied just before (see `RouteCtx::wants_applied`).
     wants_applied: bool,
 }
@@ -1093,6 +1232,7 @@ impl Routing {
         Routing {
             started,
             wait_expired: false,
+            waited: false,
             wants_applied: false,
         }
     }

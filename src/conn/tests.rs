@@ -65,6 +65,7 @@ impl Fixture {
     /// waiting for an acknowledgement get their fast record, as the loop writes them.
     fn turn(&mut self) -> Next {
         let mut wake = Vec::new();
+        let mut access_log = super::access_log::AccessLog::off();
         let mut ctx = Ctx {
             store: &mut self.store,
             cfg: &self.cfg,
@@ -76,6 +77,7 @@ impl Fixture {
             metrics: &mut self.metrics,
             wake: &mut wake,
             open_connections: 1,
+            access_log: &mut access_log,
         };
         self.conn.set_readable();
         self.conn.set_writable();
@@ -217,6 +219,7 @@ fn fixture_second_client(f: &mut Fixture) -> (StdStream, Conn) {
 fn drive_other(f: &mut Fixture, other: &mut Conn) {
     for _ in 0..20 {
         let mut wake = Vec::new();
+        let mut access_log = super::access_log::AccessLog::off();
         let mut ctx = Ctx {
             store: &mut f.store,
             cfg: &f.cfg,
@@ -228,6 +231,7 @@ fn drive_other(f: &mut Fixture, other: &mut Conn) {
             metrics: &mut f.metrics,
             wake: &mut wake,
             open_connections: 2,
+            access_log: &mut access_log,
         };
         other.set_readable();
         other.set_writable();

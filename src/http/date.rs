@@ -127,6 +127,29 @@ fn format_date_uncached(seconds: i64) -> String {
     )
 }
 
+/// "14/Nov/2023:22:13:20.123 +0000": nginx's `$time_local` in UTC, with milliseconds (access logs).
+pub fn format_log_time(t: SystemTime) -> String {
+    let seconds = unix_seconds(t);
+    let millis = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_millis());
+    let days = seconds.div_euclid(SECONDS_PER_DAY);
+    let second_of_day = seconds.rem_euclid(SECONDS_PER_DAY);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{:02}/{}/{:04}:{:02}:{:02}:{:02}.{millis:03} +0000",
+        day,
+        MONTH_NAMES
+            .get((month as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or("Jan"),
+        year,
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60
+    )
+}
+
 thread_local! {
     /// (unix second, its formatted date) of the last `with_http_date_now` call on this thread.
     static CACHED_NOW: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };

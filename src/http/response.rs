@@ -111,6 +111,14 @@ impl ResponseHead {
         self.connection(keep_alive)
     }
 
+    /// The value of header `name` (any case), if it is set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
+    }
+
     /// True when a header of that name (case-insensitive) has been added.
     pub fn has_header(&self, name: &str) -> bool {
         self.headers

@@ -19,6 +19,8 @@ pub use wait::wait_until;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -455,5 +457,50 @@ impl Client {
 
     pub fn read(&mut self, head_only: bool) -> Response {
         read_response(&mut self.reader, head_only).expect("read response")
+    }
+}
+
+/// Make `fd` the child's fd 3 (without FD_CLOEXEC), as the service manager hands a socket over.
+pub fn pass_as_fd3(cmd: &mut Command, fd: i32) {
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) run between fork and exec, on descriptors
+    // that are open in the parent (`fd`) or that dup2 creates (3); no memory is allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                if libc::fcntl(3, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) != 3 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Start vcache on the test's own listening socket as fd 3 (LISTEN_PID set by the shell to its own pid,
+/// which `exec` gives to vcache).
+pub fn spawn_on_socket(dir: &Path, config: &Path, listener: &TcpListener, tag: &str) -> Daemon {
+    let port = listener.local_addr().unwrap().port();
+    let log_path = dir.join(format!("vcache-{tag}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve --config \"$1\"")
+        .arg(vcache_bin())
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    pass_as_fd3(&mut cmd, listener.as_raw_fd());
+    let child = cmd.spawn().expect("spawn vcache on fd 3");
+    Daemon {
+        child: Some(child),
+        port,
+        dir: dir.to_path_buf(),
+        config_path: config.to_path_buf(),
+        log_path,
     }
 }
