@@ -999,6 +999,21 @@ impl StorePaths {
                 mpath.display()
             ));
         }
+        let pattern = if kind_code == KIND_CODE_ORIGIN {
+            WritePattern::Blocks
+        } else {
+            WritePattern::Runs
+        };
+        // An existing data file is locked before its metadata is read: in a restart the old process
+        // writes its last records while it still holds the lock, so reading first could trust a record
+        // the old process is about to supersede.
+        let existing = if data_exists {
+            let d = data_file::open_existing(&dpath, len, pattern)
+                .map_err(|e| format!("data file {}: {e}", dpath.display()))?;
+            Some(d)
+        } else {
+            None
+        };
         let meta = MetaFile::open(&mpath, true)
             .map_err(|e| format!("cannot open metadata {}: {e}", mpath.display()))?;
         // After a failed data sync, fast records may claim bytes the kernel dropped: trust none.
@@ -1071,13 +1086,8 @@ impl StorePaths {
                 (Some(recovered), slot, seq)
             }
         };
-        let pattern = if kind_code == KIND_CODE_ORIGIN {
-            WritePattern::Blocks
-        } else {
-            WritePattern::Runs
-        };
-        let data = if data_exists {
-            data_file::open_existing(&dpath, len, pattern)
+        let data = if let Some(d) = existing {
+            Ok(d)
         } else {
             // Creation, step 2: the data file, fully allocated.
             let r = data_file::create(&dpath, len, pattern);
