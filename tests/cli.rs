@@ -47,3 +47,119 @@ fn check_piped_into_a_reader_that_closes_early_ends_cleanly() {
         done.status
     );
 }
+
+/// Runs `vcache ARGS` and returns (exit code, stdout, stderr).
+fn vcache(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(vcache_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vcache");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_and_version_follow_the_usual_conventions() {
+    let (code, help, _) = vcache(&["--help"]);
+    assert_eq!(code, Some(0), "{help}");
+    for word in ["serve", "check", "index", "RUST_LOG", "--version"] {
+        assert!(help.contains(word), "--help lacks {word}: {help}");
+    }
+    assert!(!help.contains("man "), "the man command is hidden: {help}");
+    let want = format!("vcache {}\n", env!("CARGO_PKG_VERSION"));
+    for flag in ["--version", "-V", "version"] {
+        assert_eq!(vcache(&[flag]).1, want, "{flag}");
+    }
+    for sub in ["serve", "check"] {
+        let (code, text, err) = vcache(&[sub, "--help"]);
+        assert_eq!(code, Some(0), "{sub} --help: {err}");
+        assert!(text.contains("--config <FILE>"), "{sub} --help: {text}");
+    }
+    let (code, text, _) = vcache(&["index", "--help"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        text.contains("--fps <N>") && text.contains("<FILE>"),
+        "{text}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_say_what_was_wrong() {
+    let (code, out, err) = vcache(&[]);
+    assert_eq!(code, Some(2));
+    assert!(out.is_empty() && err.contains("Usage: vcache"), "{err}");
+    let cases: [(&[&str], &str); 6] = [
+        (&["bogus"], "unrecognized subcommand 'bogus'"),
+        (&["serve", "extra"], "unexpected argument 'extra'"),
+        (
+            &["check", "--config"],
+            "a value is required for '--config <FILE>'",
+        ),
+        (&["index"], "<FILE>"),
+        (&["index", "a.ts", "--fps", "0"], "from 1 to 1000"),
+        (
+            &["index", "a.ts", "--fps", "25", "--fps", "30"],
+            "cannot be used multiple times",
+        ),
+    ];
+    for (args, message) in cases {
+        let (code, out, err) = vcache(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn config_flag_spellings_all_work() {
+    let dir = TestDir::new("cli-flags");
+    let path = dir.join("vcache.toml");
+    std::fs::write(
+        &path,
+        "[server]\ndata_dir = \"data\"\nwrite_token = \"t\"\n\n[[video]]\nid = \"one\"\nkind = \"upload\"\nsize = 10\n",
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    let joined = format!("--config={path}");
+    for args in [
+        vec!["check", "--config", path],
+        vec!["check", "-c", path],
+        vec!["check", &joined],
+    ] {
+        let (code, out, err) = vcache(&args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(
+            out.contains("  1 video:\n"),
+            "{args:?}: one video, singular: {out}"
+        );
+    }
+}
+
+#[test]
+fn the_man_page_comes_from_the_same_definition() {
+    let (code, page, err) = vcache(&["man"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(page.contains("\n.TH vcache 1 "), "{page}");
+    assert_eq!(page.matches(".ds Aq").count(), 2, "one preamble: {page}");
+    for part in [
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        ".SH \"VCACHE SERVE\"",
+        ".SH \"VCACHE CHECK\"",
+        ".SH \"VCACHE INDEX\"",
+        "\\-\\-config",
+        "\\-\\-fps",
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+    ] {
+        assert!(page.contains(part), "man page lacks {part}: {page}");
+    }
+    assert!(
+        !page.contains("vcache\\-serve(1)"),
+        "no pointers to pages that do not exist"
+    );
+}
