@@ -220,12 +220,31 @@ fn exit(r: Result<(), String>) -> ExitCode {
     }
 }
 
+/// The config at `path` (or the embedded default), its warnings logged; or, when it is refused,
+/// every error logged, one per line with its file, line and key.
 fn load_config(path: Option<&Path>) -> Result<config::Config, String> {
-    match path {
-        Some(p) => config::load(p).map_err(|e| format!("config refused: {e}")),
+    let loaded = match path {
+        Some(p) => config::load(p),
         None => {
             let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
-            config::try_embedded_default(&cwd).map_err(|e| format!("embedded default config: {e}"))
+            config::try_embedded_default(&cwd)
+        }
+    };
+    match loaded {
+        Ok(cfg) => {
+            for warning in &cfg.warnings {
+                log::warn!("{warning}");
+            }
+            Ok(cfg)
+        }
+        Err(errors) => {
+            for error in &errors.0 {
+                log::error!("{error}");
+            }
+            Err(format!(
+                "config refused: {} (see above)",
+                count(errors.0.len(), "error")
+            ))
         }
     }
 }
@@ -271,9 +290,7 @@ fn serve(path: Option<PathBuf>) -> Result<(), String> {
         cfg.server.sync
     );
     if path.is_none() {
-        log::warn!(
-            "embedded default config: the write token is \"change-me\"; use --config for anything real"
-        );
+        log::warn!("running on the embedded default config; use --config for anything real");
     }
     let server = event_loop::Server::new(cfg, path, store, problems, listener)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
