@@ -163,3 +163,92 @@ fn the_man_page_comes_from_the_same_definition() {
         "no pointers to pages that do not exist"
     );
 }
+
+#[test]
+fn the_example_config_checks_clean_on_a_fresh_clone() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/vcache.toml");
+    let (code, out, err) = vcache(&["check", "--config", example]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("  4 videos:\n") && !out.contains("PROBLEM"),
+        "{out}"
+    );
+    assert!(out.contains("movie (file, seek table): file "), "{out}");
+    // Its write token is the documented placeholder: a warning naming the file, line and key.
+    assert!(
+        err.contains(&format!(
+            "{example}:16: key `write_token`: the token is still the placeholder"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_reports_every_config_error_with_file_line_and_key() {
+    let dir = TestDir::new("cli-errors");
+    let path = dir.join("vcache.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"localhost\"\nsync = \"never\"\n\n[limits]\nmax_headers = 0\n\n\
+         [[video]]\nid = \"m\"\nkind = \"file\"\npath = \"missing.ts\"\n\n\
+         [[video]]\nid = \"o\"\nkind = \"origin\"\nurl = \"ftp://x/\"\nfill_block = 3\n",
+    )
+    .unwrap();
+    let (code, out, err) = vcache(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let shown = path.display();
+    for (line, key) in [
+        (2, "listen"),
+        (3, "sync"),
+        (6, "max_headers"),
+        (11, "path"),
+        (16, "url"),
+        (17, "fill_block"),
+    ] {
+        assert!(
+            err.contains(&format!("{shown}:{line}: key `{key}`: ")),
+            "{line} {key}: {err}"
+        );
+    }
+    assert!(err.contains("config refused: 6 errors"), "{err}");
+    // The shape errors (unknown keys, wrong types) are all reported too.
+    std::fs::write(
+        &path,
+        "[server]\nlisen = 1\nsync = 2\n[limits]\nmax_conections = 5\n",
+    )
+    .unwrap();
+    let (code, _, err) = vcache(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    for (line, key) in [(2, "lisen"), (3, "sync"), (5, "max_conections")] {
+        assert!(
+            err.contains(&format!("{shown}:{line}: key `{key}`: ")),
+            "{line} {key}: {err}"
+        );
+    }
+    assert!(err.contains("config refused: 3 errors"), "{err}");
+}
+
+#[test]
+fn serve_warns_about_a_placeholder_token_naming_file_and_line() {
+    let dir = TestDir::new("cli-placeholder");
+    let port = free_port();
+    let path = dir.join("vcache.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
+             read_token = \"change-me\"\nwrite_token = \"secret\"\n"
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start_with_config(&dir.path, &path, port);
+    assert!(d.stop(std::time::Duration::from_secs(10)).success());
+    let log = d.log();
+    assert!(
+        log.contains(&format!(
+            "{}:4: key `read_token`: the token is still the placeholder",
+            path.display()
+        )),
+        "{log}"
+    );
+}
