@@ -612,7 +612,11 @@ fn parse_shape(src: &Source<'_>) -> Result<RawConfig, ConfigErrors> {
         match toml::from_str::<RawConfig>(again) {
             Ok(_) => break,
             Err(e) => {
-                errors.push(src.toml_error(&e));
+                let error = src.toml_error(&e);
+                if errors.last() == Some(&error) {
+                    break; // blanking did not remove it: nothing more to learn
+                }
+                errors.push(error);
                 span = e.span();
             }
         }
@@ -632,12 +636,13 @@ fn blank_lines(text: &[u8], span: Range<usize>) -> Option<Vec<u8>> {
         .map_or(0, |i| i + 1);
     let mut end = span.end.max(span.start + 1).min(text.len());
     loop {
-        // Through the end of the line holding `end - 1`.
+        // Through the end of the line holding `last`, the last byte so far.
+        let last = end.saturating_sub(1);
         end = text
-            .get(end - 1..)?
+            .get(last..)?
             .iter()
             .position(|&b| b == b'\n')
-            .map_or(text.len(), |i| end - 1 + i);
+            .map_or(text.len(), |i| last + i);
         let lines = std::str::from_utf8(text.get(start..end)?).ok()?;
         if lines.lines().any(|line| is_table_header(line.trim_start())) {
             return None;
@@ -1009,6 +1014,12 @@ fn validate_limits(src: &Source<'_>, raw: &RawLimits, found: &mut Found) -> Limi
             *slot = n;
         }
     }
+    validate_size_limits(src, raw, &mut limits, found);
+    limits
+}
+
+/// The `[limits]` keys that are sizes, and that the request line fits in the head.
+fn validate_size_limits(src: &Source<'_>, raw: &RawLimits, limits: &mut Limits, found: &mut Found) {
     let ceiling = MAX_HEADER_BYTES_CEILING;
     if let Some(value) = &raw.max_header_bytes {
         let n = size_usize_in(src, value, "max_header_bytes", 1, ceiling);
@@ -1039,7 +1050,6 @@ fn validate_limits(src: &Source<'_>, raw: &RawLimits, found: &mut Found) -> Limi
             ),
         ));
     }
-    limits
 }
 
 /// `[A-Za-z0-9._-]{1,128}`, and not `.` or `..`: the one definition of a video id, for the config and

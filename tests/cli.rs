@@ -1,4 +1,6 @@
-//! The command-line subcommands as a shell uses them: output piped into a reader that stops early
+//! The command line as a shell uses it: `--help`, `--version`, usage errors (status 2), the
+//! `--config` spellings, the man page, `vcache check` on the shipped example and on a config with many
+//! errors, the placeholder-token warning, and output piped into a reader that stops early
 //! (`vcache check | head`).
 
 mod common;
