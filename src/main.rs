@@ -43,7 +43,7 @@ struct Cli {
 const ENVIRONMENT: &str = "\
 Environment:
   RUST_LOG          log filter (default: info), e.g. RUST_LOG=debug
-  VCACHE_SEND_PATH  sendfile | mmap: how payload leaves for the socket (default: mmap)
+  VCACHE_SEND_PATH  sendfile | mmap: how payload leaves for the socket (default: a write from the mapping)
   NOTIFY_SOCKET, LISTEN_FDS, LISTEN_PID, WATCHDOG_USEC  set by systemd (Type=notify, socket activation)";
 
 #[derive(Subcommand)]
