@@ -221,6 +221,9 @@ pub struct Config {
     pub source: String,
     pub server: ServerConfig,
     pub videos: Vec<VideoConfig>,
+    /// Problems that do not stop the config from loading (a token still set to `change-me`), each
+    /// with its file, line and key; `serve` and `check` log them.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Config {
@@ -255,9 +258,65 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every problem found in one config (at least one), in the order of the file's lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(error: ConfigError) -> Self {
+        ConfigErrors(vec![error])
+    }
+}
+
+/// One error per line (a single error renders exactly as [`ConfigError`] does).
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Most errors one config reports: past this many, the rest are most likely one mistake's echoes.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// A token value that must not reach production; a config holding it gets a warning.
+pub const PLACEHOLDER_TOKEN: &str = "change-me";
+
+/// The errors found so far while validating values: a bad value is recorded and validation goes
+/// on with its default in its place, so one run reports every bad key.
+#[derive(Default)]
+struct Found {
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
+}
+
+impl Found {
+    /// The value, or `default` after recording why the value was refused.
+    fn or<T>(&mut self, result: Result<T, ConfigError>, default: T) -> T {
+        self.ok(result).unwrap_or(default)
+    }
+
+    fn ok<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.errors.push(error);
+                None
+            }
+        }
+    }
+}
+
 /// Reads and parses a config file; relative paths in it resolve against its directory
 /// (made absolute, without touching the disk).
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let source = path.display().to_string();
     let file_error = |message: String| ConfigError {
         file: source.clone(),
@@ -273,7 +332,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
         return Err(file_error(format!(
             "larger than {MAX_CONFIG_FILE_BYTES} bytes; is this the right file?"
-        )));
+        ))
+        .into());
     }
     let text = String::from_utf8(bytes).map_err(|e| file_error(format!("not UTF-8 text: {e}")))?;
     let parent = match path.parent() {
@@ -298,7 +358,7 @@ pub fn embedded_default(base_dir: &Path) -> Config {
 }
 
 /// [`embedded_default`] without the (unreachable) panic.
-pub fn try_embedded_default(base_dir: &Path) -> Result<Config, ConfigError> {
+pub fn try_embedded_default(base_dir: &Path) -> Result<Config, ConfigErrors> {
     parse(EMBEDDED_DEFAULT, EMBEDDED_SOURCE, base_dir)
 }
 
@@ -362,7 +422,7 @@ struct RawConfig {
     video: Option<Vec<Sp<RawVideo>>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<Sp<String>>,
@@ -526,17 +586,124 @@ fn key_named_in(message: &str) -> Option<String> {
 }
 
 /// Parse from text; `source` is the name used in errors, `base_dir` resolves relative paths.
-pub fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+/// Reports every problem (up to [`MAX_REPORTED_ERRORS`]) in two passes, as a compiler does: first
+/// the file's shape (TOML syntax, unknown keys, value types), then — when the shape is right —
+/// every value (ranges, files, URLs, seek tables, duplicate ids), at most one error per key.
+pub fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let src = Source { text, name: source };
-    let raw: RawConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
-    let server = validate_server(&src, raw.server, raw.limits, base_dir)?;
-    let mut videos = Vec::new();
+    let raw = parse_shape(&src)?;
+    let mut found = Found::default();
+    let server = validate_server(&src, raw.server, raw.limits, base_dir, &mut found);
+    let videos = validate_videos(&src, raw.video.unwrap_or_default(), base_dir, &mut found);
+    if !found.errors.is_empty() {
+        found.errors.sort_by_key(|error| error.line); // stable: a video's own errors keep their order
+        found.errors.truncate(MAX_REPORTED_ERRORS);
+        return Err(ConfigErrors(found.errors));
+    }
+    Ok(Config {
+        source: source.to_string(),
+        server,
+        videos,
+        warnings: found.warnings,
+    })
+}
+
+/// The raw tables, or every shape error. serde stops at the first unknown key or wrong type; to
+/// find the next, the lines of the one found are blanked (spaces, so every offset and line number
+/// stays) and the text is parsed again. Blanking stops rather than guess when a problem has no
+/// span, spans a `[table]` header, or leaves text that is no longer TOML. A syntax error in the
+/// file itself is the only one reported (the TOML parser cannot go on past it).
+fn parse_shape(src: &Source<'_>) -> Result<RawConfig, ConfigErrors> {
+    let first = match toml::from_str::<RawConfig>(src.text) {
+        Ok(raw) => return Ok(raw),
+        Err(e) => e,
+    };
+    let mut errors = vec![src.toml_error(&first)];
+    if toml::from_str::<toml::Table>(src.text).is_err() {
+        return Err(ConfigErrors(errors));
+    }
+    let mut text = src.text.as_bytes().to_vec();
+    let mut span = first.span();
+    while errors.len() < MAX_REPORTED_ERRORS {
+        let Some(blanked) = span.and_then(|span| blank_lines(&text, span)) else {
+            break;
+        };
+        text = blanked;
+        let Ok(again) = std::str::from_utf8(&text) else {
+            break;
+        };
+        match toml::from_str::<RawConfig>(again) {
+            Ok(_) => break,
+            Err(e) => {
+                let error = src.toml_error(&e);
+                if errors.last() == Some(&error) {
+                    break; // blanking did not remove it: nothing more to learn
+                }
+                errors.push(error);
+                span = e.span();
+            }
+        }
+    }
+    Err(ConfigErrors(errors))
+}
+
+/// `text` with the lines of the key or value at `span` turned into spaces (newlines kept): the
+/// lines `span` touches, and as many after them as a multi-line value needs for the rest to be
+/// TOML again. None when that would blank a `[table]` header (its keys would move into another
+/// table) or nothing makes the rest TOML.
+fn blank_lines(text: &[u8], span: Range<usize>) -> Option<Vec<u8>> {
+    let start = text
+        .get(..span.start)?
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let mut end = span.end.max(span.start + 1).min(text.len());
+    loop {
+        // Through the end of the line holding `last`, the last byte so far.
+        let last = end.saturating_sub(1);
+        end = text
+            .get(last..)?
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text.len(), |i| last + i);
+        let lines = std::str::from_utf8(text.get(start..end)?).ok()?;
+        if lines.lines().any(|line| is_table_header(line.trim_start())) {
+            return None;
+        }
+        let mut blanked = text.to_vec();
+        for byte in blanked.get_mut(start..end)? {
+            if *byte != b'\n' {
+                *byte = b' ';
+            }
+        }
+        let rest_is_toml = std::str::from_utf8(&blanked)
+            .is_ok_and(|rest| toml::from_str::<toml::Table>(rest).is_ok());
+        if rest_is_toml {
+            return Some(blanked);
+        }
+        if end >= text.len() {
+            return None;
+        }
+        end = (end + 2).min(text.len()); // past the newline, into the next line
+    }
+}
+
+/// Each `[[video]]` checked; the ones without errors, in file order. Duplicate ids are errors.
+fn validate_videos(
+    src: &Source<'_>,
+    raw_videos: Vec<Sp<RawVideo>>,
+    base_dir: &Path,
+    found: &mut Found,
+) -> Vec<VideoConfig> {
+    let mut videos: Vec<VideoConfig> = Vec::new();
     let mut first_line_of_id: HashMap<String, usize> = HashMap::new();
-    for raw_video in raw.video.unwrap_or_default() {
-        let video = validate_video(&src, raw_video, base_dir)?;
+    for raw_video in raw_videos {
+        let Some(video) = validate_video(src, raw_video, base_dir, found) else {
+            continue;
+        };
         if let Some(first_line) = first_line_of_id.get(&video.id) {
-            return Err(ConfigError {
-                file: source.to_string(),
+            found.errors.push(ConfigError {
+                file: src.name.to_string(),
                 line: Some(video.line),
                 key: Some("id".to_string()),
                 message: format!(
@@ -545,15 +712,12 @@ pub fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Config, Config
                     video.id, first_line, video.line
                 ),
             });
+            continue;
         }
         first_line_of_id.insert(video.id.clone(), video.line);
         videos.push(video);
     }
-    Ok(Config {
-        source: source.to_string(),
-        server,
-        videos,
-    })
+    videos
 }
 
 /// An integer setting in `min..=max`.
@@ -675,92 +839,115 @@ fn token(
     Ok(text.clone())
 }
 
+/// A token setting, checked; a token still set to [`PLACEHOLDER_TOKEN`] is kept, with a warning.
+fn token_setting(
+    src: &Source<'_>,
+    value: Option<&Sp<String>>,
+    key: &str,
+    context: &str,
+    found: &mut Found,
+) -> Option<String> {
+    let value = value?;
+    let token = found.ok(token(src, value, key, context))?;
+    if token == PLACEHOLDER_TOKEN {
+        found.warnings.push(src.error(
+            value.span(),
+            key,
+            format!(
+                "{context}the token is still the placeholder \"{PLACEHOLDER_TOKEN}\": anyone who \
+                 has read the documentation can use it; set a secret (e.g. `openssl rand -hex 32`)"
+            ),
+        ));
+    }
+    Some(token)
+}
+
+fn listen_address(src: &Source<'_>, value: &Sp<String>) -> Result<SocketAddr, ConfigError> {
+    value.get_ref().parse::<SocketAddr>().map_err(|_| {
+        src.error(
+            value.span(),
+            "listen",
+            format!(
+                "`{}` is not an IP address and port such as \"127.0.0.1:8080\" or \
+                 \"[::]:8080\" (host names are not resolved)",
+                value.get_ref()
+            ),
+        )
+    })
+}
+
+fn sync_mode(src: &Source<'_>, value: &Sp<String>) -> Result<SyncMode, ConfigError> {
+    match value.get_ref().as_str() {
+        "interval" => Ok(SyncMode::Interval),
+        "always" => Ok(SyncMode::Always),
+        other => Err(src.error(
+            value.span(),
+            "sync",
+            format!("`{other}` is not a sync mode; use \"interval\" or \"always\""),
+        )),
+    }
+}
+
+/// `[server]` and `[limits]`: each key checked on its own; a refused value is recorded in `found`
+/// and its default used, so the rest are still checked.
 fn validate_server(
     src: &Source<'_>,
     raw: Option<RawServer>,
     raw_limits: Option<RawLimits>,
     base_dir: &Path,
-) -> Result<ServerConfig, ConfigError> {
-    let raw = raw.unwrap_or(RawServer {
-        listen: None,
-        data_dir: None,
-        write_token: None,
-        read_token: None,
-        sync: None,
-        checkpoint_interval_ms: None,
-        origin_connections: None,
-        origin_timeout_ms: None,
-        access_log: None,
-        access_log_format: None,
-    });
+    found: &mut Found,
+) -> ServerConfig {
+    let raw = raw.unwrap_or_default();
+    let default_listen = SocketAddr::from(([127, 0, 0, 1], 8080));
     let listen = match &raw.listen {
-        None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-        Some(value) => value.get_ref().parse::<SocketAddr>().map_err(|_| {
-            src.error(
-                value.span(),
-                "listen",
-                format!(
-                    "`{}` is not an IP address and port such as \"127.0.0.1:8080\" or \
-                     \"[::]:8080\" (host names are not resolved)",
-                    value.get_ref()
-                ),
-            )
-        })?,
+        None => default_listen,
+        Some(value) => found.or(listen_address(src, value), default_listen),
     };
     let data_dir = match &raw.data_dir {
-        None => base_dir.join("vcache-data"),
         Some(value) if value.get_ref().is_empty() => {
-            return Err(src.error(value.span(), "data_dir", "must not be empty"));
+            found
+                .errors
+                .push(src.error(value.span(), "data_dir", "must not be empty"));
+            base_dir.join("vcache-data")
         }
         Some(value) => base_dir.join(value.get_ref()),
+        None => base_dir.join("vcache-data"),
     };
-    let write_token = match &raw.write_token {
-        Some(value) => Some(token(src, value, "write_token", "")?),
-        None => None,
-    };
-    let read_token = match &raw.read_token {
-        Some(value) => Some(token(src, value, "read_token", "")?),
-        None => None,
-    };
+    let write_token = token_setting(src, raw.write_token.as_ref(), "write_token", "", found);
+    let read_token = token_setting(src, raw.read_token.as_ref(), "read_token", "", found);
     let sync = match &raw.sync {
         None => SyncMode::Interval,
-        Some(value) => match value.get_ref().as_str() {
-            "interval" => SyncMode::Interval,
-            "always" => SyncMode::Always,
-            other => {
-                return Err(src.error(
-                    value.span(),
-                    "sync",
-                    format!("`{other}` is not a sync mode; use \"interval\" or \"always\""),
-                ));
-            }
-        },
+        Some(value) => found.or(sync_mode(src, value), SyncMode::Interval),
     };
-    let checkpoint_interval_ms = match &raw.checkpoint_interval_ms {
-        None => 1000,
-        Some(value) => int_in(
-            src,
-            value,
-            "checkpoint_interval_ms",
-            "",
-            1,
-            MAX_CHECKPOINT_INTERVAL_MS,
-        )?,
+    let mut int = |value: &Option<Sp<i64>>, key: &str, max: u64, default: u64| match value {
+        None => default,
+        Some(value) => found.or(int_in(src, value, key, "", 1, max), default),
     };
+    let checkpoint_interval_ms = int(
+        &raw.checkpoint_interval_ms,
+        "checkpoint_interval_ms",
+        MAX_CHECKPOINT_INTERVAL_MS,
+        1000,
+    );
+    let origin_timeout_ms = int(
+        &raw.origin_timeout_ms,
+        "origin_timeout_ms",
+        MAX_TIMEOUT_MS,
+        10_000,
+    );
     let origin_connections = match &raw.origin_connections {
         None => 32,
-        Some(value) => usize_in(src, value, "origin_connections", 1, MAX_ORIGIN_CONNECTIONS)?,
+        Some(value) => found.or(
+            usize_in(src, value, "origin_connections", 1, MAX_ORIGIN_CONNECTIONS),
+            32,
+        ),
     };
-    let origin_timeout_ms = match &raw.origin_timeout_ms {
-        None => 10_000,
-        Some(value) => int_in(src, value, "origin_timeout_ms", "", 1, MAX_TIMEOUT_MS)?,
-    };
-    let (access_log, access_log_format) = access_log(src, &raw, base_dir)?;
+    let (access_log, access_log_format) = access_log(src, &raw, base_dir, found);
     let limits = match raw_limits {
         None => Limits::default(),
-        Some(raw_limits) => validate_limits(src, &raw_limits)?,
+        Some(raw_limits) => validate_limits(src, &raw_limits, found),
     };
-    Ok(ServerConfig {
+    ServerConfig {
         listen,
         data_dir,
         write_token,
@@ -772,26 +959,29 @@ fn validate_server(
         access_log,
         access_log_format,
         limits,
-    })
+    }
 }
 
-/// `access_log` ("off", "stderr" or a file path) and `access_log_format` ("combined" or "json").
+/// `access_log` ("off", "stderr" or a file path) and `access_log_format` ("combined" or "json"); a
+/// refused value is recorded in `found` and the default (off, combined) used.
 fn access_log(
     src: &Source<'_>,
     raw: &RawServer,
     base_dir: &Path,
-) -> Result<(AccessLogTarget, AccessLogFormat), ConfigError> {
+    found: &mut Found,
+) -> (AccessLogTarget, AccessLogFormat) {
     let target = match &raw.access_log {
         None => AccessLogTarget::Off,
         Some(value) => match value.get_ref().as_str() {
             "off" => AccessLogTarget::Off,
             "stderr" => AccessLogTarget::Stderr,
             "" => {
-                return Err(src.error(
+                found.errors.push(src.error(
                     value.span(),
                     "access_log",
                     "must not be empty; use \"off\", \"stderr\" or a file path",
                 ));
+                AccessLogTarget::Off
             }
             path => AccessLogTarget::File(base_dir.join(path)),
         },
@@ -802,18 +992,19 @@ fn access_log(
             "combined" => AccessLogFormat::Combined,
             "json" => AccessLogFormat::Json,
             other => {
-                return Err(src.error(
+                found.errors.push(src.error(
                     value.span(),
                     "access_log_format",
                     format!("`{other}` is not an access log format; use \"combined\" or \"json\""),
                 ));
+                AccessLogFormat::Combined
             }
         },
     };
-    Ok((target, format))
+    (target, format)
 }
 
-fn validate_limits(src: &Source<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> {
+fn validate_limits(src: &Source<'_>, raw: &RawLimits, found: &mut Found) -> Limits {
     let mut limits = Limits::default();
     let counts: [(&str, &Option<Sp<i64>>, &mut usize, usize); 5] = [
         (
@@ -849,8 +1040,11 @@ fn validate_limits(src: &Source<'_>, raw: &RawLimits) -> Result<Limits, ConfigEr
         ),
     ];
     for (key, value, slot, max) in counts {
-        if let Some(value) = value {
-            *slot = usize_in(src, value, key, 1, max)?;
+        if let Some(n) = value
+            .as_ref()
+            .and_then(|v| found.ok(usize_in(src, v, key, 1, max)))
+        {
+            *slot = n;
         }
     }
     let timeouts: [(&str, &Option<Sp<i64>>, &mut u64); 6] = [
@@ -882,20 +1076,31 @@ fn validate_limits(src: &Source<'_>, raw: &RawLimits) -> Result<Limits, ConfigEr
         ),
     ];
     for (key, value, slot) in timeouts {
-        if let Some(value) = value {
-            *slot = int_in(src, value, key, "", 1, MAX_TIMEOUT_MS)?;
+        if let Some(n) = value
+            .as_ref()
+            .and_then(|v| found.ok(int_in(src, v, key, "", 1, MAX_TIMEOUT_MS)))
+        {
+            *slot = n;
         }
     }
+    validate_size_limits(src, raw, &mut limits, found);
+    limits
+}
+
+/// The `[limits]` keys that are sizes, and that the request line fits in the head.
+fn validate_size_limits(src: &Source<'_>, raw: &RawLimits, limits: &mut Limits, found: &mut Found) {
+    let ceiling = MAX_HEADER_BYTES_CEILING;
     if let Some(value) = &raw.max_header_bytes {
-        limits.max_header_bytes =
-            size_usize_in(src, value, "max_header_bytes", 1, MAX_HEADER_BYTES_CEILING)?;
+        let n = size_usize_in(src, value, "max_header_bytes", 1, ceiling);
+        limits.max_header_bytes = found.or(n, limits.max_header_bytes);
     }
     if let Some(value) = &raw.max_request_line {
-        limits.max_request_line =
-            size_usize_in(src, value, "max_request_line", 1, MAX_HEADER_BYTES_CEILING)?;
+        let n = size_usize_in(src, value, "max_request_line", 1, ceiling);
+        limits.max_request_line = found.or(n, limits.max_request_line);
     }
     if let Some(value) = &raw.max_body_bytes {
-        limits.max_body_bytes = size_in(src, value, "max_body_bytes", "", 1, MAX_VIDEO_BYTES)?;
+        let n = size_in(src, value, "max_body_bytes", "", 1, MAX_VIDEO_BYTES);
+        limits.max_body_bytes = found.or(n, limits.max_body_bytes);
     }
     if limits.max_request_line > limits.max_header_bytes {
         // Point at whichever of the two was written; the request line is part of the head.
@@ -904,7 +1109,7 @@ fn validate_limits(src: &Source<'_>, raw: &RawLimits) -> Result<Limits, ConfigEr
             (None, Some(value)) => ("max_header_bytes", value.span()),
             (None, None) => ("max_request_line", 0..0),
         };
-        return Err(src.error(
+        found.errors.push(src.error(
             span,
             key,
             format!(
@@ -914,7 +1119,6 @@ fn validate_limits(src: &Source<'_>, raw: &RawLimits) -> Result<Limits, ConfigEr
             ),
         ));
     }
-    Ok(limits)
 }
 
 /// `[A-Za-z0-9._-]{1,128}`, and not `.` or `..`: the one definition of a video id, for the config and
@@ -988,8 +1192,8 @@ impl VideoTable<'_, '_> {
         )
     }
 
-    /// Refuse a key that belongs to other kinds.
-    fn check_kind_specific_keys(&self) -> Result<(), ConfigError> {
+    /// Refuse every key that belongs to other kinds.
+    fn check_kind_specific_keys(&self, found: &mut Found) {
         let raw = self.raw;
         let present_spans: [Option<Range<usize>>; 5] = [
             raw.path.as_ref().map(Spanned::span),
@@ -1003,7 +1207,7 @@ impl VideoTable<'_, '_> {
                 && !kinds.contains(&self.kind)
             {
                 let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
-                return Err(self.src.error(
+                found.errors.push(self.src.error(
                     span,
                     key,
                     format!(
@@ -1015,17 +1219,20 @@ impl VideoTable<'_, '_> {
                 ));
             }
         }
-        Ok(())
     }
 
     /// The kind's settings, and the video's length when it is known now (to check seek points
     /// against).
-    fn kind_settings(&self, base_dir: &Path) -> Result<(VideoKind, Option<u64>), ConfigError> {
+    fn kind_settings(
+        &self,
+        base_dir: &Path,
+        found: &mut Found,
+    ) -> Option<(VideoKind, Option<u64>)> {
         match self.kind {
-            Kind::File => self.file_settings(base_dir),
-            Kind::Upload => self.upload_settings(),
-            Kind::Live => self.live_settings(),
-            Kind::Origin => self.origin_settings(),
+            Kind::File => found.ok(self.file_settings(base_dir)),
+            Kind::Upload => found.ok(self.upload_settings()),
+            Kind::Live => found.ok(self.live_settings()),
+            Kind::Origin => self.origin_settings(found),
         }
     }
 
@@ -1067,50 +1274,59 @@ impl VideoTable<'_, '_> {
         Ok((VideoKind::Live { capacity }, None))
     }
 
-    fn origin_settings(&self) -> Result<(VideoKind, Option<u64>), ConfigError> {
+    /// The origin's settings; `url`, `fill_block` and `size` are each checked (refusals go to
+    /// `found`).
+    fn origin_settings(&self, found: &mut Found) -> Option<(VideoKind, Option<u64>)> {
         let (src, context) = (self.src, &self.context);
-        let value = self
+        let fill_block = match &self.raw.fill_block {
+            None => Some(DEFAULT_FILL_BLOCK),
+            Some(value) => found.ok(self.fill_block(value)),
+        };
+        let size = match &self.raw.size {
+            None => Some(None),
+            Some(value) => found
+                .ok(size_in(src, value, "size", context, 1, MAX_VIDEO_BYTES))
+                .map(Some),
+        };
+        let url = found.ok(self
             .raw
             .url
             .as_ref()
-            .ok_or_else(|| self.missing("url", "\"http://media.example/film.mp4\""))?;
-        let url = value.get_ref().clone();
-        let origin = parse_origin_url(&url)
-            .map_err(|why| src.error(value.span(), "url", format!("{context}{why}")))?;
-        let fill_block = match &self.raw.fill_block {
-            None => DEFAULT_FILL_BLOCK,
-            Some(value) => {
-                let block = size_in(
-                    src,
-                    value,
-                    "fill_block",
-                    context,
-                    MIN_FILL_BLOCK,
-                    MAX_FILL_BLOCK,
-                )?;
-                if !block.is_power_of_two() {
-                    return Err(src.error(
-                        value.span(),
-                        "fill_block",
-                        format!("{context}must be a power of two, got {block}"),
-                    ));
-                }
-                block
-            }
-        };
-        let size = match &self.raw.size {
-            None => None,
-            Some(value) => Some(size_in(src, value, "size", context, 1, MAX_VIDEO_BYTES)?),
-        };
+            .ok_or_else(|| self.missing("url", "\"http://media.example/film.mp4\"")));
+        let origin = url.and_then(|value| {
+            found.ok(parse_origin_url(value.get_ref())
+                .map_err(|why| src.error(value.span(), "url", format!("{context}{why}"))))
+        });
+        let (url, origin, fill_block, size) = (url?, origin?, fill_block?, size?);
         let kind = VideoKind::Origin {
-            url,
+            url: url.get_ref().clone(),
             host: origin.host,
             port: origin.port,
             path: origin.path,
             fill_block,
             size,
         };
-        Ok((kind, size))
+        Some((kind, size))
+    }
+
+    fn fill_block(&self, value: &Sp<toml::Value>) -> Result<u64, ConfigError> {
+        let (src, context) = (self.src, &self.context);
+        let block = size_in(
+            src,
+            value,
+            "fill_block",
+            context,
+            MIN_FILL_BLOCK,
+            MAX_FILL_BLOCK,
+        )?;
+        if !block.is_power_of_two() {
+            return Err(src.error(
+                value.span(),
+                "fill_block",
+                format!("{context}must be a power of two, got {block}"),
+            ));
+        }
+        Ok(block)
     }
 }
 
@@ -1141,33 +1357,20 @@ fn validate_video_id(
     Ok(id)
 }
 
+/// One `[[video]]`: every key checked (refusals go to `found`); the video if none was refused.
 fn validate_video(
     src: &Source<'_>,
     raw: Sp<RawVideo>,
     base_dir: &Path,
-) -> Result<VideoConfig, ConfigError> {
+    found: &mut Found,
+) -> Option<VideoConfig> {
     let table_span = raw.span();
     let line = src.line_of(table_span.start);
     let raw = raw.into_inner();
-    let id = validate_video_id(src, &raw, &table_span)?;
+    let id = found.ok(validate_video_id(src, &raw, &table_span))?;
     let context = format!("video `{id}`: ");
-    let Some(kind_value) = &raw.kind else {
-        return Err(src.error(
-            table_span,
-            "kind",
-            format!("{context}missing `kind`; use one of file, upload, live, origin"),
-        ));
-    };
-    let Some(kind) = Kind::parse(kind_value.get_ref()) else {
-        return Err(src.error(
-            kind_value.span(),
-            "kind",
-            format!(
-                "{context}unknown kind `{}`; use one of file, upload, live, origin",
-                kind_value.get_ref()
-            ),
-        ));
-    };
+    let kind = found.ok(video_kind(src, &raw, &table_span, &context))?;
+    let errors_before = found.errors.len();
     let table = VideoTable {
         src,
         raw: &raw,
@@ -1175,28 +1378,61 @@ fn validate_video(
         kind,
         context,
     };
-    table.check_kind_specific_keys()?;
-    let (kind, known_len) = table.kind_settings(base_dir)?;
+    table.check_kind_specific_keys(found);
+    let settings = table.kind_settings(base_dir, found);
     let context = table.context;
-    let content_type = match &raw.content_type {
-        None => None,
-        Some(value) => Some(validate_content_type(src, value, &context)?),
-    };
-    let write_token = match &raw.write_token {
-        None => None,
-        Some(value) => Some(token(src, value, "write_token", &context)?),
-    };
-    let seek = match raw.seek {
-        None => None,
-        Some(seek) => Some(validate_seek(src, seek, &context, known_len)?),
-    };
-    Ok(VideoConfig {
+    let content_type = raw
+        .content_type
+        .as_ref()
+        .and_then(|value| found.ok(validate_content_type(src, value, &context)));
+    let write_token = token_setting(
+        src,
+        raw.write_token.as_ref(),
+        "write_token",
+        &context,
+        found,
+    );
+    let known_len = settings.as_ref().and_then(|(_, len)| *len);
+    let seek = raw
+        .seek
+        .and_then(|seek| found.ok(validate_seek(src, seek, &context, known_len)));
+    let (kind, _) = settings?;
+    if found.errors.len() > errors_before {
+        return None;
+    }
+    Some(VideoConfig {
         id,
         kind,
         content_type,
         write_token,
         seek,
         line,
+    })
+}
+
+/// The `kind` of a `[[video]]` table, checked.
+fn video_kind(
+    src: &Source<'_>,
+    raw: &RawVideo,
+    table_span: &Range<usize>,
+    context: &str,
+) -> Result<Kind, ConfigError> {
+    let Some(kind_value) = &raw.kind else {
+        return Err(src.error(
+            table_span.clone(),
+            "kind",
+            format!("{context}missing `kind`; use one of file, upload, live, origin"),
+        ));
+    };
+    Kind::parse(kind_value.get_ref()).ok_or_else(|| {
+        src.error(
+            kind_value.span(),
+            "kind",
+            format!(
+                "{context}unknown kind `{}`; use one of file, upload, live, origin",
+                kind_value.get_ref()
+            ),
+        )
     })
 }
 
@@ -1536,10 +1772,20 @@ mod tests {
         parse_err_in(text, base(), line, key)
     }
 
+    /// Parses, expects an error at `line` naming `key` among those reported, and checks how it
+    /// renders.
     fn parse_err_in(text: &str, base_dir: &Path, line: usize, key: &str) -> ConfigError {
-        let error = match parse(text, "vcache.toml", base_dir) {
+        let errors = match parse(text, "vcache.toml", base_dir) {
             Ok(config) => panic!("expected an error, got {config:?}"),
             Err(e) => e,
+        };
+        let Some(error) = errors
+            .0
+            .iter()
+            .find(|e| e.line == Some(line) && e.key.as_deref() == Some(key))
+            .cloned()
+        else {
+            panic!("no error at line {line} naming `{key}` in:\n{errors}");
         };
         let rendered = error.to_string();
         assert_eq!(error.line, Some(line), "wrong line in: {rendered}");
@@ -1677,8 +1923,8 @@ mod tests {
 
     #[test]
     fn example_config_parses_with_its_movie_present() {
-        let dir = temp_dir("example");
-        make_file(&dir, "movies/movie.ts", 3_000_000);
+        // The example ships its movie (config/movies/movie.ts), so it parses where it lies.
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/config"));
         let text = include_str!("../config/vcache.toml");
         let config = parse(text, "vcache.toml", &dir).unwrap();
         assert_eq!(config.server.data_dir, dir.join("vcache-data"));
@@ -1690,7 +1936,13 @@ mod tests {
             }
         );
         let seek = movie.seek.as_ref().unwrap();
-        assert_eq!(seek.offset_of_str("00:00:10:00", None), Ok(2_400_000));
+        assert_eq!(seek.offset_of_str("00:00:02:10", None), Ok(18_236));
+        assert!(
+            config
+                .warnings
+                .iter()
+                .all(|w| w.message.contains("change-me"))
+        );
         let kinds: Vec<&str> = config.videos.iter().map(VideoConfig::kind_name).collect();
         assert!(
             ["file", "upload", "live", "origin"]
@@ -1699,10 +1951,12 @@ mod tests {
         );
         // Without the movie the same file is refused, naming the path.
         let empty = temp_dir("example-missing");
-        let error = parse(text, "vcache.toml", &empty).unwrap_err();
+        let errors = parse(text, "vcache.toml", &empty).unwrap_err();
+        let [error] = errors.0.as_slice() else {
+            panic!("one error: {errors}");
+        };
         assert_eq!(error.key.as_deref(), Some("path"));
         assert!(error.message.contains("movies/movie.ts"), "{error}");
-        std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&empty).unwrap();
     }
 
@@ -1849,11 +2103,127 @@ size = "10MiB"
 
     // ---- syntax, unknown keys, wrong types (toml's errors, with line and key)
 
+    /// Every error of a parse that must fail, as (line, key) pairs.
+    fn error_places(text: &str) -> Vec<(Option<usize>, Option<String>)> {
+        match parse(text, "vcache.toml", base()) {
+            Ok(config) => panic!("expected errors, got {config:?}"),
+            Err(errors) => errors.0.into_iter().map(|e| (e.line, e.key)).collect(),
+        }
+    }
+
+    fn at(line: usize, key: &str) -> (Option<usize>, Option<String>) {
+        (Some(line), Some(key.to_string()))
+    }
+
+    #[test]
+    fn every_shape_error_is_reported_with_its_line_and_key() {
+        let text = "[server]\nlisten = 8080\nbogus = 1\n\n[limits]\nmax_conections = 5\n\n\
+                    [[video]]\nid = \"a\"\nkind = \"upload\"\nsize = 1\nsizes = 2\n\
+                    [video.seek]\nfps = \"25\"\nbyte_rate = 1\n";
+        assert_eq!(
+            error_places(text),
+            [
+                at(2, "listen"),
+                at(3, "bogus"),
+                at(6, "max_conections"),
+                at(12, "sizes"),
+                at(14, "fps"),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_value_error_is_reported_once_the_shape_is_right() {
+        let text = "[server]\nlisten = \"nowhere\"\nsync = \"never\"\n\
+                    checkpoint_interval_ms = 0\nwrite_token = \"\"\n\
+                    [limits]\nmax_headers = 0\nread_wait_ms = -1\n\
+                    [[video]]\nid = \"o\"\nkind = \"origin\"\nurl = \"https://x/\"\n\
+                    fill_block = 5000\ncapacity = \"1MiB\"\n\
+                    [[video]]\nid = \"a b\"\nkind = \"upload\"\n\
+                    [[video]]\nid = \"u\"\nkind = \"upload\"\nsize = 0\ncontent_type = \"x\"\n\
+                    [[video]]\nid = \"u2\"\nkind = \"upload\"\nsize = 1\n\
+                    [[video]]\nid = \"u2\"\nkind = \"upload\"\nsize = 1\n";
+        assert_eq!(
+            error_places(text),
+            [
+                at(2, "listen"),
+                at(3, "sync"),
+                at(4, "checkpoint_interval_ms"),
+                at(5, "write_token"),
+                at(7, "max_headers"),
+                at(8, "read_wait_ms"),
+                at(12, "url"),
+                at(13, "fill_block"),
+                at(14, "capacity"),
+                at(16, "id"),
+                at(21, "size"),
+                at(22, "content_type"),
+                at(27, "id"),
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_are_capped() {
+        let mut text = String::from("[server]\n");
+        for i in 0..(MAX_REPORTED_ERRORS + 10) {
+            text.push_str(&format!("unknown_{i} = 1\n"));
+        }
+        assert_eq!(error_places(&text).len(), MAX_REPORTED_ERRORS);
+    }
+
+    #[test]
+    fn blanking_stops_at_a_table_header_instead_of_guessing() {
+        // `server` as a value of the wrong type spans its own line only; `[server]` defined as an
+        // array of tables is an error whose span holds a header, so nothing is guessed after it.
+        let errors = error_places("[[server]]\nlisten = 1\n[limits]\nbogus = 1\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let text = "[server]\nlisten = \"127.0.0.1:1\"\nbogus = [\n  1,\n  2,\n]\nother = 2\n";
+        assert_eq!(error_places(text), [at(3, "bogus"), at(7, "other")]);
+    }
+
+    #[test]
+    fn placeholder_tokens_load_with_a_warning_naming_line_and_key() {
+        let text = "[server]\nwrite_token = \"change-me\"\nread_token = \"change-me\"\n\n\
+                    [[video]]\nid = \"u\"\nkind = \"upload\"\nsize = 1\n\
+                    write_token = \"change-me\"\n";
+        let config = parse_ok(text);
+        let places: Vec<_> = config
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.key.clone()))
+            .collect();
+        assert_eq!(
+            places,
+            [
+                at(2, "write_token"),
+                at(3, "read_token"),
+                at(9, "write_token")
+            ]
+        );
+        let rendered = config.warnings[0].to_string();
+        assert!(
+            rendered.starts_with("vcache.toml:2: key `write_token`: ")
+                && rendered.contains("change-me"),
+            "{rendered}"
+        );
+        assert!(
+            config.warnings[2].message.contains("video `u`"),
+            "{}",
+            config.warnings[2]
+        );
+        let secret = parse_ok("[server]\nwrite_token = \"s3cret\"\n");
+        assert!(secret.warnings.is_empty());
+        let embedded = try_embedded_default(base()).unwrap();
+        assert_eq!(embedded.warnings.len(), 1, "{:?}", embedded.warnings);
+    }
+
     #[test]
     fn syntax_error_names_the_line() {
         let error =
             parse("[server]\nlisten = \"127.0.0.1:80\n", "vcache.toml", base()).unwrap_err();
-        assert_eq!(error.line, Some(2));
+        assert_eq!(error.0.len(), 1, "{error}");
+        assert_eq!(error.0[0].line, Some(2));
         assert!(error.to_string().starts_with("vcache.toml:2:"), "{error}");
     }
 
@@ -2435,7 +2805,7 @@ size = "10MiB"
         assert_eq!(config.server.data_dir, dir.join("data"));
         std::fs::write(&path, "[server]\nbogus = 1\n").unwrap();
         let error = load(&path).unwrap_err();
-        assert_eq!(error.file, path.display().to_string());
+        assert_eq!(error.0[0].file, path.display().to_string());
         assert!(
             error
                 .to_string()
@@ -2443,10 +2813,10 @@ size = "10MiB"
             "{error}"
         );
         let missing = load(&dir.join("absent.toml")).unwrap_err();
-        assert_eq!(missing.line, None);
+        assert_eq!(missing.0[0].line, None);
         assert!(missing.to_string().contains("absent.toml"), "{missing}");
         std::fs::write(&path, [0xff, 0xfe, b'\n']).unwrap();
-        assert!(load(&path).unwrap_err().message.contains("UTF-8"));
+        assert!(load(&path).unwrap_err().0[0].message.contains("UTF-8"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

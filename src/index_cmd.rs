@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{ErrorKind, Read};
+use std::path::Path;
 
 use crate::seek::{MAX_FPS, MAX_TIMECODE_HOURS};
 use crate::tsindex::{Keyframe, PTS_CLOCK_HZ, PTS_MODULUS, TsIndexer};
@@ -14,8 +15,6 @@ const INDEX_READ_CHUNK_BYTES: usize = 1 << 20;
 /// Bytes fed per call by `detect_fps`, so that it stops soon after enough samples.
 #[cfg(test)]
 const FPS_SCAN_CHUNK_BYTES: usize = 64 * 1024;
-
-const USAGE: &str = "usage: vcache index FILE [--fps N]";
 
 /// Follows PTS values (modulo 2^33) as a signed running count of ticks from the first one,
 /// taking each step as the shorter way round the 2^33 circle.
@@ -143,56 +142,21 @@ pub fn detect_fps(bytes: &[u8]) -> Option<u32> {
     fps_from_pts_samples(indexer.pts_samples())
 }
 
-fn parse_fps_argument(value: &str) -> Result<u32, String> {
+/// `--fps N` as the command line gives it: a whole number in `1..=MAX_FPS` (clap's value parser).
+pub fn parse_fps_argument(value: &str) -> Result<u32, String> {
     match value.parse::<u32>() {
         Ok(fps) if (1..=MAX_FPS).contains(&fps) => Ok(fps),
-        _ => Err(format!(
-            "vcache index: --fps must be a whole number from 1 to {MAX_FPS}, not {value:?}\n{USAGE}"
-        )),
+        _ => Err(format!("must be a whole number from 1 to {MAX_FPS}")),
     }
 }
 
-/// The CLI entry; `args` are those after `index`: `FILE [--fps N]` (also `--fps=N`; `--help`
-/// returns the usage). Reads the file in chunks through a `TsIndexer` and returns the
-/// `points_toml` text; without `--fps` the frame rate is detected. Errors name the file.
-pub fn run(args: &[String]) -> Result<String, String> {
-    let mut path: Option<&str> = None;
-    let mut fps: Option<u32> = None;
-    let mut arguments = args.iter();
-    while let Some(argument) = arguments.next() {
-        let fps_value = if argument == "--fps" {
-            Some(
-                arguments
-                    .next()
-                    .ok_or_else(|| format!("vcache index: --fps needs a value\n{USAGE}"))?
-                    .as_str(),
-            )
-        } else {
-            argument.strip_prefix("--fps=")
-        };
-        if let Some(value) = fps_value {
-            if fps.is_some() {
-                return Err(format!("vcache index: --fps given twice\n{USAGE}"));
-            }
-            fps = Some(parse_fps_argument(value)?);
-        } else if argument == "--help" || argument == "-h" {
-            return Ok(format!("{USAGE}\n"));
-        } else if argument.starts_with('-') {
-            return Err(format!(
-                "vcache index: unknown option {argument:?}\n{USAGE}"
-            ));
-        } else if let Some(first) = path {
-            return Err(format!(
-                "vcache index: one FILE only (got {first:?} and {argument:?})\n{USAGE}"
-            ));
-        } else {
-            path = Some(argument);
-        }
-    }
-    let path = path.ok_or_else(|| format!("vcache index: no FILE given\n{USAGE}"))?;
-
+/// `vcache index FILE [--fps N]` (the command line is parsed in `main`). Reads the file in chunks
+/// through a `TsIndexer` and returns the `points_toml` text; without `fps` the frame rate is
+/// detected. Errors start with "vcache index:" and name the file.
+pub fn run(path: &Path, fps: Option<u32>) -> Result<String, String> {
+    let name = path.display();
     let mut file =
-        File::open(path).map_err(|e| format!("vcache index: cannot open {path}: {e}"))?;
+        File::open(path).map_err(|e| format!("vcache index: cannot open {name}: {e}"))?;
     let mut indexer = TsIndexer::sampling_pts(0);
     let mut keyframes = Vec::new();
     let mut buffer = vec![0u8; INDEX_READ_CHUNK_BYTES];
@@ -201,7 +165,7 @@ pub fn run(args: &[String]) -> Result<String, String> {
             Ok(0) => break,
             Ok(read) => read,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("vcache index: cannot read {path}: {e}")),
+            Err(e) => return Err(format!("vcache index: cannot read {name}: {e}")),
         };
         keyframes.extend(indexer.feed(buffer.get(..read).unwrap_or(&[])));
     }
@@ -209,17 +173,17 @@ pub fn run(args: &[String]) -> Result<String, String> {
 
     if indexer.packets_scanned() == 0 {
         return Err(format!(
-            "vcache index: {path} is not an MPEG-TS file (no 0x47 sync bytes 188 bytes apart)"
+            "vcache index: {name} is not an MPEG-TS file (no 0x47 sync bytes 188 bytes apart)"
         ));
     }
     if indexer.video_pid().is_none() {
         return Err(format!(
-            "vcache index: {path}: no MPEG-1/2/4, H.264 or HEVC video stream found in the PAT/PMT"
+            "vcache index: {name}: no MPEG-1/2/4, H.264 or HEVC video stream found in the PAT/PMT"
         ));
     }
     if keyframes.is_empty() {
         return Err(format!(
-            "vcache index: {path}: no keyframes found on video PID {} (no random access \
+            "vcache index: {name}: no keyframes found on video PID {} (no random access \
              indicators, IDR or IRAP pictures with a PTS)",
             indexer.video_pid().unwrap_or_default()
         ));
@@ -227,7 +191,7 @@ pub fn run(args: &[String]) -> Result<String, String> {
     let fps = match fps {
         Some(fps) => fps,
         None => fps_from_pts_samples(indexer.pts_samples()).ok_or_else(|| {
-            format!("vcache index: {path}: cannot detect the frame rate; pass --fps N")
+            format!("vcache index: {name}: cannot detect the frame rate; pass --fps N")
         })?,
     };
     Ok(points_toml(&keyframes, fps))
@@ -406,56 +370,45 @@ mod tests {
         path.to_string_lossy().into_owned()
     }
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    fn run_on(path: &str, fps: Option<u32>) -> Result<String, String> {
+        run(Path::new(path), fps)
     }
 
     #[test]
     fn index_command_prints_points_with_detected_or_given_fps() {
         let (bytes, expected) = h264_stream(12, 126_000);
         let path = temp_file("ok.ts", &bytes);
-        let detected = run(&args(&[&path])).unwrap();
+        let detected = run_on(&path, None).unwrap();
         let want = |fps: u32| points_toml(&expected, fps);
         assert_eq!(detected, want(25));
         assert!(detected.contains(&format!("[\"00:00:00:05\", {}]", expected[1].offset)));
-        assert_eq!(run(&args(&[&path, "--fps", "50"])).unwrap(), want(50));
-        assert_eq!(run(&args(&["--fps=30", &path])).unwrap(), want(30));
+        assert_eq!(run_on(&path, Some(50)).unwrap(), want(50));
+        assert_eq!(run_on(&path, Some(30)).unwrap(), want(30));
         std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
-    fn index_command_rejects_bad_arguments() {
-        let cases: [(&[&str], &str); 9] = [
-            (&[], "no FILE"),
-            (&["a.ts", "b.ts"], "one FILE only"),
-            (&["a.ts", "--fps"], "needs a value"),
-            (&["a.ts", "--fps", "0"], "from 1 to 1000"),
-            (&["a.ts", "--fps", "1001"], "from 1 to 1000"),
-            (&["a.ts", "--fps", "25fps"], "from 1 to 1000"),
-            (&["a.ts", "--fps=-1"], "from 1 to 1000"),
-            (&["a.ts", "--fps", "25", "--fps", "30"], "twice"),
-            (&["a.ts", "--verbose"], "unknown option"),
-        ];
-        for (list, message) in cases {
-            let error = run(&args(list)).unwrap_err();
-            assert!(error.contains(message), "{list:?}: {error}");
-            assert!(error.contains(USAGE), "{list:?}: {error}");
+    fn fps_argument_is_a_whole_number_in_range() {
+        assert_eq!(parse_fps_argument("25"), Ok(25));
+        assert_eq!(parse_fps_argument("1000"), Ok(1000));
+        for bad in ["0", "1001", "25fps", "-1", ""] {
+            let error = parse_fps_argument(bad).unwrap_err();
+            assert!(error.contains("from 1 to 1000"), "{bad:?}: {error}");
         }
-        assert_eq!(run(&args(&["--help"])).unwrap(), format!("{USAGE}\n"));
     }
 
     #[test]
     fn index_command_errors_name_the_file() {
         let missing = std::env::temp_dir().join("tsindex-no-such-file.ts");
         let missing = missing.to_string_lossy().into_owned();
-        let error = run(&args(&[&missing])).unwrap_err();
+        let error = run_on(&missing, None).unwrap_err();
         assert!(
             error.contains(&missing) && error.contains("cannot open"),
             "{error}"
         );
 
         let not_ts = temp_file("text.ts", b"hello, this is not a transport stream\n");
-        let error = run(&args(&[&not_ts])).unwrap_err();
+        let error = run_on(&not_ts, None).unwrap_err();
         assert!(
             error.contains(&not_ts) && error.contains("not an MPEG-TS"),
             "{error}"
@@ -465,7 +418,7 @@ mod tests {
         writer.psi(0, &pat_section(&[(1, PMT_PID)]));
         writer.psi(PMT_PID, &pmt_section(&[(STREAM_TYPE_AAC, AUDIO_PID)], &[]));
         let audio = temp_file("audio.ts", &writer.bytes);
-        let error = run(&args(&[&audio])).unwrap_err();
+        let error = run_on(&audio, None).unwrap_err();
         assert!(
             error.contains(&audio) && error.contains("no MPEG-1/2/4"),
             "{error}"
@@ -476,7 +429,7 @@ mod tests {
         writer.frame(0, false, &h264_non_idr());
         writer.frame(3600, false, &h264_non_idr());
         let no_keys = temp_file("nokeys.ts", &writer.bytes);
-        let error = run(&args(&[&no_keys])).unwrap_err();
+        let error = run_on(&no_keys, None).unwrap_err();
         assert!(
             error.contains(&no_keys) && error.contains("no keyframes"),
             "{error}"
@@ -486,12 +439,12 @@ mod tests {
         writer.tables(STREAM_TYPE_H264);
         writer.frame(0, true, &h264_idr());
         let one_frame = temp_file("oneframe.ts", &writer.bytes);
-        let error = run(&args(&[&one_frame])).unwrap_err();
+        let error = run_on(&one_frame, None).unwrap_err();
         assert!(
             error.contains(&one_frame) && error.contains("--fps"),
             "{error}"
         );
-        assert!(run(&args(&[&one_frame, "--fps", "25"])).is_ok());
+        assert!(run_on(&one_frame, Some(25)).is_ok());
 
         for path in [not_ts, audio, no_keys, one_frame] {
             std::fs::remove_file(path).unwrap();
