@@ -620,27 +620,36 @@ impl Conn {
         Step::Blocked
     }
 
-    fn step_body(&mut self, ctx: &mut Ctx<'_>) -> Step {
+    /// At shutdown a live publish has no end to wait for: what arrived is kept and committed, then
+    /// the connection closes. True when this body is such a publish.
+    fn publish_ended_by_shutdown(&mut self, ctx: &Ctx<'_>) -> bool {
         let State::Body(ing) = &mut self.state else {
-            return Step::Blocked;
+            return false;
         };
         let live = ctx
             .store
             .get(&ing.plan.video)
             .is_some_and(|v| v.ring().is_some());
-        if live && ctx.shutting_down {
-            // A live publish has no end to wait for: what arrived is kept and committed, then it
-            // closes.
-            ing.plan.keep_alive = false;
-            log::info!(
-                "{}: publish to {} ended by shutdown after {} bytes; they are committed",
-                self.peer,
-                ing.plan.video,
-                ing.cursor - ing.plan.start
-            );
+        if !(live && ctx.shutting_down) {
+            return false;
+        }
+        ing.plan.keep_alive = false;
+        log::info!(
+            "{}: publish to {} ended by shutdown after {} bytes; they are committed",
+            self.peer,
+            ing.plan.video,
+            ing.cursor - ing.plan.start
+        );
+        true
+    }
+
+    fn step_body(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        if self.publish_ended_by_shutdown(ctx) {
             return self.finish_body(ctx);
         }
-        let limits = &ctx.cfg.server.limits;
+        let State::Body(ing) = &mut self.state else {
+            return Step::Blocked;
+        };
         // 1. Framing (chunk-size lines, trailers) is parsed by the read half.
         let want = match self.reader.body_next() {
             Ok(BodyNext::Payload(want)) => want,
@@ -707,14 +716,23 @@ impl Conn {
                 return Step::Close;
             }
         };
+        self.body_received(ctx, got as u64)
+    }
+
+    /// `k` body bytes are in the mapping: advance, claim them at once and yield when the turn's
+    /// ingest budget is spent.
+    fn body_received(&mut self, ctx: &mut Ctx<'_>, k: u64) -> Step {
         let State::Body(ing) = &mut self.state else {
             return Step::Blocked;
         };
-        let k = got as u64;
+        assert!(
+            ing.cursor + k <= ing.plan.end,
+            "a body read stays inside its reservation"
+        );
         ing.cursor += k;
         ctx.metrics.bytes_ingested += k;
         self.reader.body_consumed(k);
-        self.deadline = ctx.now + ms(limits.body_timeout_ms);
+        self.deadline = ctx.now + ms(ctx.cfg.server.limits.body_timeout_ms);
         // Claim at once: readers (live followers) see the bytes in this loop turn.
         self.claim_progress(ctx);
         self.received_this_turn += k;
