@@ -15,7 +15,7 @@ use crate::http::range::{
     parse_content_range, parse_range_header, resolve_ranges,
 };
 use crate::http::request::{Method, RequestHead, query_param};
-use crate::http::response::{ResponseHead, json_string, simple_parts};
+use crate::http::response::{PROBLEM_JSON, ResponseHead, json_string, problem_body, simple_parts};
 use crate::metrics::Metrics;
 use crate::store::origin::Phase;
 use crate::store::{Availability, LiveRing, Store, Video, VideoProblem, WriteRefusal};
@@ -272,7 +272,8 @@ pub struct RouteCtx<'a> {
     pub open_connections: usize,
 }
 
-/// A small complete response.
+/// A small complete error response: an RFC 9457 problem details body (`application/problem+json`)
+/// whose `detail` is `message` (HEAD: the head only).
 pub fn error_plan(status: u16, message: &str, head_only: bool, keep_alive: bool) -> Plan {
     error_plan_with(status, message, head_only, keep_alive, &[])
 }
@@ -284,14 +285,11 @@ fn error_plan_with(
     keep_alive: bool,
     extra: &[(&'static str, String)],
 ) -> Plan {
-    let body = format!(
-        "{status} {}: {message}\n",
-        crate::http::response::reason_phrase(status)
-    );
+    let body = problem_body(status, message);
     Plan::small(
         simple_parts(
             status,
-            "text/plain; charset=utf-8",
+            PROBLEM_JSON,
             body.as_bytes(),
             head_only,
             keep_alive,

@@ -1367,6 +1367,52 @@ fn bad_writes_are_refused_and_leave_the_cache_untouched() {
     assert_eq!(std::fs::read(dir.join("m.ts")).unwrap(), file);
 }
 
+/// An error response's RFC 9457 problem details: its status and `detail`.
+fn problem(r: &Response) -> (u64, String) {
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("application/problem+json"),
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    let j = parse_json(&r.text());
+    assert_eq!(j.get("type").and_then(Json::as_str), Some("about:blank"));
+    let title = j.get("title").and_then(Json::as_str).unwrap_or("");
+    assert!(!title.is_empty(), "{}", r.text());
+    let status = j.get("status").and_then(Json::as_u64).unwrap_or(0);
+    assert_eq!(status, u64::from(r.status), "{}", r.text());
+    let detail = j.get("detail").and_then(Json::as_str).unwrap_or("");
+    (status, detail.to_string())
+}
+
+#[test]
+fn errors_are_problem_details_json() {
+    let (_dir, d, _) = file_daemon("problem", 100, 61, "", "");
+    let r = d.get("/videos/nope", &[]);
+    assert_eq!(r.status, 404);
+    assert_eq!(problem(&r), (404, "no video with id nope".to_string()));
+    let title = parse_json(&r.text());
+    assert_eq!(title.get("title").and_then(Json::as_str), Some("Not Found"));
+    let r = d.get("/videos/m", &[("Range", "bytes=500-")]);
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("Content-Range"), Some("bytes */100"));
+    let (_, detail) = problem(&r);
+    assert!(!detail.is_empty());
+    let r = put(&d, "m", None, Some("bytes 0-9/100"), &[1; 10]);
+    assert_eq!(r.status, 401);
+    assert!(r.header("WWW-Authenticate").is_some());
+    let (_, detail) = problem(&r);
+    assert!(detail.contains("Authorization: Bearer"), "{detail}");
+    // HEAD: the same head, no body.
+    let mut c = Client::connect(d.addr());
+    let r = ka(&mut c, "HEAD", "/videos/nope", &[]);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("Content-Type"), Some("application/problem+json"));
+    assert!(r.body.is_empty());
+    assert_eq!(ka(&mut c, "GET", "/healthz", &[]).status, 200);
+}
+
 // ---------------------------------------------------------------- listings
 
 #[test]
