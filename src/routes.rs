@@ -672,6 +672,7 @@ fn route_video(
     let keep_alive = head.keep_alive;
     let head_only = head.method == Method::Head;
     let respond = Decision::respond;
+    let allow = ctx.store.get(id).map_or(ALL_METHODS, video_allow);
     match (sub, head.method) {
         (None | Some("offset"), Method::Get | Method::Head) if !read_ok => {
             respond(unauthorized(head_only, keep_alive, "reading"))
@@ -679,16 +680,15 @@ fn route_video(
         (None, Method::Get | Method::Head) => serve_video(head, id, ctx),
         (None, Method::Put | Method::Post) => ingest(head, id, ctx),
         (None, Method::Delete) => delete(head, id, ctx),
-        (None, Method::Options) => respond(options(keep_alive)),
-        (None, _) => respond(method_not_allowed(
-            "GET, HEAD, PUT, POST, DELETE, OPTIONS",
-            head_only,
-            keep_alive,
-        )),
+        (None, Method::Options) => respond(options(allow, keep_alive)),
+        (None, _) => respond(method_not_allowed(allow, head_only, keep_alive)),
         (Some("offset"), Method::Get | Method::Head) => respond(offset_query(head, id, ctx)),
         (Some("offset"), _) => respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
         (Some("fill"), Method::Post) => fill(head, id, ctx),
-        (Some("fill"), _) => respond(method_not_allowed("POST", head_only, keep_alive)),
+        (Some("fill"), _) => {
+            let allow = ctx.store.get(id).map_or("POST", fill_allow);
+            respond(method_not_allowed(allow, head_only, keep_alive))
+        }
         (Some(other), _) => respond(error_plan(
             404,
             &format!("no resource {other} under video {id}"),
@@ -848,8 +848,30 @@ fn metrics_page(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
     Plan::small(parts, keep_alive)
 }
 
-fn options(keep_alive: bool) -> Plan {
-    let allow = [("Allow", "GET, HEAD, PUT, POST, DELETE, OPTIONS".to_string())];
+/// Every method `/videos/{id}` takes.
+const ALL_METHODS: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
+
+/// The methods `/videos/{id}` takes for this video: `file` videos are read-only, `origin` videos are
+/// written by their origin only (DELETE forgets what they hold).
+fn video_allow(video: &Video) -> &'static str {
+    match &video.body {
+        crate::store::Body::File { .. } => "GET, HEAD, OPTIONS",
+        crate::store::Body::Origin(_) => "GET, HEAD, DELETE, OPTIONS",
+        crate::store::Body::Upload(_) | crate::store::Body::Live(_) => ALL_METHODS,
+    }
+}
+
+/// The methods `/videos/{id}/fill` takes for this video: POST for an `origin` video, none otherwise
+/// (an empty `Allow`, RFC 9110 §10.2.1).
+fn fill_allow(video: &Video) -> &'static str {
+    match video.origin() {
+        Some(_) => "POST",
+        None => "",
+    }
+}
+
+fn options(allow: &str, keep_alive: bool) -> Plan {
+    let allow = [("Allow", allow.to_string())];
     Plan::small(
         simple_parts(204, "text/plain", b"", true, keep_alive, &allow),
         keep_alive,
@@ -857,9 +879,13 @@ fn options(keep_alive: bool) -> Plan {
 }
 
 fn method_not_allowed(allow: &str, head_only: bool, keep_alive: bool) -> Plan {
+    let why = match allow {
+        "" => "no method is allowed here for this video".to_string(),
+        _ => format!("allowed methods here: {allow}"),
+    };
     error_plan_with(
         405,
-        &format!("allowed methods here: {allow}"),
+        &why,
         head_only,
         keep_alive,
         &[("Allow", allow.to_string())],
@@ -1557,7 +1583,8 @@ fn fill(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
     let Some(o) = video.origin() else {
         let why =
             format!("video {id} is not an origin video; only those are filled from an origin");
-        return Decision::respond(error_plan(405, &why, false, keep_alive));
+        let allow = [("Allow", fill_allow(video).to_string())];
+        return Decision::respond(error_plan_with(405, &why, false, keep_alive, &allow));
     };
     let (first, last) = match (o.len(), head.range.as_deref()) {
         (None, _) => {
@@ -1967,9 +1994,9 @@ fn ingest(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         Ok(v) => v,
         Err(refusal) => return Decision::respond(refusal),
     };
+    let allow = [("Allow", video_allow(video).to_string())];
     if !video.is_writable() {
         let why = format!("video {id} is a read-only file video");
-        let allow = [("Allow", "GET, HEAD, OPTIONS".to_string())];
         return Decision::respond(error_plan_with(405, &why, false, false, &allow));
     }
     let framing = match (head.chunked, head.content_length) {
@@ -1994,7 +2021,13 @@ fn ingest(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
     let write = match (video.ring(), video.upload_slot()) {
         (Some(ring), _) => publish(head, id, ring, max),
         (None, Some(slot)) => slot_write(head, id, slot, framing),
-        (None, None) => Err(refuse_write_boxed(405, "this video does not take writes")),
+        (None, None) => Err(Box::new(Decision::respond(error_plan_with(
+            405,
+            &format!("video {id} does not take writes: its bytes come from its origin"),
+            false,
+            false,
+            &allow,
+        )))),
     };
     let (effect, exact) = match write {
         Ok(w) => w,
@@ -2141,7 +2174,7 @@ fn delete(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
     };
     if matches!(video.cfg.kind, VideoKind::File { .. }) {
         let why = format!("video {id} is a read-only file video");
-        let allow = [("Allow", "GET, HEAD, OPTIONS".to_string())];
+        let allow = [("Allow", video_allow(video).to_string())];
         return Decision::respond(error_plan_with(405, &why, false, keep_alive, &allow));
     }
     if let Err(refusal) = check_forget(video) {

@@ -1413,6 +1413,48 @@ fn errors_are_problem_details_json() {
     assert_eq!(ka(&mut c, "GET", "/healthz", &[]).status, 200);
 }
 
+#[test]
+fn every_405_says_what_the_path_allows() {
+    let (_dir, d, _) = file_daemon(
+        "allow405",
+        100,
+        67,
+        "",
+        "[[video]]\nid = \"s\"\nkind = \"upload\"\nsize = 64\n",
+    );
+    let auth = bearer(TOKEN);
+    // Warming is for origin videos only: on any other video the fill path takes no method.
+    for id in ["m", "s"] {
+        let path = format!("/videos/{id}/fill");
+        let r = request(d.addr(), "POST", &path, &[("Authorization", &auth)], b"");
+        assert_eq!(r.status, 405, "{id}: {}", r.text());
+        assert_eq!(r.header("Allow"), Some(""), "{id}");
+        assert_eq!(problem(&r).0, 405);
+        let r = request(d.addr(), "GET", &path, &[], b"");
+        assert_eq!((r.status, r.header("Allow")), (405, Some("")), "{id}");
+    }
+    // A file video is read-only: its 405s and OPTIONS agree.
+    let r = request(
+        d.addr(),
+        "DELETE",
+        "/videos/m",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.header("Allow")),
+        (405, Some("GET, HEAD, OPTIONS"))
+    );
+    let r = request(d.addr(), "OPTIONS", "/videos/m", &[], b"");
+    assert_eq!(
+        (r.status, r.header("Allow")),
+        (204, Some("GET, HEAD, OPTIONS"))
+    );
+    let r = request(d.addr(), "OPTIONS", "/videos/s", &[], b"");
+    let all = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
+    assert_eq!((r.status, r.header("Allow")), (204, Some(all)));
+}
+
 // ---------------------------------------------------------------- listings
 
 #[test]
