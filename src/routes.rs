@@ -109,6 +109,18 @@ pub struct IngestPlan {
     pub exact: bool,
 }
 
+/// A ranged PUT of bytes that are all present already: its body is read and compared with them, never
+/// written; 200 as for a write if every byte matches, else 409.
+#[derive(Debug)]
+pub struct VerifyPlan {
+    pub video: String,
+    pub start: u64,
+    pub end: u64,
+    pub framing: Framing,
+    pub expect_continue: bool,
+    pub keep_alive: bool,
+}
+
 /// What a request does to the store, as data: `route` decides it without changing anything, `apply`
 /// makes it happen once, and `release` undoes what a connection still holds when it is done.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +205,8 @@ impl WaitFor {
 pub enum Action {
     Respond(Plan),
     Ingest(IngestPlan),
+    /// A repeat of present bytes: compare its body with them (nothing is reserved or written).
+    Verify(VerifyPlan),
     /// The bytes the request needs are being written or fetched: wait, then route it again.
     WaitForBytes(WaitFor),
     /// Respond with `ok` once the claim is committed as the sync mode promises (or `durable` forces).
@@ -2072,7 +2086,8 @@ fn publish(
 }
 
 /// A write into an upload slot: bytes of a Content-Range (exactly), or an append. The reservation's
-/// remaining checks (other writes in flight, room in the presence map) are the store's.
+/// remaining checks (other writes in flight, room in the presence map) are the store's. `Err` is the
+/// decision instead of a reservation: a refusal, or a `Verify` of a range that is all present.
 fn slot_write(
     head: &RequestHead,
     id: &str,
@@ -2131,6 +2146,17 @@ fn slot_write(
         return Err(refuse_write_boxed(400, &why));
     }
     let start = cr.first;
+    if slot.holds(start, end) {
+        // A client retrying a write whose answer it lost: not a reservation but a comparison.
+        return Err(Box::new(Decision::act(Action::Verify(VerifyPlan {
+            video,
+            start,
+            end,
+            framing,
+            expect_continue: head.expect_continue,
+            keep_alive: head.keep_alive,
+        }))));
+    }
     if let Err(refusal) = slot.check_reserve(start, end) {
         return Err(refuse_write_boxed(
             refusal_status(&refusal),

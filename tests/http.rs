@@ -1455,6 +1455,70 @@ fn every_405_says_what_the_path_allows() {
     assert_eq!((r.status, r.header("Allow")), (204, Some(all)));
 }
 
+#[test]
+fn a_put_repeating_present_bytes_is_compared_not_written() {
+    let (_dir, d) = slots_daemon(
+        "repeat",
+        "",
+        "[[video]]\nid = \"s\"\nkind = \"upload\"\nsize = 200000\n",
+    );
+    let data = pseudo_random_bytes(150_000, 71);
+    let cr = "bytes 0-149999/200000";
+    let first = put(&d, "s", Some(TOKEN), Some(cr), &data);
+    assert_eq!(first.status, 200, "{}", first.text());
+    // The same bytes again (a retry after a lost answer): 200, the same answer as the write's.
+    let again = put(&d, "s", Some(TOKEN), Some(cr), &data);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.header("Content-Type"), Some("application/json"));
+    assert_eq!(again.text(), first.text());
+    // A part of them, chunked in odd pieces.
+    let part = &data[1000..71_000];
+    let mut req = format!(
+        "PUT /videos/s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Range: bytes 1000-70999/200000\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for piece in part.chunks(7001) {
+        req.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        req.extend_from_slice(piece);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let raw = raw_exchange(d.addr(), &req);
+    assert_eq!(raw_status(&raw), 200, "{}", String::from_utf8_lossy(&raw));
+    assert!(String::from_utf8_lossy(&raw).contains("\"written\":{\"start\":1000,\"end\":71000}"));
+    // Different bytes over present ones: 409 after the body, and nothing changes.
+    let mut other = data.clone();
+    other[120_000] ^= 1;
+    let r = put(&d, "s", Some(TOKEN), Some(cr), &other);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(
+        problem(&r),
+        (
+            409,
+            "the range is present with different content".to_string()
+        )
+    );
+    let mut chunked = req.clone();
+    let at = chunked.len() - 100;
+    chunked[at] ^= 1;
+    assert_eq!(raw_status(&raw_exchange(d.addr(), &chunked)), 409);
+    // A range only partly present is still a conflict.
+    let r = put(
+        &d,
+        "s",
+        Some(TOKEN),
+        Some("bytes 149990-150009/200000"),
+        &[0; 20],
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = d.get("/videos/s", &[("Range", "bytes=0-149999")]);
+    assert_eq!(r.status, 206);
+    assert!(r.body == data, "present bytes changed");
+    let e = video_entry(&d, "s");
+    assert_eq!(e.get("present_bytes").and_then(Json::as_u64), Some(150_000));
+}
+
 // ---------------------------------------------------------------- listings
 
 #[test]
