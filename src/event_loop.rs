@@ -45,9 +45,12 @@ const MAX_WAKE_ROUNDS: usize = 8;
 
 /// The answer to a connection past `limits.max_connections`, written once without reading its request.
 fn too_many_connections_response() -> String {
-    let body = "503: too many connections (limits.max_connections); try again\n";
+    let body = crate::http::response::problem_body(
+        503,
+        "too many connections (limits.max_connections); try again",
+    );
     format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\nContent-Length: {}\r\n\
          Retry-After: 1\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )

@@ -15,7 +15,7 @@ use crate::http::range::{
     parse_content_range, parse_range_header, resolve_ranges,
 };
 use crate::http::request::{Method, RequestHead, query_param};
-use crate::http::response::{ResponseHead, json_string, simple_parts};
+use crate::http::response::{PROBLEM_JSON, ResponseHead, json_string, problem_body, simple_parts};
 use crate::metrics::Metrics;
 use crate::store::origin::Phase;
 use crate::store::{Availability, LiveRing, Store, Video, VideoProblem, WriteRefusal};
@@ -109,6 +109,18 @@ pub struct IngestPlan {
     pub exact: bool,
 }
 
+/// A ranged PUT of bytes that are all present already: its body is read and compared with them, never
+/// written; 200 as for a write if every byte matches, else 409.
+#[derive(Debug)]
+pub struct VerifyPlan {
+    pub video: String,
+    pub start: u64,
+    pub end: u64,
+    pub framing: Framing,
+    pub expect_continue: bool,
+    pub keep_alive: bool,
+}
+
 /// What a request does to the store, as data: `route` decides it without changing anything, `apply`
 /// makes it happen once, and `release` undoes what a connection still holds when it is done.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +205,8 @@ impl WaitFor {
 pub enum Action {
     Respond(Plan),
     Ingest(IngestPlan),
+    /// A repeat of present bytes: compare its body with them (nothing is reserved or written).
+    Verify(VerifyPlan),
     /// The bytes the request needs are being written or fetched: wait, then route it again.
     WaitForBytes(WaitFor),
     /// Respond with `ok` once the claim is committed as the sync mode promises (or `durable` forces).
@@ -272,7 +286,8 @@ pub struct RouteCtx<'a> {
     pub open_connections: usize,
 }
 
-/// A small complete response.
+/// A small complete error response: an RFC 9457 problem details body (`application/problem+json`)
+/// whose `detail` is `message` (HEAD: the head only).
 pub fn error_plan(status: u16, message: &str, head_only: bool, keep_alive: bool) -> Plan {
     error_plan_with(status, message, head_only, keep_alive, &[])
 }
@@ -284,14 +299,11 @@ fn error_plan_with(
     keep_alive: bool,
     extra: &[(&'static str, String)],
 ) -> Plan {
-    let body = format!(
-        "{status} {}: {message}\n",
-        crate::http::response::reason_phrase(status)
-    );
+    let body = problem_body(status, message);
     Plan::small(
         simple_parts(
             status,
-            "text/plain; charset=utf-8",
+            PROBLEM_JSON,
             body.as_bytes(),
             head_only,
             keep_alive,
@@ -674,6 +686,7 @@ fn route_video(
     let keep_alive = head.keep_alive;
     let head_only = head.method == Method::Head;
     let respond = Decision::respond;
+    let allow = ctx.store.get(id).map_or(ALL_METHODS, video_allow);
     match (sub, head.method) {
         (None | Some("offset"), Method::Get | Method::Head) if !read_ok => {
             respond(unauthorized(head_only, keep_alive, "reading"))
@@ -681,16 +694,15 @@ fn route_video(
         (None, Method::Get | Method::Head) => serve_video(head, id, ctx),
         (None, Method::Put | Method::Post) => ingest(head, id, ctx),
         (None, Method::Delete) => delete(head, id, ctx),
-        (None, Method::Options) => respond(options(keep_alive)),
-        (None, _) => respond(method_not_allowed(
-            "GET, HEAD, PUT, POST, DELETE, OPTIONS",
-            head_only,
-            keep_alive,
-        )),
+        (None, Method::Options) => respond(options(allow, keep_alive)),
+        (None, _) => respond(method_not_allowed(allow, head_only, keep_alive)),
         (Some("offset"), Method::Get | Method::Head) => respond(offset_query(head, id, ctx)),
         (Some("offset"), _) => respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
         (Some("fill"), Method::Post) => fill(head, id, ctx),
-        (Some("fill"), _) => respond(method_not_allowed("POST", head_only, keep_alive)),
+        (Some("fill"), _) => {
+            let allow = ctx.store.get(id).map_or("POST", fill_allow);
+            respond(method_not_allowed(allow, head_only, keep_alive))
+        }
         (Some(other), _) => respond(error_plan(
             404,
             &format!("no resource {other} under video {id}"),
@@ -850,8 +862,30 @@ fn metrics_page(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
     Plan::small(parts, keep_alive)
 }
 
-fn options(keep_alive: bool) -> Plan {
-    let allow = [("Allow", "GET, HEAD, PUT, POST, DELETE, OPTIONS".to_string())];
+/// Every method `/videos/{id}` takes.
+const ALL_METHODS: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
+
+/// The methods `/videos/{id}` takes for this video: `file` videos are read-only, `origin` videos are
+/// written by their origin only (DELETE forgets what they hold).
+fn video_allow(video: &Video) -> &'static str {
+    match &video.body {
+        crate::store::Body::File { .. } => "GET, HEAD, OPTIONS",
+        crate::store::Body::Origin(_) => "GET, HEAD, DELETE, OPTIONS",
+        crate::store::Body::Upload(_) | crate::store::Body::Live(_) => ALL_METHODS,
+    }
+}
+
+/// The methods `/videos/{id}/fill` takes for this video: POST for an `origin` video, none otherwise
+/// (an empty `Allow`, RFC 9110 §10.2.1).
+fn fill_allow(video: &Video) -> &'static str {
+    match video.origin() {
+        Some(_) => "POST",
+        None => "",
+    }
+}
+
+fn options(allow: &str, keep_alive: bool) -> Plan {
+    let allow = [("Allow", allow.to_string())];
     Plan::small(
         simple_parts(204, "text/plain", b"", true, keep_alive, &allow),
         keep_alive,
@@ -859,9 +893,13 @@ fn options(keep_alive: bool) -> Plan {
 }
 
 fn method_not_allowed(allow: &str, head_only: bool, keep_alive: bool) -> Plan {
+    let why = match allow {
+        "" => "no method is allowed here for this video".to_string(),
+        _ => format!("allowed methods here: {allow}"),
+    };
     error_plan_with(
         405,
-        &format!("allowed methods here: {allow}"),
+        &why,
         head_only,
         keep_alive,
         &[("Allow", allow.to_string())],
@@ -1559,7 +1597,8 @@ fn fill(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
     let Some(o) = video.origin() else {
         let why =
             format!("video {id} is not an origin video; only those are filled from an origin");
-        return Decision::respond(error_plan(405, &why, false, keep_alive));
+        let allow = [("Allow", fill_allow(video).to_string())];
+        return Decision::respond(error_plan_with(405, &why, false, keep_alive, &allow));
     };
     let (first, last) = match (o.len(), head.range.as_deref()) {
         (None, _) => {
@@ -1969,9 +2008,9 @@ fn ingest(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         Ok(v) => v,
         Err(refusal) => return Decision::respond(refusal),
     };
+    let allow = [("Allow", video_allow(video).to_string())];
     if !video.is_writable() {
         let why = format!("video {id} is a read-only file video");
-        let allow = [("Allow", "GET, HEAD, OPTIONS".to_string())];
         return Decision::respond(error_plan_with(405, &why, false, false, &allow));
     }
     let framing = match (head.chunked, head.content_length) {
@@ -1996,7 +2035,13 @@ fn ingest(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
     let write = match (video.ring(), video.upload_slot()) {
         (Some(ring), _) => publish(head, id, ring, max),
         (None, Some(slot)) => slot_write(head, id, slot, framing),
-        (None, None) => Err(refuse_write_boxed(405, "this video does not take writes")),
+        (None, None) => Err(Box::new(Decision::respond(error_plan_with(
+            405,
+            &format!("video {id} does not take writes: its bytes come from its origin"),
+            false,
+            false,
+            &allow,
+        )))),
     };
     let (effect, exact) = match write {
         Ok(w) => w,
@@ -2041,7 +2086,8 @@ fn publish(
 }
 
 /// A write into an upload slot: bytes of a Content-Range (exactly), or an append. The reservation's
-/// remaining checks (other writes in flight, room in the presence map) are the store's.
+/// remaining checks (other writes in flight, room in the presence map) are the store's. `Err` is the
+/// decision instead of a reservation: a refusal, or a `Verify` of a range that is all present.
 fn slot_write(
     head: &RequestHead,
     id: &str,
@@ -2100,6 +2146,17 @@ fn slot_write(
         return Err(refuse_write_boxed(400, &why));
     }
     let start = cr.first;
+    if slot.holds(start, end) {
+        // A client retrying a write whose answer it lost: not a reservation but a comparison.
+        return Err(Box::new(Decision::act(Action::Verify(VerifyPlan {
+            video,
+            start,
+            end,
+            framing,
+            expect_continue: head.expect_continue,
+            keep_alive: head.keep_alive,
+        }))));
+    }
     if let Err(refusal) = slot.check_reserve(start, end) {
         return Err(refuse_write_boxed(
             refusal_status(&refusal),
@@ -2143,7 +2200,7 @@ fn delete(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
     };
     if matches!(video.cfg.kind, VideoKind::File { .. }) {
         let why = format!("video {id} is a read-only file video");
-        let allow = [("Allow", "GET, HEAD, OPTIONS".to_string())];
+        let allow = [("Allow", video_allow(video).to_string())];
         return Decision::respond(error_plan_with(405, &why, false, keep_alive, &allow));
     }
     if let Err(refusal) = check_forget(video) {

@@ -1367,6 +1367,158 @@ fn bad_writes_are_refused_and_leave_the_cache_untouched() {
     assert_eq!(std::fs::read(dir.join("m.ts")).unwrap(), file);
 }
 
+/// An error response's RFC 9457 problem details: its status and `detail`.
+fn problem(r: &Response) -> (u64, String) {
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("application/problem+json"),
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    let j = parse_json(&r.text());
+    assert_eq!(j.get("type").and_then(Json::as_str), Some("about:blank"));
+    let title = j.get("title").and_then(Json::as_str).unwrap_or("");
+    assert!(!title.is_empty(), "{}", r.text());
+    let status = j.get("status").and_then(Json::as_u64).unwrap_or(0);
+    assert_eq!(status, u64::from(r.status), "{}", r.text());
+    let detail = j.get("detail").and_then(Json::as_str).unwrap_or("");
+    (status, detail.to_string())
+}
+
+#[test]
+fn errors_are_problem_details_json() {
+    let (_dir, d, _) = file_daemon("problem", 100, 61, "", "");
+    let r = d.get("/videos/nope", &[]);
+    assert_eq!(r.status, 404);
+    assert_eq!(problem(&r), (404, "no video with id nope".to_string()));
+    let title = parse_json(&r.text());
+    assert_eq!(title.get("title").and_then(Json::as_str), Some("Not Found"));
+    let r = d.get("/videos/m", &[("Range", "bytes=500-")]);
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("Content-Range"), Some("bytes */100"));
+    let (_, detail) = problem(&r);
+    assert!(!detail.is_empty());
+    let r = put(&d, "m", None, Some("bytes 0-9/100"), &[1; 10]);
+    assert_eq!(r.status, 401);
+    assert!(r.header("WWW-Authenticate").is_some());
+    let (_, detail) = problem(&r);
+    assert!(detail.contains("Authorization: Bearer"), "{detail}");
+    // HEAD: the same head, no body.
+    let mut c = Client::connect(d.addr());
+    let r = ka(&mut c, "HEAD", "/videos/nope", &[]);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("Content-Type"), Some("application/problem+json"));
+    assert!(r.body.is_empty());
+    assert_eq!(ka(&mut c, "GET", "/healthz", &[]).status, 200);
+}
+
+#[test]
+fn every_405_says_what_the_path_allows() {
+    let (_dir, d, _) = file_daemon(
+        "allow405",
+        100,
+        67,
+        "",
+        "[[video]]\nid = \"s\"\nkind = \"upload\"\nsize = 64\n",
+    );
+    let auth = bearer(TOKEN);
+    // Warming is for origin videos only: on any other video the fill path takes no method.
+    for id in ["m", "s"] {
+        let path = format!("/videos/{id}/fill");
+        let r = request(d.addr(), "POST", &path, &[("Authorization", &auth)], b"");
+        assert_eq!(r.status, 405, "{id}: {}", r.text());
+        assert_eq!(r.header("Allow"), Some(""), "{id}");
+        assert_eq!(problem(&r).0, 405);
+        let r = request(d.addr(), "GET", &path, &[], b"");
+        assert_eq!((r.status, r.header("Allow")), (405, Some("")), "{id}");
+    }
+    // A file video is read-only: its 405s and OPTIONS agree.
+    let r = request(
+        d.addr(),
+        "DELETE",
+        "/videos/m",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.header("Allow")),
+        (405, Some("GET, HEAD, OPTIONS"))
+    );
+    let r = request(d.addr(), "OPTIONS", "/videos/m", &[], b"");
+    assert_eq!(
+        (r.status, r.header("Allow")),
+        (204, Some("GET, HEAD, OPTIONS"))
+    );
+    let r = request(d.addr(), "OPTIONS", "/videos/s", &[], b"");
+    let all = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
+    assert_eq!((r.status, r.header("Allow")), (204, Some(all)));
+}
+
+#[test]
+fn a_put_repeating_present_bytes_is_compared_not_written() {
+    let (_dir, d) = slots_daemon(
+        "repeat",
+        "",
+        "[[video]]\nid = \"s\"\nkind = \"upload\"\nsize = 200000\n",
+    );
+    let data = pseudo_random_bytes(150_000, 71);
+    let cr = "bytes 0-149999/200000";
+    let first = put(&d, "s", Some(TOKEN), Some(cr), &data);
+    assert_eq!(first.status, 200, "{}", first.text());
+    // The same bytes again (a retry after a lost answer): 200, the same answer as the write's.
+    let again = put(&d, "s", Some(TOKEN), Some(cr), &data);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.header("Content-Type"), Some("application/json"));
+    assert_eq!(again.text(), first.text());
+    // A part of them, chunked in odd pieces.
+    let part = &data[1000..71_000];
+    let mut req = format!(
+        "PUT /videos/s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Range: bytes 1000-70999/200000\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for piece in part.chunks(7001) {
+        req.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        req.extend_from_slice(piece);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let raw = raw_exchange(d.addr(), &req);
+    assert_eq!(raw_status(&raw), 200, "{}", String::from_utf8_lossy(&raw));
+    assert!(String::from_utf8_lossy(&raw).contains("\"written\":{\"start\":1000,\"end\":71000}"));
+    // Different bytes over present ones: 409 after the body, and nothing changes.
+    let mut other = data.clone();
+    other[120_000] ^= 1;
+    let r = put(&d, "s", Some(TOKEN), Some(cr), &other);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(
+        problem(&r),
+        (
+            409,
+            "the range is present with different content".to_string()
+        )
+    );
+    let mut chunked = req.clone();
+    let at = chunked.len() - 100;
+    chunked[at] ^= 1;
+    assert_eq!(raw_status(&raw_exchange(d.addr(), &chunked)), 409);
+    // A range only partly present is still a conflict.
+    let r = put(
+        &d,
+        "s",
+        Some(TOKEN),
+        Some("bytes 149990-150009/200000"),
+        &[0; 20],
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = d.get("/videos/s", &[("Range", "bytes=0-149999")]);
+    assert_eq!(r.status, 206);
+    assert!(r.body == data, "present bytes changed");
+    let e = video_entry(&d, "s");
+    assert_eq!(e.get("present_bytes").and_then(Json::as_u64), Some(150_000));
+}
+
 // ---------------------------------------------------------------- listings
 
 #[test]

@@ -21,6 +21,7 @@ use writer::{Stop, Writer, Wrote};
 
 pub mod access_log;
 mod reader;
+mod verify;
 mod writer;
 use crate::store::{Availability, IngestBlock, Store, VideoProblem};
 use access_log::{AccessLog, RequestRecord};
@@ -84,6 +85,8 @@ struct Ingest {
 enum State {
     Head,
     Body(Box<Ingest>),
+    /// Reading a repeat of present bytes and comparing it with them.
+    Verify(Box<verify::Verify>),
     /// Waiting until a claim is committed; then `ok` (or a 500) is sent.
     Commit {
         video: String,
@@ -203,6 +206,7 @@ impl Conn {
     pub fn uses_video(&self, id: &str) -> bool {
         match &self.state {
             State::Body(ing) => ing.plan.video == id,
+            State::Verify(ver) => ver.video() == id,
             State::Commit { video, .. } => video == id,
             State::Send { parts, .. } => parts
                 .iter()
@@ -371,6 +375,7 @@ impl Conn {
                 State::Closed => return Next::Close,
                 State::Head => self.step_head(ctx),
                 State::Body(_) => self.step_body(ctx),
+                State::Verify(_) => self.step_verify(ctx),
                 State::Commit { .. } => self.step_commit(ctx),
                 State::WaitBytes { .. } => self.step_wait_bytes(ctx),
                 State::Send { .. } => self.step_send(ctx),
@@ -468,6 +473,7 @@ impl Conn {
                 self.start_plan(plan);
             }
             Action::Ingest(plan) => self.start_ingest(plan, ctx),
+            Action::Verify(plan) => self.start_verify(plan, ctx),
             Action::WaitForBytes(wait) => {
                 let until = ctx.now + ms(limits.read_wait_ms);
                 self.deadline = until;

@@ -197,6 +197,19 @@ pub fn simple_parts(
     (head, body)
 }
 
+/// The media type of vcache's error bodies (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem details body for an error status: `type` about:blank, `title` the reason
+/// phrase, `status`, and `detail` the human explanation.
+pub fn problem_body(status: u16, detail: &str) -> String {
+    format!(
+        "{{\"type\":\"about:blank\",\"title\":{},\"status\":{status},\"detail\":{}}}\n",
+        json_string(reason_phrase(status)),
+        json_string(detail)
+    )
+}
+
 /// Escape a string for a JSON string literal (quotes included).
 pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -353,6 +366,14 @@ mod tests {
         let s = text(&out);
         assert!(s.contains("Content-Length: 0\r\n"));
         assert!(!s.contains("Content-Type"));
+    }
+
+    #[test]
+    fn problem_details() {
+        assert_eq!(
+            problem_body(404, "no video with id \"x\""),
+            "{\"type\":\"about:blank\",\"title\":\"Not Found\",\"status\":404,\"detail\":\"no video with id \\\"x\\\"\"}\n"
+        );
     }
 
     #[test]

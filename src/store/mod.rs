@@ -616,6 +616,16 @@ impl Slot {
         Ok(id)
     }
 
+    /// Is all of [start, end) present, in a video that takes writes now? A write of such a range is a
+    /// repeat, compared with these bytes rather than written (`routes::Action::Verify`).
+    pub fn holds(&self, start: u64, end: u64) -> bool {
+        self.commit.poisoned().is_none()
+            && !self.delete_pending
+            && start < end
+            && end <= self.data.len
+            && self.presence.run_end(start).is_some_and(|e| e >= end)
+    }
+
     /// Whether `reserve(start, end)` would be accepted, without reserving (routing decides with it).
     pub fn check_reserve(&self, start: u64, end: u64) -> Result<(), WriteRefusal> {
         if let Some(why) = self.commit.poisoned() {
