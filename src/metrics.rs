@@ -26,6 +26,8 @@ pub struct Metrics {
     pub request_duration: Histogram,
     /// From a durable commit's submission to its result.
     pub commit_duration: Histogram,
+    /// Origin-video responses by cache status: HIT, MISS, PARTIAL (the `X-Cache` they carried).
+    pub cache_responses: [u64; 3],
     /// Gauge: age of the oldest acknowledged write no durable record covers yet, in seconds
     /// (refreshed by the event loop).
     pub oldest_unsynced_ack_seconds: f64,
@@ -45,6 +47,8 @@ pub struct Gauges<'a> {
     pub unavailable: &'a [(&'a str, &'a str)],
     pub live_publishers: u64,
     pub live_followers: u64,
+    /// Origin fetches since start.
+    pub origin: crate::store::OriginTotals,
 }
 
 /// Upper bounds of the latency histogram buckets, in microseconds (the last bucket is +Inf).
@@ -129,6 +133,7 @@ impl Metrics {
              vcache_oldest_unsynced_ack_seconds {:.3}\n",
             self.oldest_unsynced_ack_seconds
         ));
+        self.render_origin(&mut s, g);
         render_gauges(&mut s, g);
         crate::metrics::process::render(&mut s);
         s
@@ -214,6 +219,53 @@ fn gauge(s: &mut String, name: &str, help: &str, value: u64) {
     s.push_str(&format!(
         "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
     ));
+}
+
+/// The `X-Cache` values counted in `vcache_cache_responses_total`.
+const CACHE_STATUSES: [&str; 3] = ["HIT", "MISS", "PARTIAL"];
+
+impl Metrics {
+    /// Count an origin-video response by its `X-Cache` status (other responses carry none).
+    pub fn note_cache_status(&mut self, status: Option<&str>) {
+        if let Some(i) = status.and_then(|st| CACHE_STATUSES.iter().position(|&c| c == st)) {
+            self.cache_responses[i] += 1;
+        }
+    }
+
+    fn render_origin(&self, s: &mut String, g: &Gauges<'_>) {
+        let o = g.origin;
+        for (name, help, value) in [
+            (
+                "vcache_origin_fetches_total",
+                "Origin block fetches whose body arrived whole.",
+                o.fetches,
+            ),
+            (
+                "vcache_origin_fetch_failures_total",
+                "Origin block fetches that failed (refused, reset, 5xx, malformed, short, timed out).",
+                o.failures,
+            ),
+            (
+                "vcache_origin_fetched_bytes_total",
+                "Body bytes read from origins into the cache.",
+                o.bytes,
+            ),
+        ] {
+            s.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            ));
+        }
+        s.push_str(
+            "# HELP vcache_cache_responses_total Origin-video responses by cache status (the X-Cache they \
+             carried): the hit ratio is hit / the sum.\n# TYPE vcache_cache_responses_total counter\n",
+        );
+        for (status, n) in CACHE_STATUSES.iter().zip(self.cache_responses) {
+            let label = status.to_ascii_lowercase();
+            s.push_str(&format!(
+                "vcache_cache_responses_total{{status=\"{label}\"}} {n}\n"
+            ));
+        }
+    }
 }
 
 fn render_gauges(s: &mut String, g: &Gauges<'_>) {

@@ -781,6 +781,7 @@ fn fail_job(store: &mut Store, wake: &mut Vec<Token>, f: Failure) {
         }
         v.byte_waiters.wake_all(wake);
     }
+    store.origin_totals.failures += 1;
 }
 
 /// The commit worker's answer for a video's files: the slot goes in (None), or why the fetches that
@@ -1107,9 +1108,12 @@ fn begin_body(
         if let Some(o) = v.origin_mut() {
             o.add_fetched(n);
         }
+        v.byte_waiters.wake_all(wake);
+        store.origin_totals.bytes += n;
+    } else {
+        // Readers of these bytes, and readers waiting to learn the length, route again now.
+        v.byte_waiters.wake_all(wake);
     }
-    // Readers of these bytes, and readers waiting to learn the length, route again now.
-    v.byte_waiters.wake_all(wake);
     c.state = OState::Body {
         job,
         reservation,
@@ -1173,6 +1177,7 @@ fn step_body(
                 o.add_fetched(n);
             }
             v.byte_waiters.wake_all(wake);
+            store.origin_totals.bytes += n;
             c.deadline = now + timeout;
             OStep::Progress
         }
@@ -1207,6 +1212,7 @@ fn finish_fetch(store: &mut Store, job: &Job, reservation: u64) {
     if let Some(o) = store.get_mut(&job.video).and_then(|v| v.origin_mut()) {
         o.fetch_done(job.block, reservation);
     }
+    store.origin_totals.fetches += 1;
 }
 
 #[cfg(test)]

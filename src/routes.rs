@@ -845,6 +845,7 @@ fn metrics_page(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
         live_followers += r.followers as u64;
     }
     let text = ctx.metrics.render(&crate::metrics::Gauges {
+        origin: ctx.store.origin_totals,
         open_connections: ctx.open_connections,
         videos: &videos,
         unavailable: &unavailable,

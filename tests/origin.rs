@@ -638,6 +638,21 @@ fn random_ranges_through_nginx_are_byte_exact_and_rereads_cost_the_origin_nothin
     assert!(r.body == data);
     check_ranges(&d, "v", &data, &ranges);
     assert_eq!(ng.settled_log().len(), log.len());
+
+    // The operator's view: every fetch and byte counted, no failure, hits and misses by X-Cache.
+    assert_eq!(d.metric("vcache_origin_fetched_bytes_total"), len);
+    assert_eq!(d.metric("vcache_origin_fetches_total"), log.len() as u64);
+    assert_eq!(d.metric("vcache_origin_fetch_failures_total"), 0);
+    let hits = d.metric("vcache_cache_responses_total{status=\"hit\"}");
+    let misses = d.metric("vcache_cache_responses_total{status=\"miss\"}");
+    let partial = d.metric("vcache_cache_responses_total{status=\"partial\"}");
+    assert!(hits >= 2 * ranges.len() as u64, "re-reads are hits: {hits}");
+    assert!(misses >= 1, "cold reads waited for the origin: {misses}");
+    assert_eq!(
+        hits + misses + partial,
+        3 * ranges.len() as u64 + 2,
+        "every origin response counted once"
+    );
 }
 
 #[test]

@@ -470,6 +470,7 @@ impl Conn {
         match action {
             Action::Respond(plan) => {
                 self.deadline = ctx.now + ms(limits.send_timeout_ms);
+                ctx.metrics.note_cache_status(plan.head.get("X-Cache"));
                 self.start_plan(plan);
             }
             Action::Ingest(plan) => self.start_ingest(plan, ctx),

@@ -1348,6 +1348,20 @@ pub struct Store {
     pub data_dir: PathBuf,
     pub boot_id: BootId,
     pub max_presence_ranges: usize,
+    /// Origin fetches since start, over every origin video (counters for /metrics: a video a reload
+    /// removes does not take its share with it).
+    pub origin_totals: OriginTotals,
+}
+
+/// Counters of the origin fetches since start.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OriginTotals {
+    /// Block fetches whose body arrived whole.
+    pub fetches: u64,
+    /// Block fetches that failed (refused, reset, 5xx, malformed, short, timed out).
+    pub failures: u64,
+    /// Body bytes read from origins into the cache.
+    pub bytes: u64,
 }
 
 fn data_path(dir: &Path, id: &str) -> PathBuf {
@@ -1428,6 +1442,7 @@ impl Store {
             boot_id,
             // Checked against MAX_PRESENCE_RANGES when the config was loaded: never lowered here.
             max_presence_ranges: cfg.server.limits.max_presence_ranges,
+            origin_totals: OriginTotals::default(),
         };
         assert!(
             store.max_presence_ranges <= MAX_PRESENCE_RANGES,
