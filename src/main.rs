@@ -321,6 +321,15 @@ fn check(path: Option<PathBuf>) -> Result<(), String> {
             v.id,
             v.kind_name()
         ))?;
+        // An origin whose host does not resolve cannot be served: `serve` reports it unavailable.
+        if let config::VideoKind::Origin {
+            url, host, port, ..
+        } = &v.kind
+            && let Err(e) = store::resolve_origin(host, *port, url)
+        {
+            problems += 1;
+            out.line(format_args!("      PROBLEM: {e}"))?;
+        }
     }
     if problems > 0 {
         let have = if problems == 1 {

@@ -254,3 +254,23 @@ fn serve_warns_about_a_placeholder_token_naming_file_and_line() {
         "{log}"
     );
 }
+
+#[test]
+fn check_reports_an_origin_whose_host_does_not_resolve() {
+    let dir = TestDir::new("cli-unresolvable");
+    let path = dir.join("vcache.toml");
+    std::fs::write(
+        &path,
+        "[server]\ndata_dir = \"data\"\nwrite_token = \"t\"\n\n\
+         [[video]]\nid = \"o\"\nkind = \"origin\"\nurl = \"http://no-such-host.invalid/film.mp4\"\n\n\
+         [[video]]\nid = \"near\"\nkind = \"origin\"\nurl = \"http://127.0.0.1:9/film.mp4\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = vcache(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("PROBLEM: cannot resolve the origin host no-such-host.invalid"),
+        "{out}"
+    );
+    assert!(err.contains("1 video has a problem"), "{err}");
+}
