@@ -856,11 +856,24 @@ impl Conn {
             self.respond_error(&e, false);
             return Step::Progress;
         }
+        self.await_write_commit(ctx, video, start, cursor, keep_alive)
+    }
+
+    /// A write of [start, end) is in: its 2xx goes out once the claims made so far are committed
+    /// (the fast record in `interval` mode, the durable commit in `always` mode).
+    fn await_write_commit(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        video: String,
+        start: u64,
+        end: u64,
+        keep_alive: bool,
+    ) -> Step {
         let claim_seq = match ctx.store.get(&video).and_then(|v| v.commit()) {
             Some(c) => c.claim_seq,
             None => 0,
         };
-        let ok = routes::write_done_plan(ctx.store, &video, start, cursor, keep_alive);
+        let ok = routes::write_done_plan(ctx.store, &video, start, end, keep_alive);
         self.state = State::Commit {
             video,
             claim_seq,

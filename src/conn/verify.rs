@@ -4,9 +4,8 @@
 //! durable), 409 once the body is read if any byte differed.
 
 use super::{CHUNK_LINE_READ, Conn, Ctx, INGEST_BUDGET_PER_TURN, State, Step, ms};
-use crate::config::SyncMode;
 use crate::http::HttpError;
-use crate::routes::{self, VerifyPlan};
+use crate::routes::VerifyPlan;
 use crate::store::Availability;
 
 use super::reader::{BodyNext, Got};
@@ -130,18 +129,7 @@ impl Conn {
             self.respond_error(&e, keep_alive);
             return Step::Progress;
         }
-        let claim_seq = match ctx.store.get(&video).and_then(|v| v.commit()) {
-            Some(c) => c.claim_seq,
-            None => 0,
-        };
-        let ok = routes::write_done_plan(ctx.store, &video, start, end, keep_alive);
-        self.state = State::Commit {
-            video,
-            claim_seq,
-            durable: ctx.cfg.server.sync == SyncMode::Always,
-            ok: Some(ok),
-        };
-        Step::Progress
+        self.await_write_commit(ctx, video, start, end, keep_alive)
     }
 }
 

@@ -88,6 +88,14 @@ fn system_time_from_seconds(seconds: i64) -> Option<SystemTime> {
     }
 }
 
+/// "Jan" for month 1 … "Dec" for 12.
+fn month_name(month: u32) -> &'static str {
+    MONTH_NAMES
+        .get((month as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or("Jan")
+}
+
 thread_local! {
     /// (unix second, its formatted date) of the last `format_http_date` call on this thread: a video's
     /// Last-Modified is the same on every response, so it is formatted once, not per request.
@@ -116,10 +124,7 @@ fn format_date_uncached(seconds: i64) -> String {
         "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
         DAY_NAMES.get(weekday).copied().unwrap_or("Sun"),
         day,
-        MONTH_NAMES
-            .get((month as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or("Jan"),
+        month_name(month),
         year,
         second_of_day / 3600,
         second_of_day % 3600 / 60,
@@ -139,10 +144,7 @@ pub fn format_log_time(t: SystemTime) -> String {
     format!(
         "{:02}/{}/{:04}:{:02}:{:02}:{:02}.{millis:03} +0000",
         day,
-        MONTH_NAMES
-            .get((month as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or("Jan"),
+        month_name(month),
         year,
         second_of_day / 3600,
         second_of_day % 3600 / 60,
