@@ -63,9 +63,9 @@ usage: $0 [options]
                         needs dmsetup on the host to copy into the guest)
   --no-boot-cuts        do not cut the power during a third of the boots after a cut (default: do)
   --lw-load S           seconds of load in the dm-log-writes run (default $LW_LOAD)
-  --eio                 instead of the power cuts: the injected-EIO test (sync="interval"): fail the
-                        data file's blocks under load, check the sync failure is reported and no
-                        later PUT is acknowledged, restore, cut the power, check, write again
+  --eio                 instead of the power cuts: the injected-EIO test (in the --mode sync modes):
+                        fail the data file's blocks under load, check the sync failure is reported
+                        and no later PUT is acknowledged, restore, cut the power, check, write again
   --self-test-broken    run sync="interval" (checkpoint 5 s) but check the "always" promise:
                         passes only if the checker reports lost acknowledged bytes
 EOF
@@ -187,7 +187,7 @@ python3 "$PY" kmods "$MODROOT" virtio_pci virtio_blk virtio_net crc32c_generic e
     cp "$MODROOT/$ko" "$IR/lib/modules/"
     basename "$ko" >> "$IR/etc/modules.load"
   done
-if [ "$EIO" = 1 ]; then MODE=interval; LW_POINTS=0; fi
+if [ "$EIO" = 1 ]; then LW_POINTS=0; fi
 copy_tool() {  # copy_tool PATH NAME: a host tool and its shared libraries into the initramfs
   cp "$1" "$IR/bin/$2"
   ldd "$1" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | while read -r lib; do
@@ -390,35 +390,36 @@ EOF
   done
 }
 
-# injected EIO (sync="interval"): boot 0 with the data disk behind a dm table the host can switch;
+# injected EIO (eio_mode SYNC): boot 0 with the data disk behind a dm table the host can switch;
 # load, switch the slot's data-file extents to the error target, check the failure is reported and
 # nothing sent after it is acknowledged (powercut.py eio), restore the table, cut the power. Boot 1:
 # /readyz 200 (the marker is gone, the video reopened from its last durable record), the usual checks
 # (every present byte is what was sent; the interval promise up to the failure). Then a load round
 # that must be acknowledged again, a cut, boot 2 and the checks once more.
 eio_mode() {
-  local dir="$WORK/eio" ej lj t0
+  local sync=$1
+  local dir="$WORK/eio-$sync" ej lj t0 tag="eio-$sync"
   mkdir -p "$dir"
   rm -f "$dir/disk.img" "$dir/state.json"
   truncate -s "$DISK_SIZE" "$dir/disk.img"
   mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$dir/disk.img"
   t0=$(date +%s.%N)
   EIO_BOOT=1
-  if ! boot "$dir" interval 0; then
-    EIO_BOOT=0; echo "eio  boot 0  FAIL: vcache did not start on the dm device"; FAILED=1; return
+  if ! boot "$dir" "$sync" 0; then
+    EIO_BOOT=0; echo "$tag  boot 0  FAIL: vcache did not start on the dm device"; FAILED=1; return
   fi
   EIO_BOOT=0
-  echo "eio  boot 0  up in ${BOOT_S}s"
+  echo "$tag  boot 0  up in ${BOOT_S}s"
   ej=$(timeout 300 python3 "$PY" eio --port "$PORT" --ctl-port "$MPORT" --seed "$SEED" \
-    --round-seed "$((SEED * 1000 + 777))" --qemu-pid "$QPID" --log "$dir/load-1.jsonl" --threads "$THREADS") || {
-    echo "eio  FAIL: the eio driver failed"; FAILED=1; stop_guest; return; }
+    --round-seed "$((SEED * 1000 + 777))$([ "$sync" = always ] && echo 1 || echo 2)" --qemu-pid "$QPID" --log "$dir/load-1.jsonl" --threads "$THREADS") || {
+    echo "$tag  FAIL: the eio driver failed"; FAILED=1; stop_guest; return; }
   stop_guest
   echo "$ej" > "$dir/eio.json"
-  python3 - "$dir/eio.json" <<'EOF2'
+  python3 - "$dir/eio.json" "$tag" <<'EOF2'
 import json, sys
-x = json.load(open(sys.argv[1]))
-print(f"eio  failure injected ({x['fail_answer']}); reported by /readyz after {x['detect_s']} s: {x['readyz']}")
-print(f"eio  acked PUTs {x['acked_puts']} ({x['acked_before_failure']} before the failure, "
+x = json.load(open(sys.argv[1])); tag = sys.argv[2]
+print(f"{tag}  failure injected ({x['fail_answer']}); reported by /readyz after {x['detect_s']} s: {x['readyz']}")
+print(f"{tag}  acked PUTs {x['acked_puts']} ({x['acked_before_failure']} before the failure, "
       f"{x['acked_between_failure_and_report']} between it and the report); PUTs sent after the report: "
       f"{x['after_report_puts_5xx']} answered 5xx {x['after_report_statuses']}, {x['after_report_acked']} acknowledged  "
       + ("ok" if x["violations"] == 0 else f"VIOLATIONS {x['violations']}"))
@@ -428,20 +429,20 @@ EOF2
   [ "$(jget "$dir/eio.json" violations)" = 0 ] || FAILED=1
   local r
   for r in 1 2; do
-    if ! boot "$dir" interval "$r"; then
-      echo "eio  boot $r  FAIL: vcache did not start after the failure"; FAILED=1; return
+    if ! boot "$dir" "$sync" "$r"; then
+      echo "$tag  boot $r  FAIL: vcache did not start after the failure"; FAILED=1; return
     fi
     local rb
     if ! rb=$(python3 "$PY" ready "$PORT" 30); then
-      echo "eio  boot $r  FAIL: $rb"; FAILED=1
+      echo "$tag  boot $r  FAIL: $rb"; FAILED=1
     fi
     timeout 900 python3 "$PY" check --port "$PORT" --state "$dir/state.json" --seed "$SEED" --log "$dir/load-$r.jsonl" \
-      --promise interval --margin-ms "$MARGIN_MS" --result "$dir/result-$r.json" ||
-      { echo "eio  boot $r  FAIL: the checker failed"; FAILED=1; stop_guest; return; }
-    python3 - "$dir/result-$r.json" "$r" "$rb" <<'EOF2'
+      --promise "$sync" --margin-ms "$MARGIN_MS" --result "$dir/result-$r.json" ||
+      { echo "$tag  boot $r  FAIL: the checker failed"; FAILED=1; stop_guest; return; }
+    python3 - "$dir/result-$r.json" "$r" "$rb" "$tag" <<'EOF2'
 import json, sys
-x = json.load(open(sys.argv[1]))
-print(f"eio  boot {sys.argv[2]}  /readyz {sys.argv[3]}  present {x['present_bytes']} B, promised {x['required_bytes']} B, "
+x = json.load(open(sys.argv[1])); tag = sys.argv[4]
+print(f"{tag}  boot {sys.argv[2]}  /readyz {sys.argv[3]}  present {x['present_bytes']} B, promised {x['required_bytes']} B, "
       f"bytes checked {x['checked_bytes']}, acked bytes lost {x['lost_acked_bytes']}  "
       + ("ok" if x["violations"] == 0 else f"VIOLATIONS {x['violations']}"))
 for p in x["problems"]:
@@ -450,26 +451,27 @@ EOF2
     [ "$(jget "$dir/result-$r.json" violations)" = 0 ] || FAILED=1
     if [ "$r" = 1 ]; then
       # the video accepts writes again
-      lj=$(timeout 120 python3 "$PY" load --port "$PORT" --seed "$SEED" --round-seed "$((SEED * 1000 + 778))" \
+      lj=$(timeout 120 python3 "$PY" load --port "$PORT" --seed "$SEED" --round-seed "$((SEED * 1000 + 778))$([ "$sync" = always ] && echo 1 || echo 2)" \
         --qemu-pid "$QPID" --cut-after 3 --log "$dir/load-2.jsonl" --threads "$THREADS") || {
-        echo "eio  FAIL: the load driver failed after the restart"; FAILED=1; stop_guest; return; }
+        echo "$tag  FAIL: the load driver failed after the restart"; FAILED=1; stop_guest; return; }
       stop_guest
       local n
       n=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['acked_puts'])" "$lj")
       if [ "$n" -gt 0 ]; then
-        echo "eio  after the restart: $lj  ok"
+        echo "$tag  after the restart: $lj  ok"
       else
-        echo "eio  after the restart: $lj  VIOLATION: no PUT was acknowledged"; FAILED=1
+        echo "$tag  after the restart: $lj  VIOLATION: no PUT was acknowledged"; FAILED=1
       fi
     fi
   done
   stop_guest
-  echo "eio  $(python3 -c "print(round($(date +%s.%N) - $t0, 1))") s"
+  echo "$tag  $(python3 -c "print(round($(date +%s.%N) - $t0, 1))") s"
 }
 
 T_START=$(date +%s)
 if [ "$EIO" = 1 ]; then
-  eio_mode
+  [ "$MODE" = interval ] || eio_mode always
+  [ "$MODE" = always ] || eio_mode interval
   exit $FAILED
 fi
 if [ "$SELFTEST" = 1 ]; then
