@@ -705,7 +705,9 @@ def cmd_eio(argv):
     ap.add_argument("--qemu-pid", type=int, required=True)
     ap.add_argument("--before", type=float, default=3.0, help="seconds of load before the failure")
     ap.add_argument("--after", type=float, default=3.0, help="seconds of load after /readyz reports it")
-    ap.add_argument("--detect-timeout", type=float, default=60.0)
+    ap.add_argument("--after-restore", type=float, default=3.0,
+                    help="seconds of load after the device works again (vcache is not restarted)")
+    ap.add_argument("--detect-timeout", type=float, default=20.0)
     ap.add_argument("--log", required=True)
     ap.add_argument("--threads", type=int, default=3)
     ap.add_argument("--max-put", type=int, default=2 << 20)
@@ -733,7 +735,8 @@ def cmd_eio(argv):
                 continue
             s, e = rg
             body = pat.bytes(s, e)
-            rec({"ev": "send", "a": s, "b": e, "t": time.monotonic(), "w": i})
+            tsend = time.monotonic()
+            rec({"ev": "send", "a": s, "b": e, "t": tsend, "w": i})
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=20)
@@ -745,9 +748,9 @@ def cmd_eio(argv):
                 r.read()
                 t = time.monotonic()
                 if 200 <= r.status < 300:
-                    rec({"ev": "ack", "a": s, "b": e, "t": t, "st": r.status})
+                    rec({"ev": "ack", "a": s, "b": e, "t": t, "st": r.status, "ts": tsend})
                 else:
-                    rec({"ev": "nack", "a": s, "b": e, "t": t, "st": r.status})
+                    rec({"ev": "nack", "a": s, "b": e, "t": t, "st": r.status, "ts": tsend})
                     alloc.release(s, e)
                     time.sleep(0.05)
                 if r.getheader("Connection", "").lower() == "close":
@@ -804,11 +807,7 @@ def cmd_eio(argv):
         time.sleep(0.1)
     if ans.startswith("ok") and t_seen is None:
         problems.append(f"/readyz did not report {VIDEO} sync_failed within {a.detect_timeout:.0f} s of the failure")
-    if t_seen is not None:
-        time.sleep(a.after)
-    stop.set()
-    for t in ths:
-        t.join(timeout=25)
+    time.sleep(a.after)
     # the state while the device still fails: vcache serves, reports the video, reads go on
     try:
         st, _ = http_get(a.port, "/healthz")
@@ -827,16 +826,29 @@ def cmd_eio(argv):
         readyz_body = ""
     if not alive(a.qemu_pid):
         problems.append("qemu is gone")
+    # the device works again, vcache is not restarted: a retried sync would now succeed without the
+    # pages whose writeback failed, so the video must stay poisoned (the recovery is a restart)
+    tr = time.monotonic()
+    rans = ctl("restore")
+    rec({"ev": "restore", "t": tr, "answer": rans})
+    if rans != "ok":
+        problems.append(f"the guest could not restore the table: {rans!r}")
+    time.sleep(a.after_restore)
+    stop.set()
+    for t in ths:
+        t.join(timeout=25)
+    try:
+        st, body = http_get(a.port, "/readyz")
+        if st != 503 or not unavailable_sync_failed(body):
+            problems.append(f"/readyz after the device was restored: {st} {body.strip()!r} (expected 503 until a restart)")
+    except (OSError, http.client.HTTPException) as ex:
+        problems.append(f"vcache did not answer after the device was restored ({type(ex).__name__}: {ex})")
     # no PUT sent after the 503 was seen may be acknowledged
-    sends = {}
-    for e in log:
-        if e["ev"] == "send":
-            sends[(e["a"], e["b"])] = e["t"]
     late_acks, late_5xx, late_other, between = 0, 0, 0, 0
     for e in log:
         if e["ev"] not in ("ack", "nack"):
             continue
-        sent = sends.get((e["a"], e["b"]), 0)
+        sent = e["ts"]
         if e["ev"] == "ack" and tf <= e["t"] and (t_seen is None or sent <= t_seen):
             between += 1
         if t_seen is None or sent <= t_seen:
@@ -853,10 +865,7 @@ def cmd_eio(argv):
         problems.append("no PUT was answered 5xx after the sync failure (nothing was tested)")
     if late_other:
         problems.append(f"{late_other} PUTs sent after the sync failure got a non-5xx error status")
-    statuses = sorted({e["st"] for e in log if e["ev"] == "nack" and t_seen is not None and sends.get((e["a"], e["b"]), 0) > t_seen})
-    rans = ctl("restore")
-    if rans != "ok":
-        problems.append(f"the guest could not restore the table: {rans!r}")
+    statuses = sorted({e["st"] for e in log if e["ev"] == "nack" and t_seen is not None and e["ts"] > t_seen})
     tcut = time.monotonic()
     try:
         os.kill(a.qemu_pid, signal.SIGKILL)
@@ -875,6 +884,8 @@ def cmd_eio(argv):
         "after_report_puts_5xx": late_5xx,
         "after_report_statuses": statuses,
         "after_report_acked": late_acks,
+        "acked_after_restore": sum(1 for e in acks if e["t"] >= tr),
+        "last_ack_after_failure_s": round(max((e["t"] - tf for e in acks if e["t"] >= tf), default=0.0), 2),
         "fail_answer": ans,
         "readyz": readyz_body,
         "load_s": round(tcut - t0, 2),

@@ -392,7 +392,8 @@ EOF
 
 # injected EIO (eio_mode SYNC): boot 0 with the data disk behind a dm table the host can switch;
 # load, switch the slot's data-file extents to the error target, check the failure is reported and
-# nothing sent after it is acknowledged (powercut.py eio), restore the table, cut the power. Boot 1:
+# nothing sent after it is acknowledged (powercut.py eio), restore the table and load on (still
+# nothing acknowledged: the video stays poisoned until a restart), cut the power. Boot 1:
 # /readyz 200 (the marker is gone, the video reopened from its last durable record), the usual checks
 # (every present byte is what was sent; the interval promise up to the failure). Then a load round
 # that must be acknowledged again, a cut, boot 2 and the checks once more.
@@ -420,8 +421,9 @@ import json, sys
 x = json.load(open(sys.argv[1])); tag = sys.argv[2]
 print(f"{tag}  failure injected ({x['fail_answer']}); reported by /readyz after {x['detect_s']} s: {x['readyz']}")
 print(f"{tag}  acked PUTs {x['acked_puts']} ({x['acked_before_failure']} before the failure, "
-      f"{x['acked_between_failure_and_report']} between it and the report); PUTs sent after the report: "
-      f"{x['after_report_puts_5xx']} answered 5xx {x['after_report_statuses']}, {x['after_report_acked']} acknowledged  "
+      f"{x['acked_between_failure_and_report']} between it and the report, the last {x['last_ack_after_failure_s']} s after the failure); PUTs sent after the report: "
+      f"{x['after_report_puts_5xx']} answered 5xx {x['after_report_statuses']}, {x['after_report_acked']} acknowledged "
+      f"(acknowledged after the device was restored: {x['acked_after_restore']})  "
       + ("ok" if x["violations"] == 0 else f"VIOLATIONS {x['violations']}"))
 for p in x["problems"]:
     print(f"  VIOLATION: {p}")
