@@ -446,9 +446,7 @@ import json, sys
 x = json.load(open(sys.argv[1])); tag = sys.argv[4]
 print(f"{tag}  boot {sys.argv[2]}  /readyz {sys.argv[3]}  present {x['present_bytes']} B, promised {x['required_bytes']} B, "
       f"bytes checked {x['checked_bytes']}, acked bytes lost {x['lost_acked_bytes']}  "
-      + ("ok" if x["violations"] == 0 else f"VIOLATIONS {x['violations']}"))
-for p in x["problems"]:
-    print(f"  VIOLATION: {p}")
+      + ("ok" if x["violations"] == 0 else f"VIOLATIONS {x['violations']} (listed above)"))
 EOF2
     [ "$(jget "$dir/result-$r.json" violations)" = 0 ] || FAILED=1
     if [ "$r" = 1 ]; then
