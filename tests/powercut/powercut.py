@@ -346,14 +346,21 @@ def cmd_check(argv):
     for s, e in present:
         checked += verify_range(a.port, pat, s, e, problems)
 
-    # 2. present bytes never vanish (nothing is DELETEd)
-    vanished = minus(st["union"], present)
-    if vanished:
-        problems.append(f"{total(vanished)} bytes present after an earlier boot are gone: {fmt_iv(vanished)}")
+    # 2. present bytes never vanish (unless DELETEd: see below, where the state is reset)
 
     # 3. the promise for the round that was just cut
     evs = read_log(a.log)
     cut = next((e["t"] for e in evs if e["ev"] == "cut"), None)
+    # a DELETE in the round (the PUTs were paused around it, none in flight): acknowledged, nothing
+    # sent before it may be present again and nothing present before it need stay; unanswered,
+    # either is allowed
+    dels = [e for e in evs if e["ev"] == "delete"]
+    dacked = next((e for e in dels if 200 <= e["st"] < 300), None)
+    if dacked is not None:
+        st["union"], st["required"], st["sent"] = [], [], []
+        evs = [e for e in evs if e.get("t", e.get("ts", 0)) > dacked["t"] or e["ev"] in ("cut", "commits")]
+    elif dels:
+        st["union"], st["required"] = [], []
     acks = [e for e in evs if e["ev"] == "ack"]
     sends = [(e["a"], e["b"]) for e in evs if e["ev"] == "send"]
     st["sent"] = union(st["sent"], sends)
@@ -381,6 +388,9 @@ def cmd_check(argv):
             margin_missing = minus(old, present)
     else:
         req = []
+    vanished = minus(st["union"], present)
+    if vanished:
+        problems.append(f"{total(vanished)} bytes present after an earlier boot are gone: {fmt_iv(vanished)}")
     if a.require_json:
         with open(a.require_json) as f:
             req = norm(json.load(f))
@@ -415,6 +425,7 @@ def cmd_check(argv):
         "lost_beyond_margin_bytes": total(margin_missing),
         "commits_seen": (polls[-1]["n"] - polls[0]["n"]) if polls else 0,
         "oldest_lost_ack_s": round(lost_age, 3),
+        "deleted": dacked is not None,
         "violations": len(problems),
         "problems": problems[:20],
     }
@@ -476,6 +487,8 @@ def cmd_load(argv):
     ap.add_argument("--threads", type=int, default=3)
     ap.add_argument("--max-put", type=int, default=2 << 20)
     ap.add_argument("--marker-port", type=int, help="dm-log-writes: send a mark to the guest after each 2xx")
+    ap.add_argument("--delete-at", type=float, default=None,
+                    help="pause the PUTs this many seconds into the load, DELETE the slot, resume")
     ap.add_argument("--settle", type=float, default=0.0,
                     help="dm-log-writes: stop the load, mark 'end', wait this long, then kill qemu")
     a = ap.parse_args(argv)
@@ -489,6 +502,8 @@ def cmd_load(argv):
     log = []
     log_lock = threading.Lock()
     stop = threading.Event()
+    pause = threading.Event()
+    inflight = [0]
 
     def rec(ev):
         with log_lock:
@@ -530,10 +545,30 @@ def cmd_load(argv):
     def worker(i):
         conn = None
         while not stop.is_set():
+            with log_lock:
+                if pause.is_set():
+                    rg = False
+                else:
+                    inflight[0] += 1
+                    rg = True
+            if not rg:
+                time.sleep(0.02)
+                continue
+            try:
+                one(i, conn_box)
+            finally:
+                with log_lock:
+                    inflight[0] -= 1
+
+    conn_box = {}
+
+    def one(i, box):
+        conn = box.get(i)
+        if True:
             rg = alloc.take()
             if rg is None:
                 time.sleep(0.05)
-                continue
+                return
             s, e = rg
             body = pat.bytes(s, e)
             rec({"ev": "send", "a": s, "b": e, "t": time.monotonic(), "w": i})
@@ -569,9 +604,41 @@ def cmd_load(argv):
                 if conn is not None:
                     conn.close()
                 conn = None
-                if stop.is_set():
+                if not stop.is_set():
+                    time.sleep(0.1)  # bytes of a failed PUT may still be claimed: keep them busy
+            box[i] = conn
+
+    def delete_slot():
+        """Pause the PUTs, wait for those in flight, DELETE the slot (retrying a 503 while a write
+        is still on for up to 5 s), then resume with the whole slot free."""
+        pause.set()
+        t1 = time.monotonic() + 25
+        while time.monotonic() < t1:
+            with log_lock:
+                if inflight[0] == 0:
                     break
-                time.sleep(0.1)  # bytes of a failed PUT may still be claimed: keep them busy
+            time.sleep(0.01)
+        t1 = time.monotonic() + 5
+        while True:
+            ts = time.monotonic()
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", a.port, timeout=20)
+                c.request("DELETE", f"/videos/{VIDEO}", headers={"Authorization": f"Bearer {TOKEN}"})
+                r = c.getresponse()
+                r.read()
+                c.close()
+                st = r.status
+            except (OSError, http.client.HTTPException) as ex:
+                rec({"ev": "delete", "ts": ts, "t": time.monotonic(), "st": 0, "err": type(ex).__name__})
+                return
+            rec({"ev": "delete", "ts": ts, "t": time.monotonic(), "st": st})
+            if st != 503 or time.monotonic() > t1:
+                break
+            time.sleep(0.1)
+        if 200 <= st < 300:
+            with alloc.lock:
+                alloc.busy = []
+        pause.clear()
 
     def poller():
         """Watch vcache_commits_total: a commit is counted only after it is durable, and a video's
@@ -603,6 +670,9 @@ def cmd_load(argv):
     t0 = time.monotonic()
     for t in ths:
         t.start()
+    if a.delete_at is not None and a.delete_at < a.cut_after:
+        time.sleep(max(0.0, t0 + a.delete_at - time.monotonic()))
+        delete_slot()
     time.sleep(max(0.0, t0 + a.cut_after - time.monotonic()))
     if a.settle:
         # dm-log-writes run: the cuts are made later by replaying the log, so end cleanly enough
@@ -637,6 +707,8 @@ def cmd_load(argv):
                 "nacks": sum(1 for e in log if e["ev"] == "nack"),
                 "errors": sum(1 for e in log if e["ev"] == "err"),
                 "acks_after_cut": len(late),
+                "delete": next(({"st": e["st"], "t": round(e["t"] - t0, 2)} for e in log
+                                if e["ev"] == "delete" and 200 <= e["st"] < 300), None),
                 "load_s": round(tcut - t0, 2),
             }
         )

@@ -36,6 +36,7 @@ LW_LOAD=4
 BOOT_CUTS=1
 EIO=0
 EIO_BOOT=0
+DELETES=1
 
 usage() {
   cat <<EOF
@@ -61,6 +62,8 @@ usage: $0 [options]
                         mark after each 2xx, then replay the log to N flush points (the last one
                         and N-1 chosen at random) and check each like a cut (default 2; 0: off;
                         needs dmsetup on the host to copy into the guest)
+  --no-deletes          no DELETE rounds (default: in a third of the rounds whose cut comes after
+                        1.5 s the PUTs pause, the slot is DELETEd, and they resume before the cut)
   --no-boot-cuts        do not cut the power during a third of the boots after a cut (default: do)
   --lw-load S           seconds of load in the dm-log-writes run (default $LW_LOAD)
   --eio                 instead of the power cuts: the injected-EIO test (in the --mode sync modes):
@@ -93,6 +96,7 @@ while [ $# -gt 0 ]; do
     --lw-points) LW_POINTS=$2; shift 2 ;;
     --lw-load) LW_LOAD=$2; shift 2 ;;
     --no-boot-cuts) BOOT_CUTS=0; shift ;;
+    --no-deletes) DELETES=0; shift ;;
     --eio) EIO=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
@@ -287,7 +291,11 @@ run_mode() {
     local t0 cut lj rj
     t0=$(date +%s.%N)
     cut=$(uniform "$CUT_MIN" "$CUT_MAX" "$SEED:$sync:$r")
-    lj=$(timeout $((${cut%.*} + 90)) python3 "$PY" load --port "$PORT" --seed "$SEED" \
+    local delarg=()
+    if [ "$DELETES" = 1 ] && python3 -c "import random,sys; sys.exit(not (random.Random(sys.argv[1]).random() < 1/3 and $cut >= 1.5))" "$SEED:$sync:$r:delete"; then
+      delarg=(--delete-at "$(python3 -c "print(round($cut * $(uniform 0.3 0.7 "$SEED:$sync:$r:deleteat"), 2))")")
+    fi
+    lj=$(timeout $((${cut%.*} + 90)) python3 "$PY" load --port "$PORT" --seed "$SEED" "${delarg[@]}" \
       --round-seed "$(( SEED * 1000 + r ))$([ "$sync" = always ] && echo 1 || echo 2)" \
       --qemu-pid "$QPID" --cut-after "$cut" --log "$dir/load-$r.jsonl" --threads "$THREADS") || {
       echo "$sync  round $r  FAIL: the load driver failed"; FAILED=1; stop_guest; return; }
@@ -321,6 +329,7 @@ print(f"{sync:<8} round {r:>2}  cut at {float(cut):5.2f}s  acked PUTs {x['acked_
       f"acked bytes {x['acked_bytes']:>10}  promised {x['required_bytes']:>10}  bytes checked {x['checked_bytes']:>10}  "
       f"lost acked {x['lost_acked_bytes']:>9} (oldest {x['oldest_lost_ack_s']:.2f}s)  "
       f"commits {x['commits_seen']:>3}  {secs:>5}s  {res}"
+      + (f"  [DELETE acknowledged at {l['delete']['t']}s: nothing sent before it may be present]" if l.get("delete") else "")
       + (f"  [note: {x['lost_beyond_margin_bytes']} B acked more than the time margin before the cut are gone]"
          if x["lost_beyond_margin_bytes"] else ""), flush=True)
 with open(out, "a") as f:
