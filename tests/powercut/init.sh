@@ -1,6 +1,6 @@
 #!/bin/sh
 # /init of the power-cut guest (busybox). Parameters come from the kernel command line:
-#   pc.sync=always|interval  pc.interval=MS  pc.size=BYTES
+#   pc.sync=always|interval  pc.interval=MS  pc.size=BYTES  pc.lw=0|1  pc.eio=0|1
 export PATH=/bin
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -13,13 +13,14 @@ for m in $(cat /etc/modules.load); do
   insmod "/lib/modules/$m" || say "insmod $m failed"
 done
 
-SYNC=always; INTERVAL=1000; SIZE=268435456; LW=0
+SYNC=always; INTERVAL=1000; SIZE=268435456; LW=0; EIO=0
 for a in $(cat /proc/cmdline); do
   case "$a" in
     pc.sync=*) SYNC="${a#pc.sync=}" ;;
     pc.interval=*) INTERVAL="${a#pc.interval=}" ;;
     pc.size=*) SIZE="${a#pc.size=}" ;;
     pc.lw=*) LW="${a#pc.lw=}" ;;
+    pc.eio=*) EIO="${a#pc.eio=}" ;;
   esac
 done
 
@@ -52,6 +53,54 @@ EOF2
   chmod 755 /bin/marker
   nc -ll -p 9000 -e /bin/marker &
   say "dm-log-writes on $DEV, marker on port 9000"
+fi
+
+if [ "$EIO" = 1 ]; then
+  # injected EIO: the data disk behind a dm table that is a plain linear map of vda until the host
+  # sends "fail" on port 9000; then the extents of the slot's data file (from filefrag) are mapped
+  # to the error target (reads and writes of them fail with EIO; the rest of the file system, its
+  # journal and flushes, and the metadata file keep working) until "restore" maps it all back.
+  if ! dmsetup --noudevsync create eio --table "0 $(cat /sys/block/vda/size) linear /dev/vda 0"; then
+    say "FATAL: dmsetup create eio failed"
+    poweroff -f
+  fi
+  dmsetup --noudevsync mknodes eio
+  DEV=/dev/mapper/eio
+  cat > /bin/eioctl <<'EOF2'
+#!/bin/sh
+total=$(cat /sys/block/vda/size)
+swap() {
+  dmsetup --noudevsync suspend --nolockfs eio &&
+    dmsetup --noudevsync load eio /tmp/table &&
+    dmsetup --noudevsync resume eio
+}
+while read -r c; do
+  case "$c" in
+    fail)
+      filefrag -e /data/vc/slot.data > /tmp/ff 2>&1
+      bs=$(sed -n 's/.*blocks of \([0-9]*\) bytes.*/\1/p' /tmp/ff)
+      [ -n "$bs" ] || bs=4096
+      tr -d ' ' < /tmp/ff |
+        awk -F'[:.]+' -v f=$((bs / 512)) '$1 ~ /^[0-9]+$/ && NF >= 5 { printf "%d %d\n", $4 * f, ($5 - $4 + 1) * f }' |
+        sort -n |
+        awk -v total="$total" '{ if ($1 > pos) printf "%d %d linear /dev/vda %d\n", pos, $1 - pos, pos
+                                 printf "%d %d error\n", $1, $2; pos = $1 + $2 }
+                               END { if (pos < total) printf "%d %d linear /dev/vda %d\n", pos, total - pos, pos }' > /tmp/table
+      n=$(grep -c ' error' /tmp/table)
+      b=$(awk '$3 == "error" { s += $2 } END { printf "%d", s * 512 }' /tmp/table)
+      if [ "$n" -gt 0 ] && swap; then echo "ok $n extents $b bytes"; else echo "fail $(tr '\n' ' ' < /tmp/ff)"; fi
+      ;;
+    restore)
+      echo "0 $total linear /dev/vda 0" > /tmp/table
+      if swap; then echo ok; else echo fail; fi
+      ;;
+    *) echo "unknown command" ;;
+  esac
+done
+EOF2
+  chmod 755 /bin/eioctl
+  nc -ll -p 9000 -e /bin/eioctl &
+  say "eio: data disk on $DEV, control on port 9000"
 fi
 
 mkdir -p /data

@@ -9,6 +9,10 @@ Subcommands:
   wait PORT TIMEOUT QEMU_PID    poll GET /healthz until 200; fail if qemu dies or TIMEOUT passes
   check ...                     after a boot: verify every present byte, the promises, monotonicity
   load ...                      drive ranged PUTs into the slot's holes, SIGKILL qemu at CUT seconds
+  eio ...                       drive PUTs, make the guest fail the data file's writes, check the
+                                sync failure is reported and nothing more is acknowledged, restore,
+                                SIGKILL qemu
+  ready PORT TIMEOUT            poll GET /readyz until 200 (print its body); fail after TIMEOUT
 
 The expected content of the slot is a pure function of (seed, offset), so the checker can
 recompute any byte: 4 KiB block j is P xor K(j), where P is a seeded random 4096-byte pattern
@@ -342,14 +346,21 @@ def cmd_check(argv):
     for s, e in present:
         checked += verify_range(a.port, pat, s, e, problems)
 
-    # 2. present bytes never vanish (nothing is DELETEd)
-    vanished = minus(st["union"], present)
-    if vanished:
-        problems.append(f"{total(vanished)} bytes present after an earlier boot are gone: {fmt_iv(vanished)}")
+    # 2. present bytes never vanish (unless DELETEd: see below, where the state is reset)
 
     # 3. the promise for the round that was just cut
     evs = read_log(a.log)
     cut = next((e["t"] for e in evs if e["ev"] == "cut"), None)
+    # a DELETE in the round (the PUTs were paused around it, none in flight): acknowledged, nothing
+    # sent before it may be present again and nothing present before it need stay; unanswered,
+    # either is allowed
+    dels = [e for e in evs if e["ev"] == "delete"]
+    dacked = next((e for e in dels if 200 <= e["st"] < 300), None)
+    if dacked is not None:
+        st["union"], st["required"], st["sent"] = [], [], []
+        evs = [e for e in evs if e.get("t", e.get("ts", 0)) > dacked["t"] or e["ev"] in ("cut", "commits")]
+    elif dels:
+        st["union"], st["required"] = [], []
     acks = [e for e in evs if e["ev"] == "ack"]
     sends = [(e["a"], e["b"]) for e in evs if e["ev"] == "send"]
     st["sent"] = union(st["sent"], sends)
@@ -377,6 +388,9 @@ def cmd_check(argv):
             margin_missing = minus(old, present)
     else:
         req = []
+    vanished = minus(st["union"], present)
+    if vanished:
+        problems.append(f"{total(vanished)} bytes present after an earlier boot are gone: {fmt_iv(vanished)}")
     if a.require_json:
         with open(a.require_json) as f:
             req = norm(json.load(f))
@@ -411,6 +425,7 @@ def cmd_check(argv):
         "lost_beyond_margin_bytes": total(margin_missing),
         "commits_seen": (polls[-1]["n"] - polls[0]["n"]) if polls else 0,
         "oldest_lost_ack_s": round(lost_age, 3),
+        "deleted": dacked is not None,
         "violations": len(problems),
         "problems": problems[:20],
     }
@@ -472,6 +487,8 @@ def cmd_load(argv):
     ap.add_argument("--threads", type=int, default=3)
     ap.add_argument("--max-put", type=int, default=2 << 20)
     ap.add_argument("--marker-port", type=int, help="dm-log-writes: send a mark to the guest after each 2xx")
+    ap.add_argument("--delete-at", type=float, default=None,
+                    help="pause the PUTs this many seconds into the load, DELETE the slot, resume")
     ap.add_argument("--settle", type=float, default=0.0,
                     help="dm-log-writes: stop the load, mark 'end', wait this long, then kill qemu")
     a = ap.parse_args(argv)
@@ -485,6 +502,8 @@ def cmd_load(argv):
     log = []
     log_lock = threading.Lock()
     stop = threading.Event()
+    pause = threading.Event()
+    inflight = [0]
 
     def rec(ev):
         with log_lock:
@@ -526,10 +545,30 @@ def cmd_load(argv):
     def worker(i):
         conn = None
         while not stop.is_set():
+            with log_lock:
+                if pause.is_set():
+                    rg = False
+                else:
+                    inflight[0] += 1
+                    rg = True
+            if not rg:
+                time.sleep(0.02)
+                continue
+            try:
+                one(i, conn_box)
+            finally:
+                with log_lock:
+                    inflight[0] -= 1
+
+    conn_box = {}
+
+    def one(i, box):
+        conn = box.get(i)
+        if True:
             rg = alloc.take()
             if rg is None:
                 time.sleep(0.05)
-                continue
+                return
             s, e = rg
             body = pat.bytes(s, e)
             rec({"ev": "send", "a": s, "b": e, "t": time.monotonic(), "w": i})
@@ -565,9 +604,41 @@ def cmd_load(argv):
                 if conn is not None:
                     conn.close()
                 conn = None
-                if stop.is_set():
+                if not stop.is_set():
+                    time.sleep(0.1)  # bytes of a failed PUT may still be claimed: keep them busy
+            box[i] = conn
+
+    def delete_slot():
+        """Pause the PUTs, wait for those in flight, DELETE the slot (retrying a 503 while a write
+        is still on for up to 5 s), then resume with the whole slot free."""
+        pause.set()
+        t1 = time.monotonic() + 25
+        while time.monotonic() < t1:
+            with log_lock:
+                if inflight[0] == 0:
                     break
-                time.sleep(0.1)  # bytes of a failed PUT may still be claimed: keep them busy
+            time.sleep(0.01)
+        t1 = time.monotonic() + 5
+        while True:
+            ts = time.monotonic()
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", a.port, timeout=20)
+                c.request("DELETE", f"/videos/{VIDEO}", headers={"Authorization": f"Bearer {TOKEN}"})
+                r = c.getresponse()
+                r.read()
+                c.close()
+                st = r.status
+            except (OSError, http.client.HTTPException) as ex:
+                rec({"ev": "delete", "ts": ts, "t": time.monotonic(), "st": 0, "err": type(ex).__name__})
+                return
+            rec({"ev": "delete", "ts": ts, "t": time.monotonic(), "st": st})
+            if st != 503 or time.monotonic() > t1:
+                break
+            time.sleep(0.1)
+        if 200 <= st < 300:
+            with alloc.lock:
+                alloc.busy = []
+        pause.clear()
 
     def poller():
         """Watch vcache_commits_total: a commit is counted only after it is durable, and a video's
@@ -599,6 +670,9 @@ def cmd_load(argv):
     t0 = time.monotonic()
     for t in ths:
         t.start()
+    if a.delete_at is not None and a.delete_at < a.cut_after:
+        time.sleep(max(0.0, t0 + a.delete_at - time.monotonic()))
+        delete_slot()
     time.sleep(max(0.0, t0 + a.cut_after - time.monotonic()))
     if a.settle:
         # dm-log-writes run: the cuts are made later by replaying the log, so end cleanly enough
@@ -633,10 +707,263 @@ def cmd_load(argv):
                 "nacks": sum(1 for e in log if e["ev"] == "nack"),
                 "errors": sum(1 for e in log if e["ev"] == "err"),
                 "acks_after_cut": len(late),
+                "delete": next(({"st": e["st"], "t": round(e["t"] - t0, 2)} for e in log
+                                if e["ev"] == "delete" and 200 <= e["st"] < 300), None),
                 "load_s": round(tcut - t0, 2),
             }
         )
     )
+
+
+# ---------------------------------------------------------------- injected EIO
+
+
+def http_get(port, path, timeout=10):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read().decode(errors="replace")
+    finally:
+        c.close()
+
+
+def cmd_ready(argv):
+    port, timeout = int(argv[0]), float(argv[1])
+    t0 = time.monotonic()
+    st, body = None, ""
+    while time.monotonic() - t0 < timeout:
+        try:
+            st, body = http_get(port, "/readyz")
+            if st == 200:
+                print(body.strip())
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.25)
+    print(f"ready: /readyz {st} after {timeout:.0f} s: {body.strip()}")
+    sys.exit(1)
+
+
+def unavailable_sync_failed(body):
+    try:
+        return any(u.get("id") == VIDEO and u.get("reason") == "sync_failed" for u in json.loads(body)["unavailable"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def metric_sync_failed(body):
+    for line in body.splitlines():
+        if line.startswith("vcache_video_unavailable{") and f'id="{VIDEO}"' in line and 'reason="sync_failed"' in line:
+            try:
+                return float(line.split()[-1]) == 1
+            except ValueError:
+                return False
+    return False
+
+
+def cmd_eio(argv):
+    """Load, then switch the guest's data-file extents to the error target (control port), and check:
+    /readyz turns 503 naming the video with reason sync_failed, /metrics says so too, vcache keeps
+    serving (healthz, GET /videos), and no PUT sent after the 503 was seen gets a 2xx. Then restore
+    the table and SIGKILL qemu; the log has the load log's format (check --log reads it)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="powercut.py eio")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--ctl-port", type=int, required=True)
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--round-seed", type=int, required=True)
+    ap.add_argument("--qemu-pid", type=int, required=True)
+    ap.add_argument("--before", type=float, default=3.0, help="seconds of load before the failure")
+    ap.add_argument("--after", type=float, default=3.0, help="seconds of load after /readyz reports it")
+    ap.add_argument("--after-restore", type=float, default=3.0,
+                    help="seconds of load after the device works again (vcache is not restarted)")
+    ap.add_argument("--detect-timeout", type=float, default=20.0)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--threads", type=int, default=3)
+    ap.add_argument("--max-put", type=int, default=2 << 20)
+    a = ap.parse_args(argv)
+
+    pat = Pattern(a.seed)
+    rng = random.Random(a.round_seed)
+    v = get_videos(a.port)
+    size = v["size"]
+    alloc = Allocator(size, [(r["start"], r["end"]) for r in v["cached_ranges"]], rng, a.max_put)
+    log, log_lock = [], threading.Lock()
+    stop = threading.Event()
+    problems = []
+
+    def rec(ev):
+        with log_lock:
+            log.append(ev)
+
+    def worker(i):
+        conn = None
+        while not stop.is_set():
+            rg = alloc.take()
+            if rg is None:
+                time.sleep(0.05)
+                continue
+            s, e = rg
+            body = pat.bytes(s, e)
+            tsend = time.monotonic()
+            rec({"ev": "send", "a": s, "b": e, "t": tsend, "w": i})
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=20)
+                conn.request("PUT", f"/videos/{VIDEO}", body=body, headers={
+                    "Authorization": f"Bearer {TOKEN}",
+                    "Content-Range": f"bytes {s}-{e - 1}/{size}",
+                    "Content-Type": "application/octet-stream"})
+                r = conn.getresponse()
+                r.read()
+                t = time.monotonic()
+                if 200 <= r.status < 300:
+                    rec({"ev": "ack", "a": s, "b": e, "t": t, "st": r.status, "ts": tsend})
+                else:
+                    rec({"ev": "nack", "a": s, "b": e, "t": t, "st": r.status, "ts": tsend})
+                    alloc.release(s, e)
+                    time.sleep(0.05)
+                if r.getheader("Connection", "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as ex:
+                rec({"ev": "err", "a": s, "b": e, "t": time.monotonic(), "err": type(ex).__name__})
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.1)
+
+    def poller():
+        while not stop.is_set():
+            ts = time.monotonic()
+            try:
+                st, body = http_get(a.port, "/metrics", 5)
+                tr = time.monotonic()
+                for line in body.splitlines():
+                    if line.startswith("vcache_commits_total "):
+                        rec({"ev": "commits", "ts": ts, "tr": tr, "n": int(line.split()[1])})
+                st, body = http_get(a.port, "/readyz", 5)
+                rec({"ev": "readyz", "ts": ts, "tr": time.monotonic(), "st": st,
+                     "sync_failed": unavailable_sync_failed(body)})
+            except (OSError, http.client.HTTPException, ValueError):
+                pass
+            time.sleep(0.1)
+
+    def ctl(cmd):
+        with socket.create_connection(("127.0.0.1", a.ctl_port), timeout=60) as c:
+            f = c.makefile("rwb")
+            f.write(cmd.encode() + b"\n")
+            f.flush()
+            return f.readline().decode(errors="replace").strip()
+
+    ths = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(a.threads)]
+    ths.append(threading.Thread(target=poller, daemon=True))
+    t0 = time.monotonic()
+    for t in ths:
+        t.start()
+    time.sleep(a.before)
+    tf = time.monotonic()
+    ans = ctl("fail")
+    rec({"ev": "fail", "t": tf, "answer": ans})
+    if not ans.startswith("ok"):
+        problems.append(f"the guest could not switch the data file to the error target: {ans!r}")
+    t_seen = None
+    while ans.startswith("ok") and time.monotonic() - tf < a.detect_timeout:
+        with log_lock:
+            hit = [e for e in log if e["ev"] == "readyz" and e["st"] == 503 and e["sync_failed"] and e["ts"] >= tf]
+        if hit:
+            t_seen = hit[0]["tr"]
+            break
+        time.sleep(0.1)
+    if ans.startswith("ok") and t_seen is None:
+        problems.append(f"/readyz did not report {VIDEO} sync_failed within {a.detect_timeout:.0f} s of the failure")
+    time.sleep(a.after)
+    # the state while the device still fails: vcache serves, reports the video, reads go on
+    try:
+        st, _ = http_get(a.port, "/healthz")
+        if st != 200:
+            problems.append(f"/healthz {st} after the failure")
+        st, body = http_get(a.port, "/readyz")
+        if st != 503 or not unavailable_sync_failed(body):
+            problems.append(f"/readyz after the failure: {st} {body.strip()!r} (expected 503 naming {VIDEO} sync_failed)")
+        readyz_body = body.strip()
+        st, body = http_get(a.port, "/metrics")
+        if not metric_sync_failed(body):
+            problems.append(f'/metrics has no vcache_video_unavailable{{id="{VIDEO}",reason="sync_failed"}} 1')
+        get_videos(a.port)
+    except (OSError, http.client.HTTPException, RuntimeError, ValueError) as ex:
+        problems.append(f"vcache did not answer after the failure ({type(ex).__name__}: {ex}): did it crash?")
+        readyz_body = ""
+    if not alive(a.qemu_pid):
+        problems.append("qemu is gone")
+    # the device works again, vcache is not restarted: a retried sync would now succeed without the
+    # pages whose writeback failed, so the video must stay poisoned (the recovery is a restart)
+    tr = time.monotonic()
+    rans = ctl("restore")
+    rec({"ev": "restore", "t": tr, "answer": rans})
+    if rans != "ok":
+        problems.append(f"the guest could not restore the table: {rans!r}")
+    time.sleep(a.after_restore)
+    stop.set()
+    for t in ths:
+        t.join(timeout=25)
+    try:
+        st, body = http_get(a.port, "/readyz")
+        if st != 503 or not unavailable_sync_failed(body):
+            problems.append(f"/readyz after the device was restored: {st} {body.strip()!r} (expected 503 until a restart)")
+    except (OSError, http.client.HTTPException) as ex:
+        problems.append(f"vcache did not answer after the device was restored ({type(ex).__name__}: {ex})")
+    # no PUT sent after the 503 was seen may be acknowledged
+    late_acks, late_5xx, late_other, between = 0, 0, 0, 0
+    for e in log:
+        if e["ev"] not in ("ack", "nack"):
+            continue
+        sent = e["ts"]
+        if e["ev"] == "ack" and tf <= e["t"] and (t_seen is None or sent <= t_seen):
+            between += 1
+        if t_seen is None or sent <= t_seen:
+            continue
+        if e["ev"] == "ack":
+            late_acks += 1
+        elif 500 <= e["st"] < 600:
+            late_5xx += 1
+        else:
+            late_other += 1
+    if late_acks:
+        problems.append(f"{late_acks} PUTs sent after /readyz reported the sync failure were acknowledged with 2xx")
+    if t_seen is not None and late_5xx == 0:
+        problems.append("no PUT was answered 5xx after the sync failure (nothing was tested)")
+    if late_other:
+        problems.append(f"{late_other} PUTs sent after the sync failure got a non-5xx error status")
+    statuses = sorted({e["st"] for e in log if e["ev"] == "nack" and t_seen is not None and e["ts"] > t_seen})
+    tcut = time.monotonic()
+    try:
+        os.kill(a.qemu_pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    rec({"ev": "cut", "t": tcut})
+    with open(a.log, "w") as f:
+        for ev in log:
+            f.write(json.dumps(ev) + "\n")
+    acks = [e for e in log if e["ev"] == "ack"]
+    print(json.dumps({
+        "acked_puts": len(acks),
+        "acked_before_failure": sum(1 for e in acks if e["t"] < tf),
+        "acked_between_failure_and_report": between,
+        "detect_s": round(t_seen - tf, 2) if t_seen is not None else None,
+        "after_report_puts_5xx": late_5xx,
+        "after_report_statuses": statuses,
+        "after_report_acked": late_acks,
+        "acked_after_restore": sum(1 for e in acks if e["t"] >= tr),
+        "last_ack_after_failure_s": round(max((e["t"] - tf for e in acks if e["t"] >= tf), default=0.0), 2),
+        "fail_answer": ans,
+        "readyz": readyz_body,
+        "load_s": round(tcut - t0, 2),
+        "violations": len(problems),
+        "problems": problems,
+    }))
 
 
 # ---------------------------------------------------------------- dm-log-writes
@@ -715,6 +1042,8 @@ def main():
         "wait": cmd_wait,
         "check": cmd_check,
         "load": cmd_load,
+        "eio": cmd_eio,
+        "ready": cmd_ready,
         "lwinfo": cmd_lwinfo,
         "lwreplay": cmd_lwreplay,
     }[cmd](rest)

@@ -34,6 +34,9 @@ WORK=""
 LW_POINTS=2
 LW_LOAD=4
 BOOT_CUTS=1
+EIO=0
+EIO_BOOT=0
+DELETES=1
 
 usage() {
   cat <<EOF
@@ -59,8 +62,13 @@ usage: $0 [options]
                         mark after each 2xx, then replay the log to N flush points (the last one
                         and N-1 chosen at random) and check each like a cut (default 2; 0: off;
                         needs dmsetup on the host to copy into the guest)
+  --no-deletes          no DELETE rounds (default: in a third of the rounds whose cut comes after
+                        1.5 s the PUTs pause, the slot is DELETEd, and they resume before the cut)
   --no-boot-cuts        do not cut the power during a third of the boots after a cut (default: do)
   --lw-load S           seconds of load in the dm-log-writes run (default $LW_LOAD)
+  --eio                 instead of the power cuts: the injected-EIO test (in the --mode sync modes):
+                        fail the data file's blocks under load, check the sync failure is reported
+                        and no later PUT is acknowledged, restore, cut the power, check, write again
   --self-test-broken    run sync="interval" (checkpoint 5 s) but check the "always" promise:
                         passes only if the checker reports lost acknowledged bytes
 EOF
@@ -88,6 +96,8 @@ while [ $# -gt 0 ]; do
     --lw-points) LW_POINTS=$2; shift 2 ;;
     --lw-load) LW_LOAD=$2; shift 2 ;;
     --no-boot-cuts) BOOT_CUTS=0; shift ;;
+    --no-deletes) DELETES=0; shift ;;
+    --eio) EIO=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -181,14 +191,23 @@ python3 "$PY" kmods "$MODROOT" virtio_pci virtio_blk virtio_net crc32c_generic e
     cp "$MODROOT/$ko" "$IR/lib/modules/"
     basename "$ko" >> "$IR/etc/modules.load"
   done
-if [ "$LW_POINTS" -gt 0 ]; then
-  DMSETUP=$(command -v dmsetup || true)
-  [ -n "$DMSETUP" ] || die "--lw-points needs dmsetup on the host (apt-get install dmsetup)"
-  cp "$DMSETUP" "$IR/bin/dmsetup"
-  ldd "$DMSETUP" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | while read -r lib; do
+if [ "$EIO" = 1 ]; then LW_POINTS=0; fi
+copy_tool() {  # copy_tool PATH NAME: a host tool and its shared libraries into the initramfs
+  cp "$1" "$IR/bin/$2"
+  ldd "$1" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | while read -r lib; do
     mkdir -p "$IR$(dirname "$lib")"
     cp -L "$lib" "$IR$lib"
   done
+}
+if [ "$LW_POINTS" -gt 0 ] || [ "$EIO" = 1 ]; then
+  DMSETUP=$(command -v dmsetup || true)
+  [ -n "$DMSETUP" ] || die "--lw-points and --eio need dmsetup on the host (apt-get install dmsetup)"
+  copy_tool "$DMSETUP" dmsetup
+fi
+if [ "$EIO" = 1 ]; then
+  FILEFRAG=$(command -v filefrag || ls /usr/sbin/filefrag /sbin/filefrag 2>/dev/null | head -n1 || true)
+  [ -n "$FILEFRAG" ] || die "--eio needs filefrag on the host (e2fsprogs)"
+  copy_tool "$FILEFRAG" filefrag
 fi
 python3 "$PY" cpio "$WORK/initramfs.cpio" "$IR"
 echo "powercut: seed $SEED, kernel $(basename "$VMLINUZ"), vcache $BIN, initramfs $(( $(stat -c %s "$WORK/initramfs.cpio") >> 20 )) MiB, work $WORK"
@@ -206,12 +225,15 @@ boot() {
     MPORT=$(python3 "$PY" freeport)
     extra=(-drive "file=$dir/log.img,format=raw,if=virtio,cache=none,aio=threads")
     fwd=",hostfwd=tcp:127.0.0.1:$MPORT-:9000"
+  elif [ "$EIO_BOOT" = 1 ]; then
+    MPORT=$(python3 "$PY" freeport)
+    fwd=",hostfwd=tcp:127.0.0.1:$MPORT-:9000"
   fi
   qemu-system-x86_64 -accel "$ACCEL" -cpu max -smp "$SMP" -m "$MEM" \
     -nodefaults -no-user-config -display none -no-reboot \
     -serial "file:$dir/console-$name.log" \
     -kernel "$VMLINUZ" -initrd "$WORK/initramfs.cpio" \
-    -append "console=ttyS0 panic=-1 loglevel=4 pc.sync=$sync pc.interval=$INTERVAL pc.size=$SLOT_SIZE pc.lw=$lw" \
+    -append "console=ttyS0 panic=-1 loglevel=4 pc.sync=$sync pc.interval=$INTERVAL pc.size=$SLOT_SIZE pc.lw=$lw pc.eio=$EIO_BOOT" \
     -drive "file=$dir/disk.img,format=raw,if=virtio,cache=none,aio=threads" "${extra[@]}" \
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$PORT-:8080$fwd" -device virtio-net-pci,netdev=n0 \
     > "$dir/qemu-$name.log" 2>&1 &
@@ -269,7 +291,11 @@ run_mode() {
     local t0 cut lj rj
     t0=$(date +%s.%N)
     cut=$(uniform "$CUT_MIN" "$CUT_MAX" "$SEED:$sync:$r")
-    lj=$(timeout $((${cut%.*} + 90)) python3 "$PY" load --port "$PORT" --seed "$SEED" \
+    local delarg=()
+    if [ "$DELETES" = 1 ] && python3 -c "import random,sys; sys.exit(not (random.Random(sys.argv[1]).random() < 1/3 and $cut >= 1.5))" "$SEED:$sync:$r:delete"; then
+      delarg=(--delete-at "$(python3 -c "print(round($cut * $(uniform 0.3 0.7 "$SEED:$sync:$r:deleteat"), 2))")")
+    fi
+    lj=$(timeout $((${cut%.*} + 90)) python3 "$PY" load --port "$PORT" --seed "$SEED" "${delarg[@]}" \
       --round-seed "$(( SEED * 1000 + r ))$([ "$sync" = always ] && echo 1 || echo 2)" \
       --qemu-pid "$QPID" --cut-after "$cut" --log "$dir/load-$r.jsonl" --threads "$THREADS") || {
       echo "$sync  round $r  FAIL: the load driver failed"; FAILED=1; stop_guest; return; }
@@ -303,6 +329,7 @@ print(f"{sync:<8} round {r:>2}  cut at {float(cut):5.2f}s  acked PUTs {x['acked_
       f"acked bytes {x['acked_bytes']:>10}  promised {x['required_bytes']:>10}  bytes checked {x['checked_bytes']:>10}  "
       f"lost acked {x['lost_acked_bytes']:>9} (oldest {x['oldest_lost_ack_s']:.2f}s)  "
       f"commits {x['commits_seen']:>3}  {secs:>5}s  {res}"
+      + (f"  [DELETE acknowledged at {l['delete']['t']}s: nothing sent before it may be present]" if l.get("delete") else "")
       + (f"  [note: {x['lost_beyond_margin_bytes']} B acked more than the time margin before the cut are gone]"
          if x["lost_beyond_margin_bytes"] else ""), flush=True)
 with open(out, "a") as f:
@@ -372,7 +399,90 @@ EOF
   done
 }
 
+# injected EIO (eio_mode SYNC): boot 0 with the data disk behind a dm table the host can switch;
+# load, switch the slot's data-file extents to the error target, check the failure is reported and
+# nothing sent after it is acknowledged (powercut.py eio), restore the table and load on (still
+# nothing acknowledged: the video stays poisoned until a restart), cut the power. Boot 1:
+# /readyz 200 (the marker is gone, the video reopened from its last durable record), the usual checks
+# (every present byte is what was sent; the interval promise up to the failure). Then a load round
+# that must be acknowledged again, a cut, boot 2 and the checks once more.
+eio_mode() {
+  local sync=$1
+  local dir="$WORK/eio-$sync" ej lj t0 tag="eio-$sync"
+  mkdir -p "$dir"
+  rm -f "$dir/disk.img" "$dir/state.json"
+  truncate -s "$DISK_SIZE" "$dir/disk.img"
+  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$dir/disk.img"
+  t0=$(date +%s.%N)
+  EIO_BOOT=1
+  if ! boot "$dir" "$sync" 0; then
+    EIO_BOOT=0; echo "$tag  boot 0  FAIL: vcache did not start on the dm device"; FAILED=1; return
+  fi
+  EIO_BOOT=0
+  echo "$tag  boot 0  up in ${BOOT_S}s"
+  ej=$(timeout 300 python3 "$PY" eio --port "$PORT" --ctl-port "$MPORT" --seed "$SEED" \
+    --round-seed "$((SEED * 1000 + 777))$([ "$sync" = always ] && echo 1 || echo 2)" --qemu-pid "$QPID" --log "$dir/load-1.jsonl" --threads "$THREADS") || {
+    echo "$tag  FAIL: the eio driver failed"; FAILED=1; stop_guest; return; }
+  stop_guest
+  echo "$ej" > "$dir/eio.json"
+  python3 - "$dir/eio.json" "$tag" <<'EOF2'
+import json, sys
+x = json.load(open(sys.argv[1])); tag = sys.argv[2]
+print(f"{tag}  failure injected ({x['fail_answer']}); reported by /readyz after {x['detect_s']} s: {x['readyz']}")
+print(f"{tag}  acked PUTs {x['acked_puts']} ({x['acked_before_failure']} before the failure, "
+      f"{x['acked_between_failure_and_report']} between it and the report, the last {x['last_ack_after_failure_s']} s after the failure); PUTs sent after the report: "
+      f"{x['after_report_puts_5xx']} answered 5xx {x['after_report_statuses']}, {x['after_report_acked']} acknowledged "
+      f"(acknowledged after the device was restored: {x['acked_after_restore']})  "
+      + ("ok" if x["violations"] == 0 else f"VIOLATIONS {x['violations']}"))
+for p in x["problems"]:
+    print(f"  VIOLATION: {p}")
+EOF2
+  [ "$(jget "$dir/eio.json" violations)" = 0 ] || FAILED=1
+  local r
+  for r in 1 2; do
+    if ! boot "$dir" "$sync" "$r"; then
+      echo "$tag  boot $r  FAIL: vcache did not start after the failure"; FAILED=1; return
+    fi
+    local rb
+    if ! rb=$(python3 "$PY" ready "$PORT" 30); then
+      echo "$tag  boot $r  FAIL: $rb"; FAILED=1
+    fi
+    timeout 900 python3 "$PY" check --port "$PORT" --state "$dir/state.json" --seed "$SEED" --log "$dir/load-$r.jsonl" \
+      --promise "$sync" --margin-ms "$MARGIN_MS" --result "$dir/result-$r.json" ||
+      { echo "$tag  boot $r  FAIL: the checker failed"; FAILED=1; stop_guest; return; }
+    python3 - "$dir/result-$r.json" "$r" "$rb" "$tag" <<'EOF2'
+import json, sys
+x = json.load(open(sys.argv[1])); tag = sys.argv[4]
+print(f"{tag}  boot {sys.argv[2]}  /readyz {sys.argv[3]}  present {x['present_bytes']} B, promised {x['required_bytes']} B, "
+      f"bytes checked {x['checked_bytes']}, acked bytes lost {x['lost_acked_bytes']}  "
+      + ("ok" if x["violations"] == 0 else f"VIOLATIONS {x['violations']} (listed above)"))
+EOF2
+    [ "$(jget "$dir/result-$r.json" violations)" = 0 ] || FAILED=1
+    if [ "$r" = 1 ]; then
+      # the video accepts writes again
+      lj=$(timeout 120 python3 "$PY" load --port "$PORT" --seed "$SEED" --round-seed "$((SEED * 1000 + 778))$([ "$sync" = always ] && echo 1 || echo 2)" \
+        --qemu-pid "$QPID" --cut-after 3 --log "$dir/load-2.jsonl" --threads "$THREADS") || {
+        echo "$tag  FAIL: the load driver failed after the restart"; FAILED=1; stop_guest; return; }
+      stop_guest
+      local n
+      n=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['acked_puts'])" "$lj")
+      if [ "$n" -gt 0 ]; then
+        echo "$tag  after the restart: $lj  ok"
+      else
+        echo "$tag  after the restart: $lj  VIOLATION: no PUT was acknowledged"; FAILED=1
+      fi
+    fi
+  done
+  stop_guest
+  echo "$tag  $(python3 -c "print(round($(date +%s.%N) - $t0, 1))") s"
+}
+
 T_START=$(date +%s)
+if [ "$EIO" = 1 ]; then
+  [ "$MODE" = interval ] || eio_mode always
+  [ "$MODE" = always ] || eio_mode interval
+  exit $FAILED
+fi
 if [ "$SELFTEST" = 1 ]; then
   echo "powercut: SELF-TEST: sync=interval (checkpoint ${INTERVAL} ms) checked against the 'always' promise; violations are expected"
   run_mode interval always
