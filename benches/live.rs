@@ -38,27 +38,6 @@ const MAGIC: [u8; 8] = *b"\x47VCLIVE!";
 /// How long followers may take to catch up after the publisher ends before they count as stalled.
 const CATCH_UP: Duration = Duration::from_secs(15);
 
-/// Raise the soft open-file limit to the hard one (the child inherits it): 1,000 followers need
-/// 1,000 descriptors here and as many in the server.
-fn raise_nofile() -> u64 {
-    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return 0;
-        }
-        if r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        }
-        r.rlim_cur
-    }
-}
-
 struct Killer(Child);
 impl Drop for Killer {
     fn drop(&mut self) {

@@ -314,6 +314,16 @@ fn error_plan_with(
 }
 
 fn json_plan(status: u16, body: &str, head_only: bool, keep_alive: bool) -> Plan {
+    json_plan_with(status, body, head_only, keep_alive, &[])
+}
+
+fn json_plan_with(
+    status: u16,
+    body: &str,
+    head_only: bool,
+    keep_alive: bool,
+    extra: &[(&'static str, String)],
+) -> Plan {
     Plan::small(
         simple_parts(
             status,
@@ -321,7 +331,7 @@ fn json_plan(status: u16, body: &str, head_only: bool, keep_alive: bool) -> Plan
             body.as_bytes(),
             head_only,
             keep_alive,
-            &[],
+            extra,
         ),
         keep_alive,
     )
@@ -802,17 +812,7 @@ fn readiness(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
         list.join(",")
     );
     let extra = [("Cache-Control", "no-store".to_string())];
-    Plan::small(
-        simple_parts(
-            status,
-            "application/json",
-            body.as_bytes(),
-            head_only,
-            keep_alive,
-            &extra,
-        ),
-        keep_alive,
-    )
+    json_plan_with(status, &body, head_only, keep_alive, &extra)
 }
 
 /// `GET /metrics` (Prometheus text): the event loop's counters, behind the read token.

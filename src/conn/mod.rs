@@ -650,20 +650,30 @@ impl Conn {
         true
     }
 
+    /// What a request body's framing says comes next: up to this many payload bytes, the end of the
+    /// body (None), or the step to take first (framing to read or parsed, or a malformed body).
+    fn body_payload_next(&mut self, ctx: &mut Ctx<'_>) -> Result<Option<u64>, Step> {
+        match self.reader.body_next() {
+            Ok(BodyNext::Payload(want)) => Ok(Some(want)),
+            Ok(BodyNext::End) => Ok(None),
+            Ok(BodyNext::Again) => Err(Step::Progress),
+            Ok(BodyNext::NeedFraming) => Err(self.read_framing(ctx, CHUNK_LINE_READ)),
+            Err(e) => Err(self.body_failed(ctx, e)),
+        }
+    }
+
     fn step_body(&mut self, ctx: &mut Ctx<'_>) -> Step {
         if self.publish_ended_by_shutdown(ctx) {
             return self.finish_body(ctx);
         }
+        // 1. Framing (chunk-size lines, trailers) is parsed by the read half.
+        let want = match self.body_payload_next(ctx) {
+            Ok(Some(want)) => want,
+            Ok(None) => return self.finish_body(ctx),
+            Err(step) => return step,
+        };
         let State::Body(ing) = &mut self.state else {
             return Step::Blocked;
-        };
-        // 1. Framing (chunk-size lines, trailers) is parsed by the read half.
-        let want = match self.reader.body_next() {
-            Ok(BodyNext::Payload(want)) => want,
-            Ok(BodyNext::End) => return self.finish_body(ctx),
-            Ok(BodyNext::Again) => return Step::Progress,
-            Ok(BodyNext::NeedFraming) => return self.read_framing(ctx, CHUNK_LINE_READ),
-            Err(e) => return self.body_failed(ctx, e),
         };
         let room = ing.plan.end - ing.cursor;
         if room == 0 {

@@ -3,12 +3,12 @@
 //! written. 200 as for the write once the whole range matched (after the commit that made those bytes
 //! durable), 409 once the body is read if any byte differed.
 
-use super::{CHUNK_LINE_READ, Conn, Ctx, INGEST_BUDGET_PER_TURN, State, Step, ms};
+use super::{Conn, Ctx, INGEST_BUDGET_PER_TURN, State, Step, ms};
 use crate::http::HttpError;
 use crate::routes::VerifyPlan;
 use crate::store::Availability;
 
-use super::reader::{BodyNext, Got};
+use super::reader::Got;
 
 /// Scratch bytes a repeated body is read into before each comparison.
 const VERIFY_SCRATCH: usize = 64 << 10;
@@ -51,15 +51,13 @@ impl Conn {
     }
 
     pub(super) fn step_verify(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        let want = match self.body_payload_next(ctx) {
+            Ok(Some(want)) => want,
+            Ok(None) => return self.finish_verify(ctx),
+            Err(step) => return step,
+        };
         let State::Verify(ver) = &mut self.state else {
             return Step::Blocked;
-        };
-        let want = match self.reader.body_next() {
-            Ok(BodyNext::Payload(want)) => want,
-            Ok(BodyNext::End) => return self.finish_verify(ctx),
-            Ok(BodyNext::Again) => return Step::Progress,
-            Ok(BodyNext::NeedFraming) => return self.read_framing(ctx, CHUNK_LINE_READ),
-            Err(e) => return self.body_failed(ctx, e),
         };
         let room = ver.plan.end - ver.cursor;
         if room == 0 {
