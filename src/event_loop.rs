@@ -676,8 +676,9 @@ impl Server {
         let oldest = self
             .store
             .all_mut()
-            .filter_map(|(id, v)| Some((v.commit()?.oldest_unsynced_ack()?, id.clone())))
-            .min();
+            .filter_map(|(id, v)| Some((v.commit()?.oldest_unsynced_ack()?, id)))
+            .min()
+            .map(|(t, id)| (t, id.clone()));
         let age = oldest
             .as_ref()
             .map_or(Duration::ZERO, |(t, _)| now.saturating_duration_since(*t));

@@ -49,11 +49,7 @@ impl Writer {
 
     /// Queue head or framing bytes; they leave with the next send.
     pub fn queue(&mut self, bytes: &[u8]) {
-        if self.is_flushed() {
-            self.out.clear();
-            self.pos = 0;
-        }
-        self.out.extend_from_slice(bytes);
+        self.queue_in_place().extend_from_slice(bytes);
     }
 
     /// The queue, to append head bytes to in place (they leave with the next send).
@@ -67,12 +63,8 @@ impl Writer {
 
     /// Queue a chunk-size line for `n` payload bytes, without allocating.
     pub fn queue_chunk_size(&mut self, n: u64) {
-        if self.is_flushed() {
-            self.out.clear();
-            self.pos = 0;
-        }
         // Writing into a Vec cannot fail.
-        let _ = write!(self.out, "{n:x}\r\n");
+        let _ = write!(self.queue_in_place(), "{n:x}\r\n");
     }
 
     fn pending(&self) -> &[u8] {
