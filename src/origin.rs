@@ -429,11 +429,16 @@ impl Fetcher {
             };
             // The commit worker removes the closed files (unlink and a directory sync are not for the
             // loop); learning the new object waits for it.
-            if let Some(o) = v.origin_mut() {
-                o.drop_files();
-            }
+            let gone = v.origin_mut().map(|o| {
+                let fb = o.fill_block();
+                let len = o.len().unwrap_or(0);
+                (o.drop_files(), fb, len)
+            });
             // Readers waiting for the old object route again: they learn the new one.
             v.byte_waiters.wake_all(wake);
+            if let Some((space, fb, len)) = gone {
+                store.unregister_space(&id, &space, |b| (b * fb).min(len)..((b + 1) * fb).min(len));
+            }
         }
     }
 
