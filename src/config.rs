@@ -16,7 +16,7 @@ use toml::Spanned;
 use crate::seek::{MAX_FPS, SeekMap, SeekTable, Timecode};
 
 mod cache;
-pub use cache::{CacheConfig, MountConfig};
+pub use cache::{CacheConfig, DEFAULT_NEGATIVE_TTL_SECS, MountConfig};
 
 /// The configuration `vcache serve` runs on without `--config`. Relative paths in it
 /// resolve against the current directory.

@@ -574,6 +574,7 @@ impl Server {
             self.fetcher
                 .sweep(self.poll.registry(), &mut self.store, &mut self.wake, now);
             self.drop_unused_retired();
+            self.store.drop_unused_mounted();
             self.retry_opens(now);
         }
         self.access_log.flush();
@@ -894,6 +895,10 @@ impl Server {
         let mut removed = Vec::new();
         let current: Vec<String> = self.store.videos.keys().cloned().collect();
         for id in current {
+            // Mounted objects are not in any config's [[video]] list: a reload keeps them.
+            if crate::store::mounts::is_mounted_id(&id) {
+                continue;
+            }
             let same_kind = new.videos.iter().any(|nv| {
                 nv.id == id
                     && self

@@ -691,6 +691,11 @@ fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
         Some((id, sub)) => (id, Some(sub)),
         None => (rest, None),
     };
+    if let Some(sub) = sub
+        && ctx.store.mounts.get(id).is_some()
+    {
+        return route_mounted(head, id, sub, read_ok, ctx);
+    }
     if !is_valid_video_id(id) {
         return Decision::respond(error_plan(400, "malformed video id", head_only, keep_alive));
     }
@@ -711,6 +716,63 @@ fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
         return Decision::respond(error_plan_with(503, &why, head_only, keep_alive, &extra));
     }
     route_video(head, id, sub, read_ok, ctx)
+}
+
+/// `/videos/{prefix}/{name}` and what is under it, for an object of an origin mount: it behaves as
+/// an origin video with the id `{prefix}/{name}` (`materialize_mount` put it in the store).
+fn route_mounted(
+    head: &RequestHead,
+    prefix: &str,
+    sub: &str,
+    read_ok: bool,
+    ctx: &RouteCtx<'_>,
+) -> Decision {
+    let (head_only, keep_alive) = (head.method == Method::Head, head.keep_alive);
+    let (name, rest) = match sub.split_once('/') {
+        Some((name, rest)) => (name, Some(rest)),
+        None => (sub, None),
+    };
+    if !is_valid_video_id(name) {
+        let why = format!("malformed object name under mount {prefix}");
+        return Decision::respond(error_plan(400, &why, head_only, keep_alive));
+    }
+    let id = format!("{prefix}/{name}");
+    if !ctx.store.videos.contains_key(&id) {
+        // Only reads and warm-ups create a mounted object; nothing else has one to act on.
+        let why = format!("no cached object {name} under mount {prefix}");
+        return Decision::respond(match head.method {
+            Method::Get | Method::Head | Method::Post => {
+                error_plan(404, &why, head_only, keep_alive)
+            }
+            _ => method_not_allowed("GET, HEAD, OPTIONS", head_only, keep_alive),
+        });
+    }
+    route_video(head, &id, rest, read_ok, ctx)
+}
+
+/// A read (or warm-up) of a mounted object puts the object in the store first, as an origin video
+/// with no files yet; routing then treats it like any origin video. The error for a name that cannot
+/// be mounted.
+pub fn materialize_mount(head: &RequestHead, cfg: &Config, store: &mut Store) -> Option<Plan> {
+    if store.mounts.is_empty() || !matches!(head.method, Method::Get | Method::Head | Method::Post)
+    {
+        return None;
+    }
+    let (prefix, sub) = head.path.strip_prefix("/videos/")?.split_once('/')?;
+    store.mounts.get(prefix)?;
+    if !read_allowed(head, cfg) {
+        return None; // routing answers 401
+    }
+    let name = sub.split('/').next().unwrap_or(sub);
+    match store.mount(prefix, name) {
+        Ok(_) => None,
+        Err((status, why)) => Some(error_plan(
+            status,
+            &why,
+            head.method == Method::Head,
+            head.keep_alive,
+        )),
+    }
 }
 
 /// `/videos/{id}` and what is under it, for a configured video.
@@ -945,6 +1007,11 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
     let mut out = String::from("{\"videos\":[");
     let mut first = true;
     for (id, v) in &ctx.store.videos {
+        // A mounted object is listed while it is cached (its length known and files present).
+        if crate::store::mounts::is_mounted_id(id) && v.origin().is_some_and(|o| o.len().is_none())
+        {
+            continue;
+        }
         if !first {
             out.push(',');
         }
@@ -1542,7 +1609,7 @@ pub fn read_ahead(
     let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) else {
         return;
     };
-    if o.read_window(reader, pos, last, since) {
+    if o.move_window(reader, pos, last, since) {
         touch_block(store, video, pos);
     }
 }

@@ -463,6 +463,11 @@ impl Conn {
         if ctx.access_log.enabled() && self.record.is_none() {
             self.record = Some(Box::new(RequestRecord::new(&head, routing.started)));
         }
+        if let Some(plan) = routes::materialize_mount(&head, ctx.cfg, ctx.store) {
+            self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
+            self.start_plan(plan);
+            return;
+        }
         let rctx = RouteCtx {
             store: ctx.store,
             cfg: ctx.cfg,

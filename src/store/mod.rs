@@ -7,6 +7,7 @@
 pub mod commit;
 pub mod data_file;
 pub mod meta;
+pub mod mounts;
 pub mod origin;
 pub mod presence;
 pub mod ring;
@@ -1387,6 +1388,8 @@ pub struct Store {
     pub space: space::CacheSpace,
     /// `[cache] read_ahead_blocks`.
     pub read_ahead_blocks: u64,
+    /// `[[mount]]`s, as the daemon started with them.
+    pub mounts: mounts::Mounts,
 }
 
 /// Counters of the origin fetches since start.
@@ -1401,11 +1404,11 @@ pub struct OriginTotals {
 }
 
 fn data_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.data"))
+    dir.join(format!("{}.data", mounts::file_stem(id)))
 }
 
 fn meta_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.meta"))
+    dir.join(format!("{}.meta", mounts::file_stem(id)))
 }
 
 /// What a metadata record says about an upload slot.
@@ -1481,6 +1484,7 @@ impl Store {
             origin_totals: OriginTotals::default(),
             space: space::CacheSpace::new(cfg.cache.max_size, cfg.cache.min_free),
             read_ahead_blocks: cfg.cache.read_ahead_blocks,
+            mounts: mounts::Mounts::resolve(cfg),
         };
         store.space.saved_recency = space::load_recency(&store.data_dir);
         assert!(
@@ -1499,6 +1503,7 @@ impl Store {
                 }),
             }
         }
+        problems.extend(store.open_mounted_files());
         Ok((store, problems))
     }
 

@@ -235,6 +235,8 @@ pub struct OriginVideo {
     demand: BTreeMap<u64, u32>,
     /// Warm-up blocks waiting for space (they go back to the warm-up queue, not the readers').
     parked_warm: BTreeSet<u64>,
+    /// How long an origin 404 is remembered.
+    negative_ttl: std::time::Duration,
 }
 
 impl OriginVideo {
@@ -268,6 +270,7 @@ impl OriginVideo {
             interests: HashMap::new(),
             demand: BTreeMap::new(),
             parked_warm: BTreeSet::new(),
+            negative_ttl: std::time::Duration::from_secs(crate::config::DEFAULT_NEGATIVE_TTL_SECS),
         }
     }
 
@@ -366,9 +369,32 @@ impl OriginVideo {
         }
     }
 
-    /// Block `b` failed while a request that started at `since` was waiting for it.
+    /// Block `b` failed while a request that started at `since` was waiting for it — or the origin
+    /// said 404 lately (remembered for `negative_ttl`, so a missing object is not asked for again
+    /// by every request).
     fn failed_before(&self, b: u64, since: Instant) -> bool {
-        self.failures.get(&b).is_some_and(|f| f.at >= since)
+        self.failures.get(&b).is_some_and(|f| {
+            f.at >= since || (f.status == 404 && f.at.elapsed() < self.negative_ttl)
+        })
+    }
+
+    /// How long an origin 404 is remembered.
+    pub fn set_negative_ttl(&mut self, ttl: std::time::Duration) {
+        self.negative_ttl = ttl;
+    }
+
+    /// Nothing learned, wanted or remembered: a mounted object in this state can leave the store.
+    pub fn is_unused_and_unknown(&self) -> bool {
+        self.phase() == Phase::Unknown
+            && self.interests.is_empty()
+            && self.inflight.is_empty()
+            && self.client.len() == 0
+            && self.warm.len() == 0
+            && !self.warm_all_when_known
+            && self
+                .failures
+                .values()
+                .all(|f| f.status != 404 || f.at.elapsed() >= self.negative_ttl)
     }
 }
 
@@ -625,16 +651,27 @@ impl OriginVideo {
         let last_block = (last / fb).min(first.saturating_add(self.read_ahead));
         let window = (first, last_block.max(first));
         let old = self.interests.insert(reader, window);
-        if old == Some(window) {
-            return false;
+        let moved = old != Some(window);
+        if moved {
+            if let Some(old) = old {
+                self.add_demand(old, -1);
+            }
+            self.add_demand(window, 1);
         }
-        if let Some(old) = old {
-            self.add_demand(old, -1);
-        }
-        self.add_demand(window, 1);
         let wanted_last = last.min((window.1 + 1).saturating_mul(fb) - 1);
         self.want(pos, wanted_last, false, since);
-        true
+        moved
+    }
+
+    /// The same, as a sender moves on: nothing is done unless the window moved.
+    pub fn move_window(&mut self, reader: ReaderId, pos: u64, last: u64, since: Instant) -> bool {
+        let fb = self.fill_block;
+        let first = pos / fb;
+        let last_block = (last / fb).min(first.saturating_add(self.read_ahead));
+        if self.interests.get(&reader) == Some(&(first, last_block.max(first))) {
+            return false;
+        }
+        self.read_window(reader, pos, last, since)
     }
 
     /// Reader `reader` went (or its response ended): its window no longer holds blocks.
@@ -643,7 +680,6 @@ impl OriginVideo {
             self.add_demand(old, -1);
         }
     }
-
 }
 
 /// Disk space: allocation before a fetch, eviction, punch.
@@ -657,7 +693,7 @@ impl OriginVideo {
         match result {
             Ok(()) if warm => {
                 if !self.client.contains(b) && !self.warm.contains(b) {
-                    self.warm.push_front(b);
+                    self.warm.push_back(b);
                 }
             }
             Ok(()) => self.requeue(b, true),
@@ -931,7 +967,7 @@ mod tests {
     }
 
     fn video(fill_block: u64, slot: Option<Slot>) -> OriginVideo {
-        OriginVideo::new(
+        let mut o = OriginVideo::new(
             "http://o/v".into(),
             "o".into(),
             80,
@@ -939,7 +975,17 @@ mod tests {
             fill_block,
             Vec::new(),
             slot.map(Box::new),
-        )
+        );
+        o.space = BlockSpace::all_allocated();
+        o.set_read_ahead(u64::MAX);
+        o
+    }
+
+    /// A new reader (each call its own) wants bytes [first, last]: its window covers them all.
+    fn read(o: &mut OriginVideo, first: u64, last: u64, since: Instant) {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+        let reader = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        o.read_window(reader, first, last, since);
     }
 
     /// Take every fetch there is, in order.
@@ -954,7 +1000,7 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(o.phase(), Phase::Unknown);
         assert_eq!(o.len(), None);
-        o.want(5000, 5999, false, t0);
+        read(&mut o, 5000, 5999, t0);
         let learn = o.start_fetch().unwrap();
         assert_eq!(
             learn,
@@ -978,6 +1024,7 @@ mod tests {
             "a created object's generation is seeded from the clock"
         );
         o.fetch_again(0, None, false);
+        read(&mut o, 0, 999, Instant::now());
         assert_eq!(drain(&mut o), [0]);
         // Another length: nothing is fetched until the files are dropped, then the length is learned.
         o.object_changed(0, true);
@@ -995,14 +1042,14 @@ mod tests {
         assert_eq!(o.start_fetch(), None);
         o.files_removed();
         assert_eq!(o.phase(), Phase::Unknown);
-        o.want(0, 0, false, Instant::now());
+        read(&mut o, 0, 0, Instant::now());
         assert_eq!(drain(&mut o), [0]);
     }
 
     #[test]
     fn a_failed_creation_learns_again_and_a_changed_validator_keeps_the_files() {
         let mut o = video(1000, None);
-        o.want(0, 0, false, Instant::now());
+        read(&mut o, 0, 0, Instant::now());
         assert_eq!(drain(&mut o), [0]);
         o.learned(10, String::new());
         assert!(o.take_create_wanted().is_some());
@@ -1011,7 +1058,7 @@ mod tests {
 
         let (_dir, s) = slot("same-len", 4000);
         let mut o = video(1000, Some(s));
-        o.want(0, 3999, false, Instant::now());
+        read(&mut o, 0, 3999, Instant::now());
         let first = o.start_fetch().unwrap().block;
         o.object_changed(first, false);
         assert_eq!(o.phase(), Phase::Ready);
@@ -1055,10 +1102,40 @@ mod tests {
         o.learned(3500, String::new());
         o.take_create_wanted();
         o.files_created(s);
-        // Block 0 is in flight (the learning fetch).
+        // Block 0 is in flight (the learning fetch) and allocated with the files.
         assert_eq!(o.queued_blocks(), 3);
         assert!(!o.has_client_work());
+        assert!(o.space.is_allocated(0));
+        // The others wait for space: none is fetched before the budget grants and the space thread
+        // allocates it; then they go back to the warm-up queue.
+        assert_eq!(drain(&mut o), []);
+        assert_eq!(o.space.take_alloc_wanted(), [1, 2, 3]);
+        assert_eq!(drain(&mut o), [], "a parked block is not queued again");
+        for b in [1, 2, 3] {
+            assert!(o.still_wanted(b));
+            o.space.granted(b);
+            o.allocation_done(b, Ok(()));
+        }
+        assert!(!o.has_client_work());
         assert_eq!(drain(&mut o), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_reader_that_goes_takes_its_blocks_with_it_and_pins_its_window() {
+        let (_dir, s) = slot("window", 10_000);
+        let mut o = video(1000, Some(s));
+        o.set_read_ahead(2);
+        let t = Instant::now();
+        assert!(o.read_window(1, 0, 9999, t));
+        assert_eq!(o.queued_blocks(), 3, "the block sent from and two ahead");
+        assert!(o.pinned(0) && o.pinned(2) && !o.pinned(3));
+        assert!(!o.move_window(1, 500, 9999, t), "still in block 0");
+        assert!(o.move_window(1, 1000, 9999, t));
+        assert!(!o.pinned(0) && o.pinned(3));
+        o.drop_reader(1);
+        assert!(!o.pinned(1));
+        // Nobody wants the queued blocks any more: none is fetched.
+        assert_eq!(drain(&mut o), []);
     }
 
     #[test]
@@ -1068,7 +1145,7 @@ mod tests {
         let t = Instant::now();
         o.want(0, 9999, true, t);
         assert!(!o.has_client_work());
-        o.want(7500, 8200, false, t);
+        read(&mut o, 7500, 8200, t);
         assert!(o.has_client_work());
         assert_eq!(o.queued_blocks(), 10);
         assert_eq!(drain(&mut o), [7, 8, 0, 1, 2, 3, 4, 5, 6, 9]);
@@ -1080,9 +1157,9 @@ mod tests {
         s.presence.insert(0, 2500).unwrap();
         let mut o = video(1000, Some(s));
         let t = Instant::now();
-        o.want(0, 1999, false, t);
+        read(&mut o, 0, 1999, t);
         assert_eq!(o.queued_blocks(), 0);
-        o.want(0, 3999, false, t);
+        read(&mut o, 0, 3999, t);
         // Block 2 is asked for from its first missing byte.
         let f = o.start_fetch().unwrap();
         assert_eq!(
@@ -1093,7 +1170,7 @@ mod tests {
                 last: 2999
             }
         );
-        o.want(2000, 3999, false, t);
+        read(&mut o, 2000, 3999, t);
         o.want(2000, 3999, true, t);
         assert_eq!((o.fetching_blocks(), o.queued_blocks()), (1, 1));
         // A retry goes first; a block fetched in part is wanted again.
@@ -1108,16 +1185,16 @@ mod tests {
         let (_dir, s) = slot("failure", 4000);
         let mut o = video(1000, Some(s));
         let waiting = Instant::now();
-        o.want(1000, 1999, false, waiting);
+        read(&mut o, 1000, 1999, waiting);
         assert_eq!(drain(&mut o), [1]);
         o.fetch_failed(1, None, 504, "slow".into());
         assert_eq!(o.availability(1500), Availability::Failed(504));
         assert_eq!(o.failure_since(1500, waiting), Some((504, "slow".into())));
-        o.want(1000, 1999, false, waiting);
+        read(&mut o, 1000, 1999, waiting);
         assert_eq!(o.queued_blocks(), 0);
         let later = Instant::now() + std::time::Duration::from_millis(1);
         assert_eq!(o.failure_since(1500, later), None);
-        o.want(1000, 1999, false, later);
+        read(&mut o, 1000, 1999, later);
         assert_eq!(o.availability(1500), Availability::Pending);
         assert_eq!(drain(&mut o), [1]);
     }
@@ -1128,14 +1205,14 @@ mod tests {
         let (_dir, s) = slot("caps", blocks);
         let mut o = video(1, Some(s));
         let t = Instant::now();
-        o.want(0, blocks - 1, false, t);
+        read(&mut o, 0, blocks - 1, t);
         assert_eq!(o.queued_blocks(), MAX_CLIENT_BLOCKS);
         // A warm-up has its own room: readers' blocks do not keep it out, nor does it take theirs.
         o.want(0, blocks - 1, true, t + std::time::Duration::from_millis(1));
         assert_eq!(o.queued_blocks(), MAX_CLIENT_BLOCKS + MAX_WARM_BLOCKS);
         assert_eq!(o.client.len(), MAX_CLIENT_BLOCKS);
         // The same request routing again adds nothing (its waiting range merges).
-        o.want(0, blocks - 1, false, t);
+        read(&mut o, 0, blocks - 1, t);
         assert_eq!((o.client.pending.len(), o.warm.pending.len()), (1, 1));
         // Every block is fetched once, readers' in order first; none past the cap is forgotten.
         let order = drain(&mut o);
@@ -1154,7 +1231,7 @@ mod tests {
         let mut o = video(1, Some(s));
         let t = Instant::now();
         for _ in 0..1000 {
-            o.want(0, len - 1, false, t);
+            o.want(0, len - 1, true, t);
         }
         assert_eq!(drain(&mut o), [1000, len - 1]);
     }

@@ -36,6 +36,9 @@ pub struct BlockSpace {
     evicting: BTreeMap<u64, u64>,
     /// Evicted blocks handed to the space thread for the punch.
     punching: BTreeSet<u64>,
+    /// Every block counts as allocated (unit tests of the fetch queues).
+    #[cfg(test)]
+    all: bool,
 }
 
 impl BlockSpace {
@@ -48,7 +51,20 @@ impl BlockSpace {
     }
 
     pub fn is_allocated(&self, b: u64) -> bool {
+        #[cfg(test)]
+        if self.all {
+            return true;
+        }
         self.allocated.contains(&b)
+    }
+
+    /// A space whose every block counts as allocated (unit tests of the fetch queues).
+    #[cfg(test)]
+    pub fn all_allocated() -> BlockSpace {
+        BlockSpace {
+            all: true,
+            ..BlockSpace::default()
+        }
     }
 
     /// A block waiting for space (or for its punch to finish before it is allocated again).
@@ -167,7 +183,6 @@ impl BlockSpace {
     pub fn counted(&self) -> impl Iterator<Item = u64> + '_ {
         self.allocated.union(&self.allocating).copied()
     }
-
 }
 
 /// A resident block: (video id, block number).
