@@ -8,11 +8,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use crate::http::date::parse_http_date;
 use crate::http::range::parse_content_range;
 use crate::store::Store;
 use crate::store::data_file::prefault_for_write;
@@ -119,6 +120,8 @@ struct Answer {
     start: u64,
     end: u64,
     validator: String,
+    /// The origin's Last-Modified: an origin video answers with it (every node of a tier the same).
+    last_modified: Option<SystemTime>,
     close: bool,
 }
 
@@ -130,6 +133,7 @@ struct OriginHead {
     content_range: Option<String>,
     chunked: bool,
     validator: String,
+    last_modified: Option<SystemTime>,
     close: bool,
 }
 
@@ -275,7 +279,10 @@ fn parse_origin_head(buf: &[u8]) -> Result<Option<(OriginHead, usize)>, String> 
             "content-range" => h.content_range = Some(v),
             "transfer-encoding" => h.chunked = !v.eq_ignore_ascii_case("identity"),
             "etag" => etag = Some(v),
-            "last-modified" => last_modified = Some(v),
+            "last-modified" => {
+                h.last_modified = parse_http_date(&v);
+                last_modified = Some(v);
+            }
             "connection" => {
                 let l = v.to_ascii_lowercase();
                 if l.contains("close") {
@@ -1023,6 +1030,7 @@ fn start_body(
                 start,
                 end,
                 validator,
+                last_modified: h.last_modified,
                 close,
             };
             (answer, total)
@@ -1076,10 +1084,18 @@ fn begin_body(
         start,
         end,
         validator,
+        last_modified,
         close,
     } = answer;
     if slot.validator.as_deref().is_none_or(str::is_empty) && !validator.is_empty() {
         slot.validator = Some(validator);
+        slot.commit.bump();
+    }
+    // Readers see the origin's Last-Modified (second precision, as stored), not the fill's time.
+    if let Some(lm) = last_modified
+        && slot.modified != lm
+    {
+        slot.modified = lm;
         slot.commit.bump();
     }
     if start >= end {
@@ -1238,6 +1254,7 @@ mod tests {
             chunked: false,
             validator: validator.into(),
             close: false,
+            last_modified: None,
         }
     }
 

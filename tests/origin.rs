@@ -87,6 +87,7 @@ impl Nginx {
                  \x20       listen 127.0.0.1:{port};\n\
                  \x20       root {d}/www;\n\
                  \x20       location /slow/ {{ alias {d}/www/; limit_rate $slow_rate; }}\n\
+                 \x20       location /noetag/ {{ alias {d}/www/; etag off; }}\n\
                  \x20   }}\n}}\n"
             );
             std::fs::write(dir.join("nginx.conf"), conf).unwrap();
@@ -1438,4 +1439,75 @@ fn vcache_check_reports_cached_bytes_and_the_validator() {
         )),
         "{text}"
     );
+}
+
+/// The ETag, Last-Modified and If-Range answer of `id` on `d` for the first byte.
+fn validators_of(d: &Daemon, id: &str) -> (String, String) {
+    let r = d.get(&format!("/videos/{id}"), &[("Range", "bytes=0-0")]);
+    assert_eq!(r.status, 206, "{}", r.text());
+    let etag = r.header("ETag").expect("an ETag").to_string();
+    let lm = r
+        .header("Last-Modified")
+        .expect("a Last-Modified")
+        .to_string();
+    (etag, lm)
+}
+
+/// GET bytes 1000-1999 of `id` with `If-Range: if_range`: the status.
+fn resume(d: &Daemon, id: &str, if_range: &str) -> u16 {
+    let r = d.get(
+        &format!("/videos/{id}"),
+        &[("Range", "bytes=1000-1999"), ("If-Range", if_range)],
+    );
+    r.status
+}
+
+#[test]
+fn origin_videos_answer_with_the_origins_validators_on_every_node_and_after_restarts() {
+    let dir = TestDir::new("origin-validators");
+    let Some(ng) = Nginx::start(&dir.path) else {
+        return;
+    };
+    let data = source(300_001, 21);
+    let mtime = 1_650_000_000;
+    ng.put("v.bin", &data, mtime);
+    let etag = Nginx::etag(mtime, data.len() as u64);
+    let lm = "Fri, 15 Apr 2022 05:20:00 GMT"; // mtime as an HTTP-date
+    let videos = [
+        ("v", ng.url("/v.bin"), "64KiB"),
+        ("w", ng.url("/noetag/v.bin"), "64KiB"),
+    ];
+    let cfg = config("", "", &videos);
+    // Two nodes (two data directories) caching the same objects.
+    let (a_dir, b_dir) = (dir.path.join("a"), dir.path.join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let mut a = Daemon::start(&a_dir, &cfg);
+    let b = Daemon::start(&b_dir, &cfg);
+
+    assert_eq!(validators_of(&a, "v"), (etag.clone(), lm.to_string()));
+    assert_eq!(validators_of(&b, "v"), (etag.clone(), lm.to_string()));
+    // A client resuming on another node with the first node's ETag gets the rest, not the whole.
+    assert_eq!(resume(&b, "v", &etag), 206);
+    assert_eq!(resume(&b, "v", "\"other\""), 200);
+
+    // Without an ETag from the origin: the origin's Last-Modified, and a weak ETag equal on both nodes
+    // (weak: it cannot validate a range, so If-Range works by the date).
+    let (wa, wlm) = validators_of(&a, "w");
+    assert_eq!(wlm, lm);
+    assert!(wa.starts_with("W/\""), "weak ETag {wa}");
+    assert_eq!(validators_of(&b, "w"), (wa.clone(), lm.to_string()));
+    assert_eq!(resume(&b, "w", lm), 206);
+    assert_eq!(resume(&b, "w", &wa), 200);
+
+    // The origin's Last-Modified is kept across a kill -9 (fast records) and a SIGTERM restart.
+    read_exact_range(&a, "v", &data, 100_000, 200_000);
+    a.kill9();
+    let mut a = Daemon::start(&a_dir, &cfg);
+    assert_eq!(validators_of(&a, "v"), (etag.clone(), lm.to_string()));
+    assert_eq!(validators_of(&a, "w"), (wa.clone(), lm.to_string()));
+    assert!(a.stop(Duration::from_secs(15)).success());
+    let a = Daemon::start(&a_dir, &cfg);
+    assert_eq!(validators_of(&a, "v"), (etag, lm.to_string()));
+    assert_eq!(validators_of(&a, "w"), (wa, lm.to_string()));
 }
