@@ -15,6 +15,9 @@ use toml::Spanned;
 
 use crate::seek::{MAX_FPS, SeekMap, SeekTable, Timecode};
 
+mod cluster;
+pub use cluster::ClusterConfig;
+
 /// The configuration `vcache serve` runs on without `--config`. Relative paths in it
 /// resolve against the current directory.
 pub const EMBEDDED_DEFAULT: &str = r#"# vcache's built-in configuration, used by `vcache serve` without --config.
@@ -221,6 +224,8 @@ pub struct Config {
     pub source: String,
     pub server: ServerConfig,
     pub videos: Vec<VideoConfig>,
+    /// `[cluster]`: the tier this node is part of (none by default).
+    pub cluster: ClusterConfig,
     /// Problems that do not stop the config from loading (a token still set to `change-me`), each
     /// with its file, line and key; `serve` and `check` log them.
     pub warnings: Vec<ConfigError>,
@@ -419,6 +424,7 @@ type Sp<T> = Spanned<T>;
 struct RawConfig {
     server: Option<RawServer>,
     limits: Option<RawLimits>,
+    cluster: Option<cluster::RawCluster>,
     video: Option<Vec<Sp<RawVideo>>>,
 }
 
@@ -595,6 +601,7 @@ pub fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Config, Config
     let mut found = Found::default();
     let server = validate_server(&src, raw.server, raw.limits, base_dir, &mut found);
     let videos = validate_videos(&src, raw.video.unwrap_or_default(), base_dir, &mut found);
+    let cluster = cluster::validate_cluster(&src, raw.cluster, &mut found);
     if !found.errors.is_empty() {
         found.errors.sort_by_key(|error| error.line); // stable: a video's own errors keep their order
         found.errors.truncate(MAX_REPORTED_ERRORS);
@@ -604,6 +611,7 @@ pub fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Config, Config
         source: source.to_string(),
         server,
         videos,
+        cluster,
         warnings: found.warnings,
     })
 }

@@ -284,6 +284,8 @@ pub struct RouteCtx<'a> {
     /// For `/metrics`: the counters and the number of open connections.
     pub metrics: &'a Metrics,
     pub open_connections: usize,
+    /// SIGTERM's drain (`cluster.drain_ms`) or the shutdown has begun: not ready for new traffic.
+    pub draining: bool,
 }
 
 /// A small complete error response: an RFC 9457 problem details body (`application/problem+json`)
@@ -784,8 +786,9 @@ pub fn unavailable_videos<'a>(ctx: &RouteCtx<'a>) -> Vec<(&'a str, UnavailableRe
         .collect()
 }
 
-/// `GET /readyz`: 200 when every configured video can be served, else 503 listing the ones that cannot
-/// and why. `/healthz` stays liveness (the loop answers).
+/// `GET /readyz`: 200 when every configured video can be served and the node is not draining (SIGTERM
+/// with `cluster.drain_ms`), else 503 listing the videos that cannot be served and why. `/healthz`
+/// stays liveness (the loop answers).
 fn readiness(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
     let keep_alive = head.keep_alive && !head.has_body();
     let head_only = head.method == Method::Head;
@@ -804,10 +807,11 @@ fn readiness(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
             )
         })
         .collect();
-    let status = if down.is_empty() { 200 } else { 503 };
+    let ready = down.is_empty() && !ctx.draining;
+    let status = if ready { 200 } else { 503 };
     let body = format!(
-        "{{\"ready\":{},\"videos\":{},\"unavailable\":[{}]}}\n",
-        down.is_empty(),
+        "{{\"ready\":{ready},\"draining\":{},\"videos\":{},\"unavailable\":[{}]}}\n",
+        ctx.draining,
         ctx.cfg.videos.len(),
         list.join(",")
     );
@@ -2275,6 +2279,7 @@ mod tests {
                 wants_applied: false,
                 metrics: &metrics,
                 open_connections: 1,
+                draining: false,
             };
             route(&head, &ctx)
         };

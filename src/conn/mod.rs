@@ -65,6 +65,8 @@ pub struct Ctx<'a> {
     pub boundary: &'a str,
     pub send_path: SendPath,
     pub shutting_down: bool,
+    /// Draining or shutting down: `/readyz` answers 503.
+    pub draining: bool,
     pub metrics: &'a mut Metrics,
     /// Connections to drive again in this loop iteration (woken by this one's progress).
     pub wake: &'a mut Vec<Token>,
@@ -463,6 +465,7 @@ impl Conn {
             wants_applied: routing.wants_applied,
             metrics: ctx.metrics,
             open_connections: ctx.open_connections,
+            draining: ctx.draining,
         };
         let decision = routes::route(&head, &rctx);
         let action = routes::apply(decision, ctx.store);

@@ -228,6 +228,7 @@ backend vcache
     def load(self, seconds, threads=4, span=65536):
         """Random ranges through HAProxy from `threads` clients for `seconds`: (requests, failures)."""
         stop = time.time() + seconds
+        self.slowest = 0.0
         counts = [0] * threads
         failed = []
 
@@ -238,8 +239,10 @@ backend vcache
                 a = rng.randrange(len(self.data[i]))
                 b = min(a + rng.randrange(1, span), len(self.data[i]) - 1)
                 counts[k] += 1
+                began = time.time()
                 if (bad := self.read_range(i, a, b)) is not None:
                     failed.append(bad)
+                self.slowest = max(self.slowest, time.time() - began)
 
         ts = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
         for t in ts:
@@ -345,7 +348,7 @@ def check_failover_and_return(t, nodes):
     after = t.placement()
     gone = moved(before, after)
     check("failover: kill -9 of a node under load fails no request", not failed,
-          f"{len(failed)} of {sum(counts)} failed {failed[:3]}")
+          f"{len(failed)} of {sum(counts)} failed {failed[:3]}; slowest {t.slowest:.2f} s")
     check("failover: only the dead node's share moved", gone == set(mine),
           f"{len(gone)} of {len(t.ids)} ids moved ({len(gone) / len(t.ids):.1%}), {len(mine)} were on {victim}")
     s, _h, body = request(ADDR["lb"], f"/videos/{resumed}",
@@ -383,7 +386,8 @@ def check_drain(t, nodes):
         th.join()
     t.procs[victim].wait(timeout=DRAIN_MS / 1000 + 10)
     check("drain: a planned stop under load fails no request", not failed,
-          f"{len(failed)} of {sum(counts)} failed {failed[:3]}; exit {t.procs[victim].returncode}")
+          f"{len(failed)} of {sum(counts)} failed {failed[:3]}; slowest {t.slowest:.2f} s; "
+          f"exit {t.procs[victim].returncode}")
     t.start_node(victim, nodes)
     wait_until(f"{victim} to take its share back", 20, lambda: t.placement() == before)
     return {"drain_requests": sum(counts), "drain_failed": len(failed)}
