@@ -144,7 +144,8 @@ impl Server {
             _ => SendPath::Auto,
         };
         let now = Instant::now();
-        let fetcher = Fetcher::new(cfg.server.origin_connections, cfg.server.origin_timeout_ms);
+        let mut fetcher = Fetcher::new(cfg.server.origin_connections, cfg.server.origin_timeout_ms);
+        fetcher.peers.configure(&cfg.cluster);
         let access_log = open_access_log(&cfg).map_err(io::Error::other)?;
         let mut reopen = Reopen::new(Duration::from_millis(cfg.server.limits.shutdown_timeout_ms));
         for p in &problems {
@@ -882,6 +883,7 @@ impl Server {
             self.cfg.server.origin_connections,
             self.cfg.server.origin_timeout_ms,
         );
+        self.fetcher.peers.configure(&self.cfg.cluster);
         self.pending_reload = Some(pending);
         self.finish_reload_once_opened();
     }

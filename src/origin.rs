@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use crate::cluster::{PEER_HEADER, Peers, VALIDATOR_HEADER};
 use crate::http::date::parse_http_date;
 use crate::http::range::parse_content_range;
 use crate::store::Store;
@@ -42,6 +43,9 @@ struct Job {
     validator: String,
     /// On a reused connection: a close before any answer is retried, not a failure.
     reused: bool,
+    /// The peer asked (`[cluster]`), None for the origin; then the peers to ask after it, in order.
+    via: Option<SocketAddr>,
+    then: Vec<SocketAddr>,
 }
 
 enum OState {
@@ -134,6 +138,8 @@ struct OriginHead {
     chunked: bool,
     validator: String,
     last_modified: Option<SystemTime>,
+    /// A peer's `X-Vcache-Validator`: the origin's validator of its copy.
+    peer_validator: String,
     close: bool,
 }
 
@@ -279,6 +285,7 @@ fn parse_origin_head(buf: &[u8]) -> Result<Option<(OriginHead, usize)>, String> 
             "content-range" => h.content_range = Some(v),
             "transfer-encoding" => h.chunked = !v.eq_ignore_ascii_case("identity"),
             "etag" => etag = Some(v),
+            "x-vcache-validator" => h.peer_validator = v,
             "last-modified" => {
                 h.last_modified = parse_http_date(&v);
                 last_modified = Some(v);
@@ -317,6 +324,8 @@ pub struct Fetcher {
     free: Vec<usize>,
     limit: usize,
     timeout: Duration,
+    /// The other nodes of the tier, asked for a block before its origin (`cluster.rs`).
+    pub peers: Peers,
 }
 
 impl Fetcher {
@@ -326,6 +335,7 @@ impl Fetcher {
             free: Vec::new(),
             limit: limit.max(1),
             timeout: Duration::from_millis(timeout_ms),
+            peers: Peers::default(),
         }
     }
 
@@ -362,31 +372,99 @@ impl Fetcher {
             if busy >= self.limit {
                 return;
             }
-            let Some((mut job, addr)) = pick_job(store) else {
+            let Some((job, addr)) = pick_job(store) else {
                 return;
             };
-            let index = match self.conn_for(&mut job, addr, registry, now) {
-                Ok(i) => i,
-                Err(NoConn::Full) => {
-                    requeue(store, &job, false);
-                    return;
-                }
-                Err(NoConn::Failed(why)) => {
-                    fail_job(store, wake, Failure::bad_gateway(job, None, why));
-                    continue;
-                }
-            };
-            if let Some(Some(c)) = self.conns.get_mut(index) {
-                c.deadline = now + self.timeout;
-                c.state = if job.reused {
-                    let req = request_bytes(store, &job);
-                    OState::Sending { job, req, pos: 0 }
-                } else {
-                    OState::Connecting(job)
-                };
+            let (job, addr) = self.peers_first(job, addr, now);
+            if !self.start(job, addr, registry, store, wake, now) {
+                return;
             }
-            self.drive(index, registry, store, wake, now);
         }
+    }
+
+    /// With `[cluster] peers`, a block is asked of the other nodes (in rank order) before its origin.
+    fn peers_first(&self, mut job: Job, origin: SocketAddr, now: Instant) -> (Job, SocketAddr) {
+        let mut peers = self.peers.to_ask(&job.video, now).into_iter();
+        match peers.next() {
+            Some(first) => {
+                job.via = Some(first);
+                job.then = peers.collect();
+                (job, first)
+            }
+            None => (job, origin),
+        }
+    }
+
+    /// Run `job` on a connection to `addr`; false when every connection is busy (it waits).
+    fn start(
+        &mut self,
+        mut job: Job,
+        addr: SocketAddr,
+        registry: &Registry,
+        store: &mut Store,
+        wake: &mut Vec<Token>,
+        now: Instant,
+    ) -> bool {
+        let index = match self.conn_for(&mut job, addr, registry, now) {
+            Ok(i) => i,
+            Err(NoConn::Full) => {
+                requeue(store, &job, false);
+                return false;
+            }
+            Err(NoConn::Failed(why)) => {
+                let failure = Failure::bad_gateway(job, None, why);
+                self.failed(failure, registry, store, wake, now);
+                return true;
+            }
+        };
+        if let Some(Some(c)) = self.conns.get_mut(index) {
+            c.deadline = now + self.timeout;
+            c.state = if job.reused {
+                let req = request_bytes(store, &job);
+                OState::Sending { job, req, pos: 0 }
+            } else {
+                OState::Connecting(job)
+            };
+        }
+        self.drive(index, registry, store, wake, now);
+        true
+    }
+
+    /// A fetch failed. One from a peer that had sent nothing yet goes on to the next peer, then the
+    /// origin (a peer that broke the connection rests a while); any other fails its readers.
+    fn failed(
+        &mut self,
+        f: Failure,
+        registry: &Registry,
+        store: &mut Store,
+        wake: &mut Vec<Token>,
+        now: Instant,
+    ) {
+        let Some(peer) = f.job.via else {
+            return fail_job(store, wake, f);
+        };
+        if f.status != 504 || f.reservation.is_some() {
+            self.peers.rest(peer, now);
+        }
+        if f.reservation.is_some() {
+            return fail_job(store, wake, f);
+        }
+        let origin = store.get(&f.job.video).and_then(|v| v.origin()?.addr());
+        let Some(origin) = origin else {
+            return fail_job(store, wake, f);
+        };
+        log::debug!("video {}: peer {peer} did not give bytes {}-{}: {}", f.job.video, f.job.first, f.job.last, f.why);
+        let mut job = f.job;
+        job.reused = false;
+        let addr = if job.then.is_empty() {
+            job.via = None;
+            origin
+        } else {
+            let next = job.then.remove(0);
+            job.via = Some(next);
+            next
+        };
+        self.start(job, addr, registry, store, wake, now);
     }
 
     /// A connection for `job`: an idle one to the same origin (the job is then `reused`), else a new
@@ -522,6 +600,9 @@ impl Fetcher {
             match c.job().cloned() {
                 None => self.close(i, registry),
                 Some(job) => {
+                    if let Some(peer) = job.via {
+                        self.peers.rest(peer, now);
+                    }
                     let failure = Failure {
                         job,
                         reservation: reservation_of(&c.state),
@@ -639,8 +720,15 @@ impl Fetcher {
                     return;
                 }
                 OStep::Fail(failure) => {
-                    fail_job(store, wake, failure);
                     self.close(index, registry);
+                    self.failed(failure, registry, store, wake, now);
+                    return;
+                }
+                // A peer's copy of another object proves nothing: the origin decides.
+                OStep::Changed { job, why, .. } if job.via.is_some() => {
+                    self.close(index, registry);
+                    let failure = Failure::bad_gateway(job, None, why);
+                    self.failed(failure, registry, store, wake, now);
                     return;
                 }
                 OStep::Changed {
@@ -740,6 +828,8 @@ fn pick_job(store: &mut Store) -> Option<(Job, SocketAddr)> {
                 last: fetch.last,
                 validator: o.validator().to_string(),
                 reused: false,
+                via: None,
+                then: Vec::new(),
             };
             return Some((job, addr));
         }
@@ -752,9 +842,15 @@ fn request_bytes(store: &Store, job: &Job) -> Vec<u8> {
         return Vec::new();
     };
     let (host, port, path) = o.target();
+    let (host, path) = match job.via {
+        Some(peer) => (
+            format!("{peer}\r\n{PEER_HEADER}: 1"),
+            format!("/videos/{}", job.video),
+        ),
+        None => (host_header(host, port), path.to_string()),
+    };
     let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nRange: bytes={}-{}\r\nUser-Agent: vcache/{}\r\nAccept-Encoding: identity\r\n",
-        host_header(host, port),
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nRange: bytes={}-{}\r\nUser-Agent: vcache/{}\r\nAccept-Encoding: identity\r\n",
         job.first,
         job.last,
         env!("CARGO_PKG_VERSION")
@@ -1018,6 +1114,22 @@ fn start_body(
         Some(o) => (o.len(), o.validator().to_string()),
         None => return fail(&job, None, "the video went away"),
     };
+    let peer_head;
+    let h = match job.via {
+        None => h,
+        Some(peer) if h.status == 206 && h.peer_validator.is_empty() => {
+            return fail(&job, None, format!("the peer {peer} sent no {VALIDATOR_HEADER}"));
+        }
+        Some(_) => {
+            peer_head = OriginHead {
+                validator: h.peer_validator.clone(),
+                peer_validator: String::new(),
+                content_range: h.content_range.clone(),
+                ..*h
+            };
+            &peer_head
+        }
+    };
     let (answer, total) = match judge(&job, h, known_len, &known_validator) {
         Verdict::Body {
             start,
@@ -1243,6 +1355,8 @@ mod tests {
             last,
             validator: validator.into(),
             reused: false,
+            via: None,
+            then: Vec::new(),
         }
     }
 
@@ -1255,6 +1369,7 @@ mod tests {
             validator: validator.into(),
             close: false,
             last_modified: None,
+            peer_validator: String::new(),
         }
     }
 

@@ -1200,6 +1200,9 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
     if video.ring().is_some() {
         return serve_live(head, id, video, ctx);
     }
+    if head.peer && video.origin().is_some_and(|o| o.len().is_none()) {
+        return Decision::respond(not_here(head, id));
+    }
     if video.origin().is_some_and(|o| o.len().is_none()) {
         return origin_learn(head, id, video, ctx);
     }
@@ -1217,6 +1220,9 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         (Some(r), true) => parse_range_header(r, ctx.cfg.server.limits.max_ranges).ok(),
         _ => None,
     };
+    if head.peer && video.origin().is_some() {
+        return Decision::respond(peer_spans(head, id, video, specs, &repr, range_allowed, ctx));
+    }
     let Some(specs) = specs else {
         if video.origin().is_some() {
             let spans = whole_span(repr.len);
@@ -1239,6 +1245,38 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         return origin_spans(head, id, video, spans, &repr, false, ctx);
     }
     slot_spans(head, id, video, spans, &repr, ctx)
+}
+
+/// Another node asks for an origin video's bytes (`X-Vcache-Peer`): answered from the cache only — a
+/// 206 with the origin's validator in `X-Vcache-Validator` when every asked byte is here and the
+/// asker's If-Range matches, else 504 — never forwarded and never fetched from the origin.
+fn peer_spans(
+    head: &RequestHead,
+    id: &str,
+    video: &Video,
+    specs: Option<Vec<RangeSpec>>,
+    repr: &Repr,
+    range_allowed: bool,
+    ctx: &RouteCtx<'_>,
+) -> Plan {
+    let validator = video.origin().map_or("", |o| o.validator());
+    let spans = match specs.map(|s| resolve_ranges(&s, repr.len)) {
+        Some(Ok(spans)) if range_allowed && !validator.is_empty() => spans,
+        _ => return not_here(head, id),
+    };
+    if cache_status(video, repr.base, &spans, false) != "HIT" {
+        return not_here(head, id);
+    }
+    let mut plan = span_plan(head, id, video, repr, &spans, false, ctx.boundary);
+    plan.head.header("X-Cache", "HIT");
+    plan.head.header(crate::cluster::VALIDATOR_HEADER, validator.to_string());
+    plan
+}
+
+/// 504 to a peer: the bytes (or the same object) are not here.
+fn not_here(head: &RequestHead, id: &str) -> Plan {
+    let why = format!("a peer request is answered from the cache only: these bytes of {id} are not here");
+    error_plan(504, &why, head.method == Method::Head, head.keep_alive)
 }
 
 /// The representation a GET selects (`?t=`), or the response that ends the request early: a refused
