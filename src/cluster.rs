@@ -62,7 +62,10 @@ impl Peers {
             .filter(|p| Some(*p) != self.me)
             .filter(|p| self.resting.get(p).is_none_or(|until| now >= *until))
             .collect();
-        assert!(asked.len() < self.all.len().max(1), "a node never asks itself");
+        assert!(
+            asked.len() < self.all.len().max(1),
+            "a node never asks itself"
+        );
         asked
     }
 
@@ -77,7 +80,9 @@ mod tests {
     use super::*;
 
     fn nodes(n: u8) -> Vec<SocketAddr> {
-        (1..=n).map(|i| SocketAddr::from(([10, 0, 0, i], 8080))).collect()
+        (1..=n)
+            .map(|i| SocketAddr::from(([10, 0, 0, i], 8080)))
+            .collect()
     }
 
     #[test]
@@ -90,7 +95,11 @@ mod tests {
             assert_eq!(before, rank(&three, id), "deterministic");
             let after = rank(&four, id);
             // The relative order of the old nodes never changes: ids move only to the new node.
-            let old_order: Vec<_> = after.iter().filter(|p| three.contains(p)).copied().collect();
+            let old_order: Vec<_> = after
+                .iter()
+                .filter(|p| three.contains(p))
+                .copied()
+                .collect();
             assert_eq!(old_order, before);
             if after[0] != before[0] {
                 assert_eq!(after[0], four[3]);
@@ -111,7 +120,10 @@ mod tests {
         let mut p = Peers::default();
         p.configure(&cfg);
         let now = Instant::now();
-        let expect: Vec<_> = rank(&cfg.peers, "v").into_iter().filter(|a| *a != nodes(3)[0]).collect();
+        let expect: Vec<_> = rank(&cfg.peers, "v")
+            .into_iter()
+            .filter(|a| *a != nodes(3)[0])
+            .collect();
         assert_eq!(p.to_ask("v", now), expect);
         p.rest(expect[0], now);
         assert_eq!(p.to_ask("v", now), expect[1..]);

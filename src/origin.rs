@@ -453,7 +453,13 @@ impl Fetcher {
         let Some(origin) = origin else {
             return fail_job(store, wake, f);
         };
-        log::debug!("video {}: peer {peer} did not give bytes {}-{}: {}", f.job.video, f.job.first, f.job.last, f.why);
+        log::debug!(
+            "video {}: peer {peer} did not give bytes {}-{}: {}",
+            f.job.video,
+            f.job.first,
+            f.job.last,
+            f.why
+        );
         let mut job = f.job;
         job.reused = false;
         let addr = if job.then.is_empty() {
@@ -1118,7 +1124,11 @@ fn start_body(
     let h = match job.via {
         None => h,
         Some(peer) if h.status == 206 && h.peer_validator.is_empty() => {
-            return fail(&job, None, format!("the peer {peer} sent no {VALIDATOR_HEADER}"));
+            return fail(
+                &job,
+                None,
+                format!("the peer {peer} sent no {VALIDATOR_HEADER}"),
+            );
         }
         Some(_) => {
             peer_head = OriginHead {

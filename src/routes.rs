@@ -1221,7 +1221,15 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         _ => None,
     };
     if head.peer && video.origin().is_some() {
-        return Decision::respond(peer_spans(head, id, video, specs, &repr, range_allowed, ctx));
+        return Decision::respond(peer_spans(
+            head,
+            id,
+            video,
+            specs,
+            &repr,
+            range_allowed,
+            ctx,
+        ));
     }
     let Some(specs) = specs else {
         if video.origin().is_some() {
@@ -1269,13 +1277,15 @@ fn peer_spans(
     }
     let mut plan = span_plan(head, id, video, repr, &spans, false, ctx.boundary);
     plan.head.header("X-Cache", "HIT");
-    plan.head.header(crate::cluster::VALIDATOR_HEADER, validator.to_string());
+    plan.head
+        .header(crate::cluster::VALIDATOR_HEADER, validator.to_string());
     plan
 }
 
 /// 504 to a peer: the bytes (or the same object) are not here.
 fn not_here(head: &RequestHead, id: &str) -> Plan {
-    let why = format!("a peer request is answered from the cache only: these bytes of {id} are not here");
+    let why =
+        format!("a peer request is answered from the cache only: these bytes of {id} are not here");
     error_plan(504, &why, head.method == Method::Head, head.keep_alive)
 }
 

@@ -1511,3 +1511,74 @@ fn origin_videos_answer_with_the_origins_validators_on_every_node_and_after_rest
     assert_eq!(validators_of(&a, "v"), (etag, lm.to_string()));
     assert_eq!(validators_of(&a, "w"), (wa, lm.to_string()));
 }
+
+#[test]
+fn a_node_fills_from_its_peer_before_the_origin_and_a_peer_answers_from_its_cache_only() {
+    let dir = TestDir::new("origin-peers");
+    let Some(ng) = Nginx::start(&dir.path) else {
+        return;
+    };
+    let len: u64 = 600_001;
+    let data = source(len, 33);
+    ng.put("v.bin", &data, 1_600_000_000);
+    ng.put("w.bin", &data[..100_000], 1_600_000_000);
+    let videos = [
+        ("v", ng.url("/v.bin"), "64KiB"),
+        ("w", ng.url("/w.bin"), "64KiB"),
+    ];
+    let (a_dir, b_dir) = (dir.path.join("a"), dir.path.join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let mut a = Daemon::start(&a_dir, &config("", "", &videos));
+    // A holds blocks 0..=4 of v (bytes 0..327680).
+    read_exact_range(&a, "v", &data, 0, 299_999);
+    let held = field(&a, "v", "present_bytes");
+    assert_eq!(held, 5 * 65_536);
+    let origin = bytes_of(&ng.settled_log());
+
+    // B's tier: A and itself (B's own address is never asked).
+    let cluster = format!(
+        "\n[cluster]\nself = \"http://127.0.0.1:1\"\npeers = [\"http://{}\", \"http://127.0.0.1:1\"]\n",
+        a.addr()
+    );
+    let b = Daemon::start(&b_dir, &(config("", "", &videos) + &cluster));
+    read_exact_range(&b, "v", &data, 0, 299_999);
+    assert_eq!(
+        bytes_of(&ng.settled_log()),
+        origin,
+        "bytes A holds went to the origin"
+    );
+    // The rest: A lacks it (504 to B's peer request), so B gets it from the origin, and A, which only
+    // answered from its cache, holds no more than before.
+    read_exact_range(&b, "v", &data, 0, len - 1);
+    assert_eq!(bytes_of(&ng.settled_log()), origin + len - held);
+    assert_eq!(field(&a, "v", "present_bytes"), held);
+    assert_eq!(field(&b, "v", "present_bytes"), len);
+
+    // A peer request is never forwarded: missing bytes, another object (If-Range) or an unknown length
+    // get 504 and cost the origin nothing.
+    let peer = ("X-Vcache-Peer", "1");
+    let r = a.get("/videos/v", &[("Range", "bytes=400000-400099"), peer]);
+    assert_eq!(r.status, 504, "{}", r.text());
+    let r = a.get(
+        "/videos/v",
+        &[("Range", "bytes=0-99"), ("If-Range", "\"other\""), peer],
+    );
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(
+        a.get("/videos/w", &[("Range", "bytes=0-99"), peer]).status,
+        504
+    );
+    let r = a.get("/videos/v", &[("Range", "bytes=0-99"), peer]);
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("X-Vcache-Validator"),
+        Some(Nginx::etag(1_600_000_000, len).as_str())
+    );
+    assert_eq!(bytes_of(&ng.settled_log()), origin + len - held);
+
+    // With A gone, B fetches from the origin.
+    a.kill9();
+    read_exact_range(&b, "w", &data[..100_000], 0, 99_999);
+    assert_eq!(bytes_of(&ng.settled_log()), origin + len - held + 100_000);
+}
