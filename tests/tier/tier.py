@@ -197,7 +197,9 @@ backend vcache
 
     def served_by(self, path):
         _s, h, _b = request(ADDR["lb"], path, method="HEAD")
-        return h.get("x-served-by")
+        by = h.get("x-served-by", "")
+        # HAProxy names the server; nginx (the anchor) gives its address.
+        return next((n for n in NODES if by in (n, f"{ADDR[n]}:{PORT}")), by)
 
     def placement(self):
         return {i: self.served_by(f"/videos/{i}") for i in self.ids}
@@ -262,6 +264,7 @@ def main():
     p.add_argument("--bench", action="store_true")
     args = p.parse_args()
     t = Tier(args)
+    t.bench = args.bench
     t.features = {"cluster": os.environ.get("TIER_NO_CLUSTER") != "1"}
     try:
         run_checks(t)
@@ -287,6 +290,133 @@ def run_checks(t):
     figures.update(check_drain(t, three))
     figures.update(check_join(t, three))
     print("figures: " + json.dumps(figures), flush=True)
+    if t.bench:
+        anchor = nginx_anchor(t, three)
+        print("anchor (nginx hash $uri consistent + slice): " + json.dumps(anchor), flush=True)
+        print_table(figures, anchor)
+
+
+def nginx_anchor(t, nodes):
+    """The same tier with nginx caches (slice + proxy_cache) behind an nginx `hash $uri consistent`."""
+    for name in nodes + ["n4", "lb"]:
+        if name in t.procs and t.procs[name].poll() is None:
+            t.procs[name].kill()
+            t.procs[name].wait()
+    # From before the first request: the placement HEADs fetch a first slice, as vcache's learn block 0.
+    origin = t.origin_bytes()
+    for n in nodes:
+        start_nginx_cache(t, n)
+    start_nginx_lb(t, nodes)
+    wait_until("the nginx tier", 20, lambda: set(t.placement().values()) == set(nodes))
+    client = t.read_all()
+    cold = t.origin_bytes() - origin
+    before = t.placement()
+    mine = [i for i in t.ids if before[i] == "n2"]
+    ts, counts, failed = t.load(6)
+    time.sleep(2)
+    t.procs["n2"].kill()
+    t.procs["n2"].wait()
+    for th in ts:
+        th.join()
+    after = t.placement()
+    gone = moved(before, after)
+    print(f"anchor: {len(gone)} ids moved, {len(mine)} were on n2", flush=True)
+    # n2 back, then a fourth cache joins (the balancer restarted with four servers).
+    start_nginx_cache(t, "n2")
+    restart_nginx_lb(t, nodes)
+    wait_until("n2 to take its share back", 20, lambda: t.placement() == before)
+    t.read_all()
+    start_nginx_cache(t, "n4")
+    restart_nginx_lb(t, nodes + ["n4"])
+    wait_until("n4 to take a share", 20, lambda: "n4" in t.placement().values())
+    origin = t.origin_bytes()
+    t.read_all()
+    joined = t.origin_bytes() - origin
+    return {"origin_per_client_cold": round(cold / client, 4), "failover_requests": sum(counts),
+            "failover_failed": len(failed), "failover_key_space_moved": round(len(gone) / len(t.ids), 4),
+            "join_origin_bytes": joined}
+
+
+def nginx_conf(d, body):
+    return f"""daemon off; master_process off; worker_processes 1; user root;
+pid {d}/nginx.pid; error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;
+    access_log off;
+    keepalive_requests 100000;
+{body}
+}}
+"""
+
+
+def start_nginx_cache(t, n):
+    d = os.path.join(t.work, f"nginx-{n}")
+    os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
+    body = f"""    proxy_cache_path {d}/cache levels=1:2 keys_zone=c:10m max_size=1g inactive=1d use_temp_path=off;
+    upstream origin {{ server {ADDR['origin']}:{ORIGIN_PORT}; keepalive 16; }}
+    server {{
+        listen {ADDR[n]}:{PORT};
+        location /videos/ {{
+            slice {FILL_BLOCK // 1024}k;
+            proxy_cache c;
+            proxy_cache_key $uri$slice_range;
+            proxy_set_header Range $slice_range;
+            proxy_cache_valid 200 206 1d;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://origin/v/;
+        }}
+    }}"""
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write(nginx_conf(d, body))
+    t.procs[n] = t.netns(n, ["nginx", "-p", d, "-c", f"{d}/nginx.conf", "-e", f"{d}/error.log"],
+                         f"nginx-{n}.log")
+    wait_until(f"nginx cache {n}", 10, lambda: reachable(ADDR[n], PORT))
+
+
+def restart_nginx_lb(t, nodes):
+    t.procs["lb"].kill()
+    t.procs["lb"].wait()
+    start_nginx_lb(t, nodes)
+
+
+def start_nginx_lb(t, nodes):
+    d = os.path.join(t.work, "nginx-lb")
+    os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
+    servers = "".join(f"        server {ADDR[n]}:{PORT} max_fails=1 fail_timeout=30s;\n" for n in nodes)
+    body = f"""    upstream caches {{
+        hash $uri consistent;
+{servers}        keepalive 32;
+    }}
+    server {{
+        listen {ADDR['lb']}:{PORT};
+        location / {{
+            proxy_pass http://caches;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout http_502 http_503;
+            add_header X-Served-By $upstream_addr always;
+        }}
+    }}"""
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write(nginx_conf(d, body))
+    t.procs["lb"] = t.netns("lb", ["nginx", "-p", d, "-c", f"{d}/nginx.conf", "-e", f"{d}/error.log"],
+                            "nginx-lb.log")
+    wait_until("nginx balancer", 10, lambda: reachable(ADDR["lb"], PORT))
+
+
+def print_table(v, a):
+    print("| measure | vcache + HAProxy | nginx slice + hash $uri consistent |")
+    print("|---|---|---|")
+    print(f"| origin bytes per client byte, cold catalogue read | {v['origin_per_client_cold']:.3f} | "
+          f"{a['origin_per_client_cold']:.3f} |")
+    print(f"| failed requests during kill -9 of a node | {v['failover_failed']} of {v['failover_requests']} | "
+          f"{a['failover_failed']} of {a['failover_requests']} |")
+    print(f"| key space moved by the failover | {v['failover_key_space_moved']:.1%} | "
+          f"{a['failover_key_space_moved']:.1%} |")
+    print(f"| origin bytes re-fetched when a fourth node joins ({v['join_client_bytes']} client bytes read) | "
+          f"{v['join_origin_bytes']} | {a['join_origin_bytes']} |")
 
 
 def check_placement_and_ranges(t, nodes):
