@@ -618,8 +618,9 @@ impl Fetcher {
                             c.addr
                         ),
                     };
-                    fail_job(store, wake, failure);
+                    // The connection goes first: a peer's job moves on to the next source.
                     self.close(i, registry);
+                    self.failed(failure, registry, store, wake, now);
                 }
             }
         }
@@ -1123,6 +1124,15 @@ fn start_body(
     let peer_head;
     let h = match job.via {
         None => h,
+        // A peer without these bytes: not a failure of the peer; the next source is asked.
+        Some(peer) if h.status == 504 => {
+            return OStep::Fail(Failure {
+                job,
+                reservation: None,
+                status: 504,
+                why: format!("the peer {peer} does not hold them"),
+            });
+        }
         Some(peer) if h.status == 206 && h.peer_validator.is_empty() => {
             return fail(
                 &job,

@@ -1530,10 +1530,11 @@ fn a_node_fills_from_its_peer_before_the_origin_and_a_peer_answers_from_its_cach
     std::fs::create_dir_all(&a_dir).unwrap();
     std::fs::create_dir_all(&b_dir).unwrap();
     let mut a = Daemon::start(&a_dir, &config("", "", &videos));
-    // A holds blocks 0..=4 of v (bytes 0..327680).
+    // A holds blocks 0..=4 and 9 of v (64 KiB blocks: bytes 0..327680 and 589824..600001).
     read_exact_range(&a, "v", &data, 0, 299_999);
+    read_exact_range(&a, "v", &data, len - 1000, len - 1);
     let held = field(&a, "v", "present_bytes");
-    assert_eq!(held, 5 * 65_536);
+    assert_eq!(held, 5 * 65_536 + (len - 9 * 65_536));
     let origin = bytes_of(&ng.settled_log());
 
     // B's tier: A and itself (B's own address is never asked).
@@ -1548,11 +1549,14 @@ fn a_node_fills_from_its_peer_before_the_origin_and_a_peer_answers_from_its_cach
         origin,
         "bytes A holds went to the origin"
     );
-    // The rest: A lacks it (504 to B's peer request), so B gets it from the origin, and A, which only
-    // answered from its cache, holds no more than before.
-    read_exact_range(&b, "v", &data, 0, len - 1);
-    assert_eq!(bytes_of(&ng.settled_log()), origin + len - held);
+    // Blocks 5..=8: A lacks them (504 to B's peer requests), so B gets them from the origin, and A,
+    // which only answered from its cache, holds no more than before.
+    read_exact_range(&b, "v", &data, 300_000, 9 * 65_536 - 1);
+    assert_eq!(bytes_of(&ng.settled_log()), origin + 4 * 65_536);
     assert_eq!(field(&a, "v", "present_bytes"), held);
+    // A's misses did not make B stop asking it: block 9 comes from A.
+    read_exact_range(&b, "v", &data, 0, len - 1);
+    assert_eq!(bytes_of(&ng.settled_log()), origin + 4 * 65_536);
     assert_eq!(field(&b, "v", "present_bytes"), len);
 
     // A peer request is never forwarded: missing bytes, another object (If-Range) or an unknown length
@@ -1575,10 +1579,10 @@ fn a_node_fills_from_its_peer_before_the_origin_and_a_peer_answers_from_its_cach
         r.header("X-Vcache-Validator"),
         Some(Nginx::etag(1_600_000_000, len).as_str())
     );
-    assert_eq!(bytes_of(&ng.settled_log()), origin + len - held);
+    assert_eq!(bytes_of(&ng.settled_log()), origin + 4 * 65_536);
 
     // With A gone, B fetches from the origin.
     a.kill9();
     read_exact_range(&b, "w", &data[..100_000], 0, 99_999);
-    assert_eq!(bytes_of(&ng.settled_log()), origin + len - held + 100_000);
+    assert_eq!(bytes_of(&ng.settled_log()), origin + 4 * 65_536 + 100_000);
 }
