@@ -45,11 +45,14 @@ pub struct Peers {
     me: Option<SocketAddr>,
     all: Vec<SocketAddr>,
     resting: HashMap<SocketAddr, Instant>,
+    /// `[server] read_token`, sent to peers (the nodes of a tier share their tokens).
+    pub read_token: Option<String>,
 }
 
 impl Peers {
     /// Take the (re)loaded `[cluster]` table.
-    pub fn configure(&mut self, cfg: &ClusterConfig) {
+    pub fn configure(&mut self, cfg: &ClusterConfig, read_token: Option<&str>) {
+        self.read_token = read_token.map(str::to_string);
         self.me = cfg.self_addr;
         self.all = cfg.peers.clone();
         self.resting.retain(|p, _| cfg.peers.contains(p));
@@ -118,7 +121,7 @@ mod tests {
             drain_ms: 0,
         };
         let mut p = Peers::default();
-        p.configure(&cfg);
+        p.configure(&cfg, None);
         let now = Instant::now();
         let expect: Vec<_> = rank(&cfg.peers, "v")
             .into_iter()

@@ -145,7 +145,9 @@ impl Server {
         };
         let now = Instant::now();
         let mut fetcher = Fetcher::new(cfg.server.origin_connections, cfg.server.origin_timeout_ms);
-        fetcher.peers.configure(&cfg.cluster);
+        fetcher
+            .peers
+            .configure(&cfg.cluster, cfg.server.read_token.as_deref());
         let access_log = open_access_log(&cfg).map_err(io::Error::other)?;
         let mut reopen = Reopen::new(Duration::from_millis(cfg.server.limits.shutdown_timeout_ms));
         for p in &problems {
@@ -883,7 +885,8 @@ impl Server {
             self.cfg.server.origin_connections,
             self.cfg.server.origin_timeout_ms,
         );
-        self.fetcher.peers.configure(&self.cfg.cluster);
+        let read_token = self.cfg.server.read_token.as_deref();
+        self.fetcher.peers.configure(&self.cfg.cluster, read_token);
         self.pending_reload = Some(pending);
         self.finish_reload_once_opened();
     }

@@ -46,6 +46,8 @@ struct Job {
     /// The peer asked (`[cluster]`), None for the origin; then the peers to ask after it, in order.
     via: Option<SocketAddr>,
     then: Vec<SocketAddr>,
+    /// For a peer: `Authorization: Bearer` with the tier's read token, when one is set.
+    peer_token: Option<String>,
 }
 
 enum OState {
@@ -389,6 +391,7 @@ impl Fetcher {
             Some(first) => {
                 job.via = Some(first);
                 job.then = peers.collect();
+                job.peer_token = self.peers.read_token.clone();
                 (job, first)
             }
             None => (job, origin),
@@ -837,6 +840,7 @@ fn pick_job(store: &mut Store) -> Option<(Job, SocketAddr)> {
                 reused: false,
                 via: None,
                 then: Vec::new(),
+                peer_token: None,
             };
             return Some((job, addr));
         }
@@ -864,6 +868,9 @@ fn request_bytes(store: &Store, job: &Job) -> Vec<u8> {
     );
     if !job.validator.is_empty() {
         req.push_str(&format!("If-Range: {}\r\n", job.validator));
+    }
+    if let (Some(token), Some(_)) = (&job.peer_token, job.via) {
+        req.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }
     req.push_str("\r\n");
     req.into_bytes()
@@ -1377,6 +1384,7 @@ mod tests {
             reused: false,
             via: None,
             then: Vec::new(),
+            peer_token: None,
         }
     }
 

@@ -1586,3 +1586,31 @@ fn a_node_fills_from_its_peer_before_the_origin_and_a_peer_answers_from_its_cach
     read_exact_range(&b, "w", &data[..100_000], 0, 99_999);
     assert_eq!(bytes_of(&ng.settled_log()), origin + 4 * 65_536 + 100_000);
 }
+
+#[test]
+fn with_a_read_token_a_node_still_fills_from_its_peer() {
+    let dir = TestDir::new("origin-peer-token");
+    let Some(ng) = Nginx::start(&dir.path) else {
+        return;
+    };
+    let data = source(200_000, 34);
+    ng.put("v.bin", &data, 1_600_000_000);
+    let videos = [("v", ng.url("/v.bin"), "64KiB")];
+    let server = "read_token = \"r\"";
+    let auth = ("Authorization", "Bearer r");
+    let (a_dir, b_dir) = (dir.path.join("a"), dir.path.join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let a = Daemon::start(&a_dir, &config(server, "", &videos));
+    assert_eq!(a.get("/videos/v", &[]).status, 401);
+    assert_eq!(a.get("/videos/v", &[auth]).body, data);
+    let origin = bytes_of(&ng.settled_log());
+    let cluster = format!(
+        "\n[cluster]\nself = \"http://127.0.0.1:1\"\npeers = [\"http://{}\"]\n",
+        a.addr()
+    );
+    let b = Daemon::start(&b_dir, &(config(server, "", &videos) + &cluster));
+    let r = b.get("/videos/v", &[auth]);
+    assert_eq!((r.status, r.body == data), (200, true));
+    assert_eq!(bytes_of(&ng.settled_log()), origin, "B went to the origin");
+}

@@ -5,6 +5,8 @@
 # release build (`cargo build --release`, done here). A few minutes; everything is removed on exit.
 #   tests/tier/run.sh            the checks
 #   tests/tier/run.sh --bench    also the nginx `hash $uri consistent` + slice anchor for benches/RESULTS.md
+#   TIER_NO_CLUSTER=1 ...        nodes without a [cluster] table: the drain and join checks are skipped
+#   KEEP_WORK=1 ...              keep the work directory (configs, logs, nginx's access log)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "tests/tier/run.sh: needs root (network namespaces)" >&2; exit 2; }

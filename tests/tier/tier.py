@@ -20,7 +20,7 @@ ADDR = {"origin": "10.218.0.10", "n1": "10.218.0.1", "n2": "10.218.0.2", "n3": "
 NODES = ["n1", "n2", "n3", "n4"]
 PORT = 8080
 ORIGIN_PORT = 8000
-VIDEOS = 24
+VIDEOS = 60
 FILL_BLOCK = 256 * 1024
 DRAIN_MS = 3000
 TOKEN = "tier-token"
@@ -69,7 +69,7 @@ class Tier:
         self.procs = {}
         rng = random.Random(18)
         self.ids = [f"v{i:03d}" for i in range(VIDEOS)]
-        self.data = {i: rng.randbytes(rng.randrange(512 * 1024, 2560 * 1024)) for i in self.ids}
+        self.data = {i: rng.randbytes(rng.randrange(256 * 1024, 1280 * 1024)) for i in self.ids}
 
     def netns(self, member, argv, log):
         out = open(os.path.join(self.work, log), "ab")
@@ -449,7 +449,7 @@ def check_placement_and_ranges(t, nodes):
 
 def check_validators(t, nodes):
     """Each node's ETag and Last-Modified for a video equal the origin's."""
-    sample = t.ids[:4]
+    sample = t.ids[:6]
     wrong = []
     for i in sample:
         _s, oh, _b = request(ADDR["origin"], f"/v/{i}", method="HEAD", port=ORIGIN_PORT)
