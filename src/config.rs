@@ -17,6 +17,8 @@ use crate::seek::{MAX_FPS, SeekMap, SeekTable, Timecode};
 
 mod cache;
 pub use cache::{CacheConfig, DEFAULT_NEGATIVE_TTL_SECS, MountConfig};
+mod cluster;
+pub use cluster::ClusterConfig;
 
 /// The configuration `vcache serve` runs on without `--config`. Relative paths in it
 /// resolve against the current directory.
@@ -230,6 +232,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[[mount]]`s: origin prefixes whose objects are pulled through by name.
     pub mounts: Vec<MountConfig>,
+    /// `[cluster]`: the tier this node is part of (none by default).
+    pub cluster: ClusterConfig,
     /// Problems that do not stop the config from loading (a token still set to `change-me`), each
     /// with its file, line and key; `serve` and `check` log them.
     pub warnings: Vec<ConfigError>,
@@ -429,6 +433,7 @@ struct RawConfig {
     server: Option<RawServer>,
     limits: Option<RawLimits>,
     cache: Option<cache::RawCache>,
+    cluster: Option<cluster::RawCluster>,
     video: Option<Vec<Sp<RawVideo>>>,
     mount: Option<Vec<Sp<cache::RawMount>>>,
 }
@@ -609,6 +614,7 @@ pub fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Config, Config
     let videos = validate_videos(&src, raw.video.unwrap_or_default(), base_dir, &mut found);
     let cache = cache::validate_cache(&src, raw.cache, &mut found);
     let mounts = cache::validate_mounts(&src, raw.mount.unwrap_or_default(), &videos, &mut found);
+    let cluster = cluster::validate_cluster(&src, raw.cluster, &mut found);
     if !found.errors.is_empty() {
         found.errors.sort_by_key(|error| error.line); // stable: a video's own errors keep their order
         found.errors.truncate(MAX_REPORTED_ERRORS);
@@ -620,6 +626,7 @@ pub fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Config, Config
         videos,
         cache,
         mounts,
+        cluster,
         warnings: found.warnings,
     })
 }

@@ -74,6 +74,8 @@ pub struct Server {
     send_path: SendPath,
     wake: Vec<Token>,
     shutdown_deadline: Option<Instant>,
+    /// SIGTERM with `cluster.drain_ms`: when the drain ends and the shutdown begins.
+    drain_until: Option<Instant>,
     last_checkpoint: Instant,
     last_sweep: Instant,
     watchdog: Option<(Duration, Instant)>,
@@ -150,7 +152,10 @@ impl Server {
             _ => SendPath::Auto,
         };
         let now = Instant::now();
-        let fetcher = Fetcher::new(cfg.server.origin_connections, cfg.server.origin_timeout_ms);
+        let mut fetcher = Fetcher::new(cfg.server.origin_connections, cfg.server.origin_timeout_ms);
+        fetcher
+            .peers
+            .configure(&cfg.cluster, cfg.server.read_token.as_deref());
         let access_log = open_access_log(&cfg).map_err(io::Error::other)?;
         let mut reopen = Reopen::new(Duration::from_millis(cfg.server.limits.shutdown_timeout_ms));
         for p in &problems {
@@ -173,6 +178,7 @@ impl Server {
             send_path,
             wake: Vec::new(),
             shutdown_deadline: None,
+            drain_until: None,
             last_checkpoint: now,
             last_sweep: now,
             watchdog: service::watchdog_interval().map(|d| (d, now)),
@@ -220,7 +226,7 @@ impl Server {
                     }
                     SIG_STOP => {
                         if service::drain_signal_pipe(&mut self.signals.stop) {
-                            self.begin_shutdown(now);
+                            self.stop_signal(now);
                         }
                     }
                     SIG_RELOAD => {
@@ -256,6 +262,9 @@ impl Server {
                 }
             }
             self.after_events(now);
+            if self.drain_until.is_some_and(|t| now >= t) {
+                self.begin_shutdown(now);
+            }
             if let Some(deadline) = self.shutdown_deadline {
                 self.close_idle(now);
                 if self.open == 0 || now >= deadline {
@@ -272,6 +281,25 @@ impl Server {
         self.finish()
     }
 
+    /// SIGTERM/SIGINT: with `[cluster] drain_ms`, first drain — `/readyz` answers 503 while everything
+    /// is still served, so a balancer's health check moves traffic away before the listener closes; a
+    /// second signal while draining stops at once. Without it, stop at once.
+    fn stop_signal(&mut self, now: Instant) {
+        let drain = self.cfg.cluster.drain_ms;
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        if self.drain_until.is_some() || drain == 0 {
+            self.begin_shutdown(now);
+            return;
+        }
+        log::info!(
+            "draining: /readyz answers 503 for {drain} ms (cluster.drain_ms), then shutting down"
+        );
+        service::sd_notify("STATUS=draining");
+        self.drain_until = Some(now + Duration::from_millis(drain));
+    }
+
     fn begin_shutdown(&mut self, now: Instant) {
         if self.shutdown_deadline.is_some() {
             return;
@@ -285,6 +313,7 @@ impl Server {
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
+        self.drain_until = None;
         self.shutdown_deadline =
             Some(now + Duration::from_millis(self.cfg.server.limits.shutdown_timeout_ms));
         // Every connection sees the shutdown at once: live followers and publishers end now (streams
@@ -450,6 +479,7 @@ impl Server {
             boundary: &self.boundary,
             send_path: self.send_path,
             shutting_down: self.shutdown_deadline.is_some(),
+            draining: self.drain_until.is_some() || self.shutdown_deadline.is_some(),
             metrics: &mut self.metrics,
             wake: &mut self.wake,
             open_connections: self.open,
@@ -881,6 +911,8 @@ impl Server {
             self.cfg.server.origin_connections,
             self.cfg.server.origin_timeout_ms,
         );
+        let read_token = self.cfg.server.read_token.as_deref();
+        self.fetcher.peers.configure(&self.cfg.cluster, read_token);
         self.pending_reload = Some(pending);
         self.finish_reload_once_opened();
     }

@@ -300,6 +300,8 @@ pub struct RouteCtx<'a> {
     pub open_connections: usize,
     /// The connection asking (an origin reader's window is kept under it).
     pub reader: ReaderId,
+    /// SIGTERM's drain (`cluster.drain_ms`) or the shutdown has begun: not ready for new traffic.
+    pub draining: bool,
 }
 
 /// A small complete error response: an RFC 9457 problem details body (`application/problem+json`)
@@ -515,10 +517,10 @@ fn apply_effect(effect: &Effect, store: &mut Store) -> Result<Applied, WriteRefu
             let Some(o) = routed(store, video).origin_mut() else {
                 kind_bug(video)
             };
+            // A reader's blocks count as used when it sends from them (`read_ahead`).
             match reader {
                 Some(r) => {
                     o.read_window(*r, *first, *last, *since);
-                    touch_block(store, video, *first);
                 }
                 None => o.want(*first, *last, *warm, *since),
             }
@@ -874,8 +876,9 @@ pub fn unavailable_videos<'a>(ctx: &RouteCtx<'a>) -> Vec<(&'a str, UnavailableRe
         .collect()
 }
 
-/// `GET /readyz`: 200 when every configured video can be served, else 503 listing the ones that cannot
-/// and why. `/healthz` stays liveness (the loop answers).
+/// `GET /readyz`: 200 when every configured video can be served and the node is not draining (SIGTERM
+/// with `cluster.drain_ms`), else 503 listing the videos that cannot be served and why. `/healthz`
+/// stays liveness (the loop answers).
 fn readiness(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
     let keep_alive = head.keep_alive && !head.has_body();
     let head_only = head.method == Method::Head;
@@ -894,10 +897,11 @@ fn readiness(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
             )
         })
         .collect();
-    let status = if down.is_empty() { 200 } else { 503 };
+    let ready = down.is_empty() && !ctx.draining;
+    let status = if ready { 200 } else { 503 };
     let body = format!(
-        "{{\"ready\":{},\"videos\":{},\"unavailable\":[{}]}}\n",
-        down.is_empty(),
+        "{{\"ready\":{ready},\"draining\":{},\"videos\":{},\"unavailable\":[{}]}}\n",
+        ctx.draining,
         ctx.cfg.videos.len(),
         list.join(",")
     );
@@ -1297,6 +1301,9 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
     if video.ring().is_some() {
         return serve_live(head, id, video, ctx);
     }
+    if head.peer && video.origin().is_some_and(|o| o.len().is_none()) {
+        return Decision::respond(not_here(head, id));
+    }
     if video.origin().is_some_and(|o| o.len().is_none()) {
         return origin_learn(head, id, video, ctx);
     }
@@ -1314,6 +1321,17 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         (Some(r), true) => parse_range_header(r, ctx.cfg.server.limits.max_ranges).ok(),
         _ => None,
     };
+    if head.peer && video.origin().is_some() {
+        return Decision::respond(peer_spans(
+            head,
+            id,
+            video,
+            specs,
+            &repr,
+            range_allowed,
+            ctx,
+        ));
+    }
     let Some(specs) = specs else {
         if video.origin().is_some() {
             let spans = whole_span(repr.len);
@@ -1336,6 +1354,40 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         return origin_spans(head, id, video, spans, &repr, false, ctx);
     }
     slot_spans(head, id, video, spans, &repr, ctx)
+}
+
+/// Another node asks for an origin video's bytes (`X-Vcache-Peer`): answered from the cache only — a
+/// 206 with the origin's validator in `X-Vcache-Validator` when every asked byte is here and the
+/// asker's If-Range matches, else 504 — never forwarded and never fetched from the origin.
+fn peer_spans(
+    head: &RequestHead,
+    id: &str,
+    video: &Video,
+    specs: Option<Vec<RangeSpec>>,
+    repr: &Repr,
+    range_allowed: bool,
+    ctx: &RouteCtx<'_>,
+) -> Plan {
+    let validator = video.origin().map_or("", |o| o.validator());
+    let spans = match specs.map(|s| resolve_ranges(&s, repr.len)) {
+        Some(Ok(spans)) if range_allowed && !validator.is_empty() => spans,
+        _ => return not_here(head, id),
+    };
+    if cache_status(video, repr.base, &spans, false) != "HIT" {
+        return not_here(head, id);
+    }
+    let mut plan = span_plan(head, id, video, repr, &spans, false, ctx.boundary);
+    plan.head.header("X-Cache", "HIT");
+    plan.head
+        .header(crate::cluster::VALIDATOR_HEADER, validator.to_string());
+    plan
+}
+
+/// 504 to a peer: the bytes (or the same object) are not here.
+fn not_here(head: &RequestHead, id: &str) -> Plan {
+    let why =
+        format!("a peer request is answered from the cache only: these bytes of {id} are not here");
+    error_plan(504, &why, head.method == Method::Head, head.keep_alive)
 }
 
 /// The representation a GET selects (`?t=`), or the response that ends the request early: a refused
@@ -1624,15 +1676,10 @@ pub fn read_ahead(
     let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) else {
         return;
     };
-    let before = o.window_of(reader).map(|(first, _)| first);
-    if !o.move_window(reader, pos, last, since) {
-        return;
-    }
-    // Every block the sender passed through (a send may cross several small blocks) was used.
+    o.move_window(reader, pos, last, since);
+    // Every block the sender reached since its last send was used (once per reader).
     let fb = o.fill_block();
-    let now = pos / fb;
-    let from = before.map_or(now, |b| (b + 1).min(now));
-    for b in from..=now {
+    for b in o.blocks_reached(reader, pos) {
         touch_block(store, video, b * fb);
     }
 }
@@ -2438,6 +2485,7 @@ mod tests {
                 metrics: &metrics,
                 open_connections: 1,
                 reader: 7,
+                draining: false,
             };
             route(&head, &ctx)
         };

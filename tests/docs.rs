@@ -13,9 +13,10 @@ const HTTP_MD: &str = include_str!("../docs/http.md");
 const ROUTES_RS: &str = include_str!("../src/routes.rs");
 
 /// The docs/config.md section of each table, by its heading.
-const TABLES: [(&str, &str); 7] = [
+const TABLES: [(&str, &str); 8] = [
     ("server", "## `[server]`"),
     ("limits", "## `[limits]`"),
+    ("cluster", "## `[cluster]`"),
     ("video", "## `[[video]]`"),
     ("seek", "## `[video.seek]`"),
     ("cache", "## `[cache]`"),
@@ -28,6 +29,7 @@ const TABLES: [(&str, &str); 7] = [
 const EVERY_TABLE_WRONG: &str = "unknown_top = 1\n\
     [server]\nunknown_server = 1\n\
     [limits]\nunknown_limits = 1\n\
+    [cluster]\nunknown_cluster = 1\n\
     [[video]]\nid = \"a\"\nunknown_video = 1\n\
     [video.seek]\nunknown_seek = 1\n\
     [cache]\nunknown_cache = 1\n\

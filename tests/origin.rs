@@ -1251,3 +1251,177 @@ fn vcache_check_reports_cached_bytes_and_the_validator() {
         "{text}"
     );
 }
+
+/// The ETag, Last-Modified and If-Range answer of `id` on `d` for the first byte.
+fn validators_of(d: &Daemon, id: &str) -> (String, String) {
+    let r = d.get(&format!("/videos/{id}"), &[("Range", "bytes=0-0")]);
+    assert_eq!(r.status, 206, "{}", r.text());
+    let etag = r.header("ETag").expect("an ETag").to_string();
+    let lm = r
+        .header("Last-Modified")
+        .expect("a Last-Modified")
+        .to_string();
+    (etag, lm)
+}
+
+/// GET bytes 1000-1999 of `id` with `If-Range: if_range`: the status.
+fn resume(d: &Daemon, id: &str, if_range: &str) -> u16 {
+    let r = d.get(
+        &format!("/videos/{id}"),
+        &[("Range", "bytes=1000-1999"), ("If-Range", if_range)],
+    );
+    r.status
+}
+
+#[test]
+fn origin_videos_answer_with_the_origins_validators_on_every_node_and_after_restarts() {
+    let dir = TestDir::new("origin-validators");
+    let Some(ng) = Nginx::start(&dir.path) else {
+        return;
+    };
+    let data = source(300_001, 21);
+    let mtime = 1_650_000_000;
+    ng.put("v.bin", &data, mtime);
+    let etag = Nginx::etag(mtime, data.len() as u64);
+    let lm = "Fri, 15 Apr 2022 05:20:00 GMT"; // mtime as an HTTP-date
+    let videos = [
+        ("v", ng.url("/v.bin"), "64KiB"),
+        ("w", ng.url("/noetag/v.bin"), "64KiB"),
+    ];
+    let cfg = config("", "", &videos);
+    // Two nodes (two data directories) caching the same objects.
+    let (a_dir, b_dir) = (dir.path.join("a"), dir.path.join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let mut a = Daemon::start(&a_dir, &cfg);
+    let b = Daemon::start(&b_dir, &cfg);
+
+    assert_eq!(validators_of(&a, "v"), (etag.clone(), lm.to_string()));
+    assert_eq!(validators_of(&b, "v"), (etag.clone(), lm.to_string()));
+    // A client resuming on another node with the first node's ETag gets the rest, not the whole.
+    assert_eq!(resume(&b, "v", &etag), 206);
+    assert_eq!(resume(&b, "v", "\"other\""), 200);
+
+    // Without an ETag from the origin: the origin's Last-Modified, and a weak ETag equal on both nodes
+    // (weak: it cannot validate a range, so If-Range works by the date).
+    let (wa, wlm) = validators_of(&a, "w");
+    assert_eq!(wlm, lm);
+    assert!(wa.starts_with("W/\""), "weak ETag {wa}");
+    assert_eq!(validators_of(&b, "w"), (wa.clone(), lm.to_string()));
+    assert_eq!(resume(&b, "w", lm), 206);
+    assert_eq!(resume(&b, "w", &wa), 200);
+
+    // The origin's Last-Modified is kept across a kill -9 (fast records) and a SIGTERM restart.
+    read_exact_range(&a, "v", &data, 100_000, 200_000);
+    a.kill9();
+    let mut a = Daemon::start(&a_dir, &cfg);
+    assert_eq!(validators_of(&a, "v"), (etag.clone(), lm.to_string()));
+    assert_eq!(validators_of(&a, "w"), (wa.clone(), lm.to_string()));
+    assert!(a.stop(Duration::from_secs(15)).success());
+    let a = Daemon::start(&a_dir, &cfg);
+    assert_eq!(validators_of(&a, "v"), (etag, lm.to_string()));
+    assert_eq!(validators_of(&a, "w"), (wa, lm.to_string()));
+}
+
+#[test]
+fn a_node_fills_from_its_peer_before_the_origin_and_a_peer_answers_from_its_cache_only() {
+    let dir = TestDir::new("origin-peers");
+    let Some(ng) = Nginx::start(&dir.path) else {
+        return;
+    };
+    let len: u64 = 600_001;
+    let data = source(len, 33);
+    ng.put("v.bin", &data, 1_600_000_000);
+    ng.put("w.bin", &data[..100_000], 1_600_000_000);
+    let videos = [
+        ("v", ng.url("/v.bin"), "64KiB"),
+        ("w", ng.url("/w.bin"), "64KiB"),
+    ];
+    let (a_dir, b_dir) = (dir.path.join("a"), dir.path.join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let mut a = Daemon::start(&a_dir, &config("", "", &videos));
+    // A holds blocks 0..=4 and 9 of v (64 KiB blocks: bytes 0..327680 and 589824..600001).
+    read_exact_range(&a, "v", &data, 0, 299_999);
+    read_exact_range(&a, "v", &data, len - 1000, len - 1);
+    let held = field(&a, "v", "present_bytes");
+    assert_eq!(held, 5 * 65_536 + (len - 9 * 65_536));
+    let origin = bytes_of(&ng.settled_log());
+
+    // B's tier: A and itself (B's own address is never asked).
+    let cluster = format!(
+        "\n[cluster]\nself = \"http://127.0.0.1:1\"\npeers = [\"http://{}\", \"http://127.0.0.1:1\"]\n",
+        a.addr()
+    );
+    let b = Daemon::start(&b_dir, &(config("", "", &videos) + &cluster));
+    read_exact_range(&b, "v", &data, 0, 299_999);
+    assert_eq!(
+        bytes_of(&ng.settled_log()),
+        origin,
+        "bytes A holds went to the origin"
+    );
+    // Blocks 5..=8: A lacks them (504 to B's peer requests), so B gets them from the origin, and A,
+    // which only answered from its cache, holds no more than before.
+    read_exact_range(&b, "v", &data, 300_000, 9 * 65_536 - 1);
+    assert_eq!(bytes_of(&ng.settled_log()), origin + 4 * 65_536);
+    assert_eq!(field(&a, "v", "present_bytes"), held);
+    // A's misses did not make B stop asking it: block 9 comes from A.
+    read_exact_range(&b, "v", &data, 0, len - 1);
+    assert_eq!(bytes_of(&ng.settled_log()), origin + 4 * 65_536);
+    assert_eq!(field(&b, "v", "present_bytes"), len);
+
+    // A peer request is never forwarded: missing bytes, another object (If-Range) or an unknown length
+    // get 504 and cost the origin nothing.
+    let peer = ("X-Vcache-Peer", "1");
+    let r = a.get("/videos/v", &[("Range", "bytes=400000-400099"), peer]);
+    assert_eq!(r.status, 504, "{}", r.text());
+    let r = a.get(
+        "/videos/v",
+        &[("Range", "bytes=0-99"), ("If-Range", "\"other\""), peer],
+    );
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(
+        a.get("/videos/w", &[("Range", "bytes=0-99"), peer]).status,
+        504
+    );
+    let r = a.get("/videos/v", &[("Range", "bytes=0-99"), peer]);
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("X-Vcache-Validator"),
+        Some(Nginx::etag(1_600_000_000, len).as_str())
+    );
+    assert_eq!(bytes_of(&ng.settled_log()), origin + 4 * 65_536);
+
+    // With A gone, B fetches from the origin.
+    a.kill9();
+    read_exact_range(&b, "w", &data[..100_000], 0, 99_999);
+    assert_eq!(bytes_of(&ng.settled_log()), origin + 4 * 65_536 + 100_000);
+}
+
+#[test]
+fn with_a_read_token_a_node_still_fills_from_its_peer() {
+    let dir = TestDir::new("origin-peer-token");
+    let Some(ng) = Nginx::start(&dir.path) else {
+        return;
+    };
+    let data = source(200_000, 34);
+    ng.put("v.bin", &data, 1_600_000_000);
+    let videos = [("v", ng.url("/v.bin"), "64KiB")];
+    let server = "read_token = \"r\"";
+    let auth = ("Authorization", "Bearer r");
+    let (a_dir, b_dir) = (dir.path.join("a"), dir.path.join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let a = Daemon::start(&a_dir, &config(server, "", &videos));
+    assert_eq!(a.get("/videos/v", &[]).status, 401);
+    assert_eq!(a.get("/videos/v", &[auth]).body, data);
+    let origin = bytes_of(&ng.settled_log());
+    let cluster = format!(
+        "\n[cluster]\nself = \"http://127.0.0.1:1\"\npeers = [\"http://{}\"]\n",
+        a.addr()
+    );
+    let b = Daemon::start(&b_dir, &(config(server, "", &videos) + &cluster));
+    let r = b.get("/videos/v", &[auth]);
+    assert_eq!((r.status, r.body == data), (200, true));
+    assert_eq!(bytes_of(&ng.settled_log()), origin, "B went to the origin");
+}

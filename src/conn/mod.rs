@@ -65,6 +65,8 @@ pub struct Ctx<'a> {
     pub boundary: &'a str,
     pub send_path: SendPath,
     pub shutting_down: bool,
+    /// Draining or shutting down: `/readyz` answers 503.
+    pub draining: bool,
     pub metrics: &'a mut Metrics,
     /// Connections to drive again in this loop iteration (woken by this one's progress).
     pub wake: &'a mut Vec<Token>,
@@ -480,6 +482,7 @@ impl Conn {
             metrics: ctx.metrics,
             open_connections: ctx.open_connections,
             reader: self.token.0,
+            draining: ctx.draining,
         };
         let decision = routes::route(&head, &rctx);
         self.note_reading(&decision, ctx.store);

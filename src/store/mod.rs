@@ -263,6 +263,24 @@ pub struct Video {
     pub commit_waiters: Vec<Token>,
 }
 
+/// An origin video's ETag, the same on every node that holds the same object: the origin's strong
+/// ETag itself; with only a Last-Modified from the origin, a weak tag derived from it and the length
+/// (If-Range then works by the date, which equals the origin's); with no validator, vcache's own.
+fn origin_etag(o: &OriginVideo) -> String {
+    let len = o.len().unwrap_or(0);
+    match o.validator() {
+        v if v.starts_with('"') => v.to_string(),
+        "" => format!("\"o{:x}-{len:x}\"", o.slot().map_or(0, |s| s.generation)),
+        date => {
+            // FNV-1a: stable across builds and machines (std's hasher is not).
+            let h = date.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+            format!("W/\"o{h:x}-{len:x}\"")
+        }
+    }
+}
+
 /// Why an in-flight write cannot take bytes right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestBlock {
@@ -315,11 +333,7 @@ impl Video {
             Body::File { etag, .. } => etag.clone(),
             Body::Upload(s) => format!("\"u{:x}-{:x}\"", s.generation, s.data.len),
             Body::Live(r) => format!("\"l{:x}-{:x}\"", r.state.generation, r.capacity()),
-            Body::Origin(o) => format!(
-                "\"o{:x}-{:x}\"",
-                o.slot().map_or(0, |s| s.generation),
-                o.len().unwrap_or(0)
-            ),
+            Body::Origin(o) => origin_etag(o),
         }
     }
 
@@ -1674,7 +1688,9 @@ fn apply_delta(st: &mut UploadState, delta: &[u8]) -> Result<(), String> {
             .insert(a, b)
             .map_err(|e| format!("range {a}..{b}: {e}"))?;
     }
-    st.modified = st.modified.max(modified);
+    // Deltas are replayed in seq order: the last one's time is the newest (an origin video's time is
+    // its origin's Last-Modified, which may be older than the record's).
+    st.modified = modified;
     if !validator.is_empty() {
         st.validator = Some(String::from_utf8_lossy(validator).into_owned());
     }

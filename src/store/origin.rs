@@ -230,6 +230,8 @@ pub struct OriginVideo {
     read_ahead: u64,
     /// Each reader's window of blocks [first, last]: the block it sends from and those ahead.
     interests: HashMap<ReaderId, (u64, u64)>,
+    /// The last block each reader sent from (counted as a use once per reader and block).
+    sent_from: HashMap<ReaderId, u64>,
     /// How many readers' windows hold each block: a reader's block with none is not fetched (its
     /// reader went), and a block with some is never evicted.
     demand: BTreeMap<u64, u32>,
@@ -270,6 +272,7 @@ impl OriginVideo {
             space: BlockSpace::default(),
             read_ahead: crate::config::CacheConfig::default().read_ahead_blocks,
             interests: HashMap::new(),
+            sent_from: HashMap::new(),
             demand: BTreeMap::new(),
             parked_warm: BTreeSet::new(),
             negative_ttl: std::time::Duration::from_secs(crate::config::DEFAULT_NEGATIVE_TTL_SECS),
@@ -687,13 +690,20 @@ impl OriginVideo {
         self.read_window(reader, pos, last, since)
     }
 
-    /// Reader `reader`'s window of blocks, if it has one.
-    pub fn window_of(&self, reader: ReaderId) -> Option<(u64, u64)> {
-        self.interests.get(&reader).copied()
+    /// Reader `reader` sends from the block of `pos` now: the blocks it reached since its last send
+    /// (one, or several small ones a send crossed), each counted once.
+    pub fn blocks_reached(&mut self, reader: ReaderId, pos: u64) -> std::ops::Range<u64> {
+        let b = pos / self.fill_block;
+        match self.sent_from.insert(reader, b) {
+            Some(prev) if prev < b => prev + 1..b + 1,
+            Some(prev) if prev == b => b..b,
+            _ => b..b + 1,
+        }
     }
 
     /// Reader `reader` went (or its response ended): its window no longer holds blocks.
     pub fn drop_reader(&mut self, reader: ReaderId) {
+        self.sent_from.remove(&reader);
         if let Some(old) = self.interests.remove(&reader) {
             self.add_demand(old, -1);
         }

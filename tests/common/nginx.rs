@@ -71,6 +71,7 @@ impl Nginx {
                  \x20       listen 127.0.0.1:{port};\n\
                  \x20       root {d}/www;\n\
                  \x20       location /slow/ {{ alias {d}/www/; limit_rate $slow_rate; }}\n\
+                 \x20       location /noetag/ {{ alias {d}/www/; etag off; }}\n\
                  \x20   }}\n}}\n"
             );
             std::fs::write(dir.join("nginx.conf"), conf).unwrap();
