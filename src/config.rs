@@ -18,7 +18,7 @@ use crate::seek::{MAX_FPS, SeekMap, SeekTable, Timecode};
 mod cache;
 pub use cache::{CacheConfig, DEFAULT_NEGATIVE_TTL_SECS, MountConfig};
 mod cluster;
-pub use cluster::ClusterConfig;
+pub use cluster::{ClusterConfig, Upstream};
 
 /// The configuration `vcache serve` runs on without `--config`. Relative paths in it
 /// resolve against the current directory.
@@ -180,8 +180,12 @@ pub enum VideoKind {
     File { path: PathBuf },
     /// A slot of `size` bytes (>= 1).
     Upload { size: u64 },
-    /// A ring of `capacity` bytes (>= MIN_LIVE_CAPACITY).
-    Live { capacity: u64 },
+    /// A ring of `capacity` bytes (>= MIN_LIVE_CAPACITY); with `upstream`, a relay of another node's
+    /// channel (src/relay.rs) that takes no local publisher.
+    Live {
+        capacity: u64,
+        upstream: Option<Upstream>,
+    },
     /// `host` is without brackets for IPv6 literals (wrap it in `[]` for a Host header);
     /// `path` starts with `/` and may carry a query; `fill_block` is a power of two.
     Origin {
@@ -483,6 +487,7 @@ struct RawVideo {
     url: Option<Sp<String>>,
     fill_block: Option<Sp<toml::Value>>,
     revalidate_after: Option<Sp<toml::Value>>,
+    upstream: Option<Sp<String>>,
     content_type: Option<Sp<String>>,
     write_token: Option<Sp<String>>,
     seek: Option<Sp<RawSeek>>,
@@ -1183,13 +1188,14 @@ impl Kind {
 }
 
 /// The keys that belong to only some kinds, and which kinds they belong to.
-const KIND_SPECIFIC_KEYS: [(&str, &[Kind]); 6] = [
+const KIND_SPECIFIC_KEYS: [(&str, &[Kind]); 7] = [
     ("path", &[Kind::File]),
     ("size", &[Kind::Upload, Kind::Origin]),
     ("capacity", &[Kind::Live]),
     ("url", &[Kind::Origin]),
     ("fill_block", &[Kind::Origin]),
     ("revalidate_after", &[Kind::Origin]),
+    ("upstream", &[Kind::Live]),
 ];
 
 /// One `[[video]]` table being validated: where it is, which video it is, and its raw keys.
@@ -1219,13 +1225,14 @@ impl VideoTable<'_, '_> {
     /// Refuse every key that belongs to other kinds.
     fn check_kind_specific_keys(&self, found: &mut Found) {
         let raw = self.raw;
-        let present_spans: [Option<Range<usize>>; 6] = [
+        let present_spans: [Option<Range<usize>>; 7] = [
             raw.path.as_ref().map(Spanned::span),
             raw.size.as_ref().map(Spanned::span),
             raw.capacity.as_ref().map(Spanned::span),
             raw.url.as_ref().map(Spanned::span),
             raw.fill_block.as_ref().map(Spanned::span),
             raw.revalidate_after.as_ref().map(Spanned::span),
+            raw.upstream.as_ref().map(Spanned::span),
         ];
         for ((key, kinds), span) in KIND_SPECIFIC_KEYS.iter().zip(present_spans) {
             if let Some(span) = span
@@ -1295,8 +1302,15 @@ impl VideoTable<'_, '_> {
             MIN_LIVE_CAPACITY,
             MAX_VIDEO_BYTES,
         )?;
+        let upstream = match &self.raw.upstream {
+            None => None,
+            Some(value) => Some(cluster::parse_upstream(value.get_ref()).map_err(|why| {
+                self.src
+                    .error(value.span(), "upstream", format!("{}{why}", self.context))
+            })?),
+        };
         // Live offsets are logical and grow without bound: no length to check against.
-        Ok((VideoKind::Live { capacity }, None))
+        Ok((VideoKind::Live { capacity, upstream }, None))
     }
 
     /// The origin's settings; `url`, `fill_block` and `size` are each checked (refusals go to
@@ -1950,7 +1964,7 @@ mod tests {
         assert_eq!(config.server.sync, SyncMode::Interval);
         assert_eq!(config.videos.len(), 2);
         let live = config.video("live").unwrap();
-        assert_eq!(live.kind, VideoKind::Live { capacity: 64 << 20 });
+        assert_eq!(live.kind, VideoKind::Live { capacity: 64 << 20, upstream: None });
         assert_eq!(live.kind_name(), "live");
         assert_eq!(live.content_type.as_deref(), Some("video/mp2t"));
         let upload = config.video("upload").unwrap();
@@ -2116,7 +2130,7 @@ size = "10MiB"
         assert_eq!(upload.kind, VideoKind::Upload { size: 4096 });
         assert_eq!(upload.write_token.as_deref(), Some("per-video"));
         assert_eq!(upload.seek, None);
-        assert_eq!(live.kind, VideoKind::Live { capacity: 4096 });
+        assert_eq!(live.kind, VideoKind::Live { capacity: 4096, upstream: None });
         assert_eq!(
             live.seek,
             Some(SeekTable {
@@ -2568,7 +2582,7 @@ size = "10MiB"
         );
         assert!(error.message.contains("4096"), "{error}");
         let config = parse_ok("[[video]]\nid = \"l\"\nkind = \"live\"\ncapacity = \"4KiB\"\n");
-        assert_eq!(config.videos[0].kind, VideoKind::Live { capacity: 4096 });
+        assert_eq!(config.videos[0].kind, VideoKind::Live { capacity: 4096, upstream: None });
         parse_err(
             "[[video]]\nid = \"o\"\nkind = \"origin\"\nurl = \"http://a/\"\nsize = 0\n",
             5,

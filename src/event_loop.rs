@@ -18,6 +18,7 @@ use crate::conn::access_log::AccessLog;
 use crate::conn::{Conn, Ctx, Next, SendPath};
 use crate::metrics::Metrics;
 use crate::origin::Fetcher;
+use crate::relay::{Relays, Turn};
 use crate::service::{self, SignalPipes};
 use std::sync::mpsc::Receiver;
 
@@ -80,6 +81,8 @@ pub struct Server {
     last_sweep: Instant,
     watchdog: Option<(Duration, Instant)>,
     fetcher: Fetcher,
+    /// Channels that follow a channel on another node (`upstream`).
+    relays: Relays,
     waker: Arc<Waker>,
     /// A reload being loaded (parsed, origins resolved) on its own thread.
     reload_rx: Option<Receiver<ReloadLoaded>>,
@@ -183,6 +186,7 @@ impl Server {
             last_sweep: now,
             watchdog: service::watchdog_interval().map(|d| (d, now)),
             fetcher,
+            relays: Relays::default(),
             waker,
             reload_rx: None,
             reload_again: false,
@@ -202,9 +206,11 @@ impl Server {
     pub fn run(mut self) -> Result<(), String> {
         let mut events = Events::with_capacity(1024);
         service::sd_notify("READY=1\nSTATUS=serving");
+        let now = Instant::now();
+        (self.relays).configure(&self.cfg, &mut self.store, self.poll.registry(), now);
         loop {
             // Connections queued to be driven again (a budget ran out) must not wait for a timeout.
-            let timeout = if self.wake.is_empty() {
+            let timeout = if self.wake.is_empty() && !self.relays.wants_turn() {
                 SWEEP_EVERY
             } else {
                 Duration::ZERO
@@ -233,6 +239,17 @@ impl Server {
                         if service::drain_signal_pipe(&mut self.signals.reload) {
                             self.reload();
                         }
+                    }
+                    token if Relays::owns(token) => {
+                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                        let mut turn = Turn {
+                            store: &mut self.store,
+                            registry: self.poll.registry(),
+                            wake: &mut self.wake,
+                            now,
+                        };
+                        self.relays.on_event(token, readable, writable, &mut turn);
                     }
                     token if Fetcher::owns(token) => {
                         let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
@@ -343,6 +360,7 @@ impl Server {
             }
         }
         self.access_log.flush();
+        (self.relays).close_all(&mut self.store, self.poll.registry(), &mut self.wake);
         self.fetcher
             .close_all(self.poll.registry(), &mut self.store);
         self.collect_commits();
@@ -528,6 +546,12 @@ impl Server {
         // Blocks readers want from origins: fetch them while connections are free.
         self.fetcher
             .pump(self.poll.registry(), &mut self.store, &mut self.wake, now);
+        self.relays.pump(&mut Turn {
+            store: &mut self.store,
+            registry: self.poll.registry(),
+            wake: &mut self.wake,
+            now,
+        });
         self.space_turn(now);
         self.submit_creations();
         self.process_wakes(now);
@@ -913,6 +937,8 @@ impl Server {
         );
         let read_token = self.cfg.server.read_token.as_deref();
         self.fetcher.peers.configure(&self.cfg.cluster, read_token);
+        let now = Instant::now();
+        (self.relays).configure(&self.cfg, &mut self.store, self.poll.registry(), now);
         self.pending_reload = Some(pending);
         self.finish_reload_once_opened();
     }

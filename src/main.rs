@@ -9,6 +9,7 @@ mod http;
 mod index_cmd;
 mod metrics;
 mod origin;
+mod relay;
 mod routes;
 mod seek;
 mod service;

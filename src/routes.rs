@@ -2243,7 +2243,10 @@ fn ingest(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         Framing::Chunked => None,
     };
     let write = match (video.ring(), video.upload_slot()) {
-        (Some(ring), _) => publish(head, id, ring, max),
+        (Some(ring), _) => match publish_home(head, id, video, cfg) {
+            Some(refusal) => Err(refusal),
+            None => publish(head, id, ring, max),
+        },
         (None, Some(slot)) => slot_write(head, id, slot, framing),
         (None, None) => Err(Box::new(Decision::respond(error_plan_with(
             405,
@@ -2271,6 +2274,32 @@ fn ingest(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         effects: vec![effect],
         then: Then::Ingest(plan),
     }
+}
+
+/// A channel published elsewhere refuses a local publisher, naming where: a relay its upstream (409),
+/// a node of a tier that is not the channel's owner the owner (307 to the same path there, so that
+/// `curl -L` and HAProxy users reach it; `X-Vcache-Owner` and the problem's detail name it too).
+fn publish_home(head: &RequestHead, id: &str, video: &Video, cfg: &Config) -> Option<Box<Decision>> {
+    if let VideoKind::Live {
+        upstream: Some(up), ..
+    } = &video.cfg.kind
+    {
+        let why = format!(
+            "channel {id} relays {}: publish there, not to this node",
+            up.url
+        );
+        return Some(refuse_write_boxed(409, &why));
+    }
+    let owner = crate::cluster::publish_elsewhere(&cfg.cluster, id)?;
+    let url = format!("http://{owner}{}", head.target);
+    let why = format!("channel {id} is published on its owner http://{owner} (the tier's first node for it); publish to {url}");
+    let extra = [
+        ("Location", url),
+        ("X-Vcache-Owner", format!("http://{owner}")),
+    ];
+    Some(Box::new(Decision::respond(error_plan_with(
+        307, &why, false, false, &extra,
+    ))))
 }
 
 /// A publish to a live channel: appends at its head, one publisher at a time (409 for a second).

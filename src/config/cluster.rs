@@ -54,6 +54,41 @@ fn peer_address(
     rest.parse::<SocketAddr>().map_err(|_| bad())
 }
 
+/// A relayed channel's `upstream`: the channel on another node it follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// As written, for messages and the refusal of local publishers.
+    pub url: String,
+    pub addr: SocketAddr,
+    /// `/videos/ID` on the upstream node.
+    pub path: String,
+}
+
+/// `http://IP:port/videos/ID`: a channel on another vcache node (addresses are not resolved, like
+/// `peers`).
+pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
+    let bad = || {
+        format!(
+            "`upstream = \"{text}\"` is not a channel on another node such as \
+             \"http://10.0.0.1:8080/videos/ch\" (http://, an IP address, a port and /videos/ID; \
+             host names are not resolved)"
+        )
+    };
+    let rest = text.strip_prefix("http://").ok_or_else(bad)?;
+    let slash = rest.find('/').ok_or_else(bad)?;
+    let addr = rest[..slash].parse::<SocketAddr>().map_err(|_| bad())?;
+    let path = &rest[slash..];
+    let id = path.strip_prefix("/videos/").ok_or_else(bad)?;
+    if !super::is_valid_video_id(id) {
+        return Err(bad());
+    }
+    Ok(Upstream {
+        url: text.to_string(),
+        addr,
+        path: path.to_string(),
+    })
+}
+
 pub(super) fn validate_cluster(
     src: &Source<'_>,
     raw: Option<RawCluster>,

@@ -972,7 +972,7 @@ impl StorePaths {
                 "upload",
                 None,
             )?)),
-            VideoKind::Live { capacity } => {
+            VideoKind::Live { capacity, .. } => {
                 let mut ring = self.open_ring(&v.id, *capacity)?;
                 ring.ts_index = configured_content_type(v).starts_with("video/mp2t");
                 Body::Live(Box::new(ring))
@@ -1749,7 +1749,7 @@ pub fn describe_cached(cfg: &Config, v: &VideoConfig, boot: &BootId) -> String {
             Err(e) => format!("file {}: {e}", path.display()),
         }),
         VideoKind::Upload { size } => describe_upload(&mpath, *size, boot),
-        VideoKind::Live { capacity } => describe_live(&mpath, *capacity, boot),
+        VideoKind::Live { capacity, .. } => describe_live(&mpath, *capacity, boot),
         VideoKind::Origin { url, size, .. } => describe_origin(&mpath, url, *size, boot),
     };
     // Err carries the whole line: what is wrong with the metadata file.

@@ -427,6 +427,37 @@ impl LiveRing {
         end
     }
 
+    /// A relay's upstream continues at `to`, at or past the head (its window moved on while the relay
+    /// was away): the head jumps there so that offset N stays the upstream's byte N. The window starts
+    /// afresh at `to` (the bytes between the old head and `to` never arrive, so the old window is not
+    /// continued). Writes below the newest durable intent are safe at any offset (a window recovered
+    /// from that record ends below it); a jump past it writes nothing until an intent past the new head
+    /// is durable, so a crash before then recovers the old window untouched.
+    pub fn jump_head(&mut self, writer: u64, to: u64) {
+        assert_eq!(self.publisher, Some(writer), "a jump by a stale publisher");
+        assert!(to >= self.state.head, "a ring head never moves back");
+        if to == self.state.head {
+            return;
+        }
+        self.state.head = to;
+        self.state.floor = to;
+        self.state.session_start = to;
+        self.state.intent = self.state.intent.max(to + intent_step(self.capacity()));
+        self.state.modified = SystemTime::now();
+        // Nothing is written at or past it: with `to` past the durable intent, nothing at all until
+        // the new intent lands (commit_done raises it).
+        self.durable_intent = self.durable_intent.max(to);
+        if self.ts_index {
+            self.index = Some(LiveIndex {
+                indexer: TsIndexer::new(to),
+                keyframes: VecDeque::new(),
+            });
+        }
+        self.commit.bump();
+        assert_eq!(self.window_start(), to, "a jumped window starts empty");
+        self.assert_invariants();
+    }
+
     /// Feed newly published bytes [start, end) (contiguous in the mapping) to the keyframe index.
     fn index_bytes(&mut self, start: u64, end: u64) {
         let window_start = self.window_start();
