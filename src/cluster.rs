@@ -39,12 +39,18 @@ pub fn rank(peers: &[SocketAddr], video: &str) -> Vec<SocketAddr> {
     ranked.into_iter().map(|(_, p)| p).collect()
 }
 
+/// A live channel's owner in a tier (its publisher's node): the highest-ranked node for its id.
+pub fn owner(cfg: &ClusterConfig, channel: &str) -> Option<SocketAddr> {
+    cfg.self_addr?;
+    rank(&cfg.peers, channel).first().copied()
+}
+
 /// Where a live channel is published: its owner, the highest-ranked node of the tier for its id, so
 /// that a channel never has publishers on two nodes. `Some(owner)` when that is another node (this node
 /// refuses the publisher and names the owner); `None` on the owner or a node on its own.
 pub fn publish_elsewhere(cfg: &ClusterConfig, channel: &str) -> Option<SocketAddr> {
     let me = cfg.self_addr?;
-    let owner = *rank(&cfg.peers, channel).first()?;
+    let owner = owner(cfg, channel)?;
     assert!(
         cfg.peers.contains(&me),
         "`self` is one of the peers (config)"

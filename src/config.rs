@@ -1964,7 +1964,13 @@ mod tests {
         assert_eq!(config.server.sync, SyncMode::Interval);
         assert_eq!(config.videos.len(), 2);
         let live = config.video("live").unwrap();
-        assert_eq!(live.kind, VideoKind::Live { capacity: 64 << 20, upstream: None });
+        assert_eq!(
+            live.kind,
+            VideoKind::Live {
+                capacity: 64 << 20,
+                upstream: None
+            }
+        );
         assert_eq!(live.kind_name(), "live");
         assert_eq!(live.content_type.as_deref(), Some("video/mp2t"));
         let upload = config.video("upload").unwrap();
@@ -2130,7 +2136,13 @@ size = "10MiB"
         assert_eq!(upload.kind, VideoKind::Upload { size: 4096 });
         assert_eq!(upload.write_token.as_deref(), Some("per-video"));
         assert_eq!(upload.seek, None);
-        assert_eq!(live.kind, VideoKind::Live { capacity: 4096, upstream: None });
+        assert_eq!(
+            live.kind,
+            VideoKind::Live {
+                capacity: 4096,
+                upstream: None
+            }
+        );
         assert_eq!(
             live.seek,
             Some(SeekTable {
@@ -2582,7 +2594,13 @@ size = "10MiB"
         );
         assert!(error.message.contains("4096"), "{error}");
         let config = parse_ok("[[video]]\nid = \"l\"\nkind = \"live\"\ncapacity = \"4KiB\"\n");
-        assert_eq!(config.videos[0].kind, VideoKind::Live { capacity: 4096, upstream: None });
+        assert_eq!(
+            config.videos[0].kind,
+            VideoKind::Live {
+                capacity: 4096,
+                upstream: None
+            }
+        );
         parse_err(
             "[[video]]\nid = \"o\"\nkind = \"origin\"\nurl = \"http://a/\"\nsize = 0\n",
             5,

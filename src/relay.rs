@@ -42,10 +42,16 @@ const SESSION_HOLD: Duration = Duration::from_secs(10);
 /// Where a link is.
 enum Phase {
     Connecting,
-    Sending { req: Vec<u8>, pos: usize },
+    Sending {
+        req: Vec<u8>,
+        pos: usize,
+    },
     Head,
     /// `next`: the upstream's offset of the next payload byte (the answer's start, then onwards).
-    Body { dec: ChunkedDecoder, next: u64 },
+    Body {
+        dec: ChunkedDecoder,
+        next: u64,
+    },
 }
 
 /// One connection to the upstream.
@@ -119,7 +125,13 @@ impl Relays {
 
     /// Take the (re)loaded config: start relays for channels that gained an upstream, stop those whose
     /// channel went away or changed upstream.
-    pub fn configure(&mut self, cfg: &Config, store: &mut Store, registry: &Registry, now: Instant) {
+    pub fn configure(
+        &mut self,
+        cfg: &Config,
+        store: &mut Store,
+        registry: &Registry,
+        now: Instant,
+    ) {
         self.read_token = cfg.server.read_token.clone();
         self.connect_timeout = Duration::from_millis(cfg.server.origin_timeout_ms);
         self.idle_timeout = Duration::from_millis(cfg.server.limits.idle_timeout_ms);
@@ -136,7 +148,10 @@ impl Relays {
         let mut i = 0;
         while i < self.relays.len() {
             let r = &self.relays[i];
-            if wanted.iter().any(|(id, u)| *id == r.video && *u == r.upstream) {
+            if wanted
+                .iter()
+                .any(|(id, u)| *id == r.video && *u == r.upstream)
+            {
                 i += 1;
                 continue;
             }
@@ -197,13 +212,7 @@ impl Relays {
         self.relays.clear();
     }
 
-    pub fn on_event(
-        &mut self,
-        token: Token,
-        readable: bool,
-        writable: bool,
-        ctx: &mut Turn<'_>,
-    ) {
+    pub fn on_event(&mut self, token: Token, readable: bool, writable: bool, ctx: &mut Turn<'_>) {
         let i = token.0 - RELAY_TOKEN_BASE;
         let Some(l) = self.relays.get_mut(i).and_then(|r| r.link.as_mut()) else {
             return;
@@ -226,7 +235,9 @@ impl Relays {
                 self.drive(i, ctx);
             } else if r.link.as_ref().is_some_and(|l| ctx.now >= l.deadline) {
                 let why = match &r.link.as_ref().map(|l| &l.phase) {
-                    Some(Phase::Body { .. }) => "no bytes from the upstream for limits.idle_timeout_ms",
+                    Some(Phase::Body { .. }) => {
+                        "no bytes from the upstream for limits.idle_timeout_ms"
+                    }
                     _ => "the upstream did not answer within origin_timeout_ms",
                 };
                 self.cut(i, why.to_string(), ctx);
@@ -283,7 +294,10 @@ impl Relays {
         r.backoff = (r.backoff * 2).min(BACKOFF_LAST);
         let since = *r.cut_since.get_or_insert(ctx.now);
         if r.writer.is_some() && ctx.now.duration_since(since) >= SESSION_HOLD {
-            log::warn!("relay of {}: the upstream is gone; the session ends", r.video);
+            log::warn!(
+                "relay of {}: the upstream is gone; the session ends",
+                r.video
+            );
             self.end_session(i, ctx);
         }
     }
@@ -316,7 +330,10 @@ impl Relays {
                     return;
                 }
                 Step::Ended => {
-                    log::info!("relay of {}: the upstream session ended", self.relays[i].video);
+                    log::info!(
+                        "relay of {}: the upstream session ended",
+                        self.relays[i].video
+                    );
                     self.end_session(i, ctx);
                     let r = &mut self.relays[i];
                     if let Some(mut l) = r.link.take() {
@@ -685,7 +702,9 @@ fn read_payload(
         l.populated = head + target.len() as u64;
     }
     match l.stream.read(target) {
-        Ok(0) => Err(Step::Failed("the upstream closed the connection mid-stream".into())),
+        Ok(0) => Err(Step::Failed(
+            "the upstream closed the connection mid-stream".into(),
+        )),
         Ok(k) => Ok(k as u64),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             l.readable = false;

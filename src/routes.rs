@@ -1921,6 +1921,9 @@ struct LiveView<'a> {
     window_start: u64,
     live_head: u64,
     info: [(&'static str, String); 5],
+    /// Where the channel is published (`X-Vcache-Owner`): a relay's upstream node, or its owner in a
+    /// tier.
+    owner: Option<String>,
 }
 
 impl LiveView<'_> {
@@ -1930,6 +1933,9 @@ impl LiveView<'_> {
         rh.header("Content-Type", self.content_type.to_string());
         for (k, v) in &self.info {
             rh.header(k, v.clone());
+        }
+        if let Some(o) = &self.owner {
+            rh.header("X-Vcache-Owner", o.clone());
         }
         rh
     }
@@ -1975,6 +1981,12 @@ fn serve_live(head: &RequestHead, id: &str, video: &Video, ctx: &RouteCtx<'_>) -
             ("X-Live-Window", format!("{window_start}-{live_head}")),
             ("X-Live-Publishing", ring.publisher.is_some().to_string()),
         ],
+        owner: match &video.cfg.kind {
+            VideoKind::Live {
+                upstream: Some(up), ..
+            } => Some(format!("http://{}", up.addr)),
+            _ => crate::cluster::owner(&ctx.cfg.cluster, id).map(|o| format!("http://{o}")),
+        },
     };
     match live_ask(head, video, &view, ctx) {
         Ok(LiveAsk::Follow { from, echo }) => live_follow(head, &view, from, echo, ctx),
@@ -2279,7 +2291,12 @@ fn ingest(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
 /// A channel published elsewhere refuses a local publisher, naming where: a relay its upstream (409),
 /// a node of a tier that is not the channel's owner the owner (307 to the same path there, so that
 /// `curl -L` and HAProxy users reach it; `X-Vcache-Owner` and the problem's detail name it too).
-fn publish_home(head: &RequestHead, id: &str, video: &Video, cfg: &Config) -> Option<Box<Decision>> {
+fn publish_home(
+    head: &RequestHead,
+    id: &str,
+    video: &Video,
+    cfg: &Config,
+) -> Option<Box<Decision>> {
     if let VideoKind::Live {
         upstream: Some(up), ..
     } = &video.cfg.kind
@@ -2292,7 +2309,9 @@ fn publish_home(head: &RequestHead, id: &str, video: &Video, cfg: &Config) -> Op
     }
     let owner = crate::cluster::publish_elsewhere(&cfg.cluster, id)?;
     let url = format!("http://{owner}{}", head.target);
-    let why = format!("channel {id} is published on its owner http://{owner} (the tier's first node for it); publish to {url}");
+    let why = format!(
+        "channel {id} is published on its owner http://{owner} (the tier's first node for it); publish to {url}"
+    );
     let extra = [
         ("Location", url),
         ("X-Vcache-Owner", format!("http://{owner}")),

@@ -176,6 +176,48 @@ mod tests {
     }
 
     #[test]
+    fn a_relay_names_a_channel_on_another_node() {
+        let c = parse(
+            "[[video]]\nid = \"ch\"\nkind = \"live\"\ncapacity = 4096\nupstream = \"http://10.0.0.1:8080/videos/ch\"\n",
+            "relay.toml",
+            Path::new("/"),
+        )
+        .unwrap();
+        let crate::config::VideoKind::Live {
+            upstream: Some(up), ..
+        } = &c.videos[0].kind
+        else {
+            panic!("{:?}", c.videos[0].kind);
+        };
+        assert_eq!(up.addr, "10.0.0.1:8080".parse().unwrap());
+        assert_eq!(up.path, "/videos/ch");
+        for bad in [
+            "10.0.0.1:8080/videos/ch",
+            "http://origin.example:80/videos/ch",
+            "http://10.0.0.1:8080/ch",
+            "http://10.0.0.1:8080/videos/",
+            "http://10.0.0.1:8080",
+        ] {
+            let e = errors(&format!(
+                "[[video]]\nid = \"ch\"\nkind = \"live\"\ncapacity = 4096\nupstream = \"{bad}\"\n"
+            ));
+            assert_eq!(
+                (e[0].0, e[0].1.as_deref()),
+                (Some(5), Some("upstream")),
+                "{bad}"
+            );
+            assert!(e[0].2.contains("/videos/ID"), "{e:?}");
+        }
+        let e = errors(
+            "[[video]]\nid = \"u\"\nkind = \"upload\"\nsize = 1\nupstream = \"http://10.0.0.1:1/videos/u\"\n",
+        );
+        assert!(
+            e[0].2.contains("does not belong to a `upload` video"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn bad_cluster_keys_name_the_file_line_and_key() {
         let e = errors("[cluster]\nself = \"10.0.0.1:8080\"\n");
         assert_eq!(e[0].0, Some(2));
