@@ -597,15 +597,35 @@ fn ensure_session(r: &mut Relay, start: u64, store: &mut Store) -> Result<(), St
         return Err("the channel is not open".into());
     };
     let w = match r.writer {
-        Some(w) => w,
-        None => {
+        Some(w) if ring.publisher == Some(w) => w,
+        stale => {
+            // No session yet, or the ring was replaced by a reload (the old one is retired).
+            if let Some(old) = stale
+                && let Some(v) = store.retired.get_mut(&r.video)
+            {
+                v.ingest_release(old);
+            }
+            r.writer = None;
+            let ring = store
+                .get_mut(&r.video)
+                .and_then(|v| v.ring_mut())
+                .ok_or("the channel is not open")?;
             let w = ring
                 .begin_publish()
-                .map_err(|e| format!("cannot take the channel: {e:?}"))?;
+                .map_err(|e| format!("cannot take the channel: {e}"))?;
             r.writer = Some(w);
             w
         }
     };
+    let Some(ring) = store.get_mut(&r.video).and_then(|v| v.ring_mut()) else {
+        return Err("the channel is not open".into());
+    };
+    if start < ring.state.head {
+        return Err(format!(
+            "the answer starts at {start}, below the ring's head {} (the channel changed): asking again",
+            ring.state.head
+        ));
+    }
     if start > ring.state.head {
         ring.jump_head(w, start);
     }

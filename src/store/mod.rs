@@ -1942,6 +1942,43 @@ mod tests {
     }
 
     #[test]
+    fn a_relay_head_jump_writes_only_under_a_durable_intent() {
+        let t = TestPaths::new("jump", 16);
+        let mut r = t.ring(4096);
+        let w = publishing_ring(&mut r);
+        r.write_target(w, 0, 100).expect("target").fill(1);
+        r.claim(w, 0, 100);
+        // Below the durable intent (512): the writes may go on at once; the window starts afresh.
+        r.jump_head(w, 300);
+        assert_eq!((r.window_start(), r.state.head), (300, 300));
+        assert_eq!(r.availability(299), Availability::Gone);
+        assert_eq!(r.write_target(w, 300, 1000).expect("target").len(), 212);
+        // Past it: nothing is written until an intent past the new head is durable.
+        r.jump_head(w, 10_000);
+        assert_eq!(r.write_target(w, 10_000, 10), Err(IngestBlock::AwaitCommit));
+        assert_eq!(r.availability(10_000), Availability::Pending);
+        {
+            // (The job holds the data file, and with it the lock, until it is dropped.)
+            let job = r.commit_job("live").expect("the jump's intent commit");
+            r.commit_done(&CommitDone {
+                video: job.video,
+                claim_seq: job.claim_seq,
+                record_slot: job.record_slot,
+                result: Ok(()),
+            });
+        }
+        r.write_target(w, 10_000, 10).expect("target").fill(2);
+        assert_eq!(r.claim(w, 10_000, 10_010), 10_010);
+        assert_eq!(r.availability(10_000), Availability::Present(10_010));
+        // A (process-crash) record of this state: a reopened ring's window starts at the jump.
+        let p = r.state.encode();
+        r.commit.write_fast_record(p, false).expect("fast record");
+        drop(r);
+        let r = t.ring(4096);
+        assert_eq!((r.window_start(), r.state.head), (10_000, 10_010));
+    }
+
+    #[test]
     fn claims_advance_in_order_and_report_what_is_recorded() {
         let t = TestPaths::new("claims", 16);
         let mut s = t.slot(1000);
