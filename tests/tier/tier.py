@@ -579,7 +579,39 @@ def check_live(t, nodes):
           f"publisher {answer!r}; followers {out_o.get('status')}/{out_r.get('status')} with "
           f"{len(out_o.get('body', b''))}/{len(out_r.get('body', b''))} bytes of {len(rest)}; "
           f"windows {windows}")
-    return {"live_relayed_bytes": len(rest)}
+    figures = {"live_relayed_bytes": len(rest)}
+    figures.update(check_live_ffmpeg(t, owner, relay, other, end))
+    return figures
+
+
+def ffmpeg_publish(url):
+    """Two seconds of MPEG-TS published by ffmpeg with `-method PUT` (as an encoder would)."""
+    return subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+         "testsrc=size=160x120:rate=25", "-t", "2", "-c:v", "mpeg2video", "-f", "mpegts",
+         "-method", "PUT", "-headers", f"Authorization: Bearer {TOKEN}\r\n", url],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+
+
+def check_live_ffmpeg(t, owner, relay, other, head):
+    """ffmpeg does not follow a 307 for a PUT (nor look at a PUT's answer: it exits 0 having published
+    nothing): through HAProxy (use-server) it reaches the owner; sent to another node nothing is
+    written anywhere and the channel does not split."""
+    heads = lambda: {n: live_info(ADDR[n])[1].get("x-live-head") for n in (owner, relay, other)}
+    direct = ffmpeg_publish(f"http://{ADDR[other]}:{PORT}/videos/{LIVE}")
+    after_direct = heads()
+    via_lb = ffmpeg_publish(f"http://{ADDR['lb']}:{PORT}/videos/{LIVE}")
+    wait_until("the relay to follow ffmpeg's session", 10,
+               lambda: len(set(v for n, v in heads().items() if n != other)) == 1)
+    final = heads()
+    grown = int(final[owner]) - head
+    check("live: ffmpeg publishes through HAProxy to the owner; sent elsewhere nothing is written, no split",
+          after_direct[owner] == str(head) and after_direct[other] == "0"
+          and via_lb.returncode == 0 and grown > 0 and final[relay] == final[owner]
+          and final[other] == "0",
+          f"direct to {other}: exit {direct.returncode} ({direct.stderr.decode()[-80:].strip()!r}); "
+          f"through HAProxy: exit {via_lb.returncode}, {grown} bytes on the owner; heads {final}")
+    return {"live_ffmpeg_bytes": grown}
 
 
 def check_failover_and_return(t, nodes):
