@@ -295,3 +295,40 @@ fn a_publisher_on_another_node_than_the_owner_is_sent_there_and_never_splits_the
     assert_eq!(start, 0);
     assert_bytes(&bytes, &src, "the owner's window across its restart");
 }
+
+#[test]
+fn a_relay_killed_mid_stream_recovers_and_fetches_again_what_its_checkpoint_lacked() {
+    let Some(curl) = curl() else { return };
+    let dir_a = TestDir::new("relay-src");
+    let dir_b = TestDir::new("relay-kill9");
+    let cap = 1 << 20;
+    let a = Daemon::start(&dir_a.path, &live_config("ch", cap, "", "", ""));
+    let mut b = Daemon::start(&dir_b.path, &relay_config(cap, &a));
+    let src = source(500_000, 5);
+    assert_eq!(
+        publish(&curl, &a.url("/videos/ch"), &src[..300_000], &[]).0,
+        200
+    );
+    wait_head(&b, 300_000, "B to relay the first session");
+    // kill -9: B recovers its last record's window (honest, perhaps short of A's head), follows A
+    // again from there and fetches what it lacked; its ring waits for a durable intent first.
+    let (config, port) = (b.config_path.clone(), b.port);
+    b.kill9();
+    let b = Daemon::start_with_config(&dir_b.path, &config, port);
+    wait_head(&b, 300_000, "B to catch up after its restart");
+    for line in b.log().lines().filter(|l| l.contains("follows")) {
+        eprintln!("after kill -9: {line}");
+    }
+    assert_eq!(
+        publish(&curl, &a.url("/videos/ch"), &src[300_000..], &[]).0,
+        200
+    );
+    wait_head(&b, 500_000, "B to relay the next session");
+    let ((wa, bytes_a), (wb, bytes_b)) = (window(&a), window(&b));
+    assert_eq!(wa, 0);
+    assert_bytes(&bytes_a, &src, "A");
+    // B's window may start later (recovery gives up at most an eighth of the ring), never with a
+    // wrong byte.
+    assert!(wb <= cap / 8, "B's window starts at {wb}");
+    assert_bytes(&bytes_b, &src[wb as usize..], "B after kill -9");
+}
