@@ -1677,9 +1677,15 @@ pub fn read_ahead(
         return;
     };
     o.move_window(reader, pos, last, since);
-    // Every block the sender reached since its last send was used (once per reader).
+}
+
+/// A reader sent bytes [first, last]: the blocks they came from count as used (each once).
+pub fn sent_through(store: &mut Store, video: &str, reader: ReaderId, first: u64, last: u64) {
+    let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) else {
+        return;
+    };
     let fb = o.fill_block();
-    for b in o.blocks_reached(reader, pos) {
+    for b in o.blocks_reached(reader, first, last) {
         touch_block(store, video, b * fb);
     }
 }
@@ -1762,6 +1768,11 @@ fn origin_first_byte(
     let head_only = head.method == Method::Head;
     let keep_alive = head.keep_alive;
     let wait_ms = ctx.cfg.server.limits.read_wait_ms;
+    // A due revalidation is answered before any cached byte goes out (the wait ends when the origin
+    // said 304, or that the object changed).
+    if video.origin().is_some_and(|o| o.revalidation_pending()) && !ctx.wait_expired {
+        return Some(Action::WaitForBytes(WaitFor::new(id, video, offset)));
+    }
     let retried = !ctx.wants_applied
         && video
             .origin()

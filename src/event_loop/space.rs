@@ -82,10 +82,7 @@ impl Server {
         let takes = space::on_disk((start + fb).min(slot.data.len) - start);
         self.store.space.release(granted.saturating_sub(takes));
         if takes > 0 {
-            self.store
-                .space
-                .policy
-                .insert((id.to_string(), b), space::epoch_now());
+            self.store.space.policy.insert_new((id.to_string(), b));
         }
     }
 
@@ -305,7 +302,7 @@ fn apply_done(store: &mut Store, done: SpaceDone) {
                     done.video,
                     done.block
                 );
-                space.policy.insert(key, 0);
+                space.policy.insert_new(key);
             }
         }
         return;
@@ -314,7 +311,7 @@ fn apply_done(store: &mut Store, done: SpaceDone) {
         return;
     }
     if done.result.is_ok() {
-        space.policy.insert(key, space::epoch_now());
+        space.policy.insert_new(key);
     } else {
         space.release(bytes);
     }

@@ -984,19 +984,20 @@ impl StorePaths {
                 path,
                 fill_block,
                 size,
-                ..
-            } => Body::Origin(Box::new(self.open_origin(
-                &v.id,
-                OriginSpec {
+                revalidate_after,
+            } => {
+                let spec = OriginSpec {
                     url,
                     host,
                     port: *port,
                     path,
                     fill_block: *fill_block,
                     size: *size,
-                },
-                resolved,
-            )?)),
+                };
+                let mut o = self.open_origin(&v.id, spec, resolved)?;
+                o.set_revalidate_after(*revalidate_after);
+                Body::Origin(Box::new(o))
+            }
         };
         Ok(Video {
             cfg: v.clone(),
