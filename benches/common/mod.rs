@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod origin;
+pub mod trace;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
