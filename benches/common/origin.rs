@@ -19,10 +19,10 @@ pub const RANGE: u64 = MIB;
 
 /// One response: status, time from sending the request to the first body byte and to the last.
 pub struct Got {
-    status: u16,
-    ttfb: Duration,
-    total: Duration,
-    len: u64,
+    pub status: u16,
+    pub ttfb: Duration,
+    pub total: Duration,
+    pub len: u64,
 }
 
 /// A keep-alive HTTP/1.1 client that reconnects when the server closes.
@@ -208,15 +208,20 @@ pub struct Origin {
 
 impl Origin {
     fn bytes(&self) -> u64 {
+        self.responses().iter().sum()
+    }
+
+    /// The body bytes of each origin response so far, in the order they ended.
+    pub fn responses(&self) -> Vec<u64> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().parse::<u64>().ok())
-            .sum()
+            .collect()
     }
 
     /// The byte count once it stopped moving (responses are logged when they end).
-    fn settled(&self) -> u64 {
+    pub fn settled(&self) -> u64 {
         let start = Instant::now();
         let mut last = self.bytes();
         let mut stable = 0;

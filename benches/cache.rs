@@ -1,0 +1,513 @@
+//! Cache within a disk budget (issue 15): vcache with one origin mount and `[cache] max_size` beside nginx
+//! `proxy_cache` (`slice 1m`, `max_size=` the same budget), both in front of the same nginx origin serving
+//! a catalogue of random objects 10× the budget, driven in the same run by the same Zipf trace of Range
+//! GETs (the generator of `--bench eviction`, benches/common/trace.rs). Printed per cache: origin bytes
+//! per client byte (the origin logs `$body_bytes_sent`), block hit ratio (1 − origin 1 MiB blocks fetched
+//! / client blocks touched), and disk use sampled every 0.5 s — nginx: st_blocks of everything under its
+//! cache directory; vcache: st_blocks of the `*.data` files under its data_dir and its
+//! `vcache_cache_allocated_bytes` gauge — as the maximum over the run beside the budget. Every
+//! `BENCH_CHECK_EVERY`-th response is compared byte for byte with the object.
+//!
+//! Run: `cargo bench --bench cache` (needs nginx with the slice module: Debian's nginx-light). Environment:
+//! BENCH_OBJECTS (default 160), BENCH_OBJECT_MIB (default 4), BENCH_BUDGET_MIB (default 64), BENCH_ALPHA
+//! (default 1.0), BENCH_READS (per round, default 5000; the first fifth warms the cache and is not counted), BENCH_ROUNDS (default 1; rounds use trace seeds
+//! 0, 1, … and alternate which cache goes first; figures are medians over rounds), BENCH_CHECK_EVERY
+//! (default 4), BENCH_ONLY (`vcache` or `nginx`).
+
+mod common;
+use common::origin::{Conn, Origin, nginx_common, nginx_temp_paths, start_nginx, start_origin};
+use common::origin::{mib, wait_ready};
+use common::trace::{Read, Shape, SplitMix, reads};
+use common::*;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Vcache,
+    Nginx,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Vcache => "vcache (mount, [cache] max_size)",
+            Kind::Nginx => "nginx proxy_cache slice 1m max_size",
+        }
+    }
+    fn tag(self) -> &'static str {
+        match self {
+            Kind::Vcache => "vcache",
+            Kind::Nginx => "nginx",
+        }
+    }
+}
+
+/// The catalogue: `objects[i]` is served by the origin as `/films/obj<i>.bin`.
+struct Catalogue {
+    objects: Vec<Vec<u8>>,
+}
+
+impl Catalogue {
+    /// Random objects (a different stream per object, so a mixed-up object is caught) written under
+    /// `dir/www/films`, plus the small `www/film.mp4` the origin's readiness check reads.
+    fn write(dir: &Path, n: usize, len: u64) -> Result<Catalogue, String> {
+        let films = dir.join("www/films");
+        std::fs::create_dir_all(&films).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("www/film.mp4"), vec![0u8; 4096]).map_err(|e| e.to_string())?;
+        let mut objects = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut rng = SplitMix::new(0x0B1E_C700 + i as u64);
+            let mut data = vec![0u8; len as usize];
+            for chunk in data.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next_u64().to_le_bytes()[..chunk.len()]);
+            }
+            std::fs::write(films.join(format!("obj{i}.bin")), &data).map_err(|e| e.to_string())?;
+            objects.push(data);
+        }
+        Ok(Catalogue { objects })
+    }
+}
+
+/// A running cache: its process, port, URL prefix of the catalogue, and where its disk use is counted.
+struct Running {
+    kind: Kind,
+    proc: Proc,
+    port: u16,
+    prefix: &'static str,
+    disk_dir: PathBuf,
+}
+
+fn start_vcache(dir: &Path, origin_port: u16, budget: u64) -> Result<Running, String> {
+    let port = free_port();
+    let cfg = dir.join("vcache.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nwrite_token = \"t\"\n\n\
+             [cache]\nmax_size = \"{}KiB\"\n\n\
+             [[mount]]\nprefix = \"films\"\nurl = \"http://127.0.0.1:{origin_port}/films/\"\n\
+             fill_block = \"1MiB\"\n",
+            budget / 1024
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcache"));
+    cmd.args(["serve", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn");
+    let log = dir.join("vcache.out");
+    let proc = spawn(&mut cmd, &log, libc::SIGTERM)?;
+    if let Err(e) = wait_ready(port, "/healthz", 200) {
+        let out = std::fs::read_to_string(&log).unwrap_or_default();
+        return Err(format!("{e}; vcache said: {}", out.trim()));
+    }
+    Ok(Running {
+        kind: Kind::Vcache,
+        proc,
+        port,
+        prefix: "/videos/films/",
+        disk_dir: dir.join("data"),
+    })
+}
+
+fn start_nginx_cache(dir: &Path, origin_port: u16, budget: u64) -> Result<Running, String> {
+    let port = free_port();
+    let d = dir.display();
+    let conf = format!(
+        "{}http {{ access_log off; sendfile on; keepalive_requests 1000000;\n{}\
+         upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 32; }}\n\
+         proxy_cache_path {d}/cache levels=1:2 keys_zone=vc:16m max_size={}k inactive=1h use_temp_path=off;\n\
+         server {{ listen 127.0.0.1:{port};\n\
+         location = /__ready {{ return 204; }}\n\
+         location / {{ slice 1m; proxy_cache vc; proxy_cache_key $uri$slice_range;\n\
+         proxy_set_header Range $slice_range; proxy_cache_valid 200 206 1h;\n\
+         proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://origin; }} }} }}\n",
+        nginx_common(dir, "cache", 1),
+        nginx_temp_paths(dir),
+        budget / 1024,
+    );
+    let proc = start_nginx(dir, "cache", conf)?;
+    wait_ready(port, "/__ready", 204)?;
+    Ok(Running {
+        kind: Kind::Nginx,
+        proc,
+        port,
+        prefix: "/films/",
+        disk_dir: dir.join("cache"),
+    })
+}
+
+/// Bytes allocated (st_blocks × 512) by the files under `dir`, only `*.data` files when `data_only`.
+fn allocated_under(dir: &Path, data_only: bool) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut sum = 0;
+    for e in entries.flatten() {
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+            continue; // removed (evicted) since the listing
+        };
+        if meta.is_dir() {
+            sum += allocated_under(&e.path(), data_only);
+        } else if !data_only || e.path().extension().is_some_and(|x| x == "data") {
+            sum += meta.blocks() * 512;
+        }
+    }
+    sum
+}
+
+/// A gauge or counter from vcache's /metrics (one unlabelled sample line), on a fresh connection.
+fn metric(port: u16, name: &str) -> Option<u64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map(|v| v as u64)
+}
+
+/// One disk-use sample: seconds since the start, allocated bytes, and vcache's gauge when it has one.
+#[derive(Clone, Copy)]
+struct Sample {
+    secs: f64,
+    disk: u64,
+    gauge: Option<u64>,
+}
+
+/// Samples disk use every 0.5 s on its own thread until stopped.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Vec<Sample>>,
+}
+
+impl Sampler {
+    fn start(c: &Running) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, dir, port, kind) = (stop.clone(), c.disk_dir.clone(), c.port, c.kind);
+        let handle = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut v = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let disk = allocated_under(&dir, kind == Kind::Vcache);
+                let gauge = match kind {
+                    Kind::Vcache => metric(port, "vcache_cache_allocated_bytes"),
+                    Kind::Nginx => None,
+                };
+                let secs = t0.elapsed().as_secs_f64();
+                v.push(Sample { secs, disk, gauge });
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+            v
+        });
+        Sampler { stop, handle }
+    }
+
+    fn finish(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("sampler thread")
+    }
+}
+
+/// What the client saw driving the trace through one cache.
+#[derive(Default)]
+struct Drive {
+    client_bytes: u64,
+    blocks_touched: u64,
+    checked: u64,
+    errors: Vec<String>,
+    secs: f64,
+}
+
+fn drive(c: &Running, cat: &Catalogue, trace: &[Read], check_every: usize) -> Drive {
+    let mut d = Drive::default();
+    let mut conn = Conn::new(c.port);
+    let t0 = Instant::now();
+    for (i, r) in trace.iter().enumerate() {
+        let path = format!("{}obj{}.bin", c.prefix, r.obj);
+        let (a, b) = (r.start, r.start + r.len - 1);
+        let check = check_every > 0 && i % check_every == 0;
+        let expect = check.then(|| cat.objects[r.obj].as_slice());
+        match conn.get(&path, Some((a, b)), expect) {
+            Ok(g) if g.status == 206 && g.len == r.len => {
+                d.client_bytes += r.len;
+                d.blocks_touched += b / MIB - a / MIB + 1;
+                d.checked += check as u64;
+            }
+            Ok(g) => d.errors.push(format!(
+                "{path} bytes={a}-{b}: status {} with {} bytes",
+                g.status, g.len
+            )),
+            Err(e) => d.errors.push(format!("{path} bytes={a}-{b}: {e}")),
+        }
+    }
+    d.secs = t0.elapsed().as_secs_f64();
+    d
+}
+
+/// One cache's figures in one round.
+struct Row {
+    kind: Kind,
+    client: u64,
+    origin: u64,
+    block_hit: f64,
+    disk_max: u64,
+    disk_max_at: f64,
+    disk_end: u64,
+    disk_mean: u64,
+    over_budget: usize,
+    samples: usize,
+    gauge_max: Option<u64>,
+    timeline: String,
+    drive: Drive,
+    exited_cleanly: bool,
+}
+
+fn measure(
+    kind: Kind,
+    dir: &Path,
+    origin: &Origin,
+    budget: u64,
+    cat: &Catalogue,
+    trace: &[Read],
+    check_every: usize,
+) -> Result<Row, String> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let mut c = match kind {
+        Kind::Vcache => start_vcache(dir, origin.port, budget)?,
+        Kind::Nginx => start_nginx_cache(dir, origin.port, budget)?,
+    };
+    let sampler = Sampler::start(&c);
+    // The first fifth of the trace warms the cache (as in the study) and is not counted.
+    let warm = trace.len() / 5;
+    let warmup = drive(&c, cat, &trace[..warm], check_every);
+    origin.settled();
+    let before = origin.responses().len();
+    let mut drive = drive(&c, cat, &trace[warm..], check_every);
+    drive.checked += warmup.checked;
+    drive.errors.splice(0..0, warmup.errors);
+    origin.settled();
+    std::thread::sleep(2 * SAMPLE_EVERY);
+    let samples = sampler.finish();
+    let fetched: Vec<u64> = origin.responses().split_off(before);
+    let stop_sig = if kind == Kind::Nginx {
+        libc::SIGQUIT
+    } else {
+        libc::SIGTERM
+    };
+    let exited_cleanly = c.proc.stop_with(stop_sig, Duration::from_secs(30));
+    let origin_bytes: u64 = fetched.iter().sum();
+    let blocks_fetched: u64 = fetched.iter().map(|b| b.div_ceil(MIB)).sum();
+    let max = samples.iter().max_by_key(|s| s.disk).copied();
+    Ok(Row {
+        kind,
+        client: drive.client_bytes,
+        origin: origin_bytes,
+        block_hit: 1.0 - blocks_fetched as f64 / drive.blocks_touched.max(1) as f64,
+        disk_max: max.map_or(0, |s| s.disk),
+        disk_max_at: max.map_or(0.0, |s| s.secs),
+        disk_end: samples.last().map_or(0, |s| s.disk),
+        disk_mean: samples.iter().map(|s| s.disk).sum::<u64>() / samples.len().max(1) as u64,
+        over_budget: samples.iter().filter(|s| s.disk > budget).count(),
+        samples: samples.len(),
+        gauge_max: samples.iter().filter_map(|s| s.gauge).max(),
+        timeline: timeline(&samples, 4),
+        drive,
+        exited_cleanly,
+    })
+}
+
+/// Disk use over the run, one figure (MiB) every `every` samples.
+fn timeline(samples: &[Sample], every: usize) -> String {
+    samples
+        .iter()
+        .step_by(every.max(1))
+        .map(|s| format!("{:.0}", s.disk as f64 / MIB as f64))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn print_round(r: usize, row: &Row, budget: u64) {
+    let d = &row.drive;
+    println!(
+        "round {r} {:<6} {:>6.1} s  client {:>9}  origin {:>9}  origin/client {:.3}  block hit {:.3}  \
+         disk max {} at {:.1} s ({:.3} of budget, {}/{} samples over), mean {}, at end {}{}  checked {}  errors {}{}",
+        row.kind.tag(),
+        d.secs,
+        mib(row.client),
+        mib(row.origin),
+        row.origin as f64 / row.client.max(1) as f64,
+        row.block_hit,
+        mib(row.disk_max),
+        row.disk_max_at,
+        row.disk_max as f64 / budget as f64,
+        row.over_budget,
+        row.samples,
+        mib(row.disk_mean),
+        mib(row.disk_end),
+        row.gauge_max
+            .map_or(String::new(), |g| format!("  gauge max {}", mib(g))),
+        d.checked,
+        d.errors.len(),
+        if row.exited_cleanly {
+            ""
+        } else {
+            "  (killed at stop)"
+        },
+    );
+    println!("  disk use over time (MiB, every 2 s): {}", row.timeline);
+    for e in d.errors.iter().take(3) {
+        println!("  error: {e}");
+    }
+}
+
+/// Medians over rounds of each figure, vcache beside nginx with the ratio.
+fn print_summary(rows: &[Row], budget: u64) {
+    let of = |k: Kind, f: &dyn Fn(&Row) -> f64| -> Option<f64> {
+        let v: Vec<f64> = rows.iter().filter(|r| r.kind == k).map(f).collect();
+        (!v.is_empty()).then(|| median(&v))
+    };
+    let figures: [(&str, &dyn Fn(&Row) -> f64); 7] = [
+        ("origin bytes per client byte", &|r| {
+            r.origin as f64 / r.client.max(1) as f64
+        }),
+        ("block hit ratio (1 - fetched/touched)", &|r| r.block_hit),
+        ("disk use max, MiB (st_blocks)", &|r| {
+            r.disk_max as f64 / MIB as f64
+        }),
+        ("disk use max / budget", &|r| {
+            r.disk_max as f64 / budget as f64
+        }),
+        ("disk use mean over samples / budget", &|r| {
+            r.disk_mean as f64 / budget as f64
+        }),
+        ("samples over budget (0.5 s apart)", &|r| {
+            r.over_budget as f64
+        }),
+        ("client MiB/s (one client)", &|r| {
+            r.client as f64 / MIB as f64 / r.drive.secs.max(1e-9)
+        }),
+    ];
+    println!(
+        "\n{:<40} {:>10} {:>10} {:>13}",
+        "figure (median over rounds)", "vcache", "nginx", "vcache/nginx"
+    );
+    let cell = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
+    for (name, f) in figures {
+        let (v, n) = (of(Kind::Vcache, f), of(Kind::Nginx, f));
+        let ratio = match (v, n) {
+            (Some(v), Some(n)) if n != 0.0 => format!("{:.2}", v / n),
+            _ => "-".into(),
+        };
+        println!("{name:<40} {:>10} {:>10} {ratio:>13}", cell(v), cell(n));
+    }
+    let gauge = of(Kind::Vcache, &|r| {
+        r.gauge_max.map_or(f64::NAN, |g| g as f64 / MIB as f64)
+    });
+    println!(
+        "{:<40} {:>10} {:>10} {:>13}",
+        "vcache_cache_allocated_bytes max, MiB",
+        cell(gauge),
+        "-",
+        "-"
+    );
+    let errors: usize = rows.iter().map(|r| r.drive.errors.len()).sum();
+    let checked: u64 = rows.iter().map(|r| r.drive.checked).sum();
+    println!("responses checked byte for byte: {checked}; failed or wrong responses: {errors}");
+    if rows
+        .iter()
+        .any(|r| r.kind == Kind::Vcache && r.over_budget > 0)
+    {
+        println!("VCACHE PASSED ITS BUDGET in some sample (it must never)");
+    }
+}
+
+fn main() {
+    let n: usize = env_or("BENCH_OBJECTS", 160);
+    let obj_mib: u64 = env_or("BENCH_OBJECT_MIB", 4);
+    let budget_mib: u64 = env_or("BENCH_BUDGET_MIB", 64);
+    let alpha: f64 = env_or("BENCH_ALPHA", 1.0);
+    let n_reads: usize = env_or("BENCH_READS", 5000);
+    let rounds: usize = env_or("BENCH_ROUNDS", 1);
+    let check_every: usize = env_or("BENCH_CHECK_EVERY", 4);
+    let only: String = env_or("BENCH_ONLY", String::new());
+    assert!(
+        n > 0 && obj_mib > 0 && budget_mib > 0 && n_reads > 0,
+        "BENCH_* sizes must be positive"
+    );
+    let budget = budget_mib * MIB;
+    let kinds: Vec<Kind> = [Kind::Vcache, Kind::Nginx]
+        .into_iter()
+        .filter(|k| only.is_empty() || only.split(',').any(|o| o == k.tag()))
+        .collect();
+
+    let dir = std::env::temp_dir().join(format!("vcache-bench-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::create_dir_all(&dir);
+    let cat = Catalogue::write(&dir, n, obj_mib * MIB).expect("writing the catalogue");
+    let origin =
+        start_origin(&dir, "").unwrap_or_else(|e| panic!("origin nginx did not start: {e}"));
+    let sizes = vec![obj_mib * MIB; n];
+    println!(
+        "cache benchmark: {n} objects of {obj_mib} MiB ({} MiB) behind an nginx origin, budget {budget_mib} MiB \
+         (catalogue/{:.0}); Zipf({alpha}) popularity, a read starts at 0 with p 0.5 else at a uniform byte, \
+         geometric length mean 8 MiB, one Range GET per read, {n_reads} reads per round on one keep-alive \
+         client, {rounds} round(s) (trace seeds 0..{rounds}), caches alternate order; every {check_every}th \
+         response checked byte for byte",
+        n as u64 * obj_mib,
+        (n as u64 * obj_mib) as f64 / budget_mib as f64
+    );
+    println!(
+        "{}",
+        [Kind::Vcache, Kind::Nginx].map(Kind::name).join(" | ")
+    );
+    let mut rows = Vec::new();
+    for r in 0..rounds {
+        let trace = reads(&sizes, Shape::video(alpha), n_reads, 0x7ACE_0000 + r as u64);
+        let mut order = kinds.clone();
+        if r % 2 == 1 {
+            order.reverse();
+        }
+        for k in order {
+            match measure(
+                k,
+                &dir.join(k.tag()),
+                &origin,
+                budget,
+                &cat,
+                &trace,
+                check_every,
+            ) {
+                Ok(row) => {
+                    print_round(r, &row, budget);
+                    rows.push(row);
+                }
+                Err(e) => println!("round {r} {}: did not run: {e}", k.tag()),
+            }
+        }
+    }
+    print_summary(&rows, budget);
+    drop(origin);
+    let _ = std::fs::remove_dir_all(&dir);
+}
