@@ -17,6 +17,7 @@
 mod common;
 use common::origin::{Conn, Origin, nginx_common, nginx_temp_paths, start_nginx, start_origin};
 use common::origin::{mib, wait_ready};
+use common::policy::{Tally, policy, simulate};
 use common::trace::{Read, Shape, SplitMix, reads};
 use common::*;
 
@@ -382,13 +383,28 @@ fn print_round(r: usize, row: &Row, budget: u64) {
     }
 }
 
+/// The trace played through the simulated LRU and S3-FIFO with the budget in 1 MiB blocks (the
+/// same warm-up): what a cache that never passes its budget can expect.
+fn simulated(sizes: &[u64], trace: &[Read], budget: u64) -> [(&'static str, Tally); 2] {
+    let cap = (budget / MIB) as usize;
+    ["LRU", "S3-FIFO"].map(|name| {
+        let mut p = policy(name, cap);
+        (
+            name,
+            simulate(p.as_mut(), cap, sizes, trace, trace.len() / 5),
+        )
+    })
+}
+
+type Figure<'a> = (&'static str, &'a dyn Fn(&Row) -> f64);
+
 /// Medians over rounds of each figure, vcache beside nginx with the ratio.
-fn print_summary(rows: &[Row], budget: u64) {
+fn print_summary(rows: &[Row], sims: &[[(&str, Tally); 2]], budget: u64) {
     let of = |k: Kind, f: &dyn Fn(&Row) -> f64| -> Option<f64> {
         let v: Vec<f64> = rows.iter().filter(|r| r.kind == k).map(f).collect();
         (!v.is_empty()).then(|| median(&v))
     };
-    let figures: [(&str, &dyn Fn(&Row) -> f64); 7] = [
+    let figures: [Figure; 7] = [
         ("origin bytes per client byte", &|r| {
             r.origin as f64 / r.client.max(1) as f64
         }),
@@ -432,6 +448,17 @@ fn print_summary(rows: &[Row], budget: u64) {
         "-",
         "-"
     );
+    for k in 0..2 {
+        let name = sims.first().map_or("", |s| s[k].0);
+        let hit: Vec<f64> = sims.iter().map(|s| s[k].1.block_hit()).collect();
+        let opc: Vec<f64> = sims.iter().map(|s| s[k].1.origin_per_client()).collect();
+        println!(
+            "simulated {name:<8} at the budget ({} blocks): block hit {:.3}, origin per client byte {:.3}",
+            budget / MIB,
+            median(&hit),
+            median(&opc)
+        );
+    }
     let errors: usize = rows.iter().map(|r| r.drive.errors.len()).sum();
     let checked: u64 = rows.iter().map(|r| r.drive.checked).sum();
     println!("responses checked byte for byte: {checked}; failed or wrong responses: {errors}");
@@ -482,9 +509,10 @@ fn main() {
         "{}",
         [Kind::Vcache, Kind::Nginx].map(Kind::name).join(" | ")
     );
-    let mut rows = Vec::new();
+    let (mut rows, mut sims) = (Vec::new(), Vec::new());
     for r in 0..rounds {
         let trace = reads(&sizes, Shape::video(alpha), n_reads, 0x7ACE_0000 + r as u64);
+        sims.push(simulated(&sizes, &trace, budget));
         let mut order = kinds.clone();
         if r % 2 == 1 {
             order.reverse();
@@ -507,7 +535,7 @@ fn main() {
             }
         }
     }
-    print_summary(&rows, budget);
+    print_summary(&rows, &sims, budget);
     drop(origin);
     let _ = std::fs::remove_dir_all(&dir);
 }
