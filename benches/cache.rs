@@ -12,7 +12,9 @@
 //! BENCH_OBJECTS (default 160), BENCH_OBJECT_MIB (default 4), BENCH_BUDGET_MIB (default 64), BENCH_ALPHA
 //! (default 1.0), BENCH_READS (per round, default 5000; the first fifth warms the cache and is not counted), BENCH_ROUNDS (default 1; rounds use trace seeds
 //! 0, 1, … and alternate which cache goes first; figures are medians over rounds), BENCH_CHECK_EVERY
-//! (default 4), BENCH_ONLY (`vcache` or `nginx`).
+//! (default 4), BENCH_ONLY (`vcache` or `nginx`), BENCH_VCACHE_LISTED=1 (vcache lists every object as an
+//! `origin` [[video]] with the same fill_block instead of mounting the catalogue), BENCH_KEEP=1 (keep the
+//! state directory, with the origin's log of what each cache fetched).
 
 mod common;
 use common::origin::{Conn, Origin, nginx_common, nginx_temp_paths, start_nginx, start_origin};
@@ -89,20 +91,41 @@ struct Running {
     disk_dir: PathBuf,
 }
 
-fn start_vcache(dir: &Path, origin_port: u16, budget: u64) -> Result<Running, String> {
+/// vcache's config: the budget and one mount for the catalogue, or (`listed`: the catalogue's size)
+/// every object listed as an `origin` video instead.
+fn vcache_config(port: u16, origin_port: u16, budget: u64, listed: Option<usize>) -> String {
+    let mut cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nwrite_token = \"t\"\n\n\
+         [cache]\nmax_size = \"{}KiB\"\n\n",
+        budget / 1024
+    );
+    match listed {
+        None => cfg.push_str(&format!(
+            "[[mount]]\nprefix = \"films\"\nurl = \"http://127.0.0.1:{origin_port}/films/\"\n\
+             fill_block = \"1MiB\"\n"
+        )),
+        Some(n) => {
+            for i in 0..n {
+                cfg.push_str(&format!(
+                    "[[video]]\nid = \"obj{i}.bin\"\nkind = \"origin\"\n\
+                     url = \"http://127.0.0.1:{origin_port}/films/obj{i}.bin\"\nfill_block = \"1MiB\"\n\n"
+                ));
+            }
+        }
+    }
+    cfg
+}
+
+fn start_vcache(
+    dir: &Path,
+    origin_port: u16,
+    budget: u64,
+    listed: Option<usize>,
+) -> Result<Running, String> {
     let port = free_port();
     let cfg = dir.join("vcache.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nwrite_token = \"t\"\n\n\
-             [cache]\nmax_size = \"{}KiB\"\n\n\
-             [[mount]]\nprefix = \"films\"\nurl = \"http://127.0.0.1:{origin_port}/films/\"\n\
-             fill_block = \"1MiB\"\n",
-            budget / 1024
-        ),
-    )
-    .map_err(|e| e.to_string())?;
+    std::fs::write(&cfg, vcache_config(port, origin_port, budget, listed))
+        .map_err(|e| e.to_string())?;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcache"));
     cmd.args(["serve", "--config"])
         .arg(&cfg)
@@ -117,7 +140,11 @@ fn start_vcache(dir: &Path, origin_port: u16, budget: u64) -> Result<Running, St
         kind: Kind::Vcache,
         proc,
         port,
-        prefix: "/videos/films/",
+        prefix: if listed.is_some() {
+            "/videos/"
+        } else {
+            "/videos/films/"
+        },
         disk_dir: dir.join("data"),
     })
 }
@@ -284,19 +311,23 @@ struct Row {
     exited_cleanly: bool,
 }
 
-fn measure(
-    kind: Kind,
-    dir: &Path,
-    origin: &Origin,
+/// What every round shares.
+struct Setup {
+    origin: Origin,
     budget: u64,
-    cat: &Catalogue,
-    trace: &[Read],
+    cat: Catalogue,
     check_every: usize,
-) -> Result<Row, String> {
+    /// vcache lists each object as an `origin` video instead of a mount (BENCH_VCACHE_LISTED=1).
+    listed: bool,
+}
+
+fn measure(kind: Kind, dir: &Path, s: &Setup, trace: &[Read]) -> Result<Row, String> {
+    let (origin, budget, cat, check_every) = (&s.origin, s.budget, &s.cat, s.check_every);
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let listed = s.listed.then_some(cat.objects.len());
     let mut c = match kind {
-        Kind::Vcache => start_vcache(dir, origin.port, budget)?,
+        Kind::Vcache => start_vcache(dir, origin.port, budget, listed)?,
         Kind::Nginx => start_nginx_cache(dir, origin.port, budget)?,
     };
     let sampler = Sampler::start(&c);
@@ -383,11 +414,11 @@ fn print_round(r: usize, row: &Row, budget: u64) {
     }
 }
 
-/// The trace played through the simulated LRU and S3-FIFO with the budget in 1 MiB blocks (the
+/// The trace played through the simulated FIFO, CLOCK, LRU and S3-FIFO with the budget in 1 MiB blocks (the
 /// same warm-up): what a cache that never passes its budget can expect.
-fn simulated(sizes: &[u64], trace: &[Read], budget: u64) -> [(&'static str, Tally); 2] {
+fn simulated(sizes: &[u64], trace: &[Read], budget: u64) -> [(&'static str, Tally); 4] {
     let cap = (budget / MIB) as usize;
-    ["LRU", "S3-FIFO"].map(|name| {
+    ["FIFO", "CLOCK", "LRU", "S3-FIFO"].map(|name| {
         let mut p = policy(name, cap);
         (
             name,
@@ -399,7 +430,7 @@ fn simulated(sizes: &[u64], trace: &[Read], budget: u64) -> [(&'static str, Tall
 type Figure<'a> = (&'static str, &'a dyn Fn(&Row) -> f64);
 
 /// Medians over rounds of each figure, vcache beside nginx with the ratio.
-fn print_summary(rows: &[Row], sims: &[[(&str, Tally); 2]], budget: u64) {
+fn print_summary(rows: &[Row], sims: &[[(&str, Tally); 4]], budget: u64) {
     let of = |k: Kind, f: &dyn Fn(&Row) -> f64| -> Option<f64> {
         let v: Vec<f64> = rows.iter().filter(|r| r.kind == k).map(f).collect();
         (!v.is_empty()).then(|| median(&v))
@@ -448,7 +479,7 @@ fn print_summary(rows: &[Row], sims: &[[(&str, Tally); 2]], budget: u64) {
         "-",
         "-"
     );
-    for k in 0..2 {
+    for k in 0..4 {
         let name = sims.first().map_or("", |s| s[k].0);
         let hit: Vec<f64> = sims.iter().map(|s| s[k].1.block_hit()).collect();
         let opc: Vec<f64> = sims.iter().map(|s| s[k].1.origin_per_client()).collect();
@@ -496,6 +527,14 @@ fn main() {
     let origin =
         start_origin(&dir, "").unwrap_or_else(|e| panic!("origin nginx did not start: {e}"));
     let sizes = vec![obj_mib * MIB; n];
+    let listed = env_or("BENCH_VCACHE_LISTED", 0) == 1;
+    let setup = Setup {
+        origin,
+        budget,
+        cat,
+        check_every,
+        listed,
+    };
     println!(
         "cache benchmark: {n} objects of {obj_mib} MiB ({} MiB) behind an nginx origin, budget {budget_mib} MiB \
          (catalogue/{:.0}); Zipf({alpha}) popularity, a read starts at 0 with p 0.5 else at a uniform byte, \
@@ -509,6 +548,11 @@ fn main() {
         "{}",
         [Kind::Vcache, Kind::Nginx].map(Kind::name).join(" | ")
     );
+    if listed {
+        println!(
+            "vcache: every object listed as an `origin` [[video]] (BENCH_VCACHE_LISTED=1), not a mount"
+        );
+    }
     let (mut rows, mut sims) = (Vec::new(), Vec::new());
     for r in 0..rounds {
         let trace = reads(&sizes, Shape::video(alpha), n_reads, 0x7ACE_0000 + r as u64);
@@ -518,15 +562,7 @@ fn main() {
             order.reverse();
         }
         for k in order {
-            match measure(
-                k,
-                &dir.join(k.tag()),
-                &origin,
-                budget,
-                &cat,
-                &trace,
-                check_every,
-            ) {
+            match measure(k, &dir.join(k.tag()), &setup, &trace) {
                 Ok(row) => {
                     print_round(r, &row, budget);
                     rows.push(row);
@@ -536,6 +572,13 @@ fn main() {
         }
     }
     print_summary(&rows, &sims, budget);
-    drop(origin);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(setup);
+    if env_or("BENCH_KEEP", 0) == 1 {
+        println!(
+            "kept {} (origin-access.log: bytes, path, Range of each origin response)",
+            dir.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

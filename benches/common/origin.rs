@@ -199,7 +199,8 @@ impl Conn {
     }
 }
 
-/// The origin: nginx serving `www/film.mp4`, one access log line of `$body_bytes_sent` per response.
+/// The origin: nginx serving `www/film.mp4`, one access log line per response: `$body_bytes_sent`,
+/// then the path and the Range asked for (to see what a cache fetched).
 pub struct Origin {
     _p: Proc,
     pub port: u16,
@@ -216,7 +217,7 @@ impl Origin {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
             .collect()
     }
 
@@ -278,7 +279,7 @@ pub fn start_origin(dir: &Path, rate: &str) -> Result<Origin, String> {
         format!("limit_rate {rate};")
     };
     let conf = format!(
-        "{}http {{ log_format bytes '$body_bytes_sent'; access_log {} bytes;\n\
+        "{}http {{ log_format bytes '$body_bytes_sent $uri $http_range'; access_log {} bytes;\n\
          sendfile on; tcp_nopush on; keepalive_requests 1000000; keepalive_timeout 300s;\n{}\
          server {{ listen 127.0.0.1:{port}; root {d}/www; location / {{ {limit} }} }} }}\n",
         nginx_common(dir, "origin", 1),

@@ -1,5 +1,5 @@
 //! Block-cache eviction policies for the simulations of `--bench eviction` (the policy study) and the
-//! simulated reference of `--bench cache`: LRU, CLOCK, 2Q and S3-FIFO over u64 block keys, a capacity
+//! simulated reference of `--bench cache`: LRU, FIFO, CLOCK, 2Q and S3-FIFO over u64 block keys, a capacity
 //! in blocks, and `simulate`, which plays a trace of reads through one and counts hits and origin bytes.
 
 use super::MIB;
@@ -143,6 +143,32 @@ impl Policy for Lru {
     }
     fn len(&self) -> usize {
         self.list.len()
+    }
+}
+
+/// FIFO: blocks leave in the order they came, hits change nothing (the floor: CLOCK that never
+/// records a hit degenerates to this).
+struct Fifo {
+    cap: usize,
+    queue: VecDeque<u64>,
+    resident: Map<()>,
+}
+
+impl Policy for Fifo {
+    fn access(&mut self, key: u64) -> bool {
+        if self.resident.contains_key(&key) {
+            return true;
+        }
+        if self.queue.len() >= self.cap {
+            let old = self.queue.pop_front().expect("FIFO: full but empty");
+            self.resident.remove(&old);
+        }
+        self.queue.push_back(key);
+        self.resident.insert(key, ());
+        false
+    }
+    fn len(&self) -> usize {
+        self.queue.len()
     }
 }
 
@@ -365,13 +391,18 @@ impl Policy for S3Fifo {
     }
 }
 
-pub const POLICIES: [&str; 4] = ["LRU", "CLOCK", "2Q", "S3-FIFO"];
+pub const POLICIES: [&str; 5] = ["LRU", "FIFO", "CLOCK", "2Q", "S3-FIFO"];
 
 pub fn policy(name: &str, cap: usize) -> Box<dyn Policy> {
     match name {
         "LRU" => Box::new(Lru {
             cap,
             list: List::new(),
+        }),
+        "FIFO" => Box::new(Fifo {
+            cap,
+            queue: VecDeque::new(),
+            resident: Map::default(),
         }),
         "CLOCK" => Box::new(Clock {
             cap,
