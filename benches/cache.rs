@@ -12,7 +12,9 @@
 //! BENCH_OBJECTS (default 160), BENCH_OBJECT_MIB (default 4), BENCH_BUDGET_MIB (default 64), BENCH_ALPHA
 //! (default 1.0), BENCH_READS (per round, default 5000; the first fifth warms the cache and is not counted), BENCH_ROUNDS (default 1; rounds use trace seeds
 //! 0, 1, … and alternate which cache goes first; figures are medians over rounds), BENCH_CHECK_EVERY
-//! (default 4), BENCH_ONLY (`vcache` or `nginx`), BENCH_VCACHE_LISTED=1 (vcache lists every object as an
+//! (default 4), BENCH_CLIENTS (concurrent keep-alive clients sharing the trace, default 1: the trace's
+//! order exactly), BENCH_RATE_MIBS (cap on the clients' total read rate, so that both caches run for
+//! the same time — nginx's cache manager enforces max_size only when it wakes; default 0: no cap), BENCH_ONLY (`vcache` or `nginx`), BENCH_VCACHE_LISTED=1 (vcache lists every object as an
 //! `origin` [[video]] with the same fill_block instead of mounting the catalogue), BENCH_KEEP=1 (keep the
 //! state directory, with the origin's log of what each cache fetched).
 
@@ -267,15 +269,40 @@ struct Drive {
     secs: f64,
 }
 
-fn drive(c: &Running, cat: &Catalogue, trace: &[Read], check_every: usize) -> Drive {
+/// Reads `trace` through the cache on `clients` keep-alive connections (client k takes reads k,
+/// k + clients, …; one client keeps the trace's order exactly).
+fn drive(c: &Running, s: &Setup, trace: &[Read]) -> Drive {
+    let t0 = Instant::now();
+    let parts: Vec<Drive> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..s.clients)
+            .map(|k| scope.spawn(move || drive_one(c, s, trace, k)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    let mut d = Drive::default();
+    for p in parts {
+        d.client_bytes += p.client_bytes;
+        d.blocks_touched += p.blocks_touched;
+        d.checked += p.checked;
+        d.errors.extend(p.errors);
+    }
+    d.secs = t0.elapsed().as_secs_f64();
+    d
+}
+
+fn drive_one(c: &Running, s: &Setup, trace: &[Read], k: usize) -> Drive {
     let mut d = Drive::default();
     let mut conn = Conn::new(c.port);
     let t0 = Instant::now();
-    for (i, r) in trace.iter().enumerate() {
+    for (i, r) in trace.iter().enumerate().skip(k).step_by(s.clients) {
+        pace(s, d.client_bytes, t0);
         let path = format!("{}obj{}.bin", c.prefix, r.obj);
         let (a, b) = (r.start, r.start + r.len - 1);
-        let check = check_every > 0 && i % check_every == 0;
-        let expect = check.then(|| cat.objects[r.obj].as_slice());
+        let check = s.check_every > 0 && i % s.check_every == 0;
+        let expect = check.then(|| s.cat.objects[r.obj].as_slice());
         match conn.get(&path, Some((a, b)), expect) {
             Ok(g) if g.status == 206 && g.len == r.len => {
                 d.client_bytes += r.len;
@@ -289,8 +316,18 @@ fn drive(c: &Running, cat: &Catalogue, trace: &[Read], check_every: usize) -> Dr
             Err(e) => d.errors.push(format!("{path} bytes={a}-{b}: {e}")),
         }
     }
-    d.secs = t0.elapsed().as_secs_f64();
     d
+}
+
+/// With BENCH_RATE_MIBS, hold this client to its share of the rate (as players read at a bit rate).
+fn pace(s: &Setup, bytes: u64, t0: Instant) {
+    if s.rate_mibs > 0.0 {
+        let share = s.rate_mibs * MIB as f64 / s.clients as f64;
+        let due = Duration::from_secs_f64(bytes as f64 / share);
+        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
 }
 
 /// One cache's figures in one round.
@@ -317,12 +354,16 @@ struct Setup {
     budget: u64,
     cat: Catalogue,
     check_every: usize,
+    /// Concurrent keep-alive clients sharing the trace.
+    clients: usize,
+    /// Most client MiB/s over all clients (0: as fast as the cache answers).
+    rate_mibs: f64,
     /// vcache lists each object as an `origin` video instead of a mount (BENCH_VCACHE_LISTED=1).
     listed: bool,
 }
 
 fn measure(kind: Kind, dir: &Path, s: &Setup, trace: &[Read]) -> Result<Row, String> {
-    let (origin, budget, cat, check_every) = (&s.origin, s.budget, &s.cat, s.check_every);
+    let (origin, budget, cat) = (&s.origin, s.budget, &s.cat);
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let listed = s.listed.then_some(cat.objects.len());
@@ -333,10 +374,10 @@ fn measure(kind: Kind, dir: &Path, s: &Setup, trace: &[Read]) -> Result<Row, Str
     let sampler = Sampler::start(&c);
     // The first fifth of the trace warms the cache (as in the study) and is not counted.
     let warm = trace.len() / 5;
-    let warmup = drive(&c, cat, &trace[..warm], check_every);
+    let warmup = drive(&c, s, &trace[..warm]);
     origin.settled();
     let before = origin.responses().len();
-    let mut drive = drive(&c, cat, &trace[warm..], check_every);
+    let mut drive = drive(&c, s, &trace[warm..]);
     drive.checked += warmup.checked;
     drive.errors.splice(0..0, warmup.errors);
     origin.settled();
@@ -452,7 +493,7 @@ fn print_summary(rows: &[Row], sims: &[[(&str, Tally); 4]], budget: u64) {
         ("samples over budget (0.5 s apart)", &|r| {
             r.over_budget as f64
         }),
-        ("client MiB/s (one client)", &|r| {
+        ("client MiB/s", &|r| {
             r.client as f64 / MIB as f64 / r.drive.secs.max(1e-9)
         }),
     ];
@@ -510,8 +551,10 @@ fn main() {
     let rounds: usize = env_or("BENCH_ROUNDS", 1);
     let check_every: usize = env_or("BENCH_CHECK_EVERY", 4);
     let only: String = env_or("BENCH_ONLY", String::new());
+    let clients: usize = env_or("BENCH_CLIENTS", 1);
+    let rate_mibs: f64 = env_or("BENCH_RATE_MIBS", 0.0);
     assert!(
-        n > 0 && obj_mib > 0 && budget_mib > 0 && n_reads > 0,
+        n > 0 && obj_mib > 0 && budget_mib > 0 && n_reads > 0 && clients > 0,
         "BENCH_* sizes must be positive"
     );
     let budget = budget_mib * MIB;
@@ -533,16 +576,23 @@ fn main() {
         budget,
         cat,
         check_every,
+        clients,
+        rate_mibs,
         listed,
     };
     println!(
         "cache benchmark: {n} objects of {obj_mib} MiB ({} MiB) behind an nginx origin, budget {budget_mib} MiB \
          (catalogue/{:.0}); Zipf({alpha}) popularity, a read starts at 0 with p 0.5 else at a uniform byte, \
-         geometric length mean 8 MiB, one Range GET per read, {n_reads} reads per round on one keep-alive \
-         client, {rounds} round(s) (trace seeds 0..{rounds}), caches alternate order; every {check_every}th \
+         geometric length mean 8 MiB, one Range GET per read, {n_reads} reads per round on {clients} keep-alive \
+         client(s){}, {rounds} round(s) (trace seeds 0..{rounds}), caches alternate order; every {check_every}th \
          response checked byte for byte",
         n as u64 * obj_mib,
-        (n as u64 * obj_mib) as f64 / budget_mib as f64
+        (n as u64 * obj_mib) as f64 / budget_mib as f64,
+        if rate_mibs > 0.0 {
+            format!(" held to {rate_mibs} MiB/s in all")
+        } else {
+            String::new()
+        }
     );
     println!(
         "{}",
