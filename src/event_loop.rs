@@ -27,6 +27,7 @@ use crate::store::origin::Phase;
 use crate::store::{Store, VideoProblem};
 
 mod reopen;
+mod space;
 use reopen::{Reopen, Report};
 
 const LISTENER: Token = Token(0);
@@ -91,6 +92,12 @@ pub struct Server {
     access_log: AccessLog,
     /// When each video's durable commit in flight was submitted (for the commit-duration histogram).
     commit_submitted: std::collections::HashMap<String, Instant>,
+    /// The space thread (allocations and punches of origin blocks, the recency file).
+    space_worker: Option<crate::store::space::worker::SpaceWorker>,
+    space_looked: Instant,
+    recency_saved: Instant,
+    /// Origin videos whose files (and first block) the budget granted: bytes, until created.
+    create_granted: std::collections::HashMap<String, u64>,
 }
 
 /// A config loaded for a reload, with its origin hosts resolved and its access log opened, or why it
@@ -136,6 +143,7 @@ impl Server {
         poll.registry()
             .register(&mut signals.reload, SIG_RELOAD, Interest::READABLE)?;
         let worker = CommitWorker::start(waker.clone())?;
+        let space_worker = crate::store::space::worker::SpaceWorker::start(waker.clone())?;
         let send_path = match std::env::var("VCACHE_SEND_PATH").as_deref() {
             Ok("mmap") => SendPath::MapSlice,
             Ok("sendfile") => SendPath::Sendfile,
@@ -177,6 +185,10 @@ impl Server {
             reopen,
             access_log,
             commit_submitted: std::collections::HashMap::new(),
+            space_worker: Some(space_worker),
+            space_looked: now,
+            recency_saved: now,
+            create_granted: std::collections::HashMap::new(),
         })
     }
 
@@ -201,6 +213,7 @@ impl Server {
                 match ev.token() {
                     LISTENER => self.accept(now),
                     WAKER => {
+                        self.collect_space();
                         self.collect_commits();
                         self.collect_reload();
                         self.collect_opened();
@@ -304,6 +317,7 @@ impl Server {
         self.fetcher
             .close_all(self.poll.registry(), &mut self.store);
         self.collect_commits();
+        self.finish_space();
         for (_, v) in self.store.all_mut() {
             if let Some(r) = v.ring_mut() {
                 r.settle_for_shutdown();
@@ -484,6 +498,7 @@ impl Server {
         // Blocks readers want from origins: fetch them while connections are free.
         self.fetcher
             .pump(self.poll.registry(), &mut self.store, &mut self.wake, now);
+        self.space_turn(now);
         self.submit_creations();
         self.process_wakes(now);
         let interval_mode = self.cfg.server.sync == SyncMode::Interval;
@@ -559,6 +574,7 @@ impl Server {
             self.fetcher
                 .sweep(self.poll.registry(), &mut self.store, &mut self.wake, now);
             self.drop_unused_retired();
+            self.store.drop_unused_mounted();
             self.retry_opens(now);
         }
         self.access_log.flush();
@@ -607,6 +623,15 @@ impl Server {
         }
         let now = Instant::now();
         for c in created {
+            let granted = self.create_granted.remove(&c.video).unwrap_or(0);
+            match &c.result {
+                Ok(_) => self
+                    .store
+                    .space
+                    .policy
+                    .insert((c.video.clone(), 0), crate::store::space::epoch_now()),
+                Err(_) => self.store.space.release(granted),
+            }
             self.fetcher.slot_created(
                 &c.video,
                 c.result,
@@ -634,6 +659,10 @@ impl Server {
                     log::error!("the commit worker is gone");
                 }
             }
+            // Files are created once the budget granted their first block (`space_turn`).
+            if !self.create_granted.contains_key(id) {
+                continue;
+            }
             let Some((len, validator)) = o.take_create_wanted() else {
                 continue;
             };
@@ -642,6 +671,7 @@ impl Server {
                 paths: paths.clone(),
                 len,
                 validator,
+                allocate_first: o.fill_block(),
             };
             if !worker.submit_create(job) {
                 log::error!("the commit worker is gone");
@@ -865,6 +895,10 @@ impl Server {
         let mut removed = Vec::new();
         let current: Vec<String> = self.store.videos.keys().cloned().collect();
         for id in current {
+            // Mounted objects are not in any config's [[video]] list: a reload keeps them.
+            if crate::store::mounts::is_mounted_id(&id) {
+                continue;
+            }
             let same_kind = new.videos.iter().any(|nv| {
                 nv.id == id
                     && self

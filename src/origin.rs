@@ -178,6 +178,11 @@ fn judge_answer(
                 (Some(_), _) => fail("the origin ignored the Range request".into()),
             }
         }
+        // The origin has no such object: readers get its 404 (remembered for a while).
+        404 | 410 if known_len.is_none() => Verdict::Fail {
+            status: 404,
+            why: format!("the origin has no such object (it answered {})", h.status),
+        },
         // With nothing cached there is nothing to forget: the answer is a failure (no retry loop).
         412 | 416 if known_len.is_none() => fail(format!(
             "the origin answered {} to the first range request (an empty or unavailable object)",
@@ -429,11 +434,16 @@ impl Fetcher {
             };
             // The commit worker removes the closed files (unlink and a directory sync are not for the
             // loop); learning the new object waits for it.
-            if let Some(o) = v.origin_mut() {
-                o.drop_files();
-            }
+            let gone = v.origin_mut().map(|o| {
+                let fb = o.fill_block();
+                let len = o.len().unwrap_or(0);
+                (o.drop_files(), fb, len)
+            });
             // Readers waiting for the old object route again: they learn the new one.
             v.byte_waiters.wake_all(wake);
+            if let Some((space, fb, len)) = gone {
+                store.unregister_space(&id, &space, |b| (b * fb).min(len)..((b + 1) * fb).min(len));
+            }
         }
     }
 
@@ -1018,10 +1028,13 @@ fn start_body(
             total,
             validator,
         } => {
-            let close = h.close;
+            // An origin that ignores Range sends the whole object: only the block asked for is taken
+            // (it is what the budget granted); the rest goes with the connection.
+            let asked_end = job.last.saturating_add(1);
+            let close = h.close || end > asked_end;
             let answer = Answer {
                 start,
-                end,
+                end: end.min(asked_end),
                 validator,
                 close,
             };

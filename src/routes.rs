@@ -17,7 +17,7 @@ use crate::http::range::{
 use crate::http::request::{Method, RequestHead, query_param};
 use crate::http::response::{PROBLEM_JSON, ResponseHead, json_string, problem_body, simple_parts};
 use crate::metrics::Metrics;
-use crate::store::origin::Phase;
+use crate::store::origin::{Phase, ReaderId};
 use crate::store::{Availability, LiveRing, Store, Video, VideoProblem, WriteRefusal};
 
 /// One piece of a response body.
@@ -135,6 +135,10 @@ pub enum Effect {
         last: u64,
         warm: bool,
         since: Instant,
+        /// A reader (not a warm-up): only its window — the block of `first` and
+        /// `[cache] read_ahead_blocks` after it — is wanted now; the window moves as it sends
+        /// (`read_ahead`), and goes when it does (`Held::Reader`).
+        reader: Option<ReaderId>,
     },
     /// Reserve bytes [start, end) of an upload slot for one write (`Held::Write`); an append's range
     /// is chosen by routing (`Slot::append_range`).
@@ -163,8 +167,18 @@ enum Applied {
 /// What a connection holds in the store after `apply`, until `release` gives it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Held {
-    Follower { video: String },
-    Write { video: String, reservation: u64 },
+    Follower {
+        video: String,
+    },
+    Write {
+        video: String,
+        reservation: u64,
+    },
+    /// An origin reader's window of blocks (fetched ahead, never evicted while held).
+    Reader {
+        video: String,
+        reader: ReaderId,
+    },
 }
 
 /// What a waiting request waits for: the byte at `offset` of `video` to stop being pending — or
@@ -284,6 +298,8 @@ pub struct RouteCtx<'a> {
     /// For `/metrics`: the counters and the number of open connections.
     pub metrics: &'a Metrics,
     pub open_connections: usize,
+    /// The connection asking (an origin reader's window is kept under it).
+    pub reader: ReaderId,
 }
 
 /// A small complete error response: an RFC 9457 problem details body (`application/problem+json`)
@@ -494,11 +510,18 @@ fn apply_effect(effect: &Effect, store: &mut Store) -> Result<Applied, WriteRefu
             last,
             warm,
             since,
+            reader,
         } => {
             let Some(o) = routed(store, video).origin_mut() else {
                 kind_bug(video)
             };
-            o.want(*first, *last, *warm, *since);
+            match reader {
+                Some(r) => {
+                    o.read_window(*r, *first, *last, *since);
+                    touch_block(store, video, *first);
+                }
+                None => o.want(*first, *last, *warm, *since),
+            }
             Ok(Applied::Done)
         }
         Effect::Reserve { video, start, end } => {
@@ -595,6 +618,11 @@ pub fn release(held: &Held, store: &mut Store, wake: &mut Vec<Token>) {
                 r.followers = r.followers.saturating_sub(1);
             }
         }
+        Held::Reader { video, reader } => {
+            if let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) {
+                o.drop_reader(*reader);
+            }
+        }
         Held::Write { video, reservation } => {
             if let Some(v) = store.get_mut(video) {
                 v.ingest_release(*reservation);
@@ -663,6 +691,11 @@ fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
         Some((id, sub)) => (id, Some(sub)),
         None => (rest, None),
     };
+    if let Some(sub) = sub
+        && ctx.store.mounts.get(id).is_some()
+    {
+        return route_mounted(head, id, sub, read_ok, ctx);
+    }
     if !is_valid_video_id(id) {
         return Decision::respond(error_plan(400, "malformed video id", head_only, keep_alive));
     }
@@ -683,6 +716,63 @@ fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
         return Decision::respond(error_plan_with(503, &why, head_only, keep_alive, &extra));
     }
     route_video(head, id, sub, read_ok, ctx)
+}
+
+/// `/videos/{prefix}/{name}` and what is under it, for an object of an origin mount: it behaves as
+/// an origin video with the id `{prefix}/{name}` (`materialize_mount` put it in the store).
+fn route_mounted(
+    head: &RequestHead,
+    prefix: &str,
+    sub: &str,
+    read_ok: bool,
+    ctx: &RouteCtx<'_>,
+) -> Decision {
+    let (head_only, keep_alive) = (head.method == Method::Head, head.keep_alive);
+    let (name, rest) = match sub.split_once('/') {
+        Some((name, rest)) => (name, Some(rest)),
+        None => (sub, None),
+    };
+    if !is_valid_video_id(name) {
+        let why = format!("malformed object name under mount {prefix}");
+        return Decision::respond(error_plan(400, &why, head_only, keep_alive));
+    }
+    let id = format!("{prefix}/{name}");
+    if !ctx.store.videos.contains_key(&id) {
+        // Only reads and warm-ups create a mounted object; nothing else has one to act on.
+        let why = format!("no cached object {name} under mount {prefix}");
+        return Decision::respond(match head.method {
+            Method::Get | Method::Head | Method::Post => {
+                error_plan(404, &why, head_only, keep_alive)
+            }
+            _ => method_not_allowed("GET, HEAD, OPTIONS", head_only, keep_alive),
+        });
+    }
+    route_video(head, &id, rest, read_ok, ctx)
+}
+
+/// A read (or warm-up) of a mounted object puts the object in the store first, as an origin video
+/// with no files yet; routing then treats it like any origin video. The error for a name that cannot
+/// be mounted.
+pub fn materialize_mount(head: &RequestHead, cfg: &Config, store: &mut Store) -> Option<Plan> {
+    if store.mounts.is_empty() || !matches!(head.method, Method::Get | Method::Head | Method::Post)
+    {
+        return None;
+    }
+    let (prefix, sub) = head.path.strip_prefix("/videos/")?.split_once('/')?;
+    store.mounts.get(prefix)?;
+    if !read_allowed(head, cfg) {
+        return None; // routing answers 401
+    }
+    let name = sub.split('/').next().unwrap_or(sub);
+    match store.mount(prefix, name) {
+        Ok(_) => None,
+        Err((status, why)) => Some(error_plan(
+            status,
+            &why,
+            head.method == Method::Head,
+            head.keep_alive,
+        )),
+    }
 }
 
 /// `/videos/{id}` and what is under it, for a configured video.
@@ -846,6 +936,12 @@ fn metrics_page(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
     }
     let text = ctx.metrics.render(&crate::metrics::Gauges {
         origin: ctx.store.origin_totals,
+        cache_space: (
+            ctx.store.space.allocated,
+            ctx.store.space.max_size,
+            ctx.store.space.evicted_total,
+            ctx.store.space.evicted_blocks,
+        ),
         open_connections: ctx.open_connections,
         videos: &videos,
         unavailable: &unavailable,
@@ -911,6 +1007,11 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
     let mut out = String::from("{\"videos\":[");
     let mut first = true;
     for (id, v) in &ctx.store.videos {
+        // A mounted object is listed while it is cached (its length known and files present).
+        if crate::store::mounts::is_mounted_id(id) && v.origin().is_some_and(|o| o.len().is_none())
+        {
+            continue;
+        }
         if !first {
             out.push(',');
         }
@@ -1483,8 +1584,46 @@ fn wants(id: &str, spans: &[(u64, u64)], warm: bool, ctx: &RouteCtx<'_>) -> Vec<
         last,
         warm,
         since,
+        reader: (!warm).then_some(ctx.reader),
+    };
+    // A reader wants its first span's window now; later spans as its sending reaches them.
+    let spans = if warm {
+        spans
+    } else {
+        &spans[..spans.len().min(1)]
     };
     spans.iter().map(want).collect()
+}
+
+/// A reader reached byte `pos` of an origin video's response that ends at byte `last`: its window
+/// moves there (its missing blocks are wanted) and the block counts as used. Cheap when the window
+/// did not move.
+pub fn read_ahead(
+    store: &mut Store,
+    video: &str,
+    reader: ReaderId,
+    pos: u64,
+    last: u64,
+    since: Instant,
+) {
+    let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) else {
+        return;
+    };
+    if o.move_window(reader, pos, last, since) {
+        touch_block(store, video, pos);
+    }
+}
+
+/// Count a read of the block holding `pos` (the eviction policy's recency).
+fn touch_block(store: &mut Store, video: &str, pos: u64) {
+    let Some(fb) = store
+        .get(video)
+        .and_then(|v| v.origin())
+        .map(|o| o.fill_block())
+    else {
+        return;
+    };
+    store.space.policy.touch(&(video.to_string(), pos / fb));
 }
 
 /// Serve spans of an origin video: every missing block of them is wanted (fetched once, however
@@ -2275,6 +2414,7 @@ mod tests {
                 wants_applied: false,
                 metrics: &metrics,
                 open_connections: 1,
+                reader: 7,
             };
             route(&head, &ctx)
         };

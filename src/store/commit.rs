@@ -64,6 +64,9 @@ pub struct CreateJob {
     pub paths: super::StorePaths,
     pub len: u64,
     pub validator: String,
+    /// Bytes at the start of the (sparse) data file to allocate at once: the first fill block, which
+    /// the learning fetch writes into. The budget granted them before the job was sent.
+    pub allocate_first: u64,
 }
 
 /// The outcome of a `CreateJob`.
@@ -271,13 +274,7 @@ fn run(rx: Receiver<Work>, out: Outboxes, waker: Arc<mio::Waker>, sync_data: Syn
         }
         if !creates.is_empty() {
             let results = creates.into_iter().map(|c| Created {
-                result: c.paths.open_slot_of_kind(
-                    &c.video,
-                    c.len,
-                    super::KIND_CODE_ORIGIN,
-                    "origin",
-                    Some(c.validator),
-                ),
+                result: create_origin(&c),
                 video: c.video,
             });
             out.created.put(results, &waker);
@@ -306,6 +303,20 @@ fn run(rx: Receiver<Work>, out: Outboxes, waker: Arc<mio::Waker>, sync_data: Syn
             out.opened.put([opened], &waker);
         }
     }
+}
+
+/// An origin video's files, with its first block allocated.
+fn create_origin(c: &CreateJob) -> Result<super::Slot, String> {
+    let slot = c.paths.open_slot_of_kind(
+        &c.video,
+        c.len,
+        super::KIND_CODE_ORIGIN,
+        "origin",
+        Some(c.validator.clone()),
+    )?;
+    super::data_file::allocate_range(&slot.data.file, 0, c.allocate_first.min(c.len))
+        .map_err(|e| format!("cannot allocate the first block: {e}"))?;
+    Ok(slot)
 }
 
 /// The commit protocol for a batch: (1) sync every data file, (2) write each record into its durable

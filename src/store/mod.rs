@@ -7,9 +7,11 @@
 pub mod commit;
 pub mod data_file;
 pub mod meta;
+pub mod mounts;
 pub mod origin;
 pub mod presence;
 pub mod ring;
+pub mod space;
 
 use std::collections::BTreeMap;
 use std::collections::HashSet;
@@ -245,7 +247,6 @@ impl Waiters {
         self.present.clear();
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
@@ -769,6 +770,31 @@ impl Slot {
         end
     }
 
+    /// Evict [start, end) of an origin slot: its bytes are no longer present (nor in the next fast
+    /// record). The caller punches them out only after a durable record without them has landed.
+    pub fn withdraw(&mut self, start: u64, end: u64) -> Result<(), presence::PresenceError> {
+        assert!(
+            !self
+                .reservations
+                .iter()
+                .any(|r| r.start < end && start < r.end),
+            "withdrawing {start}..{end} while a fetch writes into it"
+        );
+        self.presence.remove(start, end)?;
+        let mut kept = Vec::with_capacity(self.unlogged.len() + 1);
+        for &(a, b) in &self.unlogged {
+            if a < start {
+                kept.push((a, b.min(start)));
+            }
+            if b > end {
+                kept.push((a.max(end), b));
+            }
+        }
+        self.unlogged = kept;
+        self.commit.bump();
+        Ok(())
+    }
+
     /// End a reservation (the write finished or was cut); what was claimed stays claimed.
     pub fn release(&mut self, reservation: u64) {
         self.reservations.retain(|r| r.id != reservation);
@@ -944,6 +970,7 @@ impl StorePaths {
                 path,
                 fill_block,
                 size,
+                ..
             } => Body::Origin(Box::new(self.open_origin(
                 &v.id,
                 OriginSpec {
@@ -1256,7 +1283,11 @@ impl StorePaths {
             )?)),
             None => None,
         };
-        Ok(OriginVideo::new(
+        let allocated = match &slot {
+            Some(s) => space::reclaim_unclaimed(s, spec.fill_block)?,
+            None => Default::default(),
+        };
+        let mut o = OriginVideo::new(
             spec.url.to_string(),
             spec.host.to_string(),
             spec.port,
@@ -1264,7 +1295,9 @@ impl StorePaths {
             spec.fill_block,
             addrs,
             slot,
-        ))
+        );
+        o.space = space::BlockSpace::with_allocated(allocated);
+        Ok(o)
     }
 
     /// The data length an existing video's metadata records, if its metadata file exists and reads.
@@ -1351,6 +1384,12 @@ pub struct Store {
     /// Origin fetches since start, over every origin video (counters for /metrics: a video a reload
     /// removes does not take its share with it).
     pub origin_totals: OriginTotals,
+    /// The disk budget of origin content and the eviction policy.
+    pub space: space::CacheSpace,
+    /// `[cache] read_ahead_blocks`.
+    pub read_ahead_blocks: u64,
+    /// `[[mount]]`s, as the daemon started with them.
+    pub mounts: mounts::Mounts,
 }
 
 /// Counters of the origin fetches since start.
@@ -1365,11 +1404,11 @@ pub struct OriginTotals {
 }
 
 fn data_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.data"))
+    dir.join(format!("{}.data", mounts::file_stem(id)))
 }
 
 fn meta_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.meta"))
+    dir.join(format!("{}.meta", mounts::file_stem(id)))
 }
 
 /// What a metadata record says about an upload slot.
@@ -1443,7 +1482,11 @@ impl Store {
             // Checked against MAX_PRESENCE_RANGES when the config was loaded: never lowered here.
             max_presence_ranges: cfg.server.limits.max_presence_ranges,
             origin_totals: OriginTotals::default(),
+            space: space::CacheSpace::new(cfg.cache.max_size, cfg.cache.min_free),
+            read_ahead_blocks: cfg.cache.read_ahead_blocks,
+            mounts: mounts::Mounts::resolve(cfg),
         };
+        store.space.saved_recency = space::load_recency(&store.data_dir);
         assert!(
             store.max_presence_ranges <= MAX_PRESENCE_RANGES,
             "limits.max_presence_ranges passed the config check but does not fit a record"
@@ -1453,16 +1496,63 @@ impl Store {
         // (`commit::OpenJob`).
         for v in &cfg.videos {
             match store.paths().open_video(v, None) {
-                Ok(video) => {
-                    store.videos.insert(v.id.clone(), video);
-                }
+                Ok(video) => store.insert_video(v.id.clone(), video),
                 Err(message) => problems.push(VideoProblem {
                     id: v.id.clone(),
                     message,
                 }),
             }
         }
+        problems.extend(store.open_mounted_files());
         Ok((store, problems))
+    }
+
+    /// Add an opened video: an origin video's allocated blocks join the budget and the policy.
+    pub fn insert_video(&mut self, id: String, mut video: Video) {
+        if let Some(o) = video.origin_mut() {
+            o.set_read_ahead(self.read_ahead_blocks);
+        }
+        self.register_space(&id, &video);
+        self.videos.insert(id, video);
+    }
+
+    /// Count an origin video's allocated blocks against the budget and give them to the policy
+    /// (oldest persisted access first, so a restart does not evict the hot set first).
+    pub fn register_space(&mut self, id: &str, video: &Video) {
+        let Some(o) = video.origin() else { return };
+        let mut blocks: Vec<(u32, u64)> = o
+            .space
+            .allocated()
+            .iter()
+            .map(|&b| {
+                let key = (id.to_string(), b);
+                (self.space.saved_recency.get(&key).copied().unwrap_or(0), b)
+            })
+            .collect();
+        blocks.sort_unstable();
+        for (epoch, b) in blocks {
+            let (a, e) = o.block_span(b);
+            self.space.grant(space::on_disk(e - a));
+            self.space.policy.insert((id.to_string(), b), epoch);
+        }
+    }
+
+    /// An origin video's files went (or are going): its blocks leave the budget and the policy.
+    pub fn unregister_space(
+        &mut self,
+        id: &str,
+        gone: &space::BlockSpace,
+        span: impl Fn(u64) -> std::ops::Range<u64>,
+    ) {
+        for b in gone.counted() {
+            let r = span(b);
+            let bytes = space::on_disk(r.end - r.start);
+            if gone.is_evicting(b) {
+                self.space.evicting = self.space.evicting.saturating_sub(bytes);
+            }
+            self.space.release(bytes);
+            self.space.policy.remove(&(id.to_string(), b));
+        }
     }
 
     /// What opening a writable video needs, detached from the store (the commit worker opens and
