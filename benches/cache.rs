@@ -267,6 +267,8 @@ struct Drive {
     checked: u64,
     errors: Vec<String>,
     secs: f64,
+    /// Seconds from sending each request to its last byte.
+    times: Vec<f64>,
 }
 
 /// Reads `trace` through the cache on `clients` keep-alive connections (client k takes reads k,
@@ -288,6 +290,7 @@ fn drive(c: &Running, s: &Setup, trace: &[Read]) -> Drive {
         d.blocks_touched += p.blocks_touched;
         d.checked += p.checked;
         d.errors.extend(p.errors);
+        d.times.extend(p.times);
     }
     d.secs = t0.elapsed().as_secs_f64();
     d
@@ -305,6 +308,7 @@ fn drive_one(c: &Running, s: &Setup, trace: &[Read], k: usize) -> Drive {
         let expect = check.then(|| s.cat.objects[r.obj].as_slice());
         match conn.get(&path, Some((a, b)), expect) {
             Ok(g) if g.status == 206 && g.len == r.len => {
+                d.times.push(g.total.as_secs_f64());
                 d.client_bytes += r.len;
                 d.blocks_touched += b / MIB - a / MIB + 1;
                 d.checked += check as u64;
@@ -328,6 +332,15 @@ fn pace(s: &Setup, bytes: u64, t0: Instant) {
             std::thread::sleep(wait);
         }
     }
+}
+
+/// The `q` quantile of some samples (0 when there are none).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
 }
 
 /// One cache's figures in one round.
@@ -476,7 +489,7 @@ fn print_summary(rows: &[Row], sims: &[[(&str, Tally); 4]], budget: u64) {
         let v: Vec<f64> = rows.iter().filter(|r| r.kind == k).map(f).collect();
         (!v.is_empty()).then(|| median(&v))
     };
-    let figures: [Figure; 7] = [
+    let figures: [Figure; 9] = [
         ("origin bytes per client byte", &|r| {
             r.origin as f64 / r.client.max(1) as f64
         }),
@@ -492,6 +505,12 @@ fn print_summary(rows: &[Row], sims: &[[(&str, Tally); 4]], budget: u64) {
         }),
         ("samples over budget (0.5 s apart)", &|r| {
             r.over_budget as f64
+        }),
+        ("request time p50, ms", &|r| {
+            1e3 * quantile(&r.drive.times, 0.5)
+        }),
+        ("request time p99, ms", &|r| {
+            1e3 * quantile(&r.drive.times, 0.99)
         }),
         ("client MiB/s", &|r| {
             r.client as f64 / MIB as f64 / r.drive.secs.max(1e-9)
