@@ -354,6 +354,7 @@ struct Row {
     disk_end: u64,
     disk_mean: u64,
     over_budget: usize,
+    gauge_over: usize,
     samples: usize,
     gauge_max: Option<u64>,
     timeline: String,
@@ -416,6 +417,7 @@ fn measure(kind: Kind, dir: &Path, s: &Setup, trace: &[Read]) -> Result<Row, Str
         disk_end: samples.last().map_or(0, |s| s.disk),
         disk_mean: samples.iter().map(|s| s.disk).sum::<u64>() / samples.len().max(1) as u64,
         over_budget: samples.iter().filter(|s| s.disk > budget).count(),
+        gauge_over: samples.iter().filter(|s| s.gauge > Some(budget)).count(),
         samples: samples.len(),
         gauge_max: samples.iter().filter_map(|s| s.gauge).max(),
         timeline: timeline(&samples, 4),
@@ -463,6 +465,14 @@ fn print_round(r: usize, row: &Row, budget: u64) {
         },
     );
     println!("  disk use over time (MiB, every 2 s): {}", row.timeline);
+    if row.over_budget > 0 {
+        println!(
+            "  over budget: max {} bytes = budget + {} bytes (st_blocks); samples with the gauge over: {}",
+            row.disk_max,
+            row.disk_max - budget,
+            row.gauge_over
+        );
+    }
     for e in d.errors.iter().take(3) {
         println!("  error: {e}");
     }
