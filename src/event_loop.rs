@@ -624,14 +624,7 @@ impl Server {
         let now = Instant::now();
         for c in created {
             let granted = self.create_granted.remove(&c.video).unwrap_or(0);
-            match &c.result {
-                Ok(_) => self
-                    .store
-                    .space
-                    .policy
-                    .insert((c.video.clone(), 0), crate::store::space::epoch_now()),
-                Err(_) => self.store.space.release(granted),
-            }
+            self.created_space(&c.video, c.result.as_ref().ok(), granted);
             self.fetcher.slot_created(
                 &c.video,
                 c.result,
@@ -671,7 +664,10 @@ impl Server {
                 paths: paths.clone(),
                 len,
                 validator,
-                allocate_first: o.fill_block(),
+                allocate: o.learn_block().map_or((0, 0), |b| {
+                    let start = b.saturating_mul(o.fill_block());
+                    (start, o.fill_block())
+                }),
             };
             if !worker.submit_create(job) {
                 log::error!("the commit worker is gone");

@@ -168,6 +168,11 @@ fn judge_answer(
                 };
             }
             match (known_len, h.content_length) {
+                // A whole object answers a learning fetch of block 0 only: vcache fetches blocks
+                // with Range and cannot take another block out of a whole body.
+                (None, Some(_)) if job.first > 0 => {
+                    fail("the origin ignored the Range request (vcache needs Range support)".into())
+                }
                 (None, Some(total)) => Verdict::Body {
                     start: 0,
                     end: total,

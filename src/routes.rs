@@ -1559,7 +1559,10 @@ fn origin_learn(head: &RequestHead, id: &str, video: &Video, ctx: &RouteCtx<'_>)
         return Decision::respond(error_plan(500, "not an origin video", head_only, false));
     };
     let since = ctx.request_started;
-    if let Some((status, why)) = o.failure_since(0, since) {
+    // The block of the first byte asked for tells the length (a 206's Content-Range), so a read
+    // in the middle of an object fetches no block it does not send.
+    let at = learn_offset(head);
+    if let Some((status, why)) = o.failure_since(at, since) {
         return Decision::respond(error_plan(status, &why, head_only, head.keep_alive));
     }
     if wait_expired {
@@ -1567,8 +1570,20 @@ fn origin_learn(head: &RequestHead, id: &str, video: &Video, ctx: &RouteCtx<'_>)
             format!("the origin of {id} did not answer within {wait_ms} ms (limits.read_wait_ms)");
         return Decision::respond(error_plan(504, &why, head_only, head.keep_alive));
     }
-    let wait = Action::WaitForBytes(WaitFor::new(id, video, 0));
-    Decision::with(wants(id, &[(0, 0)], false, ctx), wait)
+    let wait = Action::WaitForBytes(WaitFor::new(id, video, at));
+    Decision::with(wants(id, &[(at, at)], false, ctx), wait)
+}
+
+/// The first byte a request asks for, as far as it can be told without the length: `bytes=a-…`
+/// gives `a`; anything else (no range, a suffix range) starts at 0.
+fn learn_offset(head: &RequestHead) -> u64 {
+    head.range
+        .as_deref()
+        .and_then(|r| r.trim().strip_prefix("bytes="))
+        .and_then(|specs| specs.split(',').next())
+        .and_then(|spec| spec.trim().split_once('-'))
+        .and_then(|(a, _)| a.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The effects that want origin bytes [first, last] for each span — none when this request's wants
@@ -1609,8 +1624,16 @@ pub fn read_ahead(
     let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) else {
         return;
     };
-    if o.move_window(reader, pos, last, since) {
-        touch_block(store, video, pos);
+    let before = o.window_of(reader).map(|(first, _)| first);
+    if !o.move_window(reader, pos, last, since) {
+        return;
+    }
+    // Every block the sender passed through (a send may cross several small blocks) was used.
+    let fb = o.fill_block();
+    let now = pos / fb;
+    let from = before.map_or(now, |b| (b + 1).min(now));
+    for b in from..=now {
+        touch_block(store, video, b * fb);
     }
 }
 

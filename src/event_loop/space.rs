@@ -61,6 +61,34 @@ impl Server {
         }
     }
 
+    /// An origin video's files were created (`slot`) with its learning block, or not: the grant
+    /// made before the length was known (a whole fill block) becomes what the block really takes.
+    pub(super) fn created_space(
+        &mut self,
+        id: &str,
+        slot: Option<&crate::store::Slot>,
+        granted: u64,
+    ) {
+        let learned = self
+            .store
+            .get(id)
+            .and_then(|v| v.origin())
+            .and_then(|o| Some((o.learn_block()?, o.fill_block())));
+        let (Some(slot), Some((b, fb))) = (slot, learned) else {
+            self.store.space.release(granted);
+            return;
+        };
+        let start = (b * fb).min(slot.data.len);
+        let takes = space::on_disk((start + fb).min(slot.data.len) - start);
+        self.store.space.release(granted.saturating_sub(takes));
+        if takes > 0 {
+            self.store
+                .space
+                .policy
+                .insert((id.to_string(), b), space::epoch_now());
+        }
+    }
+
     /// Origin videos whose every block went give their files back (their removal follows, on the
     /// commit thread); the next read learns the object again.
     fn give_back_empty(&mut self) {

@@ -64,9 +64,9 @@ pub struct CreateJob {
     pub paths: super::StorePaths,
     pub len: u64,
     pub validator: String,
-    /// Bytes at the start of the (sparse) data file to allocate at once: the first fill block, which
-    /// the learning fetch writes into. The budget granted them before the job was sent.
-    pub allocate_first: u64,
+    /// Bytes [offset, offset + len) of the (sparse) data file to allocate at once: the block the
+    /// learning fetch writes into. The budget granted them before the job was sent.
+    pub allocate: (u64, u64),
 }
 
 /// The outcome of a `CreateJob`.
@@ -305,7 +305,7 @@ fn run(rx: Receiver<Work>, out: Outboxes, waker: Arc<mio::Waker>, sync_data: Syn
     }
 }
 
-/// An origin video's files, with its first block allocated.
+/// An origin video's files, with the learning fetch's block allocated.
 fn create_origin(c: &CreateJob) -> Result<super::Slot, String> {
     let slot = c.paths.open_slot_of_kind(
         &c.video,
@@ -314,8 +314,10 @@ fn create_origin(c: &CreateJob) -> Result<super::Slot, String> {
         "origin",
         Some(c.validator.clone()),
     )?;
-    super::data_file::allocate_range(&slot.data.file, 0, c.allocate_first.min(c.len))
-        .map_err(|e| format!("cannot allocate the first block: {e}"))?;
+    let (offset, n) = c.allocate;
+    let n = n.min(c.len.saturating_sub(offset));
+    super::data_file::allocate_range(&slot.data.file, offset, n)
+        .map_err(|e| format!("cannot allocate the learning fetch's block: {e}"))?;
     Ok(slot)
 }
 

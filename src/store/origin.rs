@@ -237,6 +237,8 @@ pub struct OriginVideo {
     parked_warm: BTreeSet<u64>,
     /// How long an origin 404 is remembered.
     negative_ttl: std::time::Duration,
+    /// The block the last learning fetch asked for.
+    learn_block: Option<u64>,
 }
 
 impl OriginVideo {
@@ -271,6 +273,7 @@ impl OriginVideo {
             demand: BTreeMap::new(),
             parked_warm: BTreeSet::new(),
             negative_ttl: std::time::Duration::from_secs(crate::config::DEFAULT_NEGATIVE_TTL_SECS),
+            learn_block: None,
         }
     }
 
@@ -407,7 +410,7 @@ impl OriginVideo {
     /// looked at; present runs are skipped whole, and the walk stops at the cap.
     pub fn want(&mut self, first: u64, last: u64, warm: bool, since: Instant) {
         let Some(len) = self.len() else {
-            self.want_length(warm, since);
+            self.want_length(first / self.fill_block, warm, since);
             return;
         };
         if len == 0 || first >= len {
@@ -431,18 +434,24 @@ impl OriginVideo {
         }
     }
 
-    /// Learning the length comes first: block 0 tells it.
-    fn want_length(&mut self, warm: bool, since: Instant) {
-        if self.failed_before(0, since) {
+    /// Learning the length comes first: a fetch of `block` (the first a reader wants) tells it. One
+    /// learning fetch at a time; readers of other blocks want theirs once the length is known.
+    fn want_length(&mut self, block: u64, warm: bool, since: Instant) {
+        if self.failed_before(block, since) {
             return;
         }
-        self.failures.remove(&0);
+        self.failures.remove(&block);
         if warm {
             self.warm_all_when_known = true;
         }
-        if !self.inflight.contains(&0) && !self.client.contains(0) {
-            self.client.push_back(0);
+        if self.inflight.is_empty() && self.client.len() == 0 {
+            self.client.push_back(block);
         }
+    }
+
+    /// The block the learning fetch brings (allocated with the files).
+    pub fn learn_block(&self) -> Option<u64> {
+        self.learn_block
     }
 
     /// Queue the blocks with missing bytes in [first, last] in order until the queue is full; the first
@@ -564,7 +573,11 @@ impl OriginVideo {
             break b;
         };
         let (first, last) = match self.slot() {
-            None => (0, self.fill_block - 1),
+            None => {
+                self.learn_block = Some(block);
+                let first = block.saturating_mul(self.fill_block);
+                (first, first.saturating_add(self.fill_block - 1))
+            }
             Some(s) => {
                 let (a, e) = self.block_span(block);
                 let &(ms, me) = s.presence.missing_in(a, e).first()?;
@@ -672,6 +685,11 @@ impl OriginVideo {
             return false;
         }
         self.read_window(reader, pos, last, since)
+    }
+
+    /// Reader `reader`'s window of blocks, if it has one.
+    pub fn window_of(&self, reader: ReaderId) -> Option<(u64, u64)> {
+        self.interests.get(&reader).copied()
     }
 
     /// Reader `reader` went (or its response ended): its window no longer holds blocks.
@@ -823,8 +841,11 @@ impl OriginVideo {
             slot.commit.bump();
         }
         let total = slot.data.len;
-        // The commit worker allocated the first block with the files (`CreateJob::allocate_first`).
-        self.space = BlockSpace::with_allocated((total > 0).then_some(0).into_iter().collect());
+        // The commit worker allocated the learning fetch's block with the files (`CreateJob::allocate`).
+        let learned = self
+            .learn_block
+            .filter(|&b| b.saturating_mul(self.fill_block) < total);
+        self.space = BlockSpace::with_allocated(learned.into_iter().collect());
         self.state = Lifecycle::Ready(Box::new(slot));
         if total > 0 && std::mem::take(&mut self.warm_all_when_known) {
             self.want(0, total - 1, true, Instant::now());
@@ -1001,15 +1022,17 @@ mod tests {
         assert_eq!(o.phase(), Phase::Unknown);
         assert_eq!(o.len(), None);
         read(&mut o, 5000, 5999, t0);
+        // The block the reader wants teaches the length (block 0 is not fetched for it).
         let learn = o.start_fetch().unwrap();
         assert_eq!(
             learn,
             BlockFetch {
-                block: 0,
-                first: 0,
-                last: 999
+                block: 5,
+                first: 5000,
+                last: 5999
             }
         );
+        assert_eq!(o.learn_block(), Some(5));
         o.learned(10_000, "\"a\"".into());
         assert_eq!(o.phase(), Phase::CreateWanted);
         assert_eq!(o.take_create_wanted(), Some((10_000, "\"a\"".into())));
@@ -1023,11 +1046,12 @@ mod tests {
             generation > 1,
             "a created object's generation is seeded from the clock"
         );
-        o.fetch_again(0, None, false);
-        read(&mut o, 0, 999, Instant::now());
-        assert_eq!(drain(&mut o), [0]);
+        // The files come with the learning block allocated: an aborted learning fetch is redone.
+        assert!(o.space.is_allocated(5) && !o.space.is_allocated(0));
+        o.fetch_again(5, None, false);
+        assert_eq!(drain(&mut o), [5]);
         // Another length: nothing is fetched until the files are dropped, then the length is learned.
-        o.object_changed(0, true);
+        o.object_changed(5, true);
         assert_eq!(o.phase(), Phase::Forgetting);
         assert!(o.slot().unwrap().delete_pending);
         assert_eq!(o.start_fetch(), None);
