@@ -8,15 +8,17 @@
 //! `vcache_cache_allocated_bytes` gauge — as the maximum over the run beside the budget. Every
 //! `BENCH_CHECK_EVERY`-th response is compared byte for byte with the object.
 //!
-//! Run: `cargo bench --bench cache` (needs nginx with the slice module: Debian's nginx-light). Environment:
-//! BENCH_OBJECTS (default 160), BENCH_OBJECT_MIB (default 4), BENCH_BUDGET_MIB (default 64), BENCH_ALPHA
-//! (default 1.0), BENCH_READS (per round, default 5000; the first fifth warms the cache and is not counted), BENCH_ROUNDS (default 1; rounds use trace seeds
-//! 0, 1, … and alternate which cache goes first; figures are medians over rounds), BENCH_CHECK_EVERY
-//! (default 4), BENCH_CLIENTS (concurrent keep-alive clients sharing the trace, default 1: the trace's
-//! order exactly), BENCH_RATE_MIBS (cap on the clients' total read rate, so that both caches run for
-//! the same time — nginx's cache manager enforces max_size only when it wakes; default 0: no cap), BENCH_ONLY (`vcache` or `nginx`), BENCH_VCACHE_LISTED=1 (vcache lists every object as an
-//! `origin` [[video]] with the same fill_block instead of mounting the catalogue), BENCH_KEEP=1 (keep the
-//! state directory, with the origin's log of what each cache fetched).
+//! Run: `cargo bench --bench cache` (needs nginx with the slice module: Debian's nginx-light).
+//! Environment: BENCH_OBJECTS (default 160), BENCH_OBJECT_MIB (default 4), BENCH_BUDGET_MIB (default
+//! 64), BENCH_ALPHA (default 1.0), BENCH_READS (per round, default 2000; the first fifth warms the cache
+//! and is not counted), BENCH_ROUNDS (default 1; rounds use trace seeds 0, 1, … and alternate which
+//! cache goes first; figures are medians over rounds), BENCH_CHECK_EVERY (default 4), BENCH_CLIENTS
+//! (concurrent keep-alive clients sharing the trace, default 1: the trace's order exactly),
+//! BENCH_RATE_MIBS (cap on the clients' total read rate, so that both caches run for the same time —
+//! nginx's cache manager enforces max_size only when it wakes; default 0: no cap), BENCH_ONLY (`vcache`
+//! or `nginx`), BENCH_VCACHE_LISTED=1 (vcache lists every object as an `origin` [[video]] with the same
+//! fill_block instead of mounting the catalogue), BENCH_KEEP=1 (keep the state directory, with the
+//! origin's log of what each cache fetched).
 
 mod common;
 use common::origin::{Conn, Origin, nginx_common, nginx_temp_paths, start_nginx, start_origin};
@@ -478,9 +480,12 @@ fn print_round(r: usize, row: &Row, budget: u64) {
     }
 }
 
+/// Figures of the simulated policies on one trace.
+type Simulated = [(&'static str, Tally); 4];
+
 /// The trace played through the simulated FIFO, CLOCK, LRU and S3-FIFO with the budget in 1 MiB blocks (the
 /// same warm-up): what a cache that never passes its budget can expect.
-fn simulated(sizes: &[u64], trace: &[Read], budget: u64) -> [(&'static str, Tally); 4] {
+fn simulated(sizes: &[u64], trace: &[Read], budget: u64) -> Simulated {
     let cap = (budget / MIB) as usize;
     ["FIFO", "CLOCK", "LRU", "S3-FIFO"].map(|name| {
         let mut p = policy(name, cap);
@@ -493,8 +498,23 @@ fn simulated(sizes: &[u64], trace: &[Read], budget: u64) -> [(&'static str, Tall
 
 type Figure<'a> = (&'static str, &'a dyn Fn(&Row) -> f64);
 
+/// The simulated reference, medians over rounds.
+fn print_simulated(sims: &[Simulated], budget: u64) {
+    for k in 0..4 {
+        let name = sims.first().map_or("", |s| s[k].0);
+        let hit: Vec<f64> = sims.iter().map(|s| s[k].1.block_hit()).collect();
+        let opc: Vec<f64> = sims.iter().map(|s| s[k].1.origin_per_client()).collect();
+        println!(
+            "simulated {name:<8} at the budget ({} blocks): block hit {:.3}, origin per client byte {:.3}",
+            budget / MIB,
+            median(&hit),
+            median(&opc)
+        );
+    }
+}
+
 /// Medians over rounds of each figure, vcache beside nginx with the ratio.
-fn print_summary(rows: &[Row], sims: &[[(&str, Tally); 4]], budget: u64) {
+fn print_summary(rows: &[Row], sims: &[Simulated], budget: u64) {
     let of = |k: Kind, f: &dyn Fn(&Row) -> f64| -> Option<f64> {
         let v: Vec<f64> = rows.iter().filter(|r| r.kind == k).map(f).collect();
         (!v.is_empty()).then(|| median(&v))
@@ -549,17 +569,7 @@ fn print_summary(rows: &[Row], sims: &[[(&str, Tally); 4]], budget: u64) {
         "-",
         "-"
     );
-    for k in 0..4 {
-        let name = sims.first().map_or("", |s| s[k].0);
-        let hit: Vec<f64> = sims.iter().map(|s| s[k].1.block_hit()).collect();
-        let opc: Vec<f64> = sims.iter().map(|s| s[k].1.origin_per_client()).collect();
-        println!(
-            "simulated {name:<8} at the budget ({} blocks): block hit {:.3}, origin per client byte {:.3}",
-            budget / MIB,
-            median(&hit),
-            median(&opc)
-        );
-    }
+    print_simulated(sims, budget);
     let errors: usize = rows.iter().map(|r| r.drive.errors.len()).sum();
     let checked: u64 = rows.iter().map(|r| r.drive.checked).sum();
     println!("responses checked byte for byte: {checked}; failed or wrong responses: {errors}");
@@ -571,12 +581,74 @@ fn print_summary(rows: &[Row], sims: &[[(&str, Tally); 4]], budget: u64) {
     }
 }
 
+/// Every round: a trace (seed = round), its simulated reference, and each cache on it (order
+/// alternating by round).
+fn run_rounds(
+    setup: &Setup,
+    dir: &Path,
+    kinds: &[Kind],
+    sizes: &[u64],
+    shape: Shape,
+    n_reads: usize,
+    rounds: usize,
+) -> (Vec<Row>, Vec<Simulated>) {
+    let (mut rows, mut sims) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let trace = reads(sizes, shape, n_reads, 0x7ACE_0000 + r as u64);
+        sims.push(simulated(sizes, &trace, setup.budget));
+        let mut order = kinds.to_vec();
+        if r % 2 == 1 {
+            order.reverse();
+        }
+        for k in order {
+            match measure(k, &dir.join(k.tag()), setup, &trace) {
+                Ok(row) => {
+                    print_round(r, &row, setup.budget);
+                    rows.push(row);
+                }
+                Err(e) => println!("round {r} {}: did not run: {e}", k.tag()),
+            }
+        }
+    }
+    (rows, sims)
+}
+
+/// What the run is, printed before it.
+fn print_header(s: &Setup, n: usize, obj_mib: u64, alpha: f64, n_reads: usize, rounds: usize) {
+    println!(
+        "cache benchmark: {n} objects of {obj_mib} MiB ({} MiB) behind an nginx origin, budget {} MiB \
+         (catalogue/{:.0}); Zipf({alpha}) popularity, a read starts at 0 with p 0.5 else at a uniform byte, \
+         geometric length mean 8 MiB, one Range GET per read, {n_reads} reads per round on {} keep-alive \
+         client(s){}, {rounds} round(s) (trace seeds 0..{rounds}), caches alternate order; every {}th \
+         response checked byte for byte",
+        n as u64 * obj_mib,
+        s.budget / MIB,
+        (n as u64 * obj_mib * MIB) as f64 / s.budget as f64,
+        s.clients,
+        if s.rate_mibs > 0.0 {
+            format!(" held to {} MiB/s in all", s.rate_mibs)
+        } else {
+            String::new()
+        },
+        s.check_every,
+    );
+    println!(
+        "{}",
+        [Kind::Vcache, Kind::Nginx].map(Kind::name).join(" | ")
+    );
+    if s.listed {
+        println!(
+            "vcache: every object listed as an `origin` [[video]] (BENCH_VCACHE_LISTED=1), not a mount"
+        );
+    }
+}
+
 fn main() {
     let n: usize = env_or("BENCH_OBJECTS", 160);
     let obj_mib: u64 = env_or("BENCH_OBJECT_MIB", 4);
     let budget_mib: u64 = env_or("BENCH_BUDGET_MIB", 64);
     let alpha: f64 = env_or("BENCH_ALPHA", 1.0);
-    let n_reads: usize = env_or("BENCH_READS", 5000);
+    let n_reads: usize = env_or("BENCH_READS", 2000);
     let rounds: usize = env_or("BENCH_ROUNDS", 1);
     let check_every: usize = env_or("BENCH_CHECK_EVERY", 4);
     let only: String = env_or("BENCH_ONLY", String::new());
@@ -609,47 +681,16 @@ fn main() {
         rate_mibs,
         listed,
     };
-    println!(
-        "cache benchmark: {n} objects of {obj_mib} MiB ({} MiB) behind an nginx origin, budget {budget_mib} MiB \
-         (catalogue/{:.0}); Zipf({alpha}) popularity, a read starts at 0 with p 0.5 else at a uniform byte, \
-         geometric length mean 8 MiB, one Range GET per read, {n_reads} reads per round on {clients} keep-alive \
-         client(s){}, {rounds} round(s) (trace seeds 0..{rounds}), caches alternate order; every {check_every}th \
-         response checked byte for byte",
-        n as u64 * obj_mib,
-        (n as u64 * obj_mib) as f64 / budget_mib as f64,
-        if rate_mibs > 0.0 {
-            format!(" held to {rate_mibs} MiB/s in all")
-        } else {
-            String::new()
-        }
+    print_header(&setup, n, obj_mib, alpha, n_reads, rounds);
+    let (rows, sims) = run_rounds(
+        &setup,
+        &dir,
+        &kinds,
+        &sizes,
+        Shape::video(alpha),
+        n_reads,
+        rounds,
     );
-    println!(
-        "{}",
-        [Kind::Vcache, Kind::Nginx].map(Kind::name).join(" | ")
-    );
-    if listed {
-        println!(
-            "vcache: every object listed as an `origin` [[video]] (BENCH_VCACHE_LISTED=1), not a mount"
-        );
-    }
-    let (mut rows, mut sims) = (Vec::new(), Vec::new());
-    for r in 0..rounds {
-        let trace = reads(&sizes, Shape::video(alpha), n_reads, 0x7ACE_0000 + r as u64);
-        sims.push(simulated(&sizes, &trace, budget));
-        let mut order = kinds.clone();
-        if r % 2 == 1 {
-            order.reverse();
-        }
-        for k in order {
-            match measure(k, &dir.join(k.tag()), &setup, &trace) {
-                Ok(row) => {
-                    print_round(r, &row, budget);
-                    rows.push(row);
-                }
-                Err(e) => println!("round {r} {}: did not run: {e}", k.tag()),
-            }
-        }
-    }
     print_summary(&rows, &sims, budget);
     drop(setup);
     if env_or("BENCH_KEEP", 0) == 1 {
