@@ -1039,7 +1039,7 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
         if let Some(o) = v.origin() {
             out.pop();
             out.push_str(&format!(
-                ",\"url\":{},\"length\":{},\"validator\":{},\"fill_block\":{},\"fetching_blocks\":{},\"queued_blocks\":{},\"origin_fetches\":{},\"origin_bytes\":{}}}",
+                ",\"url\":{},\"length\":{},\"validator\":{},\"fill_block\":{},\"fetching_blocks\":{},\"queued_blocks\":{},\"origin_fetches\":{},\"origin_bytes\":{},\"disk_bytes\":{}}}",
                 json_string(o.url()),
                 o.len().map_or_else(|| "null".to_string(), |n| n.to_string()),
                 json_string(o.validator()),
@@ -1047,7 +1047,8 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
                 o.fetching_blocks(),
                 o.queued_blocks(),
                 o.fetches(),
-                o.fetched_bytes()
+                o.fetched_bytes(),
+                o.disk_bytes()
             ));
         }
         if let Some(r) = v.ring() {

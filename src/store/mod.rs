@@ -1867,8 +1867,16 @@ fn describe_origin(
         v if v.is_empty() => "unknown".to_string(),
         v => format!("known ({v})"),
     };
+    // Disk use of the (sparse) data file: what it occupies, as the file system counts it.
+    let dpath = mpath.with_extension("data");
+    let disk = std::fs::metadata(&dpath)
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            format!("{} on disk", m.blocks() * 512)
+        })
+        .unwrap_or_else(|_| "no data file".to_string());
     Ok(format!(
-        "origin video at {url}, {} bytes, {} cached in {} ranges, validator {validator}",
+        "origin video at {url}, {} bytes, {} cached in {} ranges ({disk}), validator {validator}",
         rec.data_len,
         st.presence.present_bytes(),
         st.presence.ranges().len(),

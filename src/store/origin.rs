@@ -861,6 +861,18 @@ impl OriginVideo {
         Ok(())
     }
 
+    /// Bytes its allocated blocks occupy on disk (what counts against `[cache] max_size`).
+    pub fn disk_bytes(&self) -> u64 {
+        self.space
+            .allocated()
+            .iter()
+            .map(|&b| {
+                let (a, e) = self.block_span(b);
+                super::space::on_disk(e - a)
+            })
+            .sum()
+    }
+
     /// Evicted blocks whose withdrawal is durable now: the space thread punches them.
     pub fn take_punches(&mut self) -> Vec<u64> {
         let Some(durable) = self.slot().map(|s| s.commit.durable_claim_seq) else {
