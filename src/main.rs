@@ -4,6 +4,7 @@
 mod config;
 mod conn;
 mod event_loop;
+mod hls;
 mod http;
 mod index_cmd;
 mod metrics;

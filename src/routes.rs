@@ -2,6 +2,8 @@
 //! send (head bytes plus payload parts that point into a video's mapping), a body to ingest into a slot,
 //! a wait for bytes not yet written, or a wait for a commit. Pure decisions over the store; no socket I/O.
 
+mod playlist;
+
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};
 
@@ -698,7 +700,7 @@ fn route_video(
     let respond = Decision::respond;
     let allow = ctx.store.get(id).map_or(ALL_METHODS, video_allow);
     match (sub, head.method) {
-        (None | Some("offset"), Method::Get | Method::Head) if !read_ok => {
+        (None | Some("offset" | "index.m3u8"), Method::Get | Method::Head) if !read_ok => {
             respond(unauthorized(head_only, keep_alive, "reading"))
         }
         (None, Method::Get | Method::Head) => serve_video(head, id, ctx),
@@ -708,6 +710,8 @@ fn route_video(
         (None, _) => respond(method_not_allowed(allow, head_only, keep_alive)),
         (Some("offset"), Method::Get | Method::Head) => respond(offset_query(head, id, ctx)),
         (Some("offset"), _) => respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
+        (Some("index.m3u8"), Method::Get | Method::Head) => playlist::playlist(head, id, ctx),
+        (Some("index.m3u8"), _) => respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
         (Some("fill"), Method::Post) => fill(head, id, ctx),
         (Some("fill"), _) => {
             let allow = ctx.store.get(id).map_or("POST", fill_allow);
@@ -1805,9 +1809,9 @@ fn live_ask(
         .and_then(|r| parse_range_header(r, ctx.cfg.server.limits.max_ranges).ok());
     Ok(match specs.as_deref() {
         None => edge,
-        // `bytes=0-` is what ffmpeg/ffprobe send for any URL: once the ring has wrapped, offset 0 is
-        // gone, and the useful answer is a plain follower from the live edge.
-        Some([RangeSpec::From(0)]) if window_start > 0 => edge,
+        // `bytes=0-` is what ffmpeg, ffplay and VLC send for any URL: it names no start, so it is a
+        // plain follower from the newest keyframe (offset 0 may be gone, or another session's).
+        Some([RangeSpec::From(0)]) => edge,
         Some([RangeSpec::From(a)]) => LiveAsk::Follow {
             from: *a,
             echo: Some(LIVE_OPEN_END),

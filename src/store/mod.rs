@@ -935,6 +935,7 @@ impl StorePaths {
             VideoKind::Live { capacity } => {
                 let mut ring = self.open_ring(&v.id, *capacity)?;
                 ring.ts_index = configured_content_type(v).starts_with("video/mp2t");
+                ring.rebuild_index();
                 Body::Live(Box::new(ring))
             }
             VideoKind::Origin {

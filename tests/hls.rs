@@ -1,0 +1,355 @@
+//! HLS over the ring and keyframe joins, with the real binary, real ffmpeg publishing (`-method PUT`)
+//! and real ffmpeg reading `/videos/{id}/index.m3u8`: the playlist keeps Apple's rules that can be
+//! checked offline (target duration, contiguous byte ranges, consecutive media sequence numbers,
+//! discontinuities counted), decodes without errors across a ring wrap, and keeps its numbering across
+//! a kill -9 restart and a new publish session. Followers that name no start (no Range, `bytes=0-`)
+//! begin at a keyframe and decode from their first byte; an explicit start is honoured exactly.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const ID: &str = "cam.ts";
+
+/// ffmpeg publishing `secs` seconds of a 640x360 25 fps test picture at a constant 2 Mbit/s (so a
+/// 2 MiB ring wraps in about 8 s), one keyframe a second.
+fn publish(ffmpeg: &Path, d: &Daemon, secs: u32) -> Child {
+    Command::new(ffmpeg)
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
+        .args(["-t", &secs.to_string()])
+        .args(["-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p"])
+        .args([
+            "-b:v", "2M", "-minrate", "2M", "-maxrate", "2M", "-bufsize", "1M",
+        ])
+        .args(["-x264-params", "nal-hrd=cbr", "-f", "mpegts"])
+        .args([
+            "-method",
+            "PUT",
+            "-headers",
+            "Authorization: Bearer tok\r\n",
+        ])
+        .arg(d.url(&format!("/videos/{ID}")))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Seg {
+    seq: u64,
+    disc: u64,
+    offset: u64,
+    len: u64,
+    extinf: String,
+    pdt: String,
+}
+
+#[derive(Debug)]
+struct Parsed {
+    target: u64,
+    segs: Vec<Seg>,
+}
+
+fn tag<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.strip_prefix(name)?.strip_prefix(':')
+}
+
+/// Parse a media playlist, checking the rules as it goes.
+fn parse(text: &str) -> Parsed {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"#EXTM3U"), "{text}");
+    let num = |name: &str| -> u64 {
+        let v = lines.iter().find_map(|l| tag(l, name));
+        v.unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .expect(name)
+    };
+    let target = num("#EXT-X-TARGETDURATION");
+    let (mut seq, mut disc) = (
+        num("#EXT-X-MEDIA-SEQUENCE"),
+        num("#EXT-X-DISCONTINUITY-SEQUENCE"),
+    );
+    assert!(
+        !text.contains("#EXT-X-ENDLIST"),
+        "a live playlist has no end"
+    );
+    let (mut segs, mut extinf, mut pdt, mut range) = (Vec::new(), None, None, None);
+    for l in &lines {
+        if *l == "#EXT-X-DISCONTINUITY" {
+            disc += 1;
+        } else if let Some(v) = tag(l, "#EXTINF") {
+            extinf = Some(v.trim_end_matches(',').to_string());
+        } else if let Some(v) = tag(l, "#EXT-X-PROGRAM-DATE-TIME") {
+            pdt = Some(v.to_string());
+        } else if let Some(v) = tag(l, "#EXT-X-BYTERANGE") {
+            let (n, at) = v.split_once('@').expect("len@offset");
+            range = Some((at.parse::<u64>().unwrap(), n.parse::<u64>().unwrap()));
+        } else if !l.starts_with('#') {
+            assert_eq!(*l, format!("/videos/{ID}"), "segment URI");
+            let (offset, len) = range.take().expect("a BYTERANGE before each URI");
+            let extinf = extinf.take().expect("an EXTINF before each URI");
+            let secs: f64 = extinf.parse().expect("EXTINF seconds");
+            assert!(
+                secs.round() as u64 <= target,
+                "EXTINF {secs} > target {target}\n{text}"
+            );
+            let pdt = pdt.take().expect("a PROGRAM-DATE-TIME for each segment");
+            segs.push(Seg {
+                seq,
+                disc,
+                offset,
+                len,
+                extinf,
+                pdt,
+            });
+            seq += 1;
+        }
+    }
+    for w in segs.windows(2) {
+        if w[0].disc == w[1].disc {
+            assert_eq!(
+                w[0].offset + w[0].len,
+                w[1].offset,
+                "contiguous within a session\n{text}"
+            );
+        } else {
+            assert!(
+                w[0].offset + w[0].len <= w[1].offset,
+                "sessions in order\n{text}"
+            );
+        }
+    }
+    Parsed { target, segs }
+}
+
+fn playlist(d: &Daemon) -> Parsed {
+    let r = d.get(&format!("/videos/{ID}/index.m3u8"), &[]);
+    assert_eq!(r.status, 200, "playlist: {}\nlog:\n{}", r.text(), d.log());
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("application/vnd.apple.mpegurl")
+    );
+    parse(&r.text())
+}
+
+fn window_start(d: &Daemon) -> u64 {
+    let e = video_entry(d, ID);
+    let k = "\"window_start\":";
+    let at = e.find(k).expect("window_start") + k.len();
+    let digits: String = e[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().expect("window_start number")
+}
+
+/// ffmpeg reads `secs` seconds of the live playlist and decodes them; any error fails the test.
+fn ffmpeg_reads_playlist(ffmpeg: &Path, d: &Daemon, secs: u32) {
+    let out = Command::new(ffmpeg)
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+        .args(["-i", &d.url(&format!("/videos/{ID}/index.m3u8"))])
+        .args(["-t", &secs.to_string(), "-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "ffmpeg reading HLS: {err}\nlog:\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn playlist_decodes_across_a_ring_wrap_and_keeps_numbering_across_a_restart() {
+    let Some(ffmpeg) = require_tool("ffmpeg") else {
+        return;
+    };
+    let dir = TestDir::new("hls-wrap");
+    let mut d = Daemon::start(&dir.path, &live_config(ID, 2 << 20, "", "", ""));
+    let mut publisher = publish(&ffmpeg, &d, 16);
+    wait_until("the ring to wrap", Duration::from_secs(30), || {
+        window_start(&d) > 0
+    });
+    let before = playlist(&d);
+    assert!(before.segs.len() >= 3, "{before:?}");
+    assert!(
+        before.segs[0].offset >= window_start(&d) - 1,
+        "segments stay inside the window"
+    );
+    ffmpeg_reads_playlist(&ffmpeg, &d, 4);
+    let after = playlist(&d);
+    let first = after.segs[0].seq;
+    assert!(
+        first > before.segs[0].seq,
+        "the window slid: {} → {first}",
+        before.segs[0].seq
+    );
+    for s in after
+        .segs
+        .iter()
+        .filter(|s| s.seq <= before.segs.last().unwrap().seq)
+    {
+        let old = before
+            .segs
+            .iter()
+            .find(|o| o.seq == s.seq)
+            .expect("same numbers");
+        assert_eq!(
+            old, s,
+            "a segment keeps its number, bytes, duration and date"
+        );
+    }
+    assert!(publisher.wait().expect("ffmpeg").success());
+    let ended = playlist(&d);
+    d.kill9();
+    let mut d = Daemon::start_with_config(&dir.path, &d.config_path.clone(), d.port);
+    let restarted = playlist(&d);
+    assert!(
+        !restarted.segs.is_empty(),
+        "segments are rebuilt from the window"
+    );
+    assert_eq!(restarted.target, ended.target);
+    assert_eq!(
+        restarted.segs.last(),
+        ended.segs.last(),
+        "the newest segment survives kill -9"
+    );
+    for s in &restarted.segs {
+        assert!(
+            ended.segs.contains(s),
+            "{s:?} was listed before the restart with that number"
+        );
+    }
+    // A new session continues the numbering after a discontinuity.
+    let last = ended.segs.last().unwrap().clone();
+    let mut publisher = publish(&ffmpeg, &d, 8);
+    wait_until(
+        "the new session's segments",
+        Duration::from_secs(30),
+        || {
+            playlist(&d)
+                .segs
+                .iter()
+                .filter(|s| s.seq > last.seq)
+                .count()
+                >= 3
+        },
+    );
+    let next = playlist(&d);
+    let new = next
+        .segs
+        .iter()
+        .find(|s| s.seq == last.seq + 1)
+        .expect("numbering continues");
+    assert_eq!(new.disc, last.disc + 1, "a new session is a discontinuity");
+    assert!(new.offset >= last.offset + last.len);
+    ffmpeg_reads_playlist(&ffmpeg, &d, 3);
+    assert!(publisher.wait().expect("ffmpeg").success());
+    d.stop(Duration::from_secs(10));
+}
+
+/// The first bytes a follower gets decode without an error (a stream cut mid-GOP does not).
+fn decodes_from_first_byte(ffmpeg: &Path, dir: &TestDir, body: &[u8], name: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write");
+    let out = Command::new(ffmpeg)
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-i"])
+        .arg(&path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "{name} from its first byte: {err}"
+    );
+}
+
+/// Read `n` bytes of a follower (chunked) with `range`, returning (status, X-Live-Start, bytes).
+fn follow(d: &Daemon, range: Option<&str>, n: usize) -> (u16, u64, Vec<u8>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut s = std::net::TcpStream::connect(d.addr()).expect("connect");
+    let range = range.map_or(String::new(), |r| format!("Range: {r}\r\n"));
+    write!(s, "GET /videos/{ID} HTTP/1.1\r\nHost: x\r\n{range}\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    let (status, headers) = read_response_head(&mut r).expect("head");
+    let start = header_in(&headers, "X-Live-Start")
+        .expect("X-Live-Start")
+        .parse()
+        .unwrap();
+    let mut body = Vec::new();
+    while body.len() < n {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let size = usize::from_str_radix(line.trim(), 16).expect("chunk size");
+        assert!(size > 0, "the follower ended early");
+        let mut chunk = vec![0; size + 2];
+        r.read_exact(&mut chunk).unwrap();
+        body.extend_from_slice(&chunk[..size]);
+    }
+    (status, start, body)
+}
+
+#[test]
+fn followers_without_a_start_join_at_the_newest_keyframe() {
+    let Some(ffmpeg) = require_tool("ffmpeg") else {
+        return;
+    };
+    let dir = TestDir::new("hls-join");
+    let mut d = Daemon::start(&dir.path, &live_config(ID, 64 << 20, "", "", ""));
+    let mut publisher = publish(&ffmpeg, &d, 8);
+    wait_until("two segments", Duration::from_secs(30), || {
+        d.get(&format!("/videos/{ID}/index.m3u8"), &[])
+            .text()
+            .matches("#EXTINF")
+            .count()
+            >= 2
+    });
+    for (range, name) in [(None, "plain.ts"), (Some("bytes=0-"), "zero.ts")] {
+        let (status, start, body) = follow(&d, range, 600_000);
+        assert_eq!(status, 200);
+        assert!(start > 0, "{name}: not the oldest byte of the window");
+        let segs = playlist(&d).segs;
+        assert!(
+            segs.iter().any(|s| s.offset + s.len == start),
+            "{name} starts at a keyframe (a segment boundary), got {start}: {segs:?}"
+        );
+        decodes_from_first_byte(&ffmpeg, &dir, &body, name);
+    }
+    // An explicit start is honoured exactly, keyframe or not.
+    let (status, start, _) = follow(&d, Some("bytes=1880-"), 188);
+    assert_eq!((status, start), (206, 1880));
+    assert!(publisher.wait().expect("ffmpeg").success());
+    d.stop(Duration::from_secs(10));
+}
+
+#[test]
+fn playlist_refusals_are_clear() {
+    let dir = TestDir::new("hls-refuse");
+    let cfg = format!(
+        "{}\n[[video]]\nid = \"raw\"\nkind = \"live\"\ncapacity = 65536\n\n[[video]]\nid = \"up\"\nkind = \"upload\"\nsize = 1000\ncontent_type = \"video/mp2t\"\n",
+        live_config(ID, 1 << 20, "", "", "")
+    );
+    let d = Daemon::start(&dir.path, &cfg);
+    let r = d.get("/videos/raw/index.m3u8", &[]);
+    assert_eq!(r.status, 409, "not video/mp2t: {}", r.text());
+    let r = d.get("/videos/up/index.m3u8", &[]);
+    assert_eq!(r.status, 409, "an upload slot: {}", r.text());
+    // No publisher and nothing published: 503 at once, with Retry-After.
+    let r = d.get(&format!("/videos/{ID}/index.m3u8"), &[]);
+    assert_eq!(
+        (r.status, r.header("Retry-After")),
+        (503, Some("1")),
+        "{}",
+        r.text()
+    );
+    let r = request(
+        d.addr(),
+        "POST",
+        &format!("/videos/{ID}/index.m3u8"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 405);
+}
