@@ -10,6 +10,9 @@ use crate::seek::{SeekMap, SeekTable};
 use crate::store::ring::Segment;
 use crate::tsindex::PTS_CLOCK_HZ;
 
+/// The URI of every segment, relative to `/videos/{id}/index.m3u8`: `/videos/{id}/stream.ts`, the
+/// video's bytes under a name with a media extension.
+pub const SEGMENT_URI: &str = "stream.ts";
 /// The media type of a playlist.
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Segment length of a VOD playlist built from a constant byte rate (Apple's recommended 6 s).
@@ -212,7 +215,7 @@ mod tests {
             seg(5000, 376, 1000, 5),
         ];
         let text = render(&Playlist {
-            uri: "/videos/ch",
+            uri: "stream.ts",
             media_sequence: 41,
             segments: &segs,
             vod: false,
@@ -221,7 +224,7 @@ mod tests {
         });
         assert!(text.starts_with("#EXTM3U\n#EXT-X-VERSION:4\n#EXT-X-TARGETDURATION:3\n"));
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:41\n#EXT-X-DISCONTINUITY-SEQUENCE:4\n"));
-        assert!(text.contains("#EXTINF:2.400,\n#EXT-X-BYTERANGE:940@1188\n/videos/ch\n"));
+        assert!(text.contains("#EXTINF:2.400,\n#EXT-X-BYTERANGE:940@1188\nstream.ts\n"));
         assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
         assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.188Z"));
         assert!(!text.contains("ENDLIST"));
@@ -254,7 +257,7 @@ mod tests {
             vec![(0, 600, 6000), (600, 600, 6000), (1200, 100, 1000)]
         );
         let text = render(&Playlist {
-            uri: "/videos/m",
+            uri: "stream.ts",
             media_sequence: 0,
             segments: &segs,
             vod: true,

@@ -700,7 +700,9 @@ fn route_video(
     let respond = Decision::respond;
     let allow = ctx.store.get(id).map_or(ALL_METHODS, video_allow);
     match (sub, head.method) {
-        (None | Some("offset" | "index.m3u8"), Method::Get | Method::Head) if !read_ok => {
+        (None | Some("offset" | "index.m3u8" | "stream.ts"), Method::Get | Method::Head)
+            if !read_ok =>
+        {
             respond(unauthorized(head_only, keep_alive, "reading"))
         }
         (None, Method::Get | Method::Head) => serve_video(head, id, ctx),
@@ -711,6 +713,10 @@ fn route_video(
         (Some("offset"), Method::Get | Method::Head) => respond(offset_query(head, id, ctx)),
         (Some("offset"), _) => respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
         (Some("index.m3u8"), Method::Get | Method::Head) => playlist::playlist(head, id, ctx),
+        // The same bytes under a name with a media extension: HLS segments' URI (ffmpeg's HLS
+        // reader refuses segment URLs without one).
+        (Some("stream.ts"), Method::Get | Method::Head) => serve_video(head, id, ctx),
+        (Some("stream.ts"), _) => respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
         (Some("index.m3u8"), _) => respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
         (Some("fill"), Method::Post) => fill(head, id, ctx),
         (Some("fill"), _) => {

@@ -89,7 +89,7 @@ fn parse(text: &str) -> Parsed {
             let (n, at) = v.split_once('@').expect("len@offset");
             range = Some((at.parse::<u64>().unwrap(), n.parse::<u64>().unwrap()));
         } else if !l.starts_with('#') {
-            assert_eq!(*l, format!("/videos/{ID}"), "segment URI");
+            assert_eq!(*l, "stream.ts", "segment URI (/videos/{ID}/stream.ts)");
             let (offset, len) = range.take().expect("a BYTERANGE before each URI");
             let extinf = extinf.take().expect("an EXTINF before each URI");
             let secs: f64 = extinf.parse().expect("EXTINF seconds");
@@ -352,4 +352,89 @@ fn playlist_refusals_are_clear() {
         b"",
     );
     assert_eq!(r.status, 405);
+}
+
+#[test]
+fn a_file_with_a_seek_table_gets_a_vod_playlist_that_ffmpeg_decodes_whole() {
+    let (Some(ffmpeg), Some(ffprobe)) = (require_tool("ffmpeg"), require_tool("ffprobe")) else {
+        return;
+    };
+    let dir = TestDir::new("hls-vod");
+    let movie = dir.join("movie.ts");
+    let out = Command::new(&ffmpeg)
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-f",
+            "lavfi",
+        ])
+        .args(["-i", "testsrc=size=320x240:rate=25", "-t", "10"])
+        .args([
+            "-c:v", "libx264", "-g", "50", "-pix_fmt", "yuv420p", "-f", "mpegts",
+        ])
+        .arg(&movie)
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index = Command::new(vcache_bin())
+        .arg("index")
+        .arg(&movie)
+        .output()
+        .expect("vcache index");
+    assert!(
+        index.status.success(),
+        "{}",
+        String::from_utf8_lossy(&index.stderr)
+    );
+    let table = String::from_utf8_lossy(&index.stdout).to_string();
+    let cfg = format!(
+        "[server]\ndata_dir = \"data\"\nwrite_token = \"tok\"\n\n[[video]]\nid = \"movie\"\nkind = \"file\"\npath = \"movie.ts\"\n[video.seek]\n{table}"
+    );
+    let d = Daemon::start(&dir.path, &cfg);
+    let r = d.get("/videos/movie/index.m3u8", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(
+        text.contains("#EXT-X-PLAYLIST-TYPE:VOD") && text.ends_with("#EXT-X-ENDLIST\n"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("#EXTINF:2.000,").count(),
+        4,
+        "five 2 s GOPs, the last estimated:\n{text}"
+    );
+    let len = std::fs::metadata(&movie).unwrap().len();
+    let mut next = 0;
+    for l in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-BYTERANGE:"))
+    {
+        let (n, at) = l.split_once('@').unwrap();
+        assert_eq!(at.parse::<u64>().unwrap(), next, "contiguous from byte 0");
+        next += n.parse::<u64>().unwrap();
+    }
+    assert_eq!(next, len, "the segments cover the file");
+    let probe = Command::new(&ffprobe)
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(d.url("/videos/movie/index.m3u8"))
+        .output()
+        .expect("run ffprobe");
+    let frames = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success() && probe.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert_eq!(
+        frames.lines().find(|l| !l.trim().is_empty()).map(str::trim),
+        Some("250"),
+        "{frames}"
+    );
 }

@@ -28,11 +28,11 @@ pub(super) fn playlist(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Deci
         );
         return Decision::respond(error_plan(409, &why, head_only, keep_alive));
     }
-    let uri = format!("/videos/{id}");
+    let uri = hls::SEGMENT_URI;
     match &video.cfg.kind {
-        VideoKind::Live { .. } => live(head, &uri, id, video, ctx),
+        VideoKind::Live { .. } => live(head, uri, id, video, ctx),
         VideoKind::File { .. } | VideoKind::Origin { .. } => {
-            Decision::respond(vod(head, &uri, id, video))
+            Decision::respond(vod(head, uri, id, video))
         }
         VideoKind::Upload { .. } => {
             let why = format!(
