@@ -31,6 +31,25 @@ pub struct MediaSegment {
     pub pdt_ms: Option<u64>,
 }
 
+/// An LL-HLS partial segment: bytes [offset, offset + len).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PartView {
+    pub offset: u64,
+    pub len: u64,
+    pub millis: u64,
+    /// Starts with a keyframe.
+    pub independent: bool,
+}
+
+/// The low-latency part of a live playlist (LL-HLS: `#EXT-X-PART`, blocking reloads).
+pub struct LowLatency<'a> {
+    pub part_target_ms: u64,
+    /// The parts of each listed segment, by index (empty where they are no longer kept).
+    pub segment_parts: &'a [Vec<PartView>],
+    /// The complete parts of the segment being published.
+    pub open_parts: &'a [PartView],
+}
+
 /// What a media playlist shows.
 pub struct Playlist<'a> {
     /// The URI every segment's byte range refers to.
@@ -43,6 +62,29 @@ pub struct Playlist<'a> {
     pub independent: bool,
     /// At least this target duration (a live playlist's never shrinks while the process runs).
     pub min_target_secs: u64,
+    pub low_latency: Option<LowLatency<'a>>,
+}
+
+fn millis_text(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+fn write_parts(out: &mut String, uri: &str, parts: &[PartView]) {
+    for p in parts {
+        assert!(p.len > 0, "an empty part");
+        let _ = writeln!(
+            out,
+            "#EXT-X-PART:DURATION={},URI=\"{uri}\",BYTERANGE=\"{}@{}\"{}",
+            millis_text(p.millis),
+            p.len,
+            p.offset,
+            if p.independent {
+                ",INDEPENDENT=YES"
+            } else {
+                ""
+            }
+        );
+    }
 }
 
 /// A segment's duration rounded up to whole seconds: the target duration must be at least every
@@ -59,8 +101,18 @@ pub fn render(p: &Playlist<'_>) -> String {
         .map(|s| ceil_secs(s.millis))
         .fold(p.min_target_secs.max(1), u64::max);
     let mut out = String::with_capacity(128 + p.segments.len() * 120);
-    out.push_str("#EXTM3U\n#EXT-X-VERSION:4\n");
+    let version = if p.low_latency.is_some() { 6 } else { 4 };
+    let _ = writeln!(out, "#EXTM3U\n#EXT-X-VERSION:{version}");
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
+    if let Some(ll) = &p.low_latency {
+        // PART-HOLD-BACK: at least three part targets (RFC 8216bis §4.4.3.8).
+        let _ = writeln!(
+            out,
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}\n#EXT-X-PART-INF:PART-TARGET={}",
+            millis_text(3 * ll.part_target_ms),
+            millis_text(ll.part_target_ms)
+        );
+    }
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", p.media_sequence);
     if let Some(first) = p.segments.first() {
         let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", first.disc);
@@ -72,7 +124,7 @@ pub fn render(p: &Playlist<'_>) -> String {
         out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
     }
     let mut prev_disc = p.segments.first().map(|s| s.disc);
-    for s in p.segments {
+    for (i, s) in p.segments.iter().enumerate() {
         assert!(s.len > 0, "an empty media segment");
         if prev_disc != Some(s.disc) {
             assert_eq!(
@@ -86,6 +138,13 @@ pub fn render(p: &Playlist<'_>) -> String {
         if let Some(ms) = s.pdt_ms {
             let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", format_iso8601_ms(ms));
         }
+        if let Some(parts) = p
+            .low_latency
+            .as_ref()
+            .and_then(|ll| ll.segment_parts.get(i))
+        {
+            write_parts(&mut out, p.uri, parts);
+        }
         let _ = writeln!(
             out,
             "#EXTINF:{}.{:03},\n#EXT-X-BYTERANGE:{}@{}\n{}",
@@ -95,6 +154,9 @@ pub fn render(p: &Playlist<'_>) -> String {
             s.offset,
             p.uri
         );
+    }
+    if let Some(ll) = &p.low_latency {
+        write_parts(&mut out, p.uri, ll.open_parts);
     }
     if p.vod {
         out.push_str("#EXT-X-ENDLIST\n");
@@ -221,6 +283,7 @@ mod tests {
             vod: false,
             independent: true,
             min_target_secs: 1,
+            low_latency: None,
         });
         assert!(text.starts_with("#EXTM3U\n#EXT-X-VERSION:4\n#EXT-X-TARGETDURATION:3\n"));
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:41\n#EXT-X-DISCONTINUITY-SEQUENCE:4\n"));
@@ -228,6 +291,42 @@ mod tests {
         assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
         assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.188Z"));
         assert!(!text.contains("ENDLIST"));
+    }
+
+    #[test]
+    fn low_latency_lists_parts_before_their_segment_and_the_open_ones_last() {
+        let segs = [seg(0, 3000, 1000, 0)];
+        let part = |offset, len, independent| PartView {
+            offset,
+            len,
+            millis: 200,
+            independent,
+        };
+        let closed = [vec![part(0, 1000, true), part(1000, 2000, false)]];
+        let open = [part(3000, 500, true)];
+        let text = render(&Playlist {
+            uri: "stream.ts",
+            media_sequence: 7,
+            segments: &segs,
+            vod: false,
+            independent: true,
+            min_target_secs: 1,
+            low_latency: Some(LowLatency {
+                part_target_ms: 200,
+                segment_parts: &closed,
+                open_parts: &open,
+            }),
+        });
+        assert!(text.contains("#EXT-X-VERSION:6\n"));
+        assert!(text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600\n#EXT-X-PART-INF:PART-TARGET=0.200\n"));
+        let first = text
+            .find("BYTERANGE=\"1000@0\",INDEPENDENT=YES")
+            .expect("first part");
+        let extinf = text.find("#EXTINF:1.000,").expect("segment");
+        let last = text
+            .find("BYTERANGE=\"500@3000\",INDEPENDENT=YES")
+            .expect("open part");
+        assert!(first < extinf && extinf < last, "{text}");
     }
 
     #[test]
@@ -263,6 +362,7 @@ mod tests {
             vod: true,
             independent,
             min_target_secs: 1,
+            low_latency: None,
         });
         assert!(text.contains("#EXT-X-TARGETDURATION:6\n") && text.ends_with("#EXT-X-ENDLIST\n"));
         let empty = SeekTable {

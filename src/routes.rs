@@ -178,6 +178,8 @@ pub struct WaitFor {
     pub offset: u64,
     generation: u64,
     phase: Option<Phase>,
+    /// A blocking HLS playlist reload waits for this part of a live channel instead of a byte.
+    part: Option<playlist::PartWait>,
 }
 
 impl WaitFor {
@@ -187,6 +189,7 @@ impl WaitFor {
             offset,
             generation: video.generation(),
             phase: video.origin().map(|o| o.phase()),
+            part: None,
         }
     }
 
@@ -196,6 +199,9 @@ impl WaitFor {
         let Some(v) = store.videos.get(&self.video) else {
             return true;
         };
+        if let Some(part) = &self.part {
+            return v.generation() != self.generation || part.met(v);
+        }
         v.generation() != self.generation
             || v.origin().map(|o| o.phase()) != self.phase
             || v.availability(self.offset) != Availability::Pending
@@ -1925,6 +1931,7 @@ fn live_bounded(
                 offset: last,
                 generation: view.ring.state.generation,
                 phase: None,
+                part: None,
             };
             return Decision::act(Action::WaitForBytes(wait));
         }

@@ -438,3 +438,193 @@ fn a_file_with_a_seek_table_gets_a_vod_playlist_that_ffmpeg_decodes_whole() {
         "{frames}"
     );
 }
+
+/// A chunked publisher on a raw socket, so a test decides when each byte lands.
+struct RawPublisher(std::net::TcpStream);
+
+impl RawPublisher {
+    fn open(d: &Daemon) -> RawPublisher {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(d.addr()).expect("connect");
+        write!(
+            s,
+            "PUT /videos/{ID} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .unwrap();
+        RawPublisher(s)
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        write!(self.0, "{:x}\r\n", bytes.len()).unwrap();
+        self.0.write_all(bytes).unwrap();
+        self.0.write_all(b"\r\n").unwrap();
+    }
+}
+
+/// A GET sent now whose answer is read later.
+fn send_get(d: &Daemon, path: &str) -> std::io::BufReader<std::net::TcpStream> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(d.addr()).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    std::io::BufReader::new(s)
+}
+
+/// (EXT-X-PART DURATION seconds, offset, len, independent) of a playlist's part lines, grouped by the
+/// segment they precede (the last group: the open segment's).
+fn parts(text: &str) -> Vec<Vec<(f64, u64, u64, bool)>> {
+    let mut groups = vec![Vec::new()];
+    for l in text.lines() {
+        if let Some(attrs) = tag(l, "#EXT-X-PART") {
+            let attr = |k: &str| {
+                let at = attrs
+                    .find(&format!("{k}="))
+                    .unwrap_or_else(|| panic!("{k} in {l}"))
+                    + k.len()
+                    + 1;
+                attrs[at..]
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .trim_matches('"')
+                    .to_string()
+            };
+            let range = attr("BYTERANGE");
+            let (n, at) = range.split_once('@').unwrap();
+            assert_eq!(attr("URI"), "stream.ts");
+            let d: f64 = attr("DURATION").parse().unwrap();
+            groups.last_mut().unwrap().push((
+                d,
+                at.parse().unwrap(),
+                n.parse().unwrap(),
+                l.ends_with(",INDEPENDENT=YES"),
+            ));
+        } else if !l.starts_with('#') && !l.is_empty() {
+            groups.push(Vec::new());
+        }
+    }
+    groups
+}
+
+#[test]
+fn ll_hls_parts_cover_segments_and_blocking_reloads_answer_when_the_part_lands() {
+    let Some(ffmpeg) = require_tool("ffmpeg") else {
+        return;
+    };
+    let dir = TestDir::new("hls-ll");
+    let src = dir.join("src.ts");
+    let out = Command::new(&ffmpeg)
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-f",
+            "lavfi",
+        ])
+        .args(["-i", "testsrc=size=320x240:rate=25", "-t", "10"])
+        .args([
+            "-c:v", "libx264", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p", "-f", "mpegts",
+        ])
+        .arg(&src)
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ts = std::fs::read(&src).unwrap();
+    let cut = |fraction: usize| ts.len() * fraction / 10 / 188 * 188;
+    let cfg = live_config(ID, 64 << 20, "", "read_wait_ms = 1500", "");
+    let d = Daemon::start(&dir.path, &cfg);
+    let mut p = RawPublisher::open(&d);
+    p.send(&ts[..cut(4)]);
+    let url = format!("/videos/{ID}/index.m3u8");
+    wait_until("two closed segments", Duration::from_secs(10), || {
+        d.get(&url, &[]).text().matches("#EXTINF").count() >= 2
+    });
+    let text = d.get(&url, &[]).text();
+    let pl = parse(&text);
+    assert!(
+        text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600"),
+        "{text}"
+    );
+    assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.200"), "{text}");
+    let groups = parts(&text);
+    assert_eq!(groups.len(), pl.segs.len() + 1);
+    for (seg, group) in pl.segs.iter().zip(&groups) {
+        if group.is_empty() {
+            continue; // the first segment: no frame duration known while it was open
+        }
+        assert!(
+            group[0].3 && group.iter().skip(1).all(|g| !g.3),
+            "only the keyframe part is independent"
+        );
+        assert_eq!(group[0].1, seg.offset, "parts start at their segment");
+        let mut at = seg.offset;
+        for &(secs, offset, len, _) in group {
+            assert!(
+                secs <= 0.2 && secs > 0.0,
+                "part duration {secs} within PART-TARGET"
+            );
+            assert_eq!(offset, at, "parts are contiguous");
+            at += len;
+        }
+        assert_eq!(at, seg.offset + seg.len, "parts cover their segment");
+    }
+    let open = groups.last().unwrap();
+    assert!(
+        !open.is_empty(),
+        "the open segment's complete parts are listed: {text}"
+    );
+    let open_msn = pl.segs.last().unwrap().seq + 1;
+    // The next part is not there yet: the reload blocks until its bytes land.
+    let next_part = open.len();
+    let mut r = send_get(
+        &d,
+        &format!("{url}?_HLS_msn={open_msn}&_HLS_part={next_part}"),
+    );
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut probe = [0u8; 1];
+    let early = std::io::Read::read(&mut r, &mut probe);
+    assert!(early.is_err(), "answered before the part landed");
+    r.get_ref().set_read_timeout(None).unwrap();
+    p.send(&ts[cut(4)..cut(6)]);
+    let (status, _) = read_response_head(&mut r).expect("blocked answer");
+    assert_eq!(status, 200);
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut r, &mut body).unwrap();
+    let after = parts(&body);
+    let listed = parse(&body);
+    assert!(
+        listed.segs.last().unwrap().seq >= open_msn || after.last().unwrap().len() > next_part,
+        "the answer holds the part it waited for:\n{body}"
+    );
+    // Malformed or too far ahead: 400. A part that does not come in time: 503.
+    let last = listed.segs.last().unwrap().seq;
+    assert_eq!(
+        d.get(&format!("{url}?_HLS_msn={}", last + 3), &[]).status,
+        400
+    );
+    assert_eq!(d.get(&format!("{url}?_HLS_part=1"), &[]).status, 400);
+    assert_eq!(d.get(&format!("{url}?_HLS_msn=x"), &[]).status, 400);
+    let r = d.get(&format!("{url}?_HLS_msn={}", last + 2), &[]);
+    assert_eq!(
+        (r.status, r.header("Retry-After")),
+        (503, Some("1")),
+        "{}",
+        r.text()
+    );
+    p.send(&ts[cut(6)..]);
+    p.send(b"");
+    wait_until("the publisher's answer", Duration::from_secs(10), || {
+        video_entry(&d, ID).contains("\"publishing\":false")
+    });
+}

@@ -192,6 +192,42 @@ const MAX_LIVE_KEYFRAMES: usize = 100_000;
 /// jump are left out of the playlist and a discontinuity follows.
 pub const MAX_SEGMENT_TICKS: u64 = 60 * PTS_CLOCK_HZ;
 
+/// The part target of LL-HLS partial segments: a part is as many whole frames as fit in it.
+pub const PART_TARGET_MS: u64 = 200;
+/// Closed segments whose frame starts are kept for their parts (LL-HLS lists the parts of the last
+/// few segments only).
+const PARTS_KEPT_SEGMENTS: usize = 4;
+/// Most frame starts kept per segment (a longer GOP lists no parts past them).
+const MAX_FRAMES_PER_SEGMENT: usize = 4096;
+
+/// An LL-HLS partial segment: bytes [offset, end) from one frame start to a later one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartSpan {
+    pub offset: u64,
+    pub end: u64,
+    pub ticks: u64,
+}
+
+/// The complete parts of a segment whose frames start at `frames` (the first is its keyframe), each
+/// `per_part` frames of `frame_ticks`; the last one ends at `end` if the segment is closed.
+fn parts_of(frames: &[u64], end: Option<u64>, per_part: usize, frame_ticks: u64) -> Vec<PartSpan> {
+    assert!(per_part > 0, "a part holds at least one frame");
+    let mut parts = Vec::with_capacity(frames.len() / per_part + 1);
+    for (i, chunk) in frames.chunks(per_part).enumerate() {
+        let part_end = frames.get((i + 1) * per_part).copied().or(end);
+        let Some(part_end) = part_end else {
+            break; // the open part: not complete yet
+        };
+        let ticks = chunk.len() as u64 * frame_ticks;
+        parts.push(PartSpan {
+            offset: chunk[0],
+            end: part_end,
+            ticks,
+        });
+    }
+    parts
+}
+
 /// One HLS media segment of a channel: the bytes of one keyframe interval of one publish session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
@@ -217,6 +253,12 @@ pub struct LiveIndex {
     pub segments: VecDeque<Segment>,
     /// The longest segment seen since start, in ticks (a playlist's target duration never shrinks).
     pub max_ticks: u64,
+    /// Frame starts of the open segment (its keyframe first), for LL-HLS parts.
+    open_frames: Vec<u64>,
+    /// (seq, frame starts) of the last closed segments.
+    recent_frames: VecDeque<(u64, Vec<u64>)>,
+    /// A frame's duration, from the last closed segment (0 until one has closed).
+    frame_ticks: u64,
 }
 
 /// PTS ticks from `a` forward to `b`, modulo the 33-bit wrap.
@@ -234,10 +276,74 @@ fn unix_ms_now() -> u64 {
 impl LiveIndex {
     fn new(base: u64) -> LiveIndex {
         LiveIndex {
-            indexer: TsIndexer::new(base),
+            indexer: TsIndexer::tracking_frames(base),
             keyframes: VecDeque::new(),
             segments: VecDeque::new(),
             max_ticks: 0,
+            open_frames: Vec::new(),
+            recent_frames: VecDeque::with_capacity(PARTS_KEPT_SEGMENTS + 1),
+            frame_ticks: 0,
+        }
+    }
+
+    /// Frames per LL-HLS part, once a frame's duration is known.
+    fn frames_per_part(&self) -> Option<usize> {
+        let per = (PART_TARGET_MS * (PTS_CLOCK_HZ / 1000)).checked_div(self.frame_ticks)?;
+        Some(per.max(1) as usize)
+    }
+
+    /// The complete parts of the open segment.
+    pub fn open_parts(&self) -> Vec<PartSpan> {
+        match self.frames_per_part() {
+            Some(per) => parts_of(&self.open_frames, None, per, self.frame_ticks),
+            None => Vec::new(),
+        }
+    }
+
+    /// The parts of closed segment `seg`, if its frames are still kept.
+    pub fn closed_parts(&self, seg: &Segment) -> Option<Vec<PartSpan>> {
+        let per = self.frames_per_part()?;
+        let (_, frames) = self.recent_frames.iter().find(|(seq, _)| *seq == seg.seq)?;
+        Some(parts_of(frames, Some(seg.end), per, self.frame_ticks))
+    }
+
+    /// Whether segment `msn` (and its part `part`) is in the playlist: what a blocking playlist
+    /// reload (`_HLS_msn`, `_HLS_part`) waits for.
+    pub fn part_available(&self, n: &SegmentNumbering, msn: u64, part: Option<u64>) -> bool {
+        let open_seq = n.next_seq;
+        if msn < open_seq {
+            return true;
+        }
+        match part {
+            Some(p) if msn == open_seq && n.open_offset != NO_OPEN_SEGMENT => {
+                self.open_parts().len() as u64 > p
+            }
+            _ => false,
+        }
+    }
+
+    /// Frame starts arrived (any order against keyframes: a keyframe splits them by offset).
+    fn add_frames(&mut self, frames: &[Keyframe]) {
+        for f in frames {
+            if self.open_frames.len() < MAX_FRAMES_PER_SEGMENT
+                && self.open_frames.last().is_none_or(|&last| last < f.offset)
+            {
+                self.open_frames.push(f.offset);
+            }
+        }
+    }
+
+    /// The frames before `at` leave the open segment (they belonged to the one just closed, `seq`).
+    fn split_frames(&mut self, at: u64, closed: Option<u64>) {
+        let keep = self.open_frames.partition_point(|&o| o < at);
+        let before: Vec<u64> = self.open_frames.drain(..keep).collect();
+        if let Some(seq) = closed
+            && !before.is_empty()
+        {
+            if self.recent_frames.len() == PARTS_KEPT_SEGMENTS {
+                self.recent_frames.pop_front();
+            }
+            self.recent_frames.push_back((seq, before));
         }
     }
 
@@ -280,11 +386,21 @@ impl LiveIndex {
                 n.disc += u64::from(n.disc_used);
                 n.disc_used = false;
                 n.clock_ms = unix_ms_now();
+                self.split_frames(k.offset, None);
             } else {
+                let seq = n.next_seq;
+                let frames = self.open_frames.partition_point(|&o| o < k.offset) as u64;
                 self.close_segment(n, k.offset, ticks);
+                if let Some(per_frame) = ticks.checked_div(frames) {
+                    self.frame_ticks = per_frame;
+                }
+                self.split_frames(k.offset, Some(seq));
             }
-        } else if n.clock_ms == 0 {
-            n.clock_ms = unix_ms_now();
+        } else {
+            if n.clock_ms == 0 {
+                n.clock_ms = unix_ms_now();
+            }
+            self.split_frames(k.offset, None);
         }
         n.open_offset = k.offset;
         n.clock_pts = k.pts;
@@ -472,8 +588,9 @@ impl LiveRing {
             n.clock_ms = 0;
             let fresh = LiveIndex::new(self.state.head);
             let ix = self.index.get_or_insert(fresh);
-            ix.indexer = TsIndexer::new(self.state.head);
+            ix.indexer = TsIndexer::tracking_frames(self.state.head);
             ix.keyframes.clear();
+            ix.open_frames.clear();
         }
         self.commit.bump();
         self.assert_invariants();
@@ -626,7 +743,10 @@ impl LiveRing {
         let Some(bytes) = self.data.map.get(pos..pos + len) else {
             return;
         };
-        for k in ix.indexer.feed(bytes) {
+        let keyframes = ix.indexer.feed(bytes);
+        let frames = ix.indexer.take_frame_starts();
+        ix.add_frames(&frames);
+        for k in keyframes {
             ix.add_keyframe(&mut self.state.numbering, k);
         }
         ix.trim(window_start);
