@@ -4,6 +4,7 @@
 mod config;
 mod conn;
 mod event_loop;
+mod fmp4;
 mod hls;
 mod http;
 mod index_cmd;

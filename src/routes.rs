@@ -1897,16 +1897,32 @@ fn live_follow(
         sessions_seen: ring.sessions_ended,
         replay: ring.publisher.is_none() && from < view.live_head,
     };
+    let mut parts = VecDeque::from([follow]);
+    if let Some(init) = ring.init_prefix(from).filter(|_| echo.is_none()) {
+        // A joiner of an fMP4 channel starts at a fragment: the session's init segment first.
+        parts.push_front(Part::Bytes(framed_chunk(init, chunked)));
+    }
     let plan = Plan {
         head: rh,
         body: Vec::new(),
-        parts: VecDeque::from([follow]),
+        parts,
         keep_alive: keep,
     };
     let join = Effect::FollowerJoin {
         video: id.to_string(),
     };
     Decision::with(vec![join], Action::Respond(plan))
+}
+
+/// `bytes` as one chunk of the chunked transfer coding (or as they are, for a raw HTTP/1.0 body).
+fn framed_chunk(bytes: &[u8], chunked: bool) -> Vec<u8> {
+    if !chunked {
+        return bytes.to_vec();
+    }
+    let mut out = format!("{:x}\r\n", bytes.len()).into_bytes();
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// A bounded range [first, last] of a live channel; bytes past the head are waited for (at most

@@ -628,3 +628,148 @@ fn ll_hls_parts_cover_segments_and_blocking_reloads_answer_when_the_part_lands()
         video_entry(&d, ID).contains("\"publishing\":false")
     });
 }
+
+/// ffmpeg publishing fragmented MP4 (one fragment per keyframe, a keyframe a second) at 2 Mbit/s.
+fn publish_fmp4(ffmpeg: &Path, d: &Daemon, id: &str, secs: u32) -> Child {
+    Command::new(ffmpeg)
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
+        .args(["-t", &secs.to_string()])
+        .args(["-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p"])
+        .args([
+            "-b:v", "2M", "-minrate", "2M", "-maxrate", "2M", "-bufsize", "1M",
+        ])
+        .args(["-x264-params", "nal-hrd=cbr", "-f", "mp4"])
+        .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
+        .args([
+            "-method",
+            "PUT",
+            "-headers",
+            "Authorization: Bearer tok\r\n",
+        ])
+        .arg(d.url(&format!("/videos/{id}")))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+/// A follower's whole body (the channel has no publisher: it replays to the head and ends), or its
+/// first `n` bytes.
+fn follow_path(d: &Daemon, path: &str, n: usize) -> Vec<u8> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut s = std::net::TcpStream::connect(d.addr()).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    let (status, _) = read_response_head(&mut r).expect("head");
+    assert_eq!(status, 200);
+    let mut body = Vec::new();
+    while body.len() < n {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let size = usize::from_str_radix(line.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        let mut chunk = vec![0; size + 2];
+        r.read_exact(&mut chunk).unwrap();
+        body.extend_from_slice(&chunk[..size]);
+    }
+    body
+}
+
+/// `body` up to the end of its last complete fragment (`mdat`; a follower read is cut anywhere).
+fn whole_boxes(body: &[u8]) -> &[u8] {
+    let (mut at, mut end) = (0usize, 0usize);
+    while let Some(size) = body.get(at..at + 4) {
+        let size = u32::from_be_bytes(size.try_into().unwrap()) as usize;
+        if size < 8 || at + size > body.len() {
+            break;
+        }
+        if &body[at + 4..at + 8] == b"mdat" {
+            end = at + size;
+        }
+        at += size;
+    }
+    &body[..end]
+}
+
+/// ffprobe decodes every video frame of `body` (its complete boxes) without an error; returns how
+/// many.
+fn fmp4_frames(ffprobe: &Path, dir: &TestDir, body: &[u8], name: &str) -> u64 {
+    assert_eq!(
+        body.get(4..8),
+        Some(&b"ftyp"[..]),
+        "{name} starts with the init segment"
+    );
+    let body = whole_boxes(body);
+    let moof = body
+        .windows(4)
+        .position(|w| w == b"moof")
+        .expect("a fragment");
+    assert!(
+        body[moof + 4..].windows(4).any(|w| w == b"mdat"),
+        "{name}: a whole fragment"
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    let out = Command::new(ffprobe)
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .expect("run ffprobe");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "{name}: {err}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name}: frames {text:?}"))
+}
+
+#[test]
+fn fmp4_joiners_get_the_init_segment_and_a_sync_fragment_after_a_wrap_and_a_restart() {
+    let (Some(ffmpeg), Some(ffprobe)) = (require_tool("ffmpeg"), require_tool("ffprobe")) else {
+        return;
+    };
+    let dir = TestDir::new("hls-fmp4");
+    let id = "cam.mp4";
+    let mut d = Daemon::start(&dir.path, &live_config(id, 1 << 20, "", "", ""));
+    let mut publisher = publish_fmp4(&ffmpeg, &d, id, 8);
+    let window = |d: &Daemon| {
+        let e = video_entry(d, id);
+        let at = e.find("\"window_start\":").unwrap() + 15;
+        e[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u64>()
+            .unwrap()
+    };
+    wait_until(
+        "the ring to wrap past the init segment",
+        Duration::from_secs(30),
+        || window(&d) > 0,
+    );
+    let live = follow_path(&d, &format!("/videos/{id}"), 300_000);
+    assert!(fmp4_frames(&ffprobe, &dir, &live, "live.mp4") > 0);
+    assert!(publisher.wait().expect("ffmpeg").success());
+    // kill -9, restart: the init segment comes back from the ring's record, the sync fragment from a
+    // scan of the window.
+    d.kill9();
+    let d = Daemon::start_with_config(&dir.path, &d.config_path.clone(), d.port);
+    assert!(window(&d) > 0);
+    let replay = follow_path(&d, &format!("/videos/{id}"), usize::MAX);
+    let frames = fmp4_frames(&ffprobe, &dir, &replay, "replay.mp4");
+    assert!(frames >= 1, "the last GOP replays: {frames} frames");
+    // An explicit start is exactly that byte, no init in front.
+    let start = window(&d) + 1000;
+    let r = d.get(
+        &format!("/videos/{id}"),
+        &[("Range", &format!("bytes={start}-{}", start + 99))],
+    );
+    assert_eq!(r.status, 206);
+    assert_ne!(r.body.get(4..8), Some(&b"ftyp"[..]));
+}

@@ -19,8 +19,10 @@ pub const KIND_CODE_LIVE: u8 = 3;
 /// Version 1 records hold no segment numbering (read as `SegmentNumbering::default()`).
 const RING_PAYLOAD_V1: u8 = 1;
 const RING_PAYLOAD_V1_LEN: usize = 1 + 6 * 8;
-const RING_PAYLOAD_VERSION: u8 = 2;
-const RING_PAYLOAD_LEN: usize = 1 + 12 * 8;
+const RING_PAYLOAD_V2: u8 = 2;
+const RING_PAYLOAD_V2_LEN: usize = 1 + 12 * 8;
+/// Version 3 adds the fMP4 init segment: offset u64, length u32, bytes.
+const RING_PAYLOAD_VERSION: u8 = 3;
 /// `SegmentNumbering::open_offset` when the current session has no keyframe yet.
 pub const NO_OPEN_SEGMENT: u64 = u64::MAX;
 
@@ -73,6 +75,10 @@ pub struct RingState {
     pub session_start: u64,
     /// HLS segment numbering (media sequence, discontinuities, date-times).
     pub numbering: SegmentNumbering,
+    /// The fMP4 init segment (`ftyp` + `moov`) of the latest session that sent one, and where it
+    /// started; kept in the record because the ring overwrites it (at most `fmp4::MAX_INIT_BYTES`).
+    pub init_offset: u64,
+    pub init: Vec<u8>,
 }
 
 /// How many recent claims keep their time, for the follower delay histogram (claim → send).
@@ -109,11 +115,13 @@ impl RingState {
             floor: 0,
             session_start: 0,
             numbering: SegmentNumbering::default(),
+            init_offset: 0,
+            init: Vec::new(),
         }
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(RING_PAYLOAD_LEN);
+        let mut p = Vec::with_capacity(RING_PAYLOAD_V2_LEN + 12 + self.init.len());
         p.push(RING_PAYLOAD_VERSION);
         for v in [
             self.generation,
@@ -131,14 +139,48 @@ impl RingState {
         ] {
             p.extend_from_slice(&v.to_le_bytes());
         }
-        assert_eq!(p.len(), RING_PAYLOAD_LEN);
+        assert_eq!(p.len(), RING_PAYLOAD_V2_LEN);
+        assert!(
+            self.init.len() <= crate::fmp4::MAX_INIT_BYTES,
+            "an init segment over its bound"
+        );
+        p.extend_from_slice(&self.init_offset.to_le_bytes());
+        p.extend_from_slice(&(self.init.len() as u32).to_le_bytes());
+        p.extend_from_slice(&self.init);
         p
     }
 
+    /// The init segment of a version 3 payload.
+    fn decode_init(p: &[u8]) -> Result<(u64, Vec<u8>), String> {
+        let at = RING_PAYLOAD_V2_LEN;
+        let (Some(off), Some(len)) = (p.get(at..at + 8), p.get(at + 8..at + 12)) else {
+            return Err(format!(
+                "live payload is {} bytes, too short for version 3",
+                p.len()
+            ));
+        };
+        let offset = u64::from_le_bytes(off.try_into().map_err(|_| "init offset")?);
+        let len = u32::from_le_bytes(len.try_into().map_err(|_| "init length")?) as usize;
+        if len > crate::fmp4::MAX_INIT_BYTES {
+            return Err(format!(
+                "live record's init segment is {len} bytes, over the bound"
+            ));
+        }
+        let bytes = p
+            .get(at + 12..at + 12 + len)
+            .ok_or("live record's init segment is cut")?;
+        Ok((offset, bytes.to_vec()))
+    }
+
     pub fn decode(p: &[u8], capacity: u64) -> Result<RingState, String> {
+        let (init_offset, init) = match p.first() {
+            Some(&RING_PAYLOAD_VERSION) => Self::decode_init(p)?,
+            _ => (0, Vec::new()),
+        };
         let want = match p.first() {
             Some(&RING_PAYLOAD_V1) => RING_PAYLOAD_V1_LEN,
-            Some(&RING_PAYLOAD_VERSION) => RING_PAYLOAD_LEN,
+            Some(&RING_PAYLOAD_V2) => RING_PAYLOAD_V2_LEN,
+            Some(&RING_PAYLOAD_VERSION) => RING_PAYLOAD_V2_LEN + 12 + init.len(),
             Some(&other) => return Err(format!("unknown live payload version {other}")),
             None => return Err("live payload is empty".into()),
         };
@@ -149,7 +191,11 @@ impl RingState {
             ));
         }
         let mut v = [0u64; 12];
-        for (i, x) in v.iter_mut().enumerate().take((want - 1) / 8) {
+        for (i, x) in v
+            .iter_mut()
+            .enumerate()
+            .take((want.min(RING_PAYLOAD_V2_LEN) - 1) / 8)
+        {
             let mut b = [0u8; 8];
             b.copy_from_slice(&p[1 + 8 * i..9 + 8 * i]);
             *x = u64::from_le_bytes(b);
@@ -174,6 +220,8 @@ impl RingState {
             floor: v[4],
             session_start: v[5],
             numbering,
+            init_offset,
+            init,
         };
         if st.head > st.intent || st.floor > st.head || st.session_start > st.head || capacity == 0
         {
@@ -469,6 +517,11 @@ pub struct LiveRing {
     /// Keep a keyframe index of each publish session (video/mp2t channels).
     pub ts_index: bool,
     pub index: Option<LiveIndex>,
+    /// Parse fragmented MP4 (video/mp4 channels): the init segment and sync fragments.
+    pub mp4_index: bool,
+    fmp4: Option<crate::fmp4::Fmp4Indexer>,
+    /// The newest `moof` of a sync sample in the window, of the current (or last) session.
+    latest_sync_moof: Option<u64>,
     /// (start offset, when it was claimed) of the most recent claims, oldest first.
     claim_times: VecDeque<(u64, Instant)>,
 }
@@ -496,6 +549,9 @@ impl LiveRing {
             followers: 0,
             ts_index: false,
             index: None,
+            mp4_index: false,
+            fmp4: None,
+            latest_sync_moof: None,
             claim_times: VecDeque::with_capacity(CLAIM_TIMES),
         }
     }
@@ -580,6 +636,10 @@ impl LiveRing {
         self.next_publisher += 1;
         self.publisher = Some(id);
         self.state.session_start = self.state.head;
+        if self.mp4_index {
+            self.fmp4 = Some(crate::fmp4::Fmp4Indexer::new(self.state.head));
+            self.latest_sync_moof = None;
+        }
         if self.ts_index {
             let n = &mut self.state.numbering;
             n.disc += u64::from(n.disc_used);
@@ -647,6 +707,10 @@ impl LiveRing {
 
     /// The offset of the newest keyframe inside the window (of the current or last session), if any.
     pub fn latest_keyframe(&self) -> Option<u64> {
+        if let Some(m) = self.latest_sync_moof {
+            assert!(m <= self.state.head, "a moof past the head");
+            return (m >= self.window_start()).then_some(m);
+        }
         let k = self.index.as_ref()?.keyframes.back()?;
         assert!(k.offset <= self.state.head, "a keyframe past the head");
         (k.offset >= self.window_start()).then_some(k.offset)
@@ -732,8 +796,80 @@ impl LiveRing {
         end
     }
 
+    /// Feed newly published bytes [start, end) (contiguous in the mapping) to the fMP4 parser.
+    fn index_fmp4(&mut self, start: u64, end: u64) {
+        let pos = self.position(start) as usize;
+        let len = (end - start) as usize;
+        let (Some(parser), Some(bytes)) = (self.fmp4.as_mut(), self.data.map.get(pos..pos + len))
+        else {
+            return;
+        };
+        for event in parser.feed(bytes) {
+            match event {
+                crate::fmp4::Fmp4Event::Init { offset, bytes } => {
+                    self.state.init_offset = offset;
+                    self.state.init = bytes;
+                }
+                crate::fmp4::Fmp4Event::Fragment { offset, sync: true } => {
+                    self.latest_sync_moof = Some(offset);
+                }
+                crate::fmp4::Fmp4Event::Fragment { .. } => {}
+            }
+        }
+    }
+
+    /// After a restart: find the newest sync `moof` of the window again (from the session's start
+    /// if it is still in the window, else from the first `moof` found in it).
+    pub fn rebuild_fmp4(&mut self) {
+        if !self.mp4_index {
+            return;
+        }
+        let window_start = self.window_start();
+        let runs = self.mapped_runs(window_start, self.state.head);
+        let session = self.state.session_start;
+        let mut parser: Option<crate::fmp4::Fmp4Indexer> = None;
+        let mut at = window_start;
+        for (a, b) in runs {
+            let Some(bytes) = self.data.map.get(a..b) else {
+                return;
+            };
+            let mut from = 0usize;
+            if parser.is_none() {
+                let start = if session >= at && session < at + bytes.len() as u64 {
+                    Some(session)
+                } else {
+                    crate::fmp4::find_moof(bytes, at)
+                };
+                let Some(start) = start else {
+                    at += bytes.len() as u64;
+                    continue;
+                };
+                from = (start - at) as usize;
+                parser = Some(crate::fmp4::Fmp4Indexer::new(start));
+            }
+            if let Some(p) = parser.as_mut() {
+                for event in p.feed(&bytes[from..]) {
+                    if let crate::fmp4::Fmp4Event::Fragment { offset, sync: true } = event {
+                        self.latest_sync_moof = Some(offset);
+                    }
+                }
+            }
+            at += bytes.len() as u64;
+        }
+    }
+
+    /// The init segment a follower starting at `from` needs first: the channel's, when `from` is past
+    /// it inside the session it belongs to (a follower from the session's start reads it in place).
+    pub fn init_prefix(&self, from: u64) -> Option<&[u8]> {
+        let st = &self.state;
+        let same_session = st.init_offset >= st.session_start;
+        (self.mp4_index && !st.init.is_empty() && same_session && from > st.init_offset)
+            .then_some(st.init.as_slice())
+    }
+
     /// Feed newly published bytes [start, end) (contiguous in the mapping) to the keyframe index.
     fn index_bytes(&mut self, start: u64, end: u64) {
+        self.index_fmp4(start, end);
         let window_start = self.window_start();
         let pos = self.position(start) as usize;
         let len = (end - start) as usize;
@@ -884,8 +1020,18 @@ mod tests {
                 clock_pts: 123_456,
                 clock_ms: 1_700_000_000_123,
             },
+            init_offset: 4000,
+            init: b"ftyp and moov".to_vec(),
         };
         assert_eq!(RingState::decode(&st.encode(), 4096), Ok(st.clone()));
+        // A version 2 record (no init segment) still reads.
+        let mut v2 = st.encode()[..RING_PAYLOAD_V2_LEN].to_vec();
+        v2[0] = RING_PAYLOAD_V2;
+        let older = RingState::decode(&v2, 4096).expect("v2 payload");
+        assert_eq!((older.numbering, older.init.len()), (st.numbering, 0));
+        let mut cut = st.encode();
+        cut.pop();
+        assert!(RingState::decode(&cut, 4096).is_err(), "a cut init segment");
         // A version 1 record (no numbering) still reads, numbered from scratch.
         let mut v1 = st.encode()[..RING_PAYLOAD_V1_LEN].to_vec();
         v1[0] = RING_PAYLOAD_V1;
