@@ -19,6 +19,10 @@ pub enum Fmp4Event {
     Fragment { offset: u64, sync: bool },
 }
 
+/// A top-level box being read: its start offset, kind, bytes left, and its bytes so far when kept
+/// (None: skipped).
+type OpenBox = (u64, [u8; 4], u64, Option<Vec<u8>>);
+
 /// The incremental top-level box parser.
 pub struct Fmp4Indexer {
     /// Offset of the next byte fed.
@@ -26,7 +30,7 @@ pub struct Fmp4Indexer {
     /// Header bytes of the box being started (up to 16).
     header: Vec<u8>,
     /// The box being read: start offset, kind, bytes left, kept bytes (None: skipped).
-    current: Option<(u64, [u8; 4], u64, Option<Vec<u8>>)>,
+    current: Option<OpenBox>,
     init: Vec<u8>,
     init_offset: Option<u64>,
     /// (video track id, its trex default sample flags) from the last `moov`.
