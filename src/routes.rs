@@ -643,7 +643,7 @@ fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
         }
         "/" => {
             return Decision::respond(page(&|| {
-                let html = index_page(ctx);
+                let html = CONSOLE_PAGE;
                 let extra = [("Cache-Control", "no-store".to_string())];
                 let parts = simple_parts(
                     200,
@@ -961,6 +961,10 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
                 o.fetched_bytes()
             ));
         }
+        if let Some(ms) = playlist::duration_ms(v) {
+            out.pop();
+            out.push_str(&format!(",\"duration_ms\":{ms}}}"));
+        }
         if let Some(r) = v.ring() {
             // Insert the live fields before the closing brace of this video's object.
             out.pop();
@@ -1000,96 +1004,9 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
     out
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-/// `GET /`: every video with a player (where browsers can play its type) and a bar of what is cached.
-fn index_page(ctx: &RouteCtx<'_>) -> String {
-    let mut rows = String::new();
-    for (id, v) in &ctx.store.videos {
-        let id_html = html_escape(id);
-        let ct = html_escape(&v.content_type);
-        let len = v.len().max(1);
-        let mut bar = String::new();
-        for (s, e) in v.cached_ranges() {
-            // For a live channel the window is shown within the ring's capacity.
-            let (s, e) = match v.ring() {
-                Some(r) => {
-                    let base = r.state.head.saturating_sub(r.capacity());
-                    (s - base.min(s), e - base.min(e))
-                }
-                None => (s, e),
-            };
-            let left = s as f64 * 100.0 / len as f64;
-            let width = ((e - s) as f64 * 100.0 / len as f64).max(0.2);
-            bar.push_str(&format!(
-                "<span style=\"left:{left:.3}%;width:{width:.3}%\"></span>"
-            ));
-        }
-        let playable = [
-            "video/mp4",
-            "video/webm",
-            "video/ogg",
-            "audio/mp4",
-            "audio/mpeg",
-        ]
-        .iter()
-        .any(|t| v.content_type.starts_with(t));
-        let player = if playable {
-            format!("<video controls preload=\"metadata\" src=\"/videos/{id_html}\"></video>")
-        } else {
-            format!(
-                "<code>ffplay http://HOST/videos/{id_html}</code> <small>({ct} is not played by browsers)</small>"
-            )
-        };
-        let extra = match (v.ring(), v.origin()) {
-            (Some(r), _) => format!(
-                "head {} · window {}–{} · {}",
-                r.state.head,
-                r.window_start(),
-                r.state.head,
-                if r.publisher.is_some() {
-                    "publishing"
-                } else {
-                    "no publisher"
-                }
-            ),
-            (_, Some(o)) => format!("from <code>{}</code>", html_escape(o.url())),
-            _ => String::new(),
-        };
-        let present: u64 = v.cached_ranges().iter().map(|(s, e)| e - s).sum();
-        rows.push_str(&format!(
-            "<section><h2>{id_html} <small>{} · {} bytes · {present} cached · {ct}</small></h2><p>{extra}</p>\
-             <div class=\"bar\" title=\"cached ranges\">{bar}</div>{player}</section>\n",
-            v.cfg.kind_name(),
-            v.len()
-        ));
-    }
-    for p in ctx.problems {
-        if !ctx.store.videos.contains_key(&p.id) {
-            rows.push_str(&format!(
-                "<section><h2>{} <small>not servable</small></h2><p class=\"err\">{}</p></section>\n",
-                html_escape(&p.id),
-                html_escape(&p.message)
-            ));
-        }
-    }
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>vcache</title><style>\
-         body{{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}}\
-         section{{border-top:1px solid #ccc;padding:.5em 0}} small{{color:#666;font-weight:normal}}\
-         .bar{{position:relative;height:10px;background:#eee;margin:.5em 0}}\
-         .bar span{{position:absolute;top:0;height:10px;background:#2a7}} video{{max-width:100%}} .err{{color:#b00}}\
-         </style></head><body><h1>vcache</h1><p>{} videos · <a href=\"/videos\">/videos</a> · \
-         <a href=\"/metrics\">/metrics</a></p>\n{rows}</body></html>\n",
-        ctx.store.videos.len()
-    )
-}
+/// `GET /`: the console page — self-contained (no external scripts, styles or fonts); it renders the
+/// videos from `GET /videos` in the browser and refreshes them every second.
+const CONSOLE_PAGE: &str = include_str!("console/index.html");
 
 /// The byte offset a `?t=` timecode selects, or the response that refuses it.
 fn seek_base(head: &RequestHead, video: &Video, keep_alive: bool) -> Result<u64, Plan> {

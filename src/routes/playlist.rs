@@ -34,6 +34,28 @@ impl PartWait {
     }
 }
 
+/// How long a video plays, where it is known: a live MPEG-TS channel's window (its closed segments),
+/// or a VOD MPEG-TS video's seek table over its length.
+pub(super) fn duration_ms(video: &Video) -> Option<u64> {
+    if !video.content_type.starts_with("video/mp2t") {
+        return None;
+    }
+    if let Some(ring) = video.ring() {
+        let ix = ring.index.as_ref()?;
+        let start = ring.window_start();
+        let ticks: u64 = ix
+            .segments
+            .iter()
+            .filter(|s| s.offset >= start)
+            .map(|s| s.ticks)
+            .sum();
+        return Some(ticks * 1000 / PTS_CLOCK_HZ);
+    }
+    let len = video.len();
+    let (segs, _) = hls::vod_segments(video.cfg.seek.as_ref()?, len).filter(|_| len > 0)?;
+    Some(segs.iter().map(|s| s.millis).sum())
+}
+
 /// The blocking reload a request asks for, if any.
 fn blocking_request(head: &RequestHead) -> Result<Option<PartWait>, String> {
     let Some(q) = head.query.as_deref() else {
