@@ -104,15 +104,18 @@ try {
   page.on("console", m => { if (m.type() === "error") result.consoleErrors.push(m.text()); });
   page.on("pageerror", e => result.consoleErrors.push(`pageerror: ${e.message}`));
   await page.goto(env.BASE + "/");
-  for (const id of [env.VOD, env.TS_LIVE, env.MP4_LIVE, env.SLOT]) {
+  // ONLY=mp4Live: just the live fMP4 player (benches/latency.rs).
+  const only = env.ONLY;
+  const ids = only ? [env.MP4_LIVE] : [env.VOD, env.TS_LIVE, env.MP4_LIVE, env.SLOT];
+  for (const id of ids) {
     await waitFor(page, `the card of ${id}`, i => !!document.querySelector(`section[data-id="${i}"] .bar`), id);
   }
   result.steps.mse = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.64001e"'));
-  await vod(page);
-  await tsLive(page);
+  if (!only) await vod(page);
+  if (!only) await tsLive(page);
   await mp4Live(page);
   result.errorsBeforeUpload = [...result.consoleErrors];
-  await uploadWithCut(page);
+  if (!only) await uploadWithCut(page);
 } catch (e) {
   failed = e.message;
 } finally {
