@@ -1,6 +1,7 @@
 //! vcache: a persistent video cache daemon. `main` only parses the command line and wires the parts:
 //! config → store → event loop (serve), config → report (check), and the offline MPEG-TS indexer.
 
+mod cluster;
 mod config;
 mod conn;
 mod event_loop;
