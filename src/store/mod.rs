@@ -975,6 +975,9 @@ impl StorePaths {
             VideoKind::Live { capacity } => {
                 let mut ring = self.open_ring(&v.id, *capacity)?;
                 ring.ts_index = configured_content_type(v).starts_with("video/mp2t");
+                ring.rebuild_index();
+                ring.mp4_index = configured_content_type(v).starts_with("video/mp4");
+                ring.rebuild_fmp4();
                 Body::Live(Box::new(ring))
             }
             VideoKind::Origin {
