@@ -5,6 +5,8 @@ mod cluster;
 mod config;
 mod conn;
 mod event_loop;
+mod fmp4;
+mod hls;
 mod http;
 mod index_cmd;
 mod metrics;

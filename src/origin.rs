@@ -18,7 +18,7 @@ use crate::http::date::parse_http_date;
 use crate::http::range::parse_content_range;
 use crate::store::Store;
 use crate::store::data_file::prefault_for_write;
-use crate::store::origin::Phase;
+use crate::store::origin::{BlockFetch, Phase, REVALIDATION_BLOCK};
 
 /// Origin connections use tokens from here on (client connections use small ones).
 pub const ORIGIN_TOKEN_BASE: usize = 1 << 40;
@@ -396,6 +396,9 @@ impl Fetcher {
 
     /// With `[cluster] peers`, a block is asked of the other nodes (in rank order) before its origin.
     fn peers_first(&self, mut job: Job, origin: SocketAddr, now: Instant) -> (Job, SocketAddr) {
+        if job.block == REVALIDATION_BLOCK {
+            return (job, origin); // only the origin says whether its object changed
+        }
         let mut peers = self.peers.to_ask(&job.video, now).into_iter();
         match peers.next() {
             Some(first) => {
@@ -843,7 +846,16 @@ fn pick_job(store: &mut Store) -> Option<(Job, SocketAddr)> {
             let Some(addr) = o.addr() else {
                 continue;
             };
-            let Some(fetch) = o.start_fetch() else {
+            // A due revalidation goes before the video's blocks (its readers wait for it).
+            let fetch = if o.start_revalidation() {
+                BlockFetch {
+                    block: REVALIDATION_BLOCK,
+                    first: 0,
+                    last: 0,
+                }
+            } else if let Some(fetch) = o.start_fetch() {
+                fetch
+            } else {
                 continue;
             };
             let job = Job {
@@ -881,7 +893,17 @@ fn request_bytes(store: &Store, job: &Job) -> Vec<u8> {
         job.last,
         env!("CARGO_PKG_VERSION")
     );
-    if !job.validator.is_empty() {
+    if job.block == REVALIDATION_BLOCK {
+        // Has the object changed? A 304 says no; an ETag is asked by If-None-Match, a date by
+        // If-Modified-Since.
+        let v = &job.validator;
+        let header = if v.starts_with('"') || v.starts_with("W/") {
+            "If-None-Match"
+        } else {
+            "If-Modified-Since"
+        };
+        req.push_str(&format!("{header}: {v}\r\n"));
+    } else if !job.validator.is_empty() {
         req.push_str(&format!("If-Range: {}\r\n", job.validator));
     }
     if let (Some(token), Some(_)) = (&job.peer_token, job.via) {
@@ -1143,6 +1165,9 @@ fn start_body(
         Some(o) => (o.len(), o.validator().to_string()),
         None => return fail(&job, None, "the video went away"),
     };
+    if job.block == REVALIDATION_BLOCK {
+        return revalidation_answer(c, store, wake, job, h, known_len, &known_validator);
+    }
     let peer_head;
     let h = match job.via {
         None => h,
@@ -1219,6 +1244,66 @@ fn start_body(
     let extra = extra.to_vec();
     c.state = OState::AwaitSlot { job, answer, extra };
     OStep::Blocked
+}
+
+/// The origin's answer to a revalidation: 304 (or the same object) keeps the cached blocks; another
+/// object replaces them (`OStep::Changed`, never mixed); a failure serves the cached object.
+fn revalidation_answer(
+    c: &mut OriginConn,
+    store: &mut Store,
+    wake: &mut Vec<Token>,
+    job: Job,
+    h: &OriginHead,
+    known_len: Option<u64>,
+    known_validator: &str,
+) -> OStep {
+    let video = job.video.clone();
+    let verdict = match h.status {
+        304 => None,
+        // An origin that ignores conditionals (and Range) sends the object: compare it.
+        200 if h.validator == known_validator && h.content_length == known_len => None,
+        200 => Some(Verdict::Changed {
+            why: format!("the origin's validator is now {}", h.validator),
+            new_length: h.content_length != known_len,
+        }),
+        _ => Some(judge(&job, h, known_len, known_validator)),
+    };
+    let step = match verdict {
+        None | Some(Verdict::Body { .. }) => {
+            let validated = match &verdict {
+                None => "not modified (304)",
+                Some(_) => "unchanged",
+            };
+            log::info!("video {}: revalidated: {validated}", job.video);
+            finish_fetch(store, &job, 0);
+            // A 304 has no body; the byte of a 206 is not wanted.
+            match h.status == 304 && !h.close {
+                true => {
+                    c.state = OState::Idle;
+                    c.deadline = Instant::now() + ORIGIN_IDLE_KEEP;
+                    OStep::Blocked
+                }
+                false => OStep::Close,
+            }
+        }
+        Some(Verdict::Changed { why, new_length }) => {
+            return OStep::Changed {
+                job,
+                why,
+                new_length,
+            };
+        }
+        Some(Verdict::Fail { status, why }) => OStep::Fail(Failure {
+            job,
+            reservation: None,
+            status,
+            why,
+        }),
+    };
+    if let Some(v) = store.get_mut(&video) {
+        v.byte_waiters.wake_all(wake);
+    }
+    step
 }
 
 /// Take the body of a judged answer into the slot: record a newly learned validator, reserve the

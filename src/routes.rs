@@ -2,6 +2,8 @@
 //! send (head bytes plus payload parts that point into a video's mapping), a body to ingest into a slot,
 //! a wait for bytes not yet written, or a wait for a commit. Pure decisions over the store; no socket I/O.
 
+mod playlist;
+
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};
 
@@ -190,6 +192,8 @@ pub struct WaitFor {
     pub offset: u64,
     generation: u64,
     phase: Option<Phase>,
+    /// A blocking HLS playlist reload waits for this part of a live channel instead of a byte.
+    part: Option<playlist::PartWait>,
 }
 
 impl WaitFor {
@@ -199,6 +203,7 @@ impl WaitFor {
             offset,
             generation: video.generation(),
             phase: video.origin().map(|o| o.phase()),
+            part: None,
         }
     }
 
@@ -208,6 +213,9 @@ impl WaitFor {
         let Some(v) = store.videos.get(&self.video) else {
             return true;
         };
+        if let Some(part) = &self.part {
+            return v.generation() != self.generation || part.met(v);
+        }
         v.generation() != self.generation
             || v.origin().map(|o| o.phase()) != self.phase
             || v.availability(self.offset) != Availability::Pending
@@ -665,7 +673,7 @@ fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
         }
         "/" => {
             return Decision::respond(page(&|| {
-                let html = index_page(ctx);
+                let html = CONSOLE_PAGE;
                 let extra = [("Cache-Control", "no-store".to_string())];
                 let parts = simple_parts(
                     200,
@@ -790,7 +798,9 @@ fn route_video(
     let respond = Decision::respond;
     let allow = ctx.store.get(id).map_or(ALL_METHODS, video_allow);
     match (sub, head.method) {
-        (None | Some("offset"), Method::Get | Method::Head) if !read_ok => {
+        (None | Some("offset" | "index.m3u8" | "stream.ts"), Method::Get | Method::Head)
+            if !read_ok =>
+        {
             respond(unauthorized(head_only, keep_alive, "reading"))
         }
         (None, Method::Get | Method::Head) => serve_video(head, id, ctx),
@@ -800,6 +810,12 @@ fn route_video(
         (None, _) => respond(method_not_allowed(allow, head_only, keep_alive)),
         (Some("offset"), Method::Get | Method::Head) => respond(offset_query(head, id, ctx)),
         (Some("offset"), _) => respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
+        (Some("index.m3u8"), Method::Get | Method::Head) => playlist::playlist(head, id, ctx),
+        // The same bytes under a name with a media extension: HLS segments' URI (ffmpeg's HLS
+        // reader refuses segment URLs without one).
+        (Some("stream.ts"), Method::Get | Method::Head) => serve_video(head, id, ctx),
+        (Some("stream.ts"), _) => respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
+        (Some("index.m3u8"), _) => respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
         (Some("fill"), Method::Post) => fill(head, id, ctx),
         (Some("fill"), _) => {
             let allow = ctx.store.get(id).map_or("POST", fill_allow);
@@ -1039,7 +1055,7 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
         if let Some(o) = v.origin() {
             out.pop();
             out.push_str(&format!(
-                ",\"url\":{},\"length\":{},\"validator\":{},\"fill_block\":{},\"fetching_blocks\":{},\"queued_blocks\":{},\"origin_fetches\":{},\"origin_bytes\":{}}}",
+                ",\"url\":{},\"length\":{},\"validator\":{},\"fill_block\":{},\"fetching_blocks\":{},\"queued_blocks\":{},\"origin_fetches\":{},\"origin_bytes\":{},\"disk_bytes\":{}}}",
                 json_string(o.url()),
                 o.len().map_or_else(|| "null".to_string(), |n| n.to_string()),
                 json_string(o.validator()),
@@ -1047,8 +1063,13 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
                 o.fetching_blocks(),
                 o.queued_blocks(),
                 o.fetches(),
-                o.fetched_bytes()
+                o.fetched_bytes(),
+                o.disk_bytes()
             ));
+        }
+        if let Some(ms) = playlist::duration_ms(v) {
+            out.pop();
+            out.push_str(&format!(",\"duration_ms\":{ms}}}"));
         }
         if let Some(r) = v.ring() {
             // Insert the live fields before the closing brace of this video's object.
@@ -1089,96 +1110,9 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
     out
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-/// `GET /`: every video with a player (where browsers can play its type) and a bar of what is cached.
-fn index_page(ctx: &RouteCtx<'_>) -> String {
-    let mut rows = String::new();
-    for (id, v) in &ctx.store.videos {
-        let id_html = html_escape(id);
-        let ct = html_escape(&v.content_type);
-        let len = v.len().max(1);
-        let mut bar = String::new();
-        for (s, e) in v.cached_ranges() {
-            // For a live channel the window is shown within the ring's capacity.
-            let (s, e) = match v.ring() {
-                Some(r) => {
-                    let base = r.state.head.saturating_sub(r.capacity());
-                    (s - base.min(s), e - base.min(e))
-                }
-                None => (s, e),
-            };
-            let left = s as f64 * 100.0 / len as f64;
-            let width = ((e - s) as f64 * 100.0 / len as f64).max(0.2);
-            bar.push_str(&format!(
-                "<span style=\"left:{left:.3}%;width:{width:.3}%\"></span>"
-            ));
-        }
-        let playable = [
-            "video/mp4",
-            "video/webm",
-            "video/ogg",
-            "audio/mp4",
-            "audio/mpeg",
-        ]
-        .iter()
-        .any(|t| v.content_type.starts_with(t));
-        let player = if playable {
-            format!("<video controls preload=\"metadata\" src=\"/videos/{id_html}\"></video>")
-        } else {
-            format!(
-                "<code>ffplay http://HOST/videos/{id_html}</code> <small>({ct} is not played by browsers)</small>"
-            )
-        };
-        let extra = match (v.ring(), v.origin()) {
-            (Some(r), _) => format!(
-                "head {} · window {}–{} · {}",
-                r.state.head,
-                r.window_start(),
-                r.state.head,
-                if r.publisher.is_some() {
-                    "publishing"
-                } else {
-                    "no publisher"
-                }
-            ),
-            (_, Some(o)) => format!("from <code>{}</code>", html_escape(o.url())),
-            _ => String::new(),
-        };
-        let present: u64 = v.cached_ranges().iter().map(|(s, e)| e - s).sum();
-        rows.push_str(&format!(
-            "<section><h2>{id_html} <small>{} · {} bytes · {present} cached · {ct}</small></h2><p>{extra}</p>\
-             <div class=\"bar\" title=\"cached ranges\">{bar}</div>{player}</section>\n",
-            v.cfg.kind_name(),
-            v.len()
-        ));
-    }
-    for p in ctx.problems {
-        if !ctx.store.videos.contains_key(&p.id) {
-            rows.push_str(&format!(
-                "<section><h2>{} <small>not servable</small></h2><p class=\"err\">{}</p></section>\n",
-                html_escape(&p.id),
-                html_escape(&p.message)
-            ));
-        }
-    }
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>vcache</title><style>\
-         body{{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}}\
-         section{{border-top:1px solid #ccc;padding:.5em 0}} small{{color:#666;font-weight:normal}}\
-         .bar{{position:relative;height:10px;background:#eee;margin:.5em 0}}\
-         .bar span{{position:absolute;top:0;height:10px;background:#2a7}} video{{max-width:100%}} .err{{color:#b00}}\
-         </style></head><body><h1>vcache</h1><p>{} videos · <a href=\"/videos\">/videos</a> · \
-         <a href=\"/metrics\">/metrics</a></p>\n{rows}</body></html>\n",
-        ctx.store.videos.len()
-    )
-}
+/// `GET /`: the console page — self-contained (no external scripts, styles or fonts); it renders the
+/// videos from `GET /videos` in the browser and refreshes them every second.
+const CONSOLE_PAGE: &str = include_str!("console/index.html");
 
 /// The byte offset a `?t=` timecode selects, or the response that refuses it.
 fn seek_base(head: &RequestHead, video: &Video, keep_alive: bool) -> Result<u64, Plan> {
@@ -1677,9 +1611,15 @@ pub fn read_ahead(
         return;
     };
     o.move_window(reader, pos, last, since);
-    // Every block the sender reached since its last send was used (once per reader).
+}
+
+/// A reader sent bytes [first, last]: the blocks they came from count as used (each once).
+pub fn sent_through(store: &mut Store, video: &str, reader: ReaderId, first: u64, last: u64) {
+    let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) else {
+        return;
+    };
     let fb = o.fill_block();
-    for b in o.blocks_reached(reader, pos) {
+    for b in o.blocks_reached(reader, first, last) {
         touch_block(store, video, b * fb);
     }
 }
@@ -1762,6 +1702,11 @@ fn origin_first_byte(
     let head_only = head.method == Method::Head;
     let keep_alive = head.keep_alive;
     let wait_ms = ctx.cfg.server.limits.read_wait_ms;
+    // A due revalidation is answered before any cached byte goes out (the wait ends when the origin
+    // said 304, or that the object changed).
+    if video.origin().is_some_and(|o| o.revalidation_pending()) && !ctx.wait_expired {
+        return Some(Action::WaitForBytes(WaitFor::new(id, video, offset)));
+    }
     let retried = !ctx.wants_applied
         && video
             .origin()
@@ -2026,9 +1971,9 @@ fn live_ask(
         .and_then(|r| parse_range_header(r, ctx.cfg.server.limits.max_ranges).ok());
     Ok(match specs.as_deref() {
         None => edge,
-        // `bytes=0-` is what ffmpeg/ffprobe send for any URL: once the ring has wrapped, offset 0 is
-        // gone, and the useful answer is a plain follower from the live edge.
-        Some([RangeSpec::From(0)]) if window_start > 0 => edge,
+        // `bytes=0-` is what ffmpeg, ffplay and VLC send for any URL: it names no start, so it is a
+        // plain follower from the newest keyframe (offset 0 may be gone, or another session's).
+        Some([RangeSpec::From(0)]) => edge,
         Some([RangeSpec::From(a)]) => LiveAsk::Follow {
             from: *a,
             echo: Some(LIVE_OPEN_END),
@@ -2102,16 +2047,32 @@ fn live_follow(
         sessions_seen: ring.sessions_ended,
         replay: ring.publisher.is_none() && from < view.live_head,
     };
+    let mut parts = VecDeque::from([follow]);
+    if let Some(init) = ring.init_prefix(from).filter(|_| echo.is_none()) {
+        // A joiner of an fMP4 channel starts at a fragment: the session's init segment first.
+        parts.push_front(Part::Bytes(framed_chunk(init, chunked)));
+    }
     let plan = Plan {
         head: rh,
         body: Vec::new(),
-        parts: VecDeque::from([follow]),
+        parts,
         keep_alive: keep,
     };
     let join = Effect::FollowerJoin {
         video: id.to_string(),
     };
     Decision::with(vec![join], Action::Respond(plan))
+}
+
+/// `bytes` as one chunk of the chunked transfer coding (or as they are, for a raw HTTP/1.0 body).
+fn framed_chunk(bytes: &[u8], chunked: bool) -> Vec<u8> {
+    if !chunked {
+        return bytes.to_vec();
+    }
+    let mut out = format!("{:x}\r\n", bytes.len()).into_bytes();
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// A bounded range [first, last] of a live channel; bytes past the head are waited for (at most
@@ -2136,6 +2097,7 @@ fn live_bounded(
                 offset: last,
                 generation: view.ring.state.generation,
                 phase: None,
+                part: None,
             };
             return Decision::act(Action::WaitForBytes(wait));
         }

@@ -386,6 +386,8 @@ pub struct TsIndexer {
     probe: Option<PesProbe>,
     /// PTS of video PES headers, collected for `detect_fps` when Some.
     pts_samples: Option<Vec<u64>>,
+    /// Every video PES start with a PTS since the last `take_frame_starts`, when Some (LL-HLS parts).
+    frame_starts: Option<Vec<Keyframe>>,
 }
 
 enum SyncSearch {
@@ -427,7 +429,26 @@ impl TsIndexer {
             video_continuity: None,
             probe: None,
             pts_samples: None,
+            frame_starts: None,
         }
+    }
+
+    /// An indexer that also reports where every video frame (PES with a PTS) starts
+    /// (`take_frame_starts`), keyframe or not.
+    pub fn tracking_frames(base_offset: u64) -> Self {
+        TsIndexer {
+            frame_starts: Some(Vec::new()),
+            ..TsIndexer::new(base_offset)
+        }
+    }
+
+    /// The video frame starts found since the last call, in offset order (empty unless made by
+    /// `tracking_frames`).
+    pub fn take_frame_starts(&mut self) -> Vec<Keyframe> {
+        self.frame_starts
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Scans the next bytes of the stream; returns the keyframes completed by them, with
@@ -716,6 +737,12 @@ impl TsIndexer {
                     return;
                 }
                 PesHeader::Parsed { pts, es_start } => {
+                    if let (Some(frames), Some(pts)) = (&mut self.frame_starts, pts) {
+                        frames.push(Keyframe {
+                            offset: probe.offset,
+                            pts,
+                        });
+                    }
                     if let (Some(samples), Some(pts)) = (&mut self.pts_samples, pts)
                         && samples.len() < MAX_FPS_SAMPLES
                     {

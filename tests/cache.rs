@@ -114,15 +114,16 @@ fn a_budget_bounds_disk_use_under_ten_times_its_size_and_hot_blocks_stay() {
         d.metric("vcache_cache_evicted_blocks_total") > 0,
         "a workload ten times the budget evicted nothing"
     );
-    // The hot object, read whole twice: the second read costs the origin nothing.
+    // The hot object, read whole twice: the second read costs the origin little (S3-FIFO may let a
+    // block or two of it go while it is read, but not the object).
     let whole = |d: &Daemon| read_exact(d, "o0.bin", &data[0], 0, len - 1);
     whole(&d);
     let before = bytes_of(&ng.settled_log());
     whole(&d);
-    assert_eq!(
-        bytes_of(&ng.settled_log()),
-        before,
-        "a hot object just read whole was evicted"
+    let refetched = bytes_of(&ng.settled_log()) - before;
+    assert!(
+        refetched <= len / 8,
+        "a hot object just read whole lost {refetched} of its {len} bytes"
     );
 }
 
@@ -230,7 +231,12 @@ fn kill9_during_eviction_storms_leaves_every_claimed_byte_intact() {
     let data = put_objects(&ng, objects, len);
     let cfg = mount_config(&ng.url("/"), "2MiB", "");
     let mut rng = Rng(99);
-    for round in 0..8 {
+    // CI runs 8 rounds; VCACHE_EVICTION_ROUNDS=200 is the long run (docs/powercut.md's table).
+    let rounds: u64 = std::env::var("VCACHE_EVICTION_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    for round in 0..rounds {
         let mut d = Daemon::start(&dir.path, &cfg);
         // What survived the last kill is intact, and within the budget.
         let checked = check_cached(&d, &data, &format!("round {round}, after restart"));
@@ -278,4 +284,145 @@ fn check_cached(d: &Daemon, data: &[Vec<u8>], when: &str) -> u64 {
         }
     }
     checked
+}
+
+#[test]
+fn revalidation_keeps_blocks_on_304_and_replaces_a_changed_object() {
+    let dir = TestDir::new("cache-revalidate");
+    let Some(ng) = Nginx::start(&dir.path) else {
+        return;
+    };
+    let len = 300 * KIB;
+    let old = source(len, 5);
+    ng.put("o0.bin", &old, 1_600_000_000);
+    let cfg = mount_config(&ng.url("/"), "64MiB", "").replace(
+        "fill_block = \"64KiB\"",
+        "fill_block = \"64KiB\"\nrevalidate_after = 1",
+    );
+    let d = Daemon::start(&dir.path, &cfg);
+    read_exact(&d, "o0.bin", &old, 0, len - 1);
+    let fetched = bytes_of(&ng.settled_log());
+    // Within revalidate_after: served from the cache, the origin is not asked.
+    let asked = ng.settled_log().len();
+    read_exact(&d, "o0.bin", &old, 0, len - 1);
+    assert_eq!(
+        ng.settled_log().len(),
+        asked,
+        "asked the origin before revalidate_after"
+    );
+    // The period passing is what is tested: the next read asks first, and a 304 keeps the blocks.
+    std::thread::sleep(Duration::from_millis(1200));
+    read_exact(&d, "o0.bin", &old, 0, len - 1);
+    let log = ng.settled_log();
+    let conditional = &log[asked..];
+    assert_eq!(
+        conditional.len(),
+        1,
+        "one conditional request: {conditional:?}"
+    );
+    assert_eq!(conditional[0].status, 304, "{conditional:?}");
+    assert_eq!(bytes_of(&log), fetched, "a 304 refetched bytes");
+    // A changed object: the next read after the period gets the new bytes, never a mix.
+    let new = source(len, 6);
+    ng.put("o0.bin", &new, 1_700_000_000);
+    std::thread::sleep(Duration::from_millis(1200));
+    read_exact(&d, "o0.bin", &new, 0, len - 1);
+    read_exact(&d, "o0.bin", &new, 1000, 200_000);
+}
+
+#[test]
+fn a_slow_reader_gets_its_bytes_or_a_cut_while_evictions_churn_around_it() {
+    let dir = TestDir::new("cache-slow-reader");
+    let Some(ng) = Nginx::start(&dir.path) else {
+        return;
+    };
+    let (objects, len) = (16, 2 << 20);
+    let data = put_objects(&ng, objects, len);
+    let d = Daemon::start(
+        &dir.path,
+        &mount_config(&ng.url("/"), "2MiB", "read_ahead_blocks = 1"),
+    );
+    let addr = d.addr();
+    let churn_data = data.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn_stop = stop.clone();
+    let churn = std::thread::spawn(move || {
+        let mut rng = Rng(3);
+        while !churn_stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let obj = 1 + rng.below(objects as u64 - 1) as usize;
+            let first = rng.below(len - BLOCK);
+            let range = format!("bytes={first}-{}", first + BLOCK - 1);
+            let r = request(
+                addr,
+                "GET",
+                &format!("/videos/films/o{obj}.bin"),
+                &[("Range", &range)],
+                b"",
+            );
+            assert_eq!(r.status, 206, "{}", r.text());
+            let want = &churn_data[obj][first as usize..(first + BLOCK) as usize];
+            assert!(r.body == want, "churn read of o{obj} {range} differs");
+        }
+    });
+    // The slow reader: the whole of o0, 16 KiB at a time with pauses (a player at its own pace).
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /videos/films/o0.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        // The pause is the reader's pace, not a wait for something.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    churn.join().expect("the churning reader failed");
+    let body_at = find(&got, b"\r\n\r\n", 0).expect("a response head") + 4;
+    let body = &got[body_at..];
+    assert!(!body.is_empty(), "the slow reader got nothing");
+    assert_bytes(body, &data[0][..body.len()], "the slow reader's bytes");
+    assert!(
+        d.metric("vcache_cache_evicted_blocks_total") > 0,
+        "nothing was evicted around the slow reader"
+    );
+}
+
+#[test]
+fn recency_survives_a_restart_so_the_hot_set_is_not_evicted_first() {
+    let dir = TestDir::new("cache-recency");
+    let Some(ng) = Nginx::start(&dir.path) else {
+        return;
+    };
+    let (objects, len) = (12, 512 * KIB);
+    let data = put_objects(&ng, objects, len);
+    let cfg = mount_config(&ng.url("/"), "2MiB", "read_ahead_blocks = 0");
+    let mut d = Daemon::start(&dir.path, &cfg);
+    // o0 is hot (read whole three times); o1..o3 fill the rest of the budget once.
+    for _ in 0..3 {
+        read_exact(&d, "o0.bin", &data[0], 0, len - 1);
+    }
+    for (i, bytes) in data.iter().enumerate().take(4).skip(1) {
+        read_exact(&d, &format!("o{i}.bin"), bytes, 0, len - 1);
+    }
+    assert!(d.stop(Duration::from_secs(15)).success());
+    let d = Daemon::start(&dir.path, &cfg);
+    // Cold objects push half the budget out.
+    for (i, bytes) in data.iter().enumerate().take(6).skip(4) {
+        read_exact(&d, &format!("o{i}.bin"), bytes, 0, len - 1);
+    }
+    let before = ng.settled_log().len();
+    read_exact(&d, "o0.bin", &data[0], 0, len - 1);
+    let log = ng.settled_log();
+    assert_eq!(
+        bytes_of(&log[before..]),
+        0,
+        "the hot object was evicted first after a restart: {:?}",
+        &log[before..]
+    );
 }

@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod origin;
+pub mod policy;
+pub mod trace;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -19,10 +19,10 @@ pub const RANGE: u64 = MIB;
 
 /// One response: status, time from sending the request to the first body byte and to the last.
 pub struct Got {
-    status: u16,
-    ttfb: Duration,
-    total: Duration,
-    len: u64,
+    pub status: u16,
+    pub ttfb: Duration,
+    pub total: Duration,
+    pub len: u64,
 }
 
 /// A keep-alive HTTP/1.1 client that reconnects when the server closes.
@@ -199,7 +199,8 @@ impl Conn {
     }
 }
 
-/// The origin: nginx serving `www/film.mp4`, one access log line of `$body_bytes_sent` per response.
+/// The origin: nginx serving `www/film.mp4`, one access log line per response: `$body_bytes_sent`,
+/// then the path and the Range asked for (to see what a cache fetched).
 pub struct Origin {
     _p: Proc,
     pub port: u16,
@@ -208,15 +209,20 @@ pub struct Origin {
 
 impl Origin {
     fn bytes(&self) -> u64 {
+        self.responses().iter().sum()
+    }
+
+    /// The body bytes of each origin response so far, in the order they ended.
+    pub fn responses(&self) -> Vec<u64> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| l.trim().parse::<u64>().ok())
-            .sum()
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .collect()
     }
 
     /// The byte count once it stopped moving (responses are logged when they end).
-    fn settled(&self) -> u64 {
+    pub fn settled(&self) -> u64 {
         let start = Instant::now();
         let mut last = self.bytes();
         let mut stable = 0;
@@ -273,7 +279,7 @@ pub fn start_origin(dir: &Path, rate: &str) -> Result<Origin, String> {
         format!("limit_rate {rate};")
     };
     let conf = format!(
-        "{}http {{ log_format bytes '$body_bytes_sent'; access_log {} bytes;\n\
+        "{}http {{ log_format bytes '$body_bytes_sent $uri $http_range'; access_log {} bytes;\n\
          sendfile on; tcp_nopush on; keepalive_requests 1000000; keepalive_timeout 300s;\n{}\
          server {{ listen 127.0.0.1:{port}; root {d}/www; location / {{ {limit} }} }} }}\n",
         nginx_common(dir, "origin", 1),

@@ -1100,6 +1100,10 @@ impl Conn {
             Err(stop) => return stop.into(),
         };
         *pos += wrote.payload;
+        if let (Some(Held::Reader { reader, .. }), true) = (&self.reading, wrote.payload > 0) {
+            // Every block the bytes just sent came from counts as used.
+            routes::sent_through(ctx.store, video, *reader, *pos - wrote.payload, *pos - 1);
+        }
         self.waiting_bytes_until = None;
         self.note_sent(ctx, &wrote);
         Step::Progress

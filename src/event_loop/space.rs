@@ -16,6 +16,8 @@ use super::Server;
 /// How often the file system's free space is looked at (for `min_free`) and recency is saved.
 const FS_FREE_EVERY: Duration = Duration::from_millis(500);
 const RECENCY_EVERY: Duration = Duration::from_secs(60);
+/// Evictions keep 1/32 of the budget free ahead of demand.
+const HEADROOM_DIVISOR: u64 = 32;
 /// Most victims tried per turn (a ring of pinned blocks is not walked without end).
 const MAX_VICTIMS_PER_TURN: usize = 4096;
 
@@ -32,8 +34,10 @@ impl Server {
         }
         queue_wants(&mut self.store, &self.create_granted);
         grant(&mut self.store, space_worker, &mut self.create_granted);
-        // A lowered max_size (or a filling disk): come back under the limit.
-        let over = self.store.space.shortfall(0);
+        // Keep some room free ahead of demand (an eviction waits for a durable record before its
+        // punch, so a fill that has to wait for one is slow); and come back under a lowered limit.
+        let headroom = self.store.space.limit().map_or(0, |l| l / HEADROOM_DIVISOR);
+        let over = self.store.space.shortfall(headroom);
         if over > 0 {
             evict(&mut self.store, over);
         }
@@ -82,10 +86,7 @@ impl Server {
         let takes = space::on_disk((start + fb).min(slot.data.len) - start);
         self.store.space.release(granted.saturating_sub(takes));
         if takes > 0 {
-            self.store
-                .space
-                .policy
-                .insert((id.to_string(), b), space::epoch_now());
+            self.store.space.policy.insert_new((id.to_string(), b));
         }
     }
 
@@ -305,7 +306,7 @@ fn apply_done(store: &mut Store, done: SpaceDone) {
                     done.video,
                     done.block
                 );
-                space.policy.insert(key, 0);
+                space.policy.insert_new(key);
             }
         }
         return;
@@ -314,7 +315,7 @@ fn apply_done(store: &mut Store, done: SpaceDone) {
         return;
     }
     if done.result.is_ok() {
-        space.policy.insert(key, space::epoch_now());
+        space.policy.insert_new(key);
     } else {
         space.release(bytes);
     }

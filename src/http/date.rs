@@ -96,6 +96,21 @@ fn month_name(month: u32) -> &'static str {
         .unwrap_or("Jan")
 }
 
+/// "2023-11-14T22:13:20.123Z": ISO 8601 / RFC 3339 in UTC with milliseconds (HLS
+/// `#EXT-X-PROGRAM-DATE-TIME`), from milliseconds since the epoch.
+pub fn format_iso8601_ms(unix_ms: u64) -> String {
+    let seconds = (unix_ms / 1000) as i64;
+    let millis = unix_ms % 1000;
+    let (year, month, day) = civil_from_days(seconds.div_euclid(SECONDS_PER_DAY));
+    let second_of_day = seconds.rem_euclid(SECONDS_PER_DAY);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60
+    )
+}
+
 thread_local! {
     /// (unix second, its formatted date) of the last `format_http_date` call on this thread: a video's
     /// Last-Modified is the same on every response, so it is formatted once, not per request.
@@ -295,6 +310,15 @@ fn parse_time_of_day(s: &str) -> Option<(u32, u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso8601_with_millis() {
+        assert_eq!(format_iso8601_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_iso8601_ms(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
+    }
 
     fn at(seconds: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(seconds)

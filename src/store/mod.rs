@@ -975,6 +975,9 @@ impl StorePaths {
             VideoKind::Live { capacity, .. } => {
                 let mut ring = self.open_ring(&v.id, *capacity)?;
                 ring.ts_index = configured_content_type(v).starts_with("video/mp2t");
+                ring.rebuild_index();
+                ring.mp4_index = configured_content_type(v).starts_with("video/mp4");
+                ring.rebuild_fmp4();
                 Body::Live(Box::new(ring))
             }
             VideoKind::Origin {
@@ -984,19 +987,20 @@ impl StorePaths {
                 path,
                 fill_block,
                 size,
-                ..
-            } => Body::Origin(Box::new(self.open_origin(
-                &v.id,
-                OriginSpec {
+                revalidate_after,
+            } => {
+                let spec = OriginSpec {
                     url,
                     host,
                     port: *port,
                     path,
                     fill_block: *fill_block,
                     size: *size,
-                },
-                resolved,
-            )?)),
+                };
+                let mut o = self.open_origin(&v.id, spec, resolved)?;
+                o.set_revalidate_after(*revalidate_after);
+                Body::Origin(Box::new(o))
+            }
         };
         Ok(Video {
             cfg: v.clone(),
@@ -1866,8 +1870,16 @@ fn describe_origin(
         v if v.is_empty() => "unknown".to_string(),
         v => format!("known ({v})"),
     };
+    // Disk use of the (sparse) data file: what it occupies, as the file system counts it.
+    let dpath = mpath.with_extension("data");
+    let disk = std::fs::metadata(&dpath)
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            format!("{} on disk", m.blocks() * 512)
+        })
+        .unwrap_or_else(|_| "no data file".to_string());
     Ok(format!(
-        "origin video at {url}, {} bytes, {} cached in {} ranges, validator {validator}",
+        "origin video at {url}, {} bytes, {} cached in {} ranges ({disk}), validator {validator}",
         rec.data_len,
         st.presence.present_bytes(),
         st.presence.ranges().len(),

@@ -15,6 +15,18 @@ use super::{Availability, Slot};
 /// A reader of an origin video (its connection's token): what it holds is given back when it goes.
 pub type ReaderId = usize;
 
+/// The "block" of a revalidation: a conditional request about the whole object, not a fetch.
+pub const REVALIDATION_BLOCK: u64 = u64::MAX;
+
+/// Where a revalidation (`revalidate_after`) stands. While one is wanted or in flight, cached bytes
+/// read as pending: readers wait for the origin's answer (a 304, or the new object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revalidation {
+    Idle,
+    Wanted,
+    InFlight,
+}
+
 /// Most blocks queued per video for readers. The rest of a longer range waits as a pending span and
 /// is queued as room appears, so a reader past the cap is never stalled.
 pub const MAX_CLIENT_BLOCKS: usize = 65_536;
@@ -241,6 +253,11 @@ pub struct OriginVideo {
     negative_ttl: std::time::Duration,
     /// The block the last learning fetch asked for.
     learn_block: Option<u64>,
+    /// `revalidate_after`, and when the cached object's validator was last confirmed (None: not
+    /// since start).
+    revalidate_after: Option<std::time::Duration>,
+    validated_at: Option<Instant>,
+    revalidation: Revalidation,
 }
 
 impl OriginVideo {
@@ -277,6 +294,9 @@ impl OriginVideo {
             parked_warm: BTreeSet::new(),
             negative_ttl: std::time::Duration::from_secs(crate::config::DEFAULT_NEGATIVE_TTL_SECS),
             learn_block: None,
+            revalidate_after: None,
+            validated_at: None,
+            revalidation: Revalidation::Idle,
         }
     }
 
@@ -535,7 +555,9 @@ impl OriginVideo {
 
     /// Whether a reader's block waits (a fetcher serves these videos before warm-ups).
     pub fn has_client_work(&self) -> bool {
-        !self.client.order.is_empty() || !self.client.pending.is_empty()
+        !self.client.order.is_empty()
+            || !self.client.pending.is_empty()
+            || self.revalidation == Revalidation::Wanted
     }
 
     /// The next block to fetch (readers' before warm-ups'), skipping blocks that meanwhile arrived, and
@@ -618,6 +640,9 @@ impl OriginVideo {
     /// The fetch of `block` read its answer; the rest of a block that was asked for in part (a hole
     /// after present bytes) is wanted again.
     pub fn fetch_done(&mut self, block: u64, reservation: u64) {
+        if block == REVALIDATION_BLOCK {
+            return self.revalidated();
+        }
         self.end_fetch(block, Some(reservation));
         if self.slot().is_some() && self.block_missing(block) {
             self.requeue(block, false);
@@ -626,6 +651,15 @@ impl OriginVideo {
 
     /// The fetch of `block` failed: the readers waiting now get `status`; bytes that arrived stay.
     pub fn fetch_failed(&mut self, block: u64, reservation: Option<u64>, status: u16, why: String) {
+        if block == REVALIDATION_BLOCK {
+            // The origin could not say: the cached object is served (nginx's
+            // `proxy_cache_use_stale error`), and asked about again after another period.
+            log::warn!(
+                "{}: revalidation failed ({why}); serving the cached object",
+                self.url
+            );
+            return self.revalidated();
+        }
         self.end_fetch(block, reservation);
         let at = Instant::now();
         self.failures
@@ -634,6 +668,10 @@ impl OriginVideo {
 
     /// The fetch of `block` did not happen or was aborted: fetch it again, `first` for a retry.
     pub fn fetch_again(&mut self, block: u64, reservation: Option<u64>, first: bool) {
+        if block == REVALIDATION_BLOCK {
+            self.revalidation = Revalidation::Wanted;
+            return;
+        }
         self.end_fetch(block, reservation);
         self.requeue(block, first);
     }
@@ -662,6 +700,7 @@ impl OriginVideo {
     /// `last`), whose missing blocks are wanted. Returns the window's first block when it moved (the
     /// caller counts it as an access).
     pub fn read_window(&mut self, reader: ReaderId, pos: u64, last: u64, since: Instant) -> bool {
+        self.note_read();
         let fb = self.fill_block;
         let first = pos / fb;
         let last_block = (last / fb).min(first.saturating_add(self.read_ahead));
@@ -690,15 +729,20 @@ impl OriginVideo {
         self.read_window(reader, pos, last, since)
     }
 
-    /// Reader `reader` sends from the block of `pos` now: the blocks it reached since its last send
-    /// (one, or several small ones a send crossed), each counted once.
-    pub fn blocks_reached(&mut self, reader: ReaderId, pos: u64) -> std::ops::Range<u64> {
-        let b = pos / self.fill_block;
-        match self.sent_from.insert(reader, b) {
-            Some(prev) if prev < b => prev + 1..b + 1,
-            Some(prev) if prev == b => b..b,
-            _ => b..b + 1,
-        }
+    /// Reader `reader` sent bytes [first, last]: the blocks they came from that it had not sent from
+    /// just before, each counted once (a send may cross several small blocks).
+    pub fn blocks_reached(
+        &mut self,
+        reader: ReaderId,
+        first: u64,
+        last: u64,
+    ) -> std::ops::Range<u64> {
+        let (a, b) = (first / self.fill_block, last / self.fill_block);
+        let from = match self.sent_from.insert(reader, b) {
+            Some(prev) if (a..=b).contains(&prev) => prev + 1,
+            _ => a,
+        };
+        from..b + 1
     }
 
     /// Reader `reader` went (or its response ended): its window no longer holds blocks.
@@ -707,6 +751,53 @@ impl OriginVideo {
         if let Some(old) = self.interests.remove(&reader) {
             self.add_demand(old, -1);
         }
+    }
+}
+
+/// Revalidation: once the validator is older than `revalidate_after`, the next read asks the origin
+/// whether the object changed before any cached byte is served again.
+impl OriginVideo {
+    pub fn set_revalidate_after(&mut self, secs: Option<u64>) {
+        self.revalidate_after = secs.map(std::time::Duration::from_secs);
+    }
+
+    fn revalidation_due(&self) -> bool {
+        self.phase() == Phase::Ready
+            && self
+                .revalidate_after
+                .is_some_and(|after| self.validated_at.is_none_or(|t| t.elapsed() >= after))
+    }
+
+    /// A read arrived: if the validator is due, a conditional request is wanted first.
+    fn note_read(&mut self) {
+        if self.revalidation == Revalidation::Idle && self.revalidation_due() {
+            self.revalidation = Revalidation::Wanted;
+        }
+    }
+
+    /// Take a wanted revalidation for a connection (once).
+    pub fn start_revalidation(&mut self) -> bool {
+        let wanted = self.revalidation == Revalidation::Wanted;
+        if wanted {
+            self.revalidation = Revalidation::InFlight;
+            self.fetches += 1;
+        }
+        wanted
+    }
+
+    /// The origin confirmed the cached object (a 304, or the same validator and length).
+    fn revalidated(&mut self) {
+        self.revalidation = Revalidation::Idle;
+        self.validated_at = Some(Instant::now());
+    }
+
+    fn revalidating(&self) -> bool {
+        self.revalidation != Revalidation::Idle
+    }
+
+    /// A read now would wait for a revalidation (one is due, wanted or in flight).
+    pub fn revalidation_pending(&self) -> bool {
+        self.revalidating() || self.revalidation_due()
     }
 }
 
@@ -768,6 +859,18 @@ impl OriginVideo {
         let seq = slot.commit.claim_seq;
         self.space.evicting(b, seq);
         Ok(())
+    }
+
+    /// Bytes its allocated blocks occupy on disk (what counts against `[cache] max_size`).
+    pub fn disk_bytes(&self) -> u64 {
+        self.space
+            .allocated()
+            .iter()
+            .map(|&b| {
+                let (a, e) = self.block_span(b);
+                super::space::on_disk(e - a)
+            })
+            .sum()
     }
 
     /// Evicted blocks whose withdrawal is durable now: the space thread punches them.
@@ -851,6 +954,7 @@ impl OriginVideo {
             slot.commit.bump();
         }
         let total = slot.data.len;
+        self.validated_at = Some(Instant::now());
         // The commit worker allocated the learning fetch's block with the files (`CreateJob::allocate`).
         let learned = self
             .learn_block
@@ -877,6 +981,10 @@ impl OriginVideo {
     /// nothing follows), let the next fetch learn the new validator, and fetch `block` again. A new
     /// length also means new files: the video is `Forgetting` until that record is durable.
     pub fn object_changed(&mut self, block: u64, new_length: bool) {
+        let revalidation = block == REVALIDATION_BLOCK;
+        if revalidation {
+            self.revalidated();
+        }
         self.inflight.remove(&block);
         if let Some(s) = self.slot_mut() {
             // Reservations of other fetches end here (the fetcher aborts them right after).
@@ -890,7 +998,9 @@ impl OriginVideo {
                 other => other,
             };
         }
-        self.requeue(block, false);
+        if !revalidation {
+            self.requeue(block, false);
+        }
     }
 
     /// The record forgetting the old object is durable: close its files (the commit worker removes
@@ -942,6 +1052,9 @@ impl OriginVideo {
         if let Some(s) = self.slot() {
             if offset >= s.data.len {
                 return Availability::Absent;
+            }
+            if self.revalidating() {
+                return Availability::Pending;
             }
             if let Some(end) = s.presence.run_end(offset) {
                 return Availability::Present(end);

@@ -16,8 +16,48 @@ use crate::tsindex::{Keyframe, PTS_CLOCK_HZ, PTS_MODULUS, TS_PACKET_SIZE, TsInde
 
 /// `MetaRecord::video_kind` of a live ring.
 pub const KIND_CODE_LIVE: u8 = 3;
-const RING_PAYLOAD_VERSION: u8 = 1;
-const RING_PAYLOAD_LEN: usize = 1 + 6 * 8;
+/// Version 1 records hold no segment numbering (read as `SegmentNumbering::default()`).
+const RING_PAYLOAD_V1: u8 = 1;
+const RING_PAYLOAD_V1_LEN: usize = 1 + 6 * 8;
+const RING_PAYLOAD_V2: u8 = 2;
+const RING_PAYLOAD_V2_LEN: usize = 1 + 12 * 8;
+/// Version 3 adds the fMP4 init segment: offset u64, length u32, bytes.
+const RING_PAYLOAD_VERSION: u8 = 3;
+/// `SegmentNumbering::open_offset` when the current session has no keyframe yet.
+pub const NO_OPEN_SEGMENT: u64 = u64::MAX;
+
+/// How the HLS segments of a channel are numbered, persisted in every ring record so that media
+/// sequence numbers, discontinuity numbers and program date-times continue across restarts and ring
+/// wraps (they are never derived from process memory). A segment is one keyframe interval (GOP) of a
+/// publish session; it gets its number when the next keyframe of the same session closes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentNumbering {
+    /// The media sequence number the open segment will get when it closes.
+    pub next_seq: u64,
+    /// Offset of the keyframe that starts the open segment (`NO_OPEN_SEGMENT` if none).
+    pub open_offset: u64,
+    /// Discontinuity number of the current session's segments.
+    pub disc: u64,
+    /// Whether a segment has been numbered in `disc` (the next session then takes `disc + 1`).
+    pub disc_used: bool,
+    /// PTS (90 kHz) of the open segment's keyframe and its program date-time (ms since the epoch);
+    /// `clock_ms == 0`: the session has no clock yet.
+    pub clock_pts: u64,
+    pub clock_ms: u64,
+}
+
+impl Default for SegmentNumbering {
+    fn default() -> Self {
+        SegmentNumbering {
+            next_seq: 0,
+            open_offset: NO_OPEN_SEGMENT,
+            disc: 0,
+            disc_used: false,
+            clock_pts: 0,
+            clock_ms: 0,
+        }
+    }
+}
 
 /// What a ring's metadata records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +73,12 @@ pub struct RingState {
     pub floor: u64,
     /// Where the current (or last) publish session started: the alignment base for TS followers.
     pub session_start: u64,
+    /// HLS segment numbering (media sequence, discontinuities, date-times).
+    pub numbering: SegmentNumbering,
+    /// The fMP4 init segment (`ftyp` + `moov`) of the latest session that sent one, and where it
+    /// started; kept in the record because the ring overwrites it (at most `fmp4::MAX_INIT_BYTES`).
+    pub init_offset: u64,
+    pub init: Vec<u8>,
 }
 
 /// How many recent claims keep their time, for the follower delay histogram (claim → send).
@@ -68,11 +114,14 @@ impl RingState {
             intent: intent_step(capacity),
             floor: 0,
             session_start: 0,
+            numbering: SegmentNumbering::default(),
+            init_offset: 0,
+            init: Vec::new(),
         }
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(RING_PAYLOAD_LEN);
+        let mut p = Vec::with_capacity(RING_PAYLOAD_V2_LEN + 12 + self.init.len());
         p.push(RING_PAYLOAD_VERSION);
         for v in [
             self.generation,
@@ -81,28 +130,88 @@ impl RingState {
             self.intent,
             self.floor,
             self.session_start,
+            self.numbering.next_seq,
+            self.numbering.open_offset,
+            self.numbering.disc,
+            u64::from(self.numbering.disc_used),
+            self.numbering.clock_pts,
+            self.numbering.clock_ms,
         ] {
             p.extend_from_slice(&v.to_le_bytes());
         }
+        assert_eq!(p.len(), RING_PAYLOAD_V2_LEN);
+        assert!(
+            self.init.len() <= crate::fmp4::MAX_INIT_BYTES,
+            "an init segment over its bound"
+        );
+        p.extend_from_slice(&self.init_offset.to_le_bytes());
+        p.extend_from_slice(&(self.init.len() as u32).to_le_bytes());
+        p.extend_from_slice(&self.init);
         p
     }
 
-    pub fn decode(p: &[u8], capacity: u64) -> Result<RingState, String> {
-        if p.len() != RING_PAYLOAD_LEN {
+    /// The init segment of a version 3 payload.
+    fn decode_init(p: &[u8]) -> Result<(u64, Vec<u8>), String> {
+        let at = RING_PAYLOAD_V2_LEN;
+        let (Some(off), Some(len)) = (p.get(at..at + 8), p.get(at + 8..at + 12)) else {
             return Err(format!(
-                "live payload is {} bytes, expected {RING_PAYLOAD_LEN}",
+                "live payload is {} bytes, too short for version 3",
+                p.len()
+            ));
+        };
+        let offset = u64::from_le_bytes(off.try_into().map_err(|_| "init offset")?);
+        let len = u32::from_le_bytes(len.try_into().map_err(|_| "init length")?) as usize;
+        if len > crate::fmp4::MAX_INIT_BYTES {
+            return Err(format!(
+                "live record's init segment is {len} bytes, over the bound"
+            ));
+        }
+        let bytes = p
+            .get(at + 12..at + 12 + len)
+            .ok_or("live record's init segment is cut")?;
+        Ok((offset, bytes.to_vec()))
+    }
+
+    pub fn decode(p: &[u8], capacity: u64) -> Result<RingState, String> {
+        let (init_offset, init) = match p.first() {
+            Some(&RING_PAYLOAD_VERSION) => Self::decode_init(p)?,
+            _ => (0, Vec::new()),
+        };
+        let want = match p.first() {
+            Some(&RING_PAYLOAD_V1) => RING_PAYLOAD_V1_LEN,
+            Some(&RING_PAYLOAD_V2) => RING_PAYLOAD_V2_LEN,
+            Some(&RING_PAYLOAD_VERSION) => RING_PAYLOAD_V2_LEN + 12 + init.len(),
+            Some(&other) => return Err(format!("unknown live payload version {other}")),
+            None => return Err("live payload is empty".into()),
+        };
+        if p.len() != want {
+            return Err(format!(
+                "live payload is {} bytes, expected {want}",
                 p.len()
             ));
         }
-        if p[0] != RING_PAYLOAD_VERSION {
-            return Err(format!("unknown live payload version {}", p[0]));
-        }
-        let mut v = [0u64; 6];
-        for (i, x) in v.iter_mut().enumerate() {
+        let mut v = [0u64; 12];
+        for (i, x) in v
+            .iter_mut()
+            .enumerate()
+            .take((want.min(RING_PAYLOAD_V2_LEN) - 1) / 8)
+        {
             let mut b = [0u8; 8];
             b.copy_from_slice(&p[1 + 8 * i..9 + 8 * i]);
             *x = u64::from_le_bytes(b);
         }
+        let numbering = if want == RING_PAYLOAD_V1_LEN {
+            SegmentNumbering::default()
+        } else {
+            SegmentNumbering {
+                next_seq: v[6],
+                open_offset: v[7],
+                disc: v[8],
+                disc_used: v[9] != 0,
+                clock_pts: v[10],
+                clock_ms: v[11],
+            }
+        };
         let st = RingState {
             generation: v[0],
             modified: UNIX_EPOCH + Duration::from_secs(v[1]),
@@ -110,6 +219,9 @@ impl RingState {
             intent: v[3],
             floor: v[4],
             session_start: v[5],
+            numbering,
+            init_offset,
+            init,
         };
         if st.head > st.intent || st.floor > st.head || st.session_start > st.head || capacity == 0
         {
@@ -122,21 +234,165 @@ impl RingState {
     }
 }
 
-/// Most keyframes a live index keeps (older ones also leave with the window).
+/// Most keyframes (and segments) a live index keeps (older ones also leave with the window).
 const MAX_LIVE_KEYFRAMES: usize = 100_000;
+/// A keyframe interval longer than this (a PTS jump) does not make a segment: the bytes before the
+/// jump are left out of the playlist and a discontinuity follows.
+pub const MAX_SEGMENT_TICKS: u64 = 60 * PTS_CLOCK_HZ;
 
-/// The keyframes of the current publish session of an MPEG-TS channel, kept as bytes arrive, so that
-/// timecodes seek inside the DVR window. Rebuilt from the next session after a restart (not persisted).
+/// The part target of LL-HLS partial segments: a part is as many whole frames as fit in it.
+pub const PART_TARGET_MS: u64 = 200;
+/// Closed segments whose frame starts are kept for their parts (LL-HLS lists the parts of the last
+/// few segments only).
+const PARTS_KEPT_SEGMENTS: usize = 4;
+/// Most frame starts kept per segment (a longer GOP lists no parts past them).
+const MAX_FRAMES_PER_SEGMENT: usize = 4096;
+
+/// An LL-HLS partial segment: bytes [offset, end) from one frame start to a later one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartSpan {
+    pub offset: u64,
+    pub end: u64,
+    pub ticks: u64,
+}
+
+/// The complete parts of a segment whose frames start at `frames` (the first is its keyframe), each
+/// `per_part` frames of `frame_ticks`; the last one ends at `end` if the segment is closed.
+fn parts_of(frames: &[u64], end: Option<u64>, per_part: usize, frame_ticks: u64) -> Vec<PartSpan> {
+    assert!(per_part > 0, "a part holds at least one frame");
+    let mut parts = Vec::with_capacity(frames.len() / per_part + 1);
+    for (i, chunk) in frames.chunks(per_part).enumerate() {
+        let part_end = frames.get((i + 1) * per_part).copied().or(end);
+        let Some(part_end) = part_end else {
+            break; // the open part: not complete yet
+        };
+        let ticks = chunk.len() as u64 * frame_ticks;
+        parts.push(PartSpan {
+            offset: chunk[0],
+            end: part_end,
+            ticks,
+        });
+    }
+    parts
+}
+
+/// One HLS media segment of a channel: the bytes of one keyframe interval of one publish session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// Offset of the keyframe's TS packet; the segment is [offset, end).
+    pub offset: u64,
+    pub end: u64,
+    /// Duration in 90 kHz ticks (keyframe to next keyframe).
+    pub ticks: u64,
+    pub seq: u64,
+    pub disc: u64,
+    /// Program date-time of its first frame, ms since the epoch.
+    pub pdt_ms: u64,
+}
+
+/// The keyframes of the current publish session of an MPEG-TS channel and the closed segments of every
+/// session still in the window, kept as bytes arrive; rebuilt from the window after a restart
+/// (`LiveRing::rebuild_index`), numbered by the ring's persisted `SegmentNumbering`.
 pub struct LiveIndex {
     indexer: TsIndexer,
-    /// In offset order; only keyframes inside the window.
+    /// In offset order; only keyframes of the current session inside the window.
     pub keyframes: VecDeque<Keyframe>,
+    /// Closed segments inside the window, in offset order, numbered consecutively within a run.
+    pub segments: VecDeque<Segment>,
+    /// The longest segment seen since start, in ticks (a playlist's target duration never shrinks).
+    pub max_ticks: u64,
+    /// Frame starts of the open segment (its keyframe first), for LL-HLS parts.
+    open_frames: Vec<u64>,
+    /// (seq, frame starts) of the last closed segments.
+    recent_frames: VecDeque<(u64, Vec<u64>)>,
+    /// A frame's duration, from the last closed segment (0 until one has closed).
+    frame_ticks: u64,
+}
+
+/// PTS ticks from `a` forward to `b`, modulo the 33-bit wrap.
+pub fn ticks_between(a: u64, b: u64) -> u64 {
+    (b % PTS_MODULUS + PTS_MODULUS - a % PTS_MODULUS) % PTS_MODULUS
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+        .max(1)
 }
 
 impl LiveIndex {
-    /// PTS ticks from `a` forward to `b`, modulo the 33-bit wrap.
-    fn ticks_between(a: u64, b: u64) -> u64 {
-        (b + PTS_MODULUS - a % PTS_MODULUS) % PTS_MODULUS
+    fn new(base: u64) -> LiveIndex {
+        LiveIndex {
+            indexer: TsIndexer::tracking_frames(base),
+            keyframes: VecDeque::new(),
+            segments: VecDeque::new(),
+            max_ticks: 0,
+            open_frames: Vec::new(),
+            recent_frames: VecDeque::with_capacity(PARTS_KEPT_SEGMENTS + 1),
+            frame_ticks: 0,
+        }
+    }
+
+    /// Frames per LL-HLS part, once a frame's duration is known.
+    fn frames_per_part(&self) -> Option<usize> {
+        let per = (PART_TARGET_MS * (PTS_CLOCK_HZ / 1000)).checked_div(self.frame_ticks)?;
+        Some(per.max(1) as usize)
+    }
+
+    /// The complete parts of the open segment.
+    pub fn open_parts(&self) -> Vec<PartSpan> {
+        match self.frames_per_part() {
+            Some(per) => parts_of(&self.open_frames, None, per, self.frame_ticks),
+            None => Vec::new(),
+        }
+    }
+
+    /// The parts of closed segment `seg`, if its frames are still kept.
+    pub fn closed_parts(&self, seg: &Segment) -> Option<Vec<PartSpan>> {
+        let per = self.frames_per_part()?;
+        let (_, frames) = self.recent_frames.iter().find(|(seq, _)| *seq == seg.seq)?;
+        Some(parts_of(frames, Some(seg.end), per, self.frame_ticks))
+    }
+
+    /// Whether segment `msn` (and its part `part`) is in the playlist: what a blocking playlist
+    /// reload (`_HLS_msn`, `_HLS_part`) waits for.
+    pub fn part_available(&self, n: &SegmentNumbering, msn: u64, part: Option<u64>) -> bool {
+        let open_seq = n.next_seq;
+        if msn < open_seq {
+            return true;
+        }
+        match part {
+            Some(p) if msn == open_seq && n.open_offset != NO_OPEN_SEGMENT => {
+                self.open_parts().len() as u64 > p
+            }
+            _ => false,
+        }
+    }
+
+    /// Frame starts arrived (any order against keyframes: a keyframe splits them by offset).
+    fn add_frames(&mut self, frames: &[Keyframe]) {
+        for f in frames {
+            if self.open_frames.len() < MAX_FRAMES_PER_SEGMENT
+                && self.open_frames.last().is_none_or(|&last| last < f.offset)
+            {
+                self.open_frames.push(f.offset);
+            }
+        }
+    }
+
+    /// The frames before `at` leave the open segment (they belonged to the one just closed, `seq`).
+    fn split_frames(&mut self, at: u64, closed: Option<u64>) {
+        let keep = self.open_frames.partition_point(|&o| o < at);
+        let before: Vec<u64> = self.open_frames.drain(..keep).collect();
+        if let Some(seq) = closed
+            && !before.is_empty()
+        {
+            if self.recent_frames.len() == PARTS_KEPT_SEGMENTS {
+                self.recent_frames.pop_front();
+            }
+            self.recent_frames.push_back((seq, before));
+        }
     }
 
     /// The offset of the last keyframe at least `secs_back` seconds before the newest keyframe.
@@ -146,7 +402,7 @@ impl LiveIndex {
         self.keyframes
             .iter()
             .rev()
-            .find(|k| Self::ticks_between(k.pts, newest.pts) >= want)
+            .find(|k| ticks_between(k.pts, newest.pts) >= want)
             .map(|k| k.offset)
     }
 
@@ -157,8 +413,88 @@ impl LiveIndex {
         self.keyframes
             .iter()
             .rev()
-            .find(|k| Self::ticks_between(first.pts, k.pts) <= ticks)
+            .find(|k| ticks_between(first.pts, k.pts) <= ticks)
             .map(|k| k.offset)
+    }
+
+    /// A keyframe of the current session arrived: it closes the open segment (numbered `next_seq`)
+    /// and opens the next one.
+    fn add_keyframe(&mut self, n: &mut SegmentNumbering, k: Keyframe) {
+        if self.keyframes.back().is_some_and(|b| b.offset >= k.offset) {
+            return; // the indexer reports in offset order; a repeat is ignored
+        }
+        if n.open_offset != NO_OPEN_SEGMENT {
+            assert!(n.open_offset < k.offset, "segments advance");
+            let ticks = ticks_between(n.clock_pts, k.pts);
+            if ticks == 0 {
+                self.keyframes.push_back(k);
+                return; // same time: the open segment goes on
+            }
+            if ticks > MAX_SEGMENT_TICKS {
+                n.disc += u64::from(n.disc_used);
+                n.disc_used = false;
+                n.clock_ms = unix_ms_now();
+                self.split_frames(k.offset, None);
+            } else {
+                let seq = n.next_seq;
+                let frames = self.open_frames.partition_point(|&o| o < k.offset) as u64;
+                self.close_segment(n, k.offset, ticks);
+                if let Some(per_frame) = ticks.checked_div(frames) {
+                    self.frame_ticks = per_frame;
+                }
+                self.split_frames(k.offset, Some(seq));
+            }
+        } else {
+            if n.clock_ms == 0 {
+                n.clock_ms = unix_ms_now();
+            }
+            self.split_frames(k.offset, None);
+        }
+        n.open_offset = k.offset;
+        n.clock_pts = k.pts;
+        self.keyframes.push_back(k);
+    }
+
+    fn close_segment(&mut self, n: &mut SegmentNumbering, end: u64, ticks: u64) {
+        let seg = Segment {
+            offset: n.open_offset,
+            end,
+            ticks,
+            seq: n.next_seq,
+            disc: n.disc,
+            pdt_ms: n.clock_ms,
+        };
+        assert!(
+            self.segments
+                .back()
+                .is_none_or(|b| b.end <= seg.offset && b.seq < seg.seq),
+            "segments are numbered in offset order"
+        );
+        self.segments.push_back(seg);
+        self.max_ticks = self.max_ticks.max(ticks);
+        n.next_seq += 1;
+        n.disc_used = true;
+        n.clock_ms += ticks / (PTS_CLOCK_HZ / 1000);
+    }
+
+    /// Drop what left the window (or exceeds the bounds).
+    fn trim(&mut self, window_start: u64) {
+        while self
+            .keyframes
+            .front()
+            .is_some_and(|k| k.offset < window_start)
+            || self.keyframes.len() > MAX_LIVE_KEYFRAMES
+        {
+            self.keyframes.pop_front();
+        }
+        while self
+            .segments
+            .front()
+            .is_some_and(|s| s.offset < window_start)
+            || self.segments.len() > MAX_LIVE_KEYFRAMES
+        {
+            self.segments.pop_front();
+        }
     }
 }
 
@@ -181,6 +517,11 @@ pub struct LiveRing {
     /// Keep a keyframe index of each publish session (video/mp2t channels).
     pub ts_index: bool,
     pub index: Option<LiveIndex>,
+    /// Parse fragmented MP4 (video/mp4 channels): the init segment and sync fragments.
+    pub mp4_index: bool,
+    fmp4: Option<crate::fmp4::Fmp4Indexer>,
+    /// The newest `moof` of a sync sample in the window, of the current (or last) session.
+    latest_sync_moof: Option<u64>,
     /// (start offset, when it was claimed) of the most recent claims, oldest first.
     claim_times: VecDeque<(u64, Instant)>,
 }
@@ -208,6 +549,9 @@ impl LiveRing {
             followers: 0,
             ts_index: false,
             index: None,
+            mp4_index: false,
+            fmp4: None,
+            latest_sync_moof: None,
             claim_times: VecDeque::with_capacity(CLAIM_TIMES),
         }
     }
@@ -291,16 +635,32 @@ impl LiveRing {
         let id = self.next_publisher;
         self.next_publisher += 1;
         self.publisher = Some(id);
-        self.state.session_start = self.state.head;
-        if self.ts_index {
-            self.index = Some(LiveIndex {
-                indexer: TsIndexer::new(self.state.head),
-                keyframes: VecDeque::new(),
-            });
-        }
+        self.start_session_at_head();
         self.commit.bump();
         self.assert_invariants();
         Ok(id)
+    }
+
+    /// A session's bytes start at the head (a publisher begins, or a relay's head jumps): the
+    /// session's indexes start afresh there.
+    fn start_session_at_head(&mut self) {
+        self.state.session_start = self.state.head;
+        if self.mp4_index {
+            self.fmp4 = Some(crate::fmp4::Fmp4Indexer::new(self.state.head));
+            self.latest_sync_moof = None;
+        }
+        if self.ts_index {
+            let n = &mut self.state.numbering;
+            n.disc += u64::from(n.disc_used);
+            n.disc_used = false;
+            n.open_offset = NO_OPEN_SEGMENT;
+            n.clock_ms = 0;
+            let fresh = LiveIndex::new(self.state.head);
+            let ix = self.index.get_or_insert(fresh);
+            ix.indexer = TsIndexer::tracking_frames(self.state.head);
+            ix.keyframes.clear();
+            ix.open_frames.clear();
+        }
     }
 
     pub fn end_publish(&mut self, writer: u64) {
@@ -351,10 +711,25 @@ impl LiveRing {
         Ok(())
     }
 
-    /// Where a follower starts: the live edge, on a TS packet boundary of the session if `ts_aligned`
+    /// The offset of the newest keyframe inside the window (of the current or last session), if any.
+    pub fn latest_keyframe(&self) -> Option<u64> {
+        if let Some(m) = self.latest_sync_moof {
+            assert!(m <= self.state.head, "a moof past the head");
+            return (m >= self.window_start()).then_some(m);
+        }
+        let k = self.index.as_ref()?.keyframes.back()?;
+        assert!(k.offset <= self.state.head, "a keyframe past the head");
+        (k.offset >= self.window_start()).then_some(k.offset)
+    }
+
+    /// Where a follower that names no start begins: the newest keyframe in the window (so a player
+    /// starts decoding at once), else the live edge, on a TS packet boundary of the session if `ts_aligned`
     /// (followers of a video/mp2t channel start on a packet).
     pub fn follow_start(&self, ts_aligned: bool) -> u64 {
         let head = self.state.head;
+        if let Some(k) = self.latest_keyframe() {
+            return k;
+        }
         if !ts_aligned {
             return head;
         }
@@ -441,25 +816,91 @@ impl LiveRing {
         }
         self.state.head = to;
         self.state.floor = to;
-        self.state.session_start = to;
         self.state.intent = self.state.intent.max(to + intent_step(self.capacity()));
         self.state.modified = SystemTime::now();
         // Nothing is written at or past it: with `to` past the durable intent, nothing at all until
         // the new intent lands (commit_done raises it).
         self.durable_intent = self.durable_intent.max(to);
-        if self.ts_index {
-            self.index = Some(LiveIndex {
-                indexer: TsIndexer::new(to),
-                keyframes: VecDeque::new(),
-            });
-        }
+        self.start_session_at_head();
         self.commit.bump();
         assert_eq!(self.window_start(), to, "a jumped window starts empty");
         self.assert_invariants();
     }
 
+    /// Feed newly published bytes [start, end) (contiguous in the mapping) to the fMP4 parser.
+    fn index_fmp4(&mut self, start: u64, end: u64) {
+        let pos = self.position(start) as usize;
+        let len = (end - start) as usize;
+        let (Some(parser), Some(bytes)) = (self.fmp4.as_mut(), self.data.map.get(pos..pos + len))
+        else {
+            return;
+        };
+        for event in parser.feed(bytes) {
+            match event {
+                crate::fmp4::Fmp4Event::Init { offset, bytes } => {
+                    self.state.init_offset = offset;
+                    self.state.init = bytes;
+                }
+                crate::fmp4::Fmp4Event::Fragment { offset, sync: true } => {
+                    self.latest_sync_moof = Some(offset);
+                }
+                crate::fmp4::Fmp4Event::Fragment { .. } => {}
+            }
+        }
+    }
+
+    /// After a restart: find the newest sync `moof` of the window again (from the session's start
+    /// if it is still in the window, else from the first `moof` found in it).
+    pub fn rebuild_fmp4(&mut self) {
+        if !self.mp4_index {
+            return;
+        }
+        let window_start = self.window_start();
+        let runs = self.mapped_runs(window_start, self.state.head);
+        let session = self.state.session_start;
+        let mut parser: Option<crate::fmp4::Fmp4Indexer> = None;
+        let mut at = window_start;
+        for (a, b) in runs {
+            let Some(bytes) = self.data.map.get(a..b) else {
+                return;
+            };
+            let mut from = 0usize;
+            if parser.is_none() {
+                let start = if session >= at && session < at + bytes.len() as u64 {
+                    Some(session)
+                } else {
+                    crate::fmp4::find_moof(bytes, at)
+                };
+                let Some(start) = start else {
+                    at += bytes.len() as u64;
+                    continue;
+                };
+                from = (start - at) as usize;
+                parser = Some(crate::fmp4::Fmp4Indexer::new(start));
+            }
+            if let Some(p) = parser.as_mut() {
+                for event in p.feed(&bytes[from..]) {
+                    if let crate::fmp4::Fmp4Event::Fragment { offset, sync: true } = event {
+                        self.latest_sync_moof = Some(offset);
+                    }
+                }
+            }
+            at += bytes.len() as u64;
+        }
+    }
+
+    /// The init segment a follower starting at `from` needs first: the channel's, when `from` is past
+    /// it inside the session it belongs to (a follower from the session's start reads it in place).
+    pub fn init_prefix(&self, from: u64) -> Option<&[u8]> {
+        let st = &self.state;
+        let same_session = st.init_offset >= st.session_start;
+        (self.mp4_index && !st.init.is_empty() && same_session && from > st.init_offset)
+            .then_some(st.init.as_slice())
+    }
+
     /// Feed newly published bytes [start, end) (contiguous in the mapping) to the keyframe index.
     fn index_bytes(&mut self, start: u64, end: u64) {
+        self.index_fmp4(start, end);
         let window_start = self.window_start();
         let pos = self.position(start) as usize;
         let len = (end - start) as usize;
@@ -469,15 +910,94 @@ impl LiveRing {
         let Some(bytes) = self.data.map.get(pos..pos + len) else {
             return;
         };
-        ix.keyframes.extend(ix.indexer.feed(bytes));
-        while ix
-            .keyframes
-            .front()
-            .is_some_and(|k| k.offset < window_start)
-            || ix.keyframes.len() > MAX_LIVE_KEYFRAMES
-        {
-            ix.keyframes.pop_front();
+        let keyframes = ix.indexer.feed(bytes);
+        let frames = ix.indexer.take_frame_starts();
+        ix.add_frames(&frames);
+        for k in keyframes {
+            ix.add_keyframe(&mut self.state.numbering, k);
         }
+        ix.trim(window_start);
+    }
+
+    /// After a restart: index the current session's bytes still in the window again, and number its
+    /// segments from the persisted numbering — the segment that was open when the record was written
+    /// keeps `next_seq`, the ones before it count down from there — so that media sequence numbers,
+    /// discontinuities and date-times continue. Earlier sessions' segments are not listed again.
+    pub fn rebuild_index(&mut self) {
+        if !self.ts_index {
+            return;
+        }
+        let start = self.window_start().max(self.state.session_start);
+        let mut indexer = TsIndexer::new(start);
+        let mut found = Vec::new();
+        for (a, b) in self.mapped_runs(start, self.state.head) {
+            if let Some(bytes) = self.data.map.get(a..b) {
+                found.extend(indexer.feed(bytes));
+            }
+        }
+        found.extend(indexer.finish());
+        let mut ix = LiveIndex::new(self.state.head);
+        let n = &mut self.state.numbering;
+        let open = found.iter().position(|k| k.offset == n.open_offset);
+        match open {
+            Some(j) => Self::renumber_before(&mut ix, n, &found[..=j]),
+            None => {
+                // The open segment was not found again: what is found is numbered as new.
+                n.open_offset = NO_OPEN_SEGMENT;
+                n.clock_ms = 0;
+            }
+        }
+        for k in &found[open.map_or(0, |j| j + 1)..] {
+            ix.add_keyframe(n, *k);
+        }
+        ix.trim(self.state.window_start(self.data.len));
+        self.index = Some(ix);
+    }
+
+    /// Segments between the keyframes `ks` (the last is the open segment's), numbered back from it.
+    fn renumber_before(ix: &mut LiveIndex, n: &SegmentNumbering, ks: &[Keyframe]) {
+        let Some((open, before)) = ks.split_last() else {
+            return;
+        };
+        let mut ends_ms = n.clock_ms;
+        let mut segs = Vec::with_capacity(before.len());
+        for (i, pair) in ks.windows(2).enumerate().rev() {
+            let ticks = ticks_between(pair[0].pts, pair[1].pts);
+            let back = (before.len() - i) as u64;
+            if ticks == 0 || ticks > MAX_SEGMENT_TICKS || n.next_seq < back {
+                break;
+            }
+            let pdt_ms = ends_ms.saturating_sub(ticks / (PTS_CLOCK_HZ / 1000));
+            segs.push(Segment {
+                offset: pair[0].offset,
+                end: pair[1].offset,
+                ticks,
+                seq: n.next_seq - back,
+                disc: n.disc,
+                pdt_ms,
+            });
+            ends_ms = pdt_ms;
+        }
+        segs.reverse();
+        for s in &segs {
+            ix.max_ticks = ix.max_ticks.max(s.ticks);
+        }
+        ix.segments.extend(segs);
+        ix.keyframes.extend(before.iter().copied());
+        ix.keyframes.push_back(*open);
+    }
+
+    /// The mapping's byte ranges holding logical [start, end) (two when it crosses the wrap point).
+    fn mapped_runs(&self, start: u64, end: u64) -> Vec<(usize, usize)> {
+        let mut runs = Vec::with_capacity(2);
+        let mut at = start;
+        while at < end {
+            let pos = self.position(at);
+            let n = (end - at).min(self.capacity() - pos);
+            runs.push((pos as usize, (pos + n) as usize));
+            at += n;
+        }
+        runs
     }
 
     /// A new write intent is waiting to become durable.
@@ -523,8 +1043,32 @@ mod tests {
             intent: 6000,
             floor: 100,
             session_start: 4000,
+            numbering: SegmentNumbering {
+                next_seq: 77,
+                open_offset: 4512,
+                disc: 3,
+                disc_used: true,
+                clock_pts: 123_456,
+                clock_ms: 1_700_000_000_123,
+            },
+            init_offset: 4000,
+            init: b"ftyp and moov".to_vec(),
         };
         assert_eq!(RingState::decode(&st.encode(), 4096), Ok(st.clone()));
+        // A version 2 record (no init segment) still reads.
+        let mut v2 = st.encode()[..RING_PAYLOAD_V2_LEN].to_vec();
+        v2[0] = RING_PAYLOAD_V2;
+        let older = RingState::decode(&v2, 4096).expect("v2 payload");
+        assert_eq!((older.numbering, older.init.len()), (st.numbering, 0));
+        let mut cut = st.encode();
+        cut.pop();
+        assert!(RingState::decode(&cut, 4096).is_err(), "a cut init segment");
+        // A version 1 record (no numbering) still reads, numbered from scratch.
+        let mut v1 = st.encode()[..RING_PAYLOAD_V1_LEN].to_vec();
+        v1[0] = RING_PAYLOAD_V1;
+        let old = RingState::decode(&v1, 4096).expect("v1 payload");
+        assert_eq!(old.numbering, SegmentNumbering::default());
+        assert_eq!(old.head, st.head);
         let mut bad = st.clone();
         bad.head = 7000; // past the intent
         assert!(RingState::decode(&bad.encode(), 4096).is_err());

@@ -193,13 +193,15 @@ pub fn epoch_now() -> u32 {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    u32::try_from(secs / 60).unwrap_or(u32::MAX) & !EPOCH_MAIN
+    u32::try_from(secs / 60).unwrap_or(u32::MAX) & EPOCH_MINUTES
 }
 
 /// A resident block's policy state.
 struct Entry {
     /// Reads since it entered its queue (or since the hand last passed it), at most 3.
     freq: u8,
+    /// Not sent from since it was allocated: the read that fetched it is not a re-read.
+    unread: bool,
     /// In the main queue (else the small one).
     main: bool,
     /// Coarse last access (minutes since the epoch), persisted as a hint for restarts.
@@ -230,19 +232,29 @@ impl S3Fifo {
         self.entries.len()
     }
 
-    /// A block became resident. `epoch`: its last access as persisted (0: new); a block that was
-    /// in main when recency was saved (`EPOCH_MAIN` set) starts in main.
-    pub fn insert(&mut self, key: BlockKey, epoch: u32) {
+    /// A block became resident now (allocated for a fetch).
+    pub fn insert_new(&mut self, key: BlockKey) {
+        self.insert(key, 0);
+    }
+
+    /// A block became resident: new (`persisted` 0: allocated now, its first read does not count),
+    /// or found at start-up with its persisted recency.
+    pub fn insert(&mut self, key: BlockKey, persisted: u32) {
         if self.entries.contains_key(&key) {
             return;
         }
-        let main = self.ghost_set.remove(&key) || epoch & EPOCH_MAIN != 0;
+        let (epoch, freq, restored) = match persisted {
+            0 => (epoch_now(), 0, false),
+            p => (p, epoch_freq(p), true),
+        };
+        let main = self.ghost_set.remove(&key) || epoch & EPOCH_MAIN != 0 || freq > 0;
         self.entries.insert(
             key.clone(),
             Entry {
-                freq: 0,
+                freq,
+                unread: !restored,
                 main,
-                epoch: epoch & !EPOCH_MAIN,
+                epoch: epoch & EPOCH_MINUTES,
             },
         );
         if main {
@@ -256,7 +268,9 @@ impl S3Fifo {
     /// A reader used the block.
     pub fn touch(&mut self, key: &BlockKey) {
         if let Some(e) = self.entries.get_mut(key) {
-            e.freq = (e.freq + 1).min(3);
+            if !std::mem::take(&mut e.unread) {
+                e.freq = (e.freq + 1).min(3);
+            }
             e.epoch = epoch_now();
         }
     }
@@ -336,15 +350,28 @@ impl S3Fifo {
         let mut v: Vec<(BlockKey, u32)> = self
             .entries
             .iter()
-            .map(|(k, e)| (k.clone(), e.epoch | if e.main { EPOCH_MAIN } else { 0 }))
+            .map(|(k, e)| {
+                let main = if e.main { EPOCH_MAIN } else { 0 };
+                (
+                    k.clone(),
+                    e.epoch.max(1) | main | (u32::from(e.freq) << EPOCH_FREQ_SHIFT),
+                )
+            })
             .collect();
-        v.sort_by_key(|(_, epoch)| *epoch & !EPOCH_MAIN);
+        v.sort_by_key(|(_, epoch)| *epoch & EPOCH_MINUTES);
         v
     }
 }
 
-/// The flag of a persisted epoch whose block was in the main queue.
+/// A persisted epoch: minutes since the epoch in the low 29 bits, the read counter in bits 29-30,
+/// and whether the block was in the main queue in bit 31.
 pub const EPOCH_MAIN: u32 = 1 << 31;
+const EPOCH_FREQ_SHIFT: u32 = 29;
+const EPOCH_MINUTES: u32 = (1 << EPOCH_FREQ_SHIFT) - 1;
+
+fn epoch_freq(epoch: u32) -> u8 {
+    ((epoch >> EPOCH_FREQ_SHIFT) & 3) as u8
+}
 
 /// A request for space: block `block` of `video` (or, `create`, its files with block 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -579,7 +606,11 @@ mod tests {
         for b in 0..20 {
             p.insert(key(b), 0);
         }
-        // Blocks 0..5 are read again: leaving the small queue they go to main.
+        // Every block is sent once (the read that fetched it: not a re-read); blocks 0..5 are read
+        // again: leaving the small queue they go to main.
+        for b in 0..20 {
+            p.touch(&key(b));
+        }
         for b in 0..5 {
             p.touch(&key(b));
         }

@@ -11,6 +11,8 @@ fn package_of(tool: &str) -> &'static str {
         "ffmpeg" | "ffprobe" => "ffmpeg",
         "curl" => "curl",
         "systemd-socket-activate" => "systemd",
+        "chromium" => "chromium",
+        "node" => "nodejs",
         other => panic!("require_tool: no apt package known for {other:?}; add it to package_of"),
     }
 }

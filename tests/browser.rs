@@ -1,0 +1,204 @@
+//! The console page (GET /) in a real browser: Debian's chromium, headless, driven by playwright-core
+//! (`tests/browser/run.mjs`, `npm install` in tests/browser). With the real binary, ffmpeg publishing a
+//! fragmented MP4 channel (past a ring wrap) and an MPEG-TS channel, it checks that the page loads with
+//! no console errors, a VOD plays and seeks, the fMP4 channel plays live (currentTime advances; the
+//! distance behind the edge and the glass-to-glass latency are printed), the TS channel shows its
+//! honest note in a browser without native HLS, and an upload through the page, cut once mid-way,
+//! resumes and lands byte-exact.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn ffmpeg_publish(ffmpeg: &Path, d: &Daemon, id: &str, format: &[&str], secs: u32) -> Child {
+    Command::new(ffmpeg)
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
+        .args(["-t", &secs.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-b:v", "2M", "-minrate", "2M", "-maxrate", "2M", "-bufsize", "1M",
+        ])
+        .args(["-x264-params", "nal-hrd=cbr"])
+        .args(format)
+        .args([
+            "-method",
+            "PUT",
+            "-headers",
+            "Authorization: Bearer tok\r\n",
+        ])
+        .arg(d.url(&format!("/videos/{id}")))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+fn number(json: &str, key: &str) -> f64 {
+    let k = format!("\"{key}\":");
+    let at = json
+        .find(&k)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + k.len();
+    let text: String = json[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+'))
+        .collect();
+    text.parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
+}
+
+#[test]
+fn console_page_plays_vod_and_live_fmp4_and_uploads_in_chromium() {
+    let (Some(ffmpeg), Some(node), Some(_)) = (
+        require_tool("ffmpeg"),
+        require_tool("node"),
+        require_tool("chromium"),
+    ) else {
+        return;
+    };
+    if !browser_dir().join("node_modules/playwright-core").is_dir() {
+        missing_tool("playwright-core (npm install in tests/browser)", "npm");
+        return;
+    }
+    let dir = TestDir::new("browser");
+    let clip = dir.join("clip.mp4");
+    let out = Command::new(&ffmpeg)
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-f",
+            "lavfi",
+        ])
+        .args(["-i", "testsrc=size=320x240:rate=25", "-t", "8"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+        ])
+        .arg(&clip)
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let upload = pseudo_random_bytes(3 * (1 << 20) + 12_345, 17);
+    let upload_path = dir.join("upload.bin");
+    std::fs::write(&upload_path, &upload).unwrap();
+    let cfg = format!(
+        "[server]\ndata_dir = \"data\"\nwrite_token = \"tok\"\n\n\
+         [[video]]\nid = \"clip.mp4\"\nkind = \"file\"\npath = \"clip.mp4\"\n\n\
+         [[video]]\nid = \"slot\"\nkind = \"upload\"\nsize = {}\n\n\
+         [[video]]\nid = \"cam.ts\"\nkind = \"live\"\ncapacity = 4194304\n\n\
+         [[video]]\nid = \"live.mp4\"\nkind = \"live\"\ncapacity = 1048576\n",
+        upload.len()
+    );
+    let mut d = Daemon::start(&dir.path, &cfg);
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let mp4 = [
+        "-f",
+        "mp4",
+        "-movflags",
+        "frag_keyframe+empty_moov+default_base_moof",
+    ];
+    let mut fmp4 = ffmpeg_publish(&ffmpeg, &d, "live.mp4", &mp4, 40);
+    let mut ts = ffmpeg_publish(&ffmpeg, &d, "cam.ts", &["-f", "mpegts"], 40);
+    wait_until("the fMP4 ring to wrap", Duration::from_secs(30), || {
+        video_entry(&d, "live.mp4").contains("\"window_start\":")
+            && !video_entry(&d, "live.mp4").contains("\"window_start\":0,")
+    });
+    let run = Command::new(node)
+        .arg(browser_dir().join("run.mjs"))
+        .current_dir(browser_dir())
+        .env("BASE", format!("http://{}", d.addr()))
+        .env("VOD", "clip.mp4")
+        .env("TS_LIVE", "cam.ts")
+        .env("MP4_LIVE", "live.mp4")
+        .env("SLOT", "slot")
+        .env("UPLOAD_FILE", &upload_path)
+        .env("TOKEN", "tok")
+        .env("PUBLISH_START_MS", started.to_string())
+        .output()
+        .expect("run node");
+    let _ = (fmp4.kill(), ts.kill(), fmp4.wait(), ts.wait());
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    let report = stdout.lines().last().unwrap_or("").to_string();
+    assert!(
+        run.status.success(),
+        "run.mjs failed: {report}\nstderr: {}\nlog:\n{}",
+        String::from_utf8_lossy(&run.stderr),
+        d.log()
+    );
+    assert!(
+        report.contains("\"errorsBeforeUpload\":[]"),
+        "console errors: {report}"
+    );
+    assert!(
+        number(&report, "playedTo") > number(&report, "seekedTo"),
+        "{report}"
+    );
+    let (from, to) = (number(&report, "startedAt"), number(&report, "advancedTo"));
+    assert!(
+        to > from + 1.0,
+        "the live fMP4 player advanced: {from} → {to}"
+    );
+    // Chromium's native HLS (if it has one) either plays the TS channel or the page says why not.
+    assert!(
+        report.contains("\"tsLive\":{\"played\":true")
+            || report.contains("\"tsLive\":{\"played\":false,\"note\":"),
+        "{report}"
+    );
+    println!(
+        "browser: TS channel: {}",
+        report
+            .split("\"tsLive\":")
+            .nth(1)
+            .unwrap_or("")
+            .split('}')
+            .next()
+            .unwrap_or("")
+    );
+    assert!(
+        report.contains("\"cut\":true"),
+        "the upload was cut once: {report}"
+    );
+    println!(
+        "browser: fMP4 live {:.2} s behind the buffered edge, glass-to-glass {:.2} s (median of 10 samples)",
+        number(&report, "behindEdgeMedianS"),
+        number(&report, "glassToGlassMedianS")
+    );
+    let r = d.get("/videos/slot", &[]);
+    assert_eq!(r.status, 200, "the slot is complete");
+    assert!(
+        r.body == upload,
+        "the upload through the page landed byte-exact"
+    );
+    d.stop(Duration::from_secs(10));
+}
