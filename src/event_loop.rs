@@ -635,7 +635,7 @@ impl Server {
         for r in removed {
             match &r.result {
                 Ok(()) => log::info!(
-                    "video {}: the old origin object's files are removed; the new one is fetched on demand",
+                    "video {}: its files are removed (a changed object, or every block evicted); it is fetched again on demand",
                     r.video
                 ),
                 Err(e) => log::error!(
