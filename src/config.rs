@@ -1348,24 +1348,32 @@ impl VideoTable<'_, '_> {
     }
 
     fn fill_block(&self, value: &Sp<toml::Value>) -> Result<u64, ConfigError> {
-        let (src, context) = (self.src, &self.context);
-        let block = size_in(
-            src,
-            value,
-            "fill_block",
-            context,
-            MIN_FILL_BLOCK,
-            MAX_FILL_BLOCK,
-        )?;
-        if !block.is_power_of_two() {
-            return Err(src.error(
-                value.span(),
-                "fill_block",
-                format!("{context}must be a power of two, got {block}"),
-            ));
-        }
-        Ok(block)
+        fill_block_in(self.src, value, &self.context)
     }
+}
+
+/// A `fill_block` (of an origin video or a mount): a power of two in MIN_FILL_BLOCK..=MAX_FILL_BLOCK.
+fn fill_block_in(
+    src: &Source<'_>,
+    value: &Sp<toml::Value>,
+    context: &str,
+) -> Result<u64, ConfigError> {
+    let block = size_in(
+        src,
+        value,
+        "fill_block",
+        context,
+        MIN_FILL_BLOCK,
+        MAX_FILL_BLOCK,
+    )?;
+    if !block.is_power_of_two() {
+        return Err(src.error(
+            value.span(),
+            "fill_block",
+            format!("{context}must be a power of two, got {block}"),
+        ));
+    }
+    Ok(block)
 }
 
 /// The `id` of a `[[video]]` table, checked.
