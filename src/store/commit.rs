@@ -504,7 +504,7 @@ impl CommitState {
         }
         .map_err(|e| format!("encoding the fast record failed: {e}"))?;
         let end = self.log_pos + bytes.len() as u64;
-        if end > super::meta::RECORD_SLOT_SIZE {
+        if end > self.meta.layout().log_region_len() {
             self.log_full = true;
             return Ok(false);
         }
@@ -543,6 +543,11 @@ impl CommitState {
         }
         let claim = self.claim_seq;
         let rec = self.record(payload);
+        // A record that outgrew its durable pair goes to a larger one (allocated by the worker).
+        let record_slot = self.meta.layout().durable_slot_for(
+            self.next_durable_record_slot,
+            super::meta::HEADER_LEN + rec.payload.len(),
+        );
         self.commit_in_flight = true;
         self.acked_after_job = None;
         if self.log_switch_allowed {
@@ -560,7 +565,7 @@ impl CommitState {
             video: id.to_string(),
             data: data.clone(),
             meta: self.meta.clone(),
-            record_slot: self.next_durable_record_slot,
+            record_slot,
             record: rec,
             claim_seq: claim,
         })
@@ -672,7 +677,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir.0);
         std::fs::create_dir_all(&dir.0).expect("dir");
         let mpath = dir.0.join("v.meta");
-        let meta = Arc::new(MetaFile::open(&mpath, true).expect("meta"));
+        let meta = Arc::new(MetaFile::open(&mpath, Some(1 << 30)).expect("meta"));
         meta.write_record_slot_synced(0, &record(1))
             .expect("first record");
         let data = Arc::new(File::create(dir.0.join("v.data")).expect("data"));
@@ -723,7 +728,7 @@ mod tests {
             Dir(std::env::temp_dir().join(format!("vcache-commit-age-{}", std::process::id())));
         let _ = std::fs::remove_dir_all(&dir.0);
         std::fs::create_dir_all(&dir.0).expect("dir");
-        let meta = Arc::new(MetaFile::open(&dir.0.join("v.meta"), true).expect("meta"));
+        let meta = Arc::new(MetaFile::open(&dir.0.join("v.meta"), Some(1 << 30)).expect("meta"));
         let data = Arc::new(File::create(dir.0.join("v.data")).expect("data"));
         let recovered = Recovered {
             record_seq: 1,
@@ -763,7 +768,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir.0);
         std::fs::create_dir_all(&dir.0).expect("dir");
         let mpath = dir.0.join("v.meta");
-        let meta = Arc::new(MetaFile::open(&mpath, true).expect("meta"));
+        let meta = Arc::new(MetaFile::open(&mpath, Some(1 << 30)).expect("meta"));
         let data = Arc::new(File::create(dir.0.join("v.data")).expect("data"));
         let job = CommitJob {
             video: "v".into(),

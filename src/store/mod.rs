@@ -1024,7 +1024,7 @@ impl StorePaths {
         } else {
             None
         };
-        let meta = MetaFile::open(&mpath, true)
+        let meta = MetaFile::open(&mpath, Some(len))
             .map_err(|e| format!("cannot open metadata {}: {e}", mpath.display()))?;
         // After a failed data sync, fast records may claim bytes the kernel dropped: trust none.
         let sync_failed = meta::read_sync_failed(&mpath);
@@ -1273,7 +1273,7 @@ impl StorePaths {
         if !mpath.exists() {
             return Ok(None);
         }
-        let meta = MetaFile::open(&mpath, false)
+        let meta = MetaFile::open(&mpath, None)
             .map_err(|e| format!("cannot open metadata {}: {e}", mpath.display()))?;
         match meta.load(&self.boot_id) {
             Ok(Some((_, rec))) => Ok(Some(rec.data_len)),
@@ -1306,9 +1306,12 @@ fn write_recovered_record(
     id: &str,
     sync_failed: Option<&str>,
 ) -> Result<meta::RecordSlot, String> {
-    let slot = meta::next_durable_record_slot(newest_durable);
+    let record_len = meta::HEADER_LEN + rec.payload.len();
+    let slot = meta
+        .layout()
+        .durable_slot_for(meta::next_durable_record_slot(newest_durable), record_len);
     assert!(
-        meta::DURABLE_RECORD_SLOTS.contains(&slot),
+        meta::Layout::pair_of(slot).is_some(),
         "a durable record outside the durable slots"
     );
     let failed = |e: String| {
@@ -1666,7 +1669,7 @@ fn read_record(
 ) -> Result<Option<(MetaRecord, Vec<meta::LogEntry>)>, String> {
     let unreadable =
         |e: String| format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display());
-    let meta = MetaFile::open(mpath, false).map_err(|e| unreadable(e.to_string()))?;
+    let meta = MetaFile::open(mpath, None).map_err(|e| unreadable(e.to_string()))?;
     let loaded = meta.load(boot).map_err(|e| unreadable(e.to_string()))?;
     match loaded {
         None => Ok(None),
@@ -1886,7 +1889,7 @@ mod tests {
             assert!(s.commit.write_fast_record(p, true).expect("fast record"));
         }
         // Without a failed sync, the fast record of this boot would be replayed.
-        let meta = MetaFile::open(&mpath, false).expect("meta");
+        let meta = MetaFile::open(&mpath, None).expect("meta");
         assert_eq!(meta.scan(&t.0.boot_id).expect("scan").log.len(), 1);
         // What the commit worker records when the data sync fails.
         meta::mark_sync_failed(&mpath, "Input/output error").expect("marker");
