@@ -176,6 +176,8 @@ pub struct WaitFor {
     pub offset: u64,
     generation: u64,
     phase: Option<Phase>,
+    /// Waiting for the video to be opened at start-up (`Store::opening`), not for bytes.
+    pub opening: bool,
 }
 
 impl WaitFor {
@@ -185,11 +187,26 @@ impl WaitFor {
             offset,
             generation: video.generation(),
             phase: video.origin().map(|o| o.phase()),
+            opening: false,
+        }
+    }
+
+    /// Wait until a video being opened at start-up is opened (or fails to open).
+    fn opened(id: &str) -> WaitFor {
+        WaitFor {
+            video: id.to_string(),
+            offset: 0,
+            generation: 0,
+            phase: None,
+            opening: true,
         }
     }
 
     /// Is the wait over (route the request again)?
     pub fn met(&self, store: &Store) -> bool {
+        if self.opening {
+            return !store.opening.contains_key(&self.video);
+        }
         // Only configured videos are routable (as in `route_head`).
         let Some(v) = store.videos.get(&self.video) else {
             return true;
@@ -669,6 +686,18 @@ fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
     // Only configured videos are routable; a retired one (removed by a reload) is still reachable
     // through `store.get` for the connections that were using it.
     if !ctx.store.videos.contains_key(id) {
+        // Being opened at start-up: the request waits for it (limits.read_wait_ms), then 503.
+        if let Some(o) = ctx.store.opening.get(id) {
+            if !ctx.wait_expired {
+                return Decision::act(Action::WaitForBytes(WaitFor::opened(id)));
+            }
+            let why = format!(
+                "video {id} is {}",
+                crate::store::opening_message(o.recovering)
+            );
+            let extra = [("Retry-After", "1".to_string())];
+            return Decision::respond(error_plan_with(503, &why, head_only, keep_alive, &extra));
+        }
         let Some(p) = ctx.problems.iter().find(|p| p.id == id) else {
             let why = format!("no video with id {id}");
             return Decision::respond(error_plan(404, &why, head_only, keep_alive));
@@ -778,7 +807,13 @@ pub fn unavailable_videos<'a>(ctx: &RouteCtx<'a>) -> Vec<(&'a str, UnavailableRe
                     unavailable_reason(&p.message),
                     p.message.as_str(),
                 ),
-                None => (v.id.as_str(), UnavailableReason::Opening, OPENING_MESSAGE),
+                None => {
+                    let message = match ctx.store.opening.get(&v.id) {
+                        Some(o) => crate::store::opening_message(o.recovering),
+                        None => OPENING_MESSAGE,
+                    };
+                    (v.id.as_str(), UnavailableReason::Opening, message)
+                }
             }),
         })
         .collect()
@@ -1915,6 +1950,7 @@ fn live_bounded(
                 offset: last,
                 generation: view.ring.state.generation,
                 phase: None,
+                opening: false,
             };
             return Decision::act(Action::WaitForBytes(wait));
         }

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const AUTH: (&str, &str) = ("Authorization", "Bearer t");
-const SLOT_SIZE_META: u64 = 1 << 20;
 const META_HEADER_LEN: usize = 53;
 
 /// A config with one upload slot `slot` of `size` bytes plus `extra` (more `[[video]]` tables).
@@ -556,12 +555,26 @@ fn size_mismatch_is_reported_and_files_untouched() {
 /// One metadata record as the test reads it: (slot index, seq, presence ranges).
 type MetaSummary = (usize, u64, Vec<(u64, u64)>);
 
-/// Read the four metadata slots: a summary of each that starts with the magic.
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[i..i + 8].try_into().unwrap())
+}
+
+/// Where the first four record slots of a metadata file start (the two first durable slots, the two
+/// log regions), read from its layout header ("VCACHEL1": header length, first slot, log region), or
+/// the 1 MiB slots of the first format.
+fn meta_slot_offsets(meta: &[u8]) -> [usize; 4] {
+    if &meta[..8] != b"VCACHEL1" {
+        return [0, 1 << 20, 2 << 20, 3 << 20];
+    }
+    let (h, s, l) = (u64_at(meta, 12), u64_at(meta, 20), u64_at(meta, 28));
+    [h, h + s, h + 2 * s, h + 2 * s + l].map(|n| n as usize)
+}
+
+/// Read the first four metadata slots: a summary of each that starts with the magic.
 fn meta_records(meta: &[u8]) -> Vec<MetaSummary> {
-    let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
     let mut out = Vec::new();
-    for slot in 0..4 {
-        let b = &meta[slot * SLOT_SIZE_META as usize..];
+    for (slot, at) in meta_slot_offsets(meta).into_iter().enumerate() {
+        let b = &meta[at..];
         if &b[..8] != b"VCACHEM1" {
             continue;
         }
@@ -592,8 +605,7 @@ fn unreadable_metadata_is_reported_and_untouched() {
     assert!(d.stop(Duration::from_secs(10)).success());
     let (data, meta) = (dir.join("data/slot.data"), dir.join("data/slot.meta"));
     let mut garbage = file_bytes(&meta);
-    for slot in 0..4 {
-        let at = slot * SLOT_SIZE_META as usize;
+    for at in meta_slot_offsets(&garbage) {
         garbage[at..at + 64].copy_from_slice(&[0xA5; 64]);
     }
     std::fs::write(&meta, &garbage).unwrap();
@@ -658,7 +670,7 @@ fn torn_newest_record_falls_back_to_the_older_one() {
         "the older record must claim less for this test to mean something"
     );
     // Tear the newest record: its tail (the presence map) never reached the disk.
-    let at = newest_slot * SLOT_SIZE_META as usize + META_HEADER_LEN + 21;
+    let at = meta_slot_offsets(&bytes)[newest_slot] + META_HEADER_LEN + 21;
     bytes[at..at + 32].fill(0);
     std::fs::write(&meta, &bytes).unwrap();
 

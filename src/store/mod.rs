@@ -1118,11 +1118,18 @@ impl StorePaths {
                 _ => format!("data file {}: {e}", dpath.display()),
             }
         })?;
+        let replayed = !scan.log.is_empty() && payload.is_some();
         if payload.is_some() {
-            // After a process crash the page cache may hold a durable-slot record (and data) that never
-            // reached the disk: sync both before trusting the scan's idea of the newest durable record,
-            // which decides which slot the next commit may overwrite.
-            let synced = data.file.sync_data().and_then(|()| meta.sync());
+            // After a process crash the page cache may hold a durable-slot record that never reached
+            // the disk: sync the metadata before trusting the scan's idea of the newest durable record,
+            // which decides which slot the next commit may overwrite. That record's data was synced
+            // before it was written; the data file is synced only when the log claimed more (a
+            // replay, made durable below) or a data sync failed — what may take long (`needs_recovery`).
+            let data_synced = match replayed || sync_failed.is_some() {
+                true => data.file.sync_data(),
+                false => Ok(()),
+            };
+            let synced = data_synced.and_then(|()| meta.sync());
             if let Err(e) = synced {
                 return Err(format!(
                     "cannot sync the files of {id} before opening them: {e}"
@@ -1136,7 +1143,6 @@ impl StorePaths {
             scan.newest_durable
         };
         let mut seq = seq;
-        let replayed = !scan.log.is_empty() && payload.is_some();
         if let (true, Some(p)) = (sync_failed.is_some() || replayed, &payload) {
             // The recovered state is made durable now (the data file was just synced): no log entry
             // is needed any more, and no later open in this boot trusts the old ones.
@@ -1285,6 +1291,27 @@ impl StorePaths {
         }
     }
 
+    /// Must opening this video sync its data file before its record is trusted (log entries to replay
+    /// after a process crash, or a recorded failed data sync)? That sync may take seconds with much dirty
+    /// data, so the start-up opener gives such a video to its own thread. Read without a lock: a wrong
+    /// answer only changes which thread opens it.
+    pub fn needs_recovery(&self, v: &VideoConfig) -> bool {
+        if matches!(v.kind, VideoKind::File { .. }) {
+            return false;
+        }
+        let mpath = meta_path(&self.data_dir, &v.id);
+        if !mpath.exists() {
+            return false;
+        }
+        if meta::read_sync_failed(&mpath).is_some() {
+            return true;
+        }
+        MetaFile::open(&mpath, None)
+            .ok()
+            .and_then(|m| m.scan(&self.boot_id).ok())
+            .is_some_and(|scan| scan.winner.is_some() && !scan.log.is_empty())
+    }
+
     /// Remove a video's data and metadata files (an origin object changed length). The caller has
     /// closed them (dropped the slot) and made a record that claims nothing durable first.
     pub fn remove_files(&self, id: &str) -> std::io::Result<()> {
@@ -1354,6 +1381,29 @@ pub struct Store {
     /// Origin fetches since start, over every origin video (counters for /metrics: a video a reload
     /// removes does not take its share with it).
     pub origin_totals: OriginTotals,
+    /// Configured videos the start-up threads are still opening (`event_loop/startup.rs`), with the
+    /// requests waiting for them.
+    pub opening: BTreeMap<String, Opening>,
+    /// Videos a request started waiting for since the loop last looked: opened first.
+    pub open_wanted: Vec<String>,
+}
+
+/// A video being opened at start-up.
+#[derive(Default)]
+pub struct Opening {
+    /// Its data file is being synced before its record is trusted (after a crash).
+    pub recovering: bool,
+    pub waiters: Waiters,
+}
+
+/// What a request to a video still being opened at start-up answers once its wait ran out.
+pub fn opening_message(recovering: bool) -> &'static str {
+    match recovering {
+        true => {
+            "being recovered at start-up (its data file is synced before its record is trusted); retry shortly"
+        }
+        false => "being opened at start-up; retry shortly",
+    }
 }
 
 /// Counters of the origin fetches since start.
@@ -1428,32 +1478,13 @@ fn decode_upload_payload(
 }
 
 impl Store {
-    /// Open every video of the config. Videos that cannot be opened are reported and left out; the
-    /// others are served.
+    /// Open every video of the config on the calling thread (tests; the daemon opens them off the
+    /// loop). Videos that cannot be opened are reported and left out; the others are served.
+    #[cfg(test)]
     pub fn open(cfg: &Config, boot_id: BootId) -> Result<(Store, Vec<VideoProblem>), String> {
-        let data_dir = cfg.server.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|e| {
-            format!(
-                "cannot create data_dir {}: {e} (set [server] data_dir to a writable directory)",
-                data_dir.display()
-            )
-        })?;
-        let mut store = Store {
-            videos: BTreeMap::new(),
-            retired: BTreeMap::new(),
-            data_dir,
-            boot_id,
-            // Checked against MAX_PRESENCE_RANGES when the config was loaded: never lowered here.
-            max_presence_ranges: cfg.server.limits.max_presence_ranges,
-            origin_totals: OriginTotals::default(),
-        };
-        assert!(
-            store.max_presence_ranges <= MAX_PRESENCE_RANGES,
-            "limits.max_presence_ranges passed the config check but does not fit a record"
-        );
+        let mut store = Store::open_empty(cfg, boot_id)?;
+        store.opening.clear();
         let mut problems = Vec::new();
-        // At start-up, on the calling thread; a reload opens videos on the commit worker
-        // (`commit::OpenJob`).
         for v in &cfg.videos {
             match store.paths().open_video(v, None) {
                 Ok(video) => {
@@ -1466,6 +1497,38 @@ impl Store {
             }
         }
         Ok((store, problems))
+    }
+
+    /// The store of a config with no video opened yet: the data directory exists, every configured
+    /// video is `opening` (the daemon opens them off the loop, `event_loop/startup.rs`).
+    pub fn open_empty(cfg: &Config, boot_id: BootId) -> Result<Store, String> {
+        let data_dir = cfg.server.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|e| {
+            format!(
+                "cannot create data_dir {}: {e} (set [server] data_dir to a writable directory)",
+                data_dir.display()
+            )
+        })?;
+        let store = Store {
+            videos: BTreeMap::new(),
+            retired: BTreeMap::new(),
+            data_dir,
+            boot_id,
+            // Checked against MAX_PRESENCE_RANGES when the config was loaded: never lowered here.
+            max_presence_ranges: cfg.server.limits.max_presence_ranges,
+            origin_totals: OriginTotals::default(),
+            opening: cfg
+                .videos
+                .iter()
+                .map(|v| (v.id.clone(), Opening::default()))
+                .collect(),
+            open_wanted: Vec::new(),
+        };
+        assert!(
+            store.max_presence_ranges <= MAX_PRESENCE_RANGES,
+            "limits.max_presence_ranges passed the config check but does not fit a record"
+        );
+        Ok(store)
     }
 
     /// What opening a writable video needs, detached from the store (the commit worker opens and
