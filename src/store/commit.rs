@@ -786,4 +786,44 @@ mod tests {
         );
         assert!(meta::read_sync_failed(&mpath).is_none());
     }
+
+    #[test]
+    fn a_record_that_outgrows_its_durable_pair_is_committed_to_a_larger_one() {
+        let dir =
+            Dir(std::env::temp_dir().join(format!("vcache-commit-grow-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir_all(&dir.0).expect("dir");
+        let meta = Arc::new(MetaFile::open(&dir.0.join("v.meta"), Some(1 << 20)).expect("meta"));
+        meta.write_record_slot_synced(0, &record(1)).expect("first");
+        let data = Arc::new(File::create(dir.0.join("v.data")).expect("data"));
+        let recovered = Recovered {
+            record_seq: 1,
+            from_fast: false,
+            next_durable_record_slot: 1,
+        };
+        let mut state = CommitState::new(meta.clone(), BOOT, 2, 4096, recovered);
+        let mut commit = |state: &mut CommitState, payload: Vec<u8>| {
+            state.bump();
+            let job = state.commit_job("v", &data, payload).expect("job");
+            let slot = job.record_slot;
+            let done = run_one(job, fdatasync);
+            assert!(state.commit_done(&done), "{done:?}");
+            slot
+        };
+        assert_eq!(commit(&mut state, vec![1; 100]), 1, "fits the first pair");
+        let big = commit(&mut state, vec![2; 10_000]);
+        assert_eq!(big, 4, "to the second pair, 16 KiB slots");
+        assert_eq!(
+            commit(&mut state, vec![3; 100]),
+            5,
+            "the other slot of that pair"
+        );
+        assert_eq!(
+            commit(&mut state, vec![4; 100]),
+            4,
+            "never back to the first pair"
+        );
+        let (slot, rec) = meta.load(&BOOT).expect("load").expect("a record");
+        assert_eq!((slot, rec.payload), (4, vec![4; 100]));
+    }
 }
