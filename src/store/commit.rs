@@ -802,7 +802,7 @@ mod tests {
             next_durable_record_slot: 1,
         };
         let mut state = CommitState::new(meta.clone(), BOOT, 2, 4096, recovered);
-        let mut commit = |state: &mut CommitState, payload: Vec<u8>| {
+        let commit = |state: &mut CommitState, payload: Vec<u8>| {
             state.bump();
             let job = state.commit_job("v", &data, payload).expect("job");
             let slot = job.record_slot;
