@@ -603,8 +603,9 @@ def cmd_load(argv):
     ap.add_argument("--origin-size", type=int, default=64 << 20)
     ap.add_argument("--kind", choices=["slot", "delete-commit", "live", "origin"], default="slot",
                     help="which video the round loads (see the module's help)")
-    ap.add_argument("--delete-cut-max", type=float, default=1.5,
-                    help="delete-commit: the cut comes up to this many seconds after the DELETE is sent")
+    ap.add_argument("--delete-cut-max", type=float, default=1.0,
+                    help="delete-commit: the cut comes 1 ms to this many seconds (log-uniform) after "
+                         "the DELETE is sent")
     a = ap.parse_args(argv)
     if a.kind == "delete-commit" and a.delete_at is None:
         a.delete_at = a.cut_after
@@ -856,7 +857,8 @@ def cmd_load(argv):
 
         th = threading.Thread(target=send, daemon=True)
         th.start()
-        time.sleep(rng.uniform(0.0, a.delete_cut_max))
+        # log-uniform from 1 ms: most cuts land while the commit runs, some after its answer
+        time.sleep(min(a.delete_cut_max, 2 ** rng.uniform(-10, 0)))
         return th, answer
 
     def poller():
