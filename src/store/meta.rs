@@ -36,8 +36,9 @@ const LAYOUT_HEADER_LEN: u64 = 4096;
 /// The first durable pair of a new file: 8 KiB slots hold a record of ~440 ranges (and the longest
 /// validator); a record that does not fit goes to the next pair, twice as large, up to 1 MiB.
 const FIRST_DURABLE_SLOT: u64 = 8 << 10;
-/// Log regions are 1/64 of the data, between these bounds (a full region only makes the next
-/// acknowledgements wait for a durable commit).
+/// Log regions are 1/8 of the data, between these bounds: a region holds the deltas acknowledged
+/// between two durable commits (a full one makes the next acknowledgements wait for a durable commit;
+/// 1 MiB holds ~11,000 deltas).
 const MIN_LOG_REGION: u64 = 16 << 10;
 const MAX_LOG_REGION: u64 = 1 << 20;
 
@@ -60,7 +61,7 @@ impl Layout {
 
     /// The layout of a new metadata file for a video of `data_len` bytes.
     pub fn for_data_len(data_len: u64) -> Layout {
-        let log_region = (data_len / 64)
+        let log_region = (data_len / 8)
             .checked_next_power_of_two()
             .unwrap_or(MAX_LOG_REGION)
             .clamp(MIN_LOG_REGION, MAX_LOG_REGION);
@@ -1511,10 +1512,12 @@ mod tests {
 
     #[test]
     fn metadata_is_sized_to_the_video_not_to_the_largest_record() {
-        // 10,000 videos of 1 MiB take ~52 KiB of metadata each, not 4 MiB.
+        // 10,000 videos of 1 MiB take 276 KiB of metadata each, not 4 MiB.
         let small = Layout::for_data_len(1 << 20);
-        assert_eq!(small.initial_len(), 4096 + 2 * (8 << 10) + 2 * (16 << 10));
-        assert_eq!(small.log_region_len(), 16 << 10);
+        assert_eq!(small.initial_len(), 4096 + 2 * (8 << 10) + 2 * (128 << 10));
+        assert_eq!(small.log_region_len(), 128 << 10);
+        assert_eq!(Layout::for_data_len(64 << 10).log_region_len(), 16 << 10);
+        assert_eq!(Layout::for_data_len(8 << 20).log_region_len(), 1 << 20);
         assert_eq!(Layout::for_data_len(1 << 30).log_region_len(), 1 << 20);
         // Pairs double from 8 KiB to 1 MiB; slots never overlap and follow each other.
         assert_eq!(small.pairs(), 8);
