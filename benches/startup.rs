@@ -165,6 +165,21 @@ impl Bench {
         dirty
     }
 
+    /// exec → /healthz answered (reading the config and listening: no video need be open), then a
+    /// clean stop.
+    fn healthz_round(&self) -> f64 {
+        let t = Instant::now();
+        let mut d = self.serve();
+        let (took, status) = first_answer(
+            self.port,
+            "GET /healthz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n",
+            t,
+        );
+        assert_eq!(status, 200, "/healthz");
+        assert!(d.stop_with(libc::SIGTERM, Duration::from_secs(600)));
+        took
+    }
+
     /// exec → first 206 of `v0` (and of `big` if asked), then a clean stop.
     fn round(&self, also_big: bool) -> (f64, Option<f64>) {
         let t = Instant::now();
@@ -320,9 +335,16 @@ fn main() {
         .map(|m| m.len())
         .sum();
     println!("  metadata of {} videos: {} MiB", videos + 1, meta >> 20);
-    let (mut clean, mut during, mut big_ready, mut ng, mut dirty) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut clean, mut during, mut big_ready, mut ng, mut dirty, mut healthz) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for _ in 0..runs {
+        healthz.push(b.healthz_round());
         clean.push(b.round(false).0);
         dirty.push(b.dirty_big() as f64 / (1 << 20) as f64);
         let (v0, big_t) = b.round(true);
@@ -339,7 +361,8 @@ fn main() {
             median(v) / median(&ng)
         );
     };
-    println!("  {runs} interleaved rounds; exec -> first 206:");
+    println!("  {runs} interleaved rounds; exec -> first answer:");
+    show("vcache, /healthz (the config read, listening)", &healthz);
     show("vcache, clean stop, v0", &clean);
     show("vcache, v0 while `big` recovers", &during);
     show("vcache, `big` itself (after its sync)", &big_ready);
