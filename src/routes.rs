@@ -993,6 +993,19 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
             ));
         }
     }
+    for (id, o) in &ctx.store.opening {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let kind = ctx.cfg.videos.iter().find(|v| &v.id == id);
+        out.push_str(&format!(
+            "{{\"id\":{},\"kind\":{},\"opening\":{}}}",
+            json_string(id),
+            json_string(kind.map_or("unknown", |v| v.kind_name())),
+            json_string(crate::store::opening_message(o.recovering))
+        ));
+    }
     for p in ctx.problems {
         if ctx.store.videos.contains_key(&p.id) {
             continue;
@@ -2332,6 +2345,66 @@ mod tests {
         };
         release(&held, &mut l.store, &mut Vec::new());
         assert_eq!(followers(&l.store), Some(0));
+    }
+
+    #[test]
+    fn a_video_being_opened_at_start_up_is_waited_for_then_refused_and_listed() {
+        let dir = std::env::temp_dir().join(format!("vcache-routes-open-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let text = "[server]\ndata_dir = \"data\"\n\n[[video]]\nid = \"up\"\nkind = \"upload\"\nsize = 4096\n";
+        let cfg = crate::config::parse(text, "test.toml", &dir).expect("config");
+        let mut store = Store::open_empty(&cfg, [7; 16]).expect("store");
+        let limits = HeadLimits {
+            max_request_line: 8192,
+            max_head_bytes: 8192,
+            max_headers: 64,
+        };
+        let metrics = Metrics::default();
+        let decide = |store: &Store, raw: &[u8], wait_expired: bool| {
+            let (head, _) = parse_request_head(raw, &limits)
+                .expect("head")
+                .expect("complete");
+            let ctx = RouteCtx {
+                store,
+                cfg: &cfg,
+                problems: &[],
+                boundary: "b",
+                wait_expired,
+                waited: wait_expired,
+                request_started: Instant::now(),
+                wants_applied: false,
+                metrics: &metrics,
+                open_connections: 1,
+            };
+            route(&head, &ctx)
+        };
+        let get = b"GET /videos/up HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n";
+        // The request waits for the video, and the wait is over once it is no longer being opened.
+        let wait = match decide(&store, get, false).then {
+            Then::Act(Action::WaitForBytes(w)) => w,
+            _ => panic!("a request to a video being opened waits"),
+        };
+        assert!(wait.opening && !wait.met(&store));
+        // Its wait ran out: 503 with Retry-After, saying so.
+        let Then::Act(Action::Respond(plan)) = decide(&store, get, true).then else {
+            panic!("a response");
+        };
+        assert_eq!(plan.head.status, 503);
+        assert_eq!(plan.head.get("Retry-After"), Some("1"));
+        store.opening.get_mut("up").expect("opening").recovering = true;
+        let list = decide(&store, b"GET /videos HTTP/1.1\r\nHost: x\r\n\r\n", false);
+        let Then::Act(Action::Respond(plan)) = list.then else {
+            panic!("a response");
+        };
+        let body = String::from_utf8_lossy(&plan.body).into_owned();
+        assert!(
+            body.contains("\"id\":\"up\",\"kind\":\"upload\",\"opening\":\"being recovered"),
+            "{body}"
+        );
+        store.opening.clear();
+        assert!(wait.met(&store), "opened (or failed): route it again");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

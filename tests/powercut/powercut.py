@@ -272,18 +272,24 @@ def save_state(path, st):
     os.replace(tmp, path)
 
 
-def get_videos(port, video=VIDEO):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    c.request("GET", "/videos")
-    r = c.getresponse()
-    body = r.read()
-    c.close()
-    if r.status != 200:
-        raise RuntimeError(f"GET /videos: {r.status}")
-    for v in json.loads(body)["videos"]:
-        if v["id"] == video:
-            return v
-    raise RuntimeError(f"GET /videos: no video {video!r}")
+def get_videos(port, video=VIDEO, wait=120.0):
+    """The video's entry in GET /videos, once it is open (vcache serves while it opens the videos;
+    one still being opened is listed with "opening")."""
+    deadline = time.monotonic() + wait
+    while True:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("GET", "/videos")
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        if r.status != 200:
+            raise RuntimeError(f"GET /videos: {r.status}")
+        entry = next((v for v in json.loads(body)["videos"] if v["id"] == video), None)
+        if entry is None:
+            raise RuntimeError(f"GET /videos: no video {video!r}")
+        if "opening" not in entry or time.monotonic() > deadline:
+            return entry
+        time.sleep(0.1)
 
 
 def has_video(port, video):
