@@ -398,7 +398,11 @@ def cmd_check(argv):
         st["union"], st["required"], st["sent"] = [], [], []
         evs = [e for e in evs if e.get("t", e.get("ts", 0)) > dacked["t"] or e["ev"] in ("cut", "commits")]
     elif unanswered and not present:
-        st["union"], st["required"] = [], []
+        # it landed: as after an acknowledged DELETE, nothing from before it is promised any more,
+        # and nothing sent before it may come back (the PUTs were paused: no ack follows it)
+        st["union"], st["required"], st["sent"] = [], [], []
+        sent_at = min(e["ts"] for e in dels)
+        evs = [e for e in evs if e.get("t", e.get("ts", 0)) > sent_at or e["ev"] in ("cut", "commits")]
     acks = [e for e in evs if e["ev"] == "ack"]
     sends = [(e["a"], e["b"]) for e in evs if e["ev"] == "send"]
     st["sent"] = union(st["sent"], sends)
