@@ -15,6 +15,11 @@ use toml::Spanned;
 
 use crate::seek::{MAX_FPS, SeekMap, SeekTable, Timecode};
 
+mod cache;
+pub use cache::{CacheConfig, DEFAULT_NEGATIVE_TTL_SECS, MountConfig};
+mod cluster;
+pub use cluster::ClusterConfig;
+
 /// The configuration `vcache serve` runs on without `--config`. Relative paths in it
 /// resolve against the current directory.
 pub const EMBEDDED_DEFAULT: &str = r#"# vcache's built-in configuration, used by `vcache serve` without --config.
@@ -186,6 +191,8 @@ pub enum VideoKind {
         path: String,
         fill_block: u64,
         size: Option<u64>,
+        /// Seconds after which the cached object's validator is checked again (None: never).
+        revalidate_after: Option<u64>,
     },
 }
 
@@ -221,6 +228,12 @@ pub struct Config {
     pub source: String,
     pub server: ServerConfig,
     pub videos: Vec<VideoConfig>,
+    /// `[cache]`: the disk budget of origin content.
+    pub cache: CacheConfig,
+    /// `[[mount]]`s: origin prefixes whose objects are pulled through by name.
+    pub mounts: Vec<MountConfig>,
+    /// `[cluster]`: the tier this node is part of (none by default).
+    pub cluster: ClusterConfig,
     /// Problems that do not stop the config from loading (a token still set to `change-me`), each
     /// with its file, line and key; `serve` and `check` log them.
     pub warnings: Vec<ConfigError>,
@@ -419,7 +432,10 @@ type Sp<T> = Spanned<T>;
 struct RawConfig {
     server: Option<RawServer>,
     limits: Option<RawLimits>,
+    cache: Option<cache::RawCache>,
+    cluster: Option<cluster::RawCluster>,
     video: Option<Vec<Sp<RawVideo>>>,
+    mount: Option<Vec<Sp<cache::RawMount>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -466,6 +482,7 @@ struct RawVideo {
     capacity: Option<Sp<toml::Value>>,
     url: Option<Sp<String>>,
     fill_block: Option<Sp<toml::Value>>,
+    revalidate_after: Option<Sp<toml::Value>>,
     content_type: Option<Sp<String>>,
     write_token: Option<Sp<String>>,
     seek: Option<Sp<RawSeek>>,
@@ -601,6 +618,9 @@ pub fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Config, Config
     let mut found = Found::default();
     let server = validate_server(&src, raw.server, raw.limits, base_dir, &mut found);
     let videos = validate_videos(&src, raw.video.unwrap_or_default(), base_dir, &mut found);
+    let cache = cache::validate_cache(&src, raw.cache, &mut found);
+    let mounts = cache::validate_mounts(&src, raw.mount.unwrap_or_default(), &videos, &mut found);
+    let cluster = cluster::validate_cluster(&src, raw.cluster, &mut found);
     if !found.errors.is_empty() {
         found.errors.sort_by_key(|error| error.line); // stable: a video's own errors keep their order
         found.errors.truncate(MAX_REPORTED_ERRORS);
@@ -610,6 +630,9 @@ pub fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Config, Config
         source: source.to_string(),
         server,
         videos,
+        cache,
+        mounts,
+        cluster,
         warnings: found.warnings,
     })
 }
@@ -1166,12 +1189,13 @@ impl Kind {
 }
 
 /// The keys that belong to only some kinds, and which kinds they belong to.
-const KIND_SPECIFIC_KEYS: [(&str, &[Kind]); 5] = [
+const KIND_SPECIFIC_KEYS: [(&str, &[Kind]); 6] = [
     ("path", &[Kind::File]),
     ("size", &[Kind::Upload, Kind::Origin]),
     ("capacity", &[Kind::Live]),
     ("url", &[Kind::Origin]),
     ("fill_block", &[Kind::Origin]),
+    ("revalidate_after", &[Kind::Origin]),
 ];
 
 /// One `[[video]]` table being validated: where it is, which video it is, and its raw keys.
@@ -1201,12 +1225,13 @@ impl VideoTable<'_, '_> {
     /// Refuse every key that belongs to other kinds.
     fn check_kind_specific_keys(&self, found: &mut Found) {
         let raw = self.raw;
-        let present_spans: [Option<Range<usize>>; 5] = [
+        let present_spans: [Option<Range<usize>>; 6] = [
             raw.path.as_ref().map(Spanned::span),
             raw.size.as_ref().map(Spanned::span),
             raw.capacity.as_ref().map(Spanned::span),
             raw.url.as_ref().map(Spanned::span),
             raw.fill_block.as_ref().map(Spanned::span),
+            raw.revalidate_after.as_ref().map(Spanned::span),
         ];
         for ((key, kinds), span) in KIND_SPECIFIC_KEYS.iter().zip(present_spans) {
             if let Some(span) = span
@@ -1303,6 +1328,18 @@ impl VideoTable<'_, '_> {
             found.ok(parse_origin_url(value.get_ref())
                 .map_err(|why| src.error(value.span(), "url", format!("{context}{why}"))))
         });
+        let revalidate_after = match &self.raw.revalidate_after {
+            None => Some(None),
+            Some(value) => found
+                .ok(cache::duration_in(
+                    src,
+                    value,
+                    "revalidate_after",
+                    context,
+                    cache::MAX_REVALIDATE_SECS,
+                ))
+                .map(Some),
+        };
         let (url, origin, fill_block, size) = (url?, origin?, fill_block?, size?);
         let kind = VideoKind::Origin {
             url: url.get_ref().clone(),
@@ -1311,6 +1348,7 @@ impl VideoTable<'_, '_> {
             path: origin.path,
             fill_block,
             size,
+            revalidate_after: revalidate_after?,
         };
         Some((kind, size))
     }
@@ -2101,6 +2139,7 @@ size = "10MiB"
                 path: "/films/film.mp4?x=1".to_string(),
                 fill_block: 64 << 10,
                 size: Some(10 << 20),
+                revalidate_after: None,
             }
         );
         assert_eq!(origin.kind_name(), "origin");

@@ -27,6 +27,7 @@ use crate::store::origin::Phase;
 use crate::store::{Store, VideoProblem};
 
 mod reopen;
+mod space;
 mod startup;
 use reopen::{Reopen, Report};
 use startup::Startup;
@@ -75,6 +76,8 @@ pub struct Server {
     send_path: SendPath,
     wake: Vec<Token>,
     shutdown_deadline: Option<Instant>,
+    /// SIGTERM with `cluster.drain_ms`: when the drain ends and the shutdown begins.
+    drain_until: Option<Instant>,
     last_checkpoint: Instant,
     last_sweep: Instant,
     watchdog: Option<(Duration, Instant)>,
@@ -93,6 +96,12 @@ pub struct Server {
     access_log: AccessLog,
     /// When each video's durable commit in flight was submitted (for the commit-duration histogram).
     commit_submitted: std::collections::HashMap<String, Instant>,
+    /// The space thread (allocations and punches of origin blocks, the recency file).
+    space_worker: Option<crate::store::space::worker::SpaceWorker>,
+    space_looked: Instant,
+    recency_saved: Instant,
+    /// Origin videos whose files (and first block) the budget granted: bytes, until created.
+    create_granted: std::collections::HashMap<String, u64>,
     /// The threads opening the configured videos at start-up (`Store::opening`), and since when.
     startup: Option<(Startup, Instant)>,
 }
@@ -140,13 +149,17 @@ impl Server {
         poll.registry()
             .register(&mut signals.reload, SIG_RELOAD, Interest::READABLE)?;
         let worker = CommitWorker::start(waker.clone())?;
+        let space_worker = crate::store::space::worker::SpaceWorker::start(waker.clone())?;
         let send_path = match std::env::var("VCACHE_SEND_PATH").as_deref() {
             Ok("mmap") => SendPath::MapSlice,
             Ok("sendfile") => SendPath::Sendfile,
             _ => SendPath::Auto,
         };
         let now = Instant::now();
-        let fetcher = Fetcher::new(cfg.server.origin_connections, cfg.server.origin_timeout_ms);
+        let mut fetcher = Fetcher::new(cfg.server.origin_connections, cfg.server.origin_timeout_ms);
+        fetcher
+            .peers
+            .configure(&cfg.cluster, cfg.server.read_token.as_deref());
         let access_log = open_access_log(&cfg).map_err(io::Error::other)?;
         let mut reopen = Reopen::new(Duration::from_millis(cfg.server.limits.shutdown_timeout_ms));
         for p in &problems {
@@ -181,6 +194,7 @@ impl Server {
             send_path,
             wake: Vec::new(),
             shutdown_deadline: None,
+            drain_until: None,
             last_checkpoint: now,
             last_sweep: now,
             watchdog: service::watchdog_interval().map(|d| (d, now)),
@@ -193,6 +207,10 @@ impl Server {
             reopen,
             access_log,
             commit_submitted: std::collections::HashMap::new(),
+            space_worker: Some(space_worker),
+            space_looked: now,
+            recency_saved: now,
+            create_granted: std::collections::HashMap::new(),
             startup,
         })
     }
@@ -225,6 +243,7 @@ impl Server {
                 match ev.token() {
                     LISTENER => self.accept(now),
                     WAKER => {
+                        self.collect_space();
                         self.collect_startup(now);
                         self.collect_commits();
                         self.collect_reload();
@@ -232,7 +251,7 @@ impl Server {
                     }
                     SIG_STOP => {
                         if service::drain_signal_pipe(&mut self.signals.stop) {
-                            self.begin_shutdown(now);
+                            self.stop_signal(now);
                         }
                     }
                     SIG_RELOAD => {
@@ -268,6 +287,9 @@ impl Server {
                 }
             }
             self.after_events(now);
+            if self.drain_until.is_some_and(|t| now >= t) {
+                self.begin_shutdown(now);
+            }
             if let Some(deadline) = self.shutdown_deadline {
                 self.close_idle(now);
                 if self.open == 0 || now >= deadline {
@@ -284,6 +306,25 @@ impl Server {
         self.finish()
     }
 
+    /// SIGTERM/SIGINT: with `[cluster] drain_ms`, first drain — `/readyz` answers 503 while everything
+    /// is still served, so a balancer's health check moves traffic away before the listener closes; a
+    /// second signal while draining stops at once. Without it, stop at once.
+    fn stop_signal(&mut self, now: Instant) {
+        let drain = self.cfg.cluster.drain_ms;
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        if self.drain_until.is_some() || drain == 0 {
+            self.begin_shutdown(now);
+            return;
+        }
+        log::info!(
+            "draining: /readyz answers 503 for {drain} ms (cluster.drain_ms), then shutting down"
+        );
+        service::sd_notify("STATUS=draining");
+        self.drain_until = Some(now + Duration::from_millis(drain));
+    }
+
     fn begin_shutdown(&mut self, now: Instant) {
         if self.shutdown_deadline.is_some() {
             return;
@@ -297,6 +338,7 @@ impl Server {
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
+        self.drain_until = None;
         self.shutdown_deadline =
             Some(now + Duration::from_millis(self.cfg.server.limits.shutdown_timeout_ms));
         // Every connection sees the shutdown at once: live followers and publishers end now (streams
@@ -335,6 +377,7 @@ impl Server {
         self.fetcher
             .close_all(self.poll.registry(), &mut self.store);
         self.collect_commits();
+        self.finish_space();
         for (_, v) in self.store.all_mut() {
             if let Some(r) = v.ring_mut() {
                 r.settle_for_shutdown();
@@ -467,6 +510,7 @@ impl Server {
             boundary: &self.boundary,
             send_path: self.send_path,
             shutting_down: self.shutdown_deadline.is_some(),
+            draining: self.drain_until.is_some() || self.shutdown_deadline.is_some(),
             metrics: &mut self.metrics,
             wake: &mut self.wake,
             open_connections: self.open,
@@ -524,6 +568,7 @@ impl Server {
         // Blocks readers want from origins: fetch them while connections are free.
         self.fetcher
             .pump(self.poll.registry(), &mut self.store, &mut self.wake, now);
+        self.space_turn(now);
         self.submit_creations();
         self.process_wakes(now);
         let interval_mode = self.cfg.server.sync == SyncMode::Interval;
@@ -599,6 +644,7 @@ impl Server {
             self.fetcher
                 .sweep(self.poll.registry(), &mut self.store, &mut self.wake, now);
             self.drop_unused_retired();
+            self.store.drop_unused_mounted();
             self.retry_opens(now);
         }
         self.access_log.flush();
@@ -647,6 +693,8 @@ impl Server {
         }
         let now = Instant::now();
         for c in created {
+            let granted = self.create_granted.remove(&c.video).unwrap_or(0);
+            self.created_space(&c.video, c.result.as_ref().ok(), granted);
             self.fetcher.slot_created(
                 &c.video,
                 c.result,
@@ -674,6 +722,10 @@ impl Server {
                     log::error!("the commit worker is gone");
                 }
             }
+            // Files are created once the budget granted their first block (`space_turn`).
+            if !self.create_granted.contains_key(id) {
+                continue;
+            }
             let Some((len, validator)) = o.take_create_wanted() else {
                 continue;
             };
@@ -682,6 +734,10 @@ impl Server {
                 paths: paths.clone(),
                 len,
                 validator,
+                allocate: o.learn_block().map_or((0, 0), |b| {
+                    let start = b.saturating_mul(o.fill_block());
+                    (start, o.fill_block())
+                }),
             };
             if !worker.submit_create(job) {
                 log::error!("the commit worker is gone");
@@ -896,6 +952,8 @@ impl Server {
             self.cfg.server.origin_connections,
             self.cfg.server.origin_timeout_ms,
         );
+        let read_token = self.cfg.server.read_token.as_deref();
+        self.fetcher.peers.configure(&self.cfg.cluster, read_token);
         self.pending_reload = Some(pending);
         self.finish_reload_once_opened();
     }
@@ -906,6 +964,10 @@ impl Server {
         let mut removed = Vec::new();
         let current: Vec<String> = self.store.videos.keys().cloned().collect();
         for id in current {
+            // Mounted objects are not in any config's [[video]] list: a reload keeps them.
+            if crate::store::mounts::is_mounted_id(&id) {
+                continue;
+            }
             let same_kind = new.videos.iter().any(|nv| {
                 nv.id == id
                     && self
@@ -998,7 +1060,7 @@ impl Server {
             }
             match o.result {
                 Ok(v) => {
-                    self.store.videos.insert(o.video, *v);
+                    self.store.insert_video(o.video, *v);
                 }
                 Err(message) => {
                     let report = self.reopen.failed(&o.video, &message, now);

@@ -1,6 +1,7 @@
 //! vcache: a persistent video cache daemon. `main` only parses the command line and wires the parts:
 //! config → store → event loop (serve), config → report (check), and the offline MPEG-TS indexer.
 
+mod cluster;
 mod config;
 mod conn;
 mod event_loop;
@@ -277,9 +278,13 @@ fn serve(path: Option<PathBuf>) -> Result<(), String> {
     let local = listener
         .local_addr()
         .map_err(|e| format!("listening socket: {e}"))?;
-    // The videos are opened off the loop (event_loop/startup.rs): it serves at once.
-    let store = store::Store::open_empty(&cfg, boot)?;
-    let problems = Vec::new();
+    // The configured videos are opened off the loop (event_loop/startup.rs): it serves at once.
+    // Objects of `[[mount]]`s found in the data directory are opened here, before it serves.
+    let mut store = store::Store::open_empty(&cfg, boot)?;
+    let problems = store.open_mounted_files();
+    for p in &problems {
+        log::error!("video {}: {}", p.id, p.message);
+    }
     log::info!(
         "vcache {} serving {} on http://{local}/ from {} (config {}, sync = {:?})",
         env!("CARGO_PKG_VERSION"),

@@ -49,6 +49,9 @@ pub struct Gauges<'a> {
     pub live_followers: u64,
     /// Origin fetches since start.
     pub origin: crate::store::OriginTotals,
+    /// The disk budget of origin content: (allocated bytes, max_size or None, evicted bytes total,
+    /// evicted blocks total).
+    pub cache_space: (u64, Option<u64>, u64, u64),
 }
 
 /// Upper bounds of the latency histogram buckets, in microseconds (the last bucket is +Inf).
@@ -215,6 +218,12 @@ impl Metrics {
     }
 }
 
+fn counter(s: &mut String, name: &str, help: &str, value: u64) {
+    s.push_str(&format!(
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+    ));
+}
+
 fn gauge(s: &mut String, name: &str, help: &str, value: u64) {
     s.push_str(&format!(
         "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
@@ -304,6 +313,33 @@ fn render_gauges(s: &mut String, g: &Gauges<'_>) {
         "vcache_cache_present_bytes",
         "Bytes of every served video held in the cache now.",
         g.videos.iter().map(|v| v.2).sum(),
+    );
+    let (allocated, max_size, evicted_bytes, evicted_blocks) = g.cache_space;
+    gauge(
+        s,
+        "vcache_cache_allocated_bytes",
+        "Bytes origin content occupies on disk (allocated fill blocks, counted against [cache] max_size).",
+        allocated,
+    );
+    if let Some(max) = max_size {
+        gauge(
+            s,
+            "vcache_cache_max_size_bytes",
+            "The disk budget of origin content ([cache] max_size).",
+            max,
+        );
+    }
+    counter(
+        s,
+        "vcache_cache_evicted_bytes_total",
+        "Bytes of origin content evicted (punched out of their data files) since start.",
+        evicted_bytes,
+    );
+    counter(
+        s,
+        "vcache_cache_evicted_blocks_total",
+        "Origin fill blocks evicted since start.",
+        evicted_blocks,
     );
     let shown = &g.videos[..g.videos.len().min(MAX_VIDEO_SERIES)];
     s.push_str("# HELP vcache_video_size_bytes Size of each video (the first 100 by id; see vcache_cache_size_bytes).\n# TYPE vcache_video_size_bytes gauge\n");

@@ -8,11 +8,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use crate::cluster::{PEER_HEADER, Peers, VALIDATOR_HEADER};
+use crate::http::date::parse_http_date;
 use crate::http::range::parse_content_range;
 use crate::store::Store;
 use crate::store::data_file::prefault_for_write;
@@ -41,6 +43,11 @@ struct Job {
     validator: String,
     /// On a reused connection: a close before any answer is retried, not a failure.
     reused: bool,
+    /// The peer asked (`[cluster]`), None for the origin; then the peers to ask after it, in order.
+    via: Option<SocketAddr>,
+    then: Vec<SocketAddr>,
+    /// For a peer: `Authorization: Bearer` with the tier's read token, when one is set.
+    peer_token: Option<String>,
 }
 
 enum OState {
@@ -119,6 +126,8 @@ struct Answer {
     start: u64,
     end: u64,
     validator: String,
+    /// The origin's Last-Modified: an origin video answers with it (every node of a tier the same).
+    last_modified: Option<SystemTime>,
     close: bool,
 }
 
@@ -130,6 +139,9 @@ struct OriginHead {
     content_range: Option<String>,
     chunked: bool,
     validator: String,
+    last_modified: Option<SystemTime>,
+    /// A peer's `X-Vcache-Validator`: the origin's validator of its copy.
+    peer_validator: String,
     close: bool,
 }
 
@@ -168,6 +180,11 @@ fn judge_answer(
                 };
             }
             match (known_len, h.content_length) {
+                // A whole object answers a learning fetch of block 0 only: vcache fetches blocks
+                // with Range and cannot take another block out of a whole body.
+                (None, Some(_)) if job.first > 0 => {
+                    fail("the origin ignored the Range request (vcache needs Range support)".into())
+                }
                 (None, Some(total)) => Verdict::Body {
                     start: 0,
                     end: total,
@@ -178,6 +195,11 @@ fn judge_answer(
                 (Some(_), _) => fail("the origin ignored the Range request".into()),
             }
         }
+        // The origin has no such object: readers get its 404 (remembered for a while).
+        404 | 410 if known_len.is_none() => Verdict::Fail {
+            status: 404,
+            why: format!("the origin has no such object (it answered {})", h.status),
+        },
         // With nothing cached there is nothing to forget: the answer is a failure (no retry loop).
         412 | 416 if known_len.is_none() => fail(format!(
             "the origin answered {} to the first range request (an empty or unavailable object)",
@@ -275,7 +297,11 @@ fn parse_origin_head(buf: &[u8]) -> Result<Option<(OriginHead, usize)>, String> 
             "content-range" => h.content_range = Some(v),
             "transfer-encoding" => h.chunked = !v.eq_ignore_ascii_case("identity"),
             "etag" => etag = Some(v),
-            "last-modified" => last_modified = Some(v),
+            "x-vcache-validator" => h.peer_validator = v,
+            "last-modified" => {
+                h.last_modified = parse_http_date(&v);
+                last_modified = Some(v);
+            }
             "connection" => {
                 let l = v.to_ascii_lowercase();
                 if l.contains("close") {
@@ -310,6 +336,8 @@ pub struct Fetcher {
     free: Vec<usize>,
     limit: usize,
     timeout: Duration,
+    /// The other nodes of the tier, asked for a block before its origin (`cluster.rs`).
+    pub peers: Peers,
 }
 
 impl Fetcher {
@@ -319,6 +347,7 @@ impl Fetcher {
             free: Vec::new(),
             limit: limit.max(1),
             timeout: Duration::from_millis(timeout_ms),
+            peers: Peers::default(),
         }
     }
 
@@ -355,31 +384,106 @@ impl Fetcher {
             if busy >= self.limit {
                 return;
             }
-            let Some((mut job, addr)) = pick_job(store) else {
+            let Some((job, addr)) = pick_job(store) else {
                 return;
             };
-            let index = match self.conn_for(&mut job, addr, registry, now) {
-                Ok(i) => i,
-                Err(NoConn::Full) => {
-                    requeue(store, &job, false);
-                    return;
-                }
-                Err(NoConn::Failed(why)) => {
-                    fail_job(store, wake, Failure::bad_gateway(job, None, why));
-                    continue;
-                }
-            };
-            if let Some(Some(c)) = self.conns.get_mut(index) {
-                c.deadline = now + self.timeout;
-                c.state = if job.reused {
-                    let req = request_bytes(store, &job);
-                    OState::Sending { job, req, pos: 0 }
-                } else {
-                    OState::Connecting(job)
-                };
+            let (job, addr) = self.peers_first(job, addr, now);
+            if !self.start(job, addr, registry, store, wake, now) {
+                return;
             }
-            self.drive(index, registry, store, wake, now);
         }
+    }
+
+    /// With `[cluster] peers`, a block is asked of the other nodes (in rank order) before its origin.
+    fn peers_first(&self, mut job: Job, origin: SocketAddr, now: Instant) -> (Job, SocketAddr) {
+        let mut peers = self.peers.to_ask(&job.video, now).into_iter();
+        match peers.next() {
+            Some(first) => {
+                job.via = Some(first);
+                job.then = peers.collect();
+                job.peer_token = self.peers.read_token.clone();
+                (job, first)
+            }
+            None => (job, origin),
+        }
+    }
+
+    /// Run `job` on a connection to `addr`; false when every connection is busy (it waits).
+    fn start(
+        &mut self,
+        mut job: Job,
+        addr: SocketAddr,
+        registry: &Registry,
+        store: &mut Store,
+        wake: &mut Vec<Token>,
+        now: Instant,
+    ) -> bool {
+        let index = match self.conn_for(&mut job, addr, registry, now) {
+            Ok(i) => i,
+            Err(NoConn::Full) => {
+                requeue(store, &job, false);
+                return false;
+            }
+            Err(NoConn::Failed(why)) => {
+                let failure = Failure::bad_gateway(job, None, why);
+                self.failed(failure, registry, store, wake, now);
+                return true;
+            }
+        };
+        if let Some(Some(c)) = self.conns.get_mut(index) {
+            c.deadline = now + self.timeout;
+            c.state = if job.reused {
+                let req = request_bytes(store, &job);
+                OState::Sending { job, req, pos: 0 }
+            } else {
+                OState::Connecting(job)
+            };
+        }
+        self.drive(index, registry, store, wake, now);
+        true
+    }
+
+    /// A fetch failed. One from a peer that had sent nothing yet goes on to the next peer, then the
+    /// origin (a peer that broke the connection rests a while); any other fails its readers.
+    fn failed(
+        &mut self,
+        f: Failure,
+        registry: &Registry,
+        store: &mut Store,
+        wake: &mut Vec<Token>,
+        now: Instant,
+    ) {
+        let Some(peer) = f.job.via else {
+            return fail_job(store, wake, f);
+        };
+        if f.status != 504 || f.reservation.is_some() {
+            self.peers.rest(peer, now);
+        }
+        if f.reservation.is_some() {
+            return fail_job(store, wake, f);
+        }
+        let origin = store.get(&f.job.video).and_then(|v| v.origin()?.addr());
+        let Some(origin) = origin else {
+            return fail_job(store, wake, f);
+        };
+        log::debug!(
+            "video {}: peer {peer} did not give bytes {}-{}: {}",
+            f.job.video,
+            f.job.first,
+            f.job.last,
+            f.why
+        );
+        let mut job = f.job;
+        job.reused = false;
+        let addr = if job.then.is_empty() {
+            job.via = None;
+            origin
+        } else {
+            let next = job.then.remove(0);
+            job.via = Some(next);
+            next
+        };
+        self.start(job, addr, registry, store, wake, now);
     }
 
     /// A connection for `job`: an idle one to the same origin (the job is then `reused`), else a new
@@ -429,11 +533,16 @@ impl Fetcher {
             };
             // The commit worker removes the closed files (unlink and a directory sync are not for the
             // loop); learning the new object waits for it.
-            if let Some(o) = v.origin_mut() {
-                o.drop_files();
-            }
+            let gone = v.origin_mut().map(|o| {
+                let fb = o.fill_block();
+                let len = o.len().unwrap_or(0);
+                (o.drop_files(), fb, len)
+            });
             // Readers waiting for the old object route again: they learn the new one.
             v.byte_waiters.wake_all(wake);
+            if let Some((space, fb, len)) = gone {
+                store.unregister_space(&id, &space, |b| (b * fb).min(len)..((b + 1) * fb).min(len));
+            }
         }
     }
 
@@ -515,6 +624,9 @@ impl Fetcher {
             match c.job().cloned() {
                 None => self.close(i, registry),
                 Some(job) => {
+                    if let Some(peer) = job.via {
+                        self.peers.rest(peer, now);
+                    }
                     let failure = Failure {
                         job,
                         reservation: reservation_of(&c.state),
@@ -524,8 +636,9 @@ impl Fetcher {
                             c.addr
                         ),
                     };
-                    fail_job(store, wake, failure);
+                    // The connection goes first: a peer's job moves on to the next source.
                     self.close(i, registry);
+                    self.failed(failure, registry, store, wake, now);
                 }
             }
         }
@@ -632,8 +745,15 @@ impl Fetcher {
                     return;
                 }
                 OStep::Fail(failure) => {
-                    fail_job(store, wake, failure);
                     self.close(index, registry);
+                    self.failed(failure, registry, store, wake, now);
+                    return;
+                }
+                // A peer's copy of another object proves nothing: the origin decides.
+                OStep::Changed { job, why, .. } if job.via.is_some() => {
+                    self.close(index, registry);
+                    let failure = Failure::bad_gateway(job, None, why);
+                    self.failed(failure, registry, store, wake, now);
                     return;
                 }
                 OStep::Changed {
@@ -733,6 +853,9 @@ fn pick_job(store: &mut Store) -> Option<(Job, SocketAddr)> {
                 last: fetch.last,
                 validator: o.validator().to_string(),
                 reused: false,
+                via: None,
+                then: Vec::new(),
+                peer_token: None,
             };
             return Some((job, addr));
         }
@@ -745,15 +868,24 @@ fn request_bytes(store: &Store, job: &Job) -> Vec<u8> {
         return Vec::new();
     };
     let (host, port, path) = o.target();
+    let (host, path) = match job.via {
+        Some(peer) => (
+            format!("{peer}\r\n{PEER_HEADER}: 1"),
+            format!("/videos/{}", job.video),
+        ),
+        None => (host_header(host, port), path.to_string()),
+    };
     let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nRange: bytes={}-{}\r\nUser-Agent: vcache/{}\r\nAccept-Encoding: identity\r\n",
-        host_header(host, port),
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nRange: bytes={}-{}\r\nUser-Agent: vcache/{}\r\nAccept-Encoding: identity\r\n",
         job.first,
         job.last,
         env!("CARGO_PKG_VERSION")
     );
     if !job.validator.is_empty() {
         req.push_str(&format!("If-Range: {}\r\n", job.validator));
+    }
+    if let (Some(token), Some(_)) = (&job.peer_token, job.via) {
+        req.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }
     req.push_str("\r\n");
     req.into_bytes()
@@ -1011,6 +1143,35 @@ fn start_body(
         Some(o) => (o.len(), o.validator().to_string()),
         None => return fail(&job, None, "the video went away"),
     };
+    let peer_head;
+    let h = match job.via {
+        None => h,
+        // A peer without these bytes: not a failure of the peer; the next source is asked.
+        Some(peer) if h.status == 504 => {
+            return OStep::Fail(Failure {
+                job,
+                reservation: None,
+                status: 504,
+                why: format!("the peer {peer} does not hold them"),
+            });
+        }
+        Some(peer) if h.status == 206 && h.peer_validator.is_empty() => {
+            return fail(
+                &job,
+                None,
+                format!("the peer {peer} sent no {VALIDATOR_HEADER}"),
+            );
+        }
+        Some(_) => {
+            peer_head = OriginHead {
+                validator: h.peer_validator.clone(),
+                peer_validator: String::new(),
+                content_range: h.content_range.clone(),
+                ..*h
+            };
+            &peer_head
+        }
+    };
     let (answer, total) = match judge(&job, h, known_len, &known_validator) {
         Verdict::Body {
             start,
@@ -1018,11 +1179,15 @@ fn start_body(
             total,
             validator,
         } => {
-            let close = h.close;
+            // An origin that ignores Range sends the whole object: only the block asked for is taken
+            // (it is what the budget granted); the rest goes with the connection.
+            let asked_end = job.last.saturating_add(1);
+            let close = h.close || end > asked_end;
             let answer = Answer {
                 start,
-                end,
+                end: end.min(asked_end),
                 validator,
+                last_modified: h.last_modified,
                 close,
             };
             (answer, total)
@@ -1076,10 +1241,18 @@ fn begin_body(
         start,
         end,
         validator,
+        last_modified,
         close,
     } = answer;
     if slot.validator.as_deref().is_none_or(str::is_empty) && !validator.is_empty() {
         slot.validator = Some(validator);
+        slot.commit.bump();
+    }
+    // Readers see the origin's Last-Modified (second precision, as stored), not the fill's time.
+    if let Some(lm) = last_modified
+        && slot.modified != lm
+    {
+        slot.modified = lm;
         slot.commit.bump();
     }
     if start >= end {
@@ -1227,6 +1400,9 @@ mod tests {
             last,
             validator: validator.into(),
             reused: false,
+            via: None,
+            then: Vec::new(),
+            peer_token: None,
         }
     }
 
@@ -1238,6 +1414,8 @@ mod tests {
             chunked: false,
             validator: validator.into(),
             close: false,
+            last_modified: None,
+            peer_validator: String::new(),
         }
     }
 

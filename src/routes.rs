@@ -17,7 +17,7 @@ use crate::http::range::{
 use crate::http::request::{Method, RequestHead, query_param};
 use crate::http::response::{PROBLEM_JSON, ResponseHead, json_string, problem_body, simple_parts};
 use crate::metrics::Metrics;
-use crate::store::origin::Phase;
+use crate::store::origin::{Phase, ReaderId};
 use crate::store::{Availability, LiveRing, Store, Video, VideoProblem, WriteRefusal};
 
 /// One piece of a response body.
@@ -135,6 +135,10 @@ pub enum Effect {
         last: u64,
         warm: bool,
         since: Instant,
+        /// A reader (not a warm-up): only its window — the block of `first` and
+        /// `[cache] read_ahead_blocks` after it — is wanted now; the window moves as it sends
+        /// (`read_ahead`), and goes when it does (`Held::Reader`).
+        reader: Option<ReaderId>,
     },
     /// Reserve bytes [start, end) of an upload slot for one write (`Held::Write`); an append's range
     /// is chosen by routing (`Slot::append_range`).
@@ -163,8 +167,18 @@ enum Applied {
 /// What a connection holds in the store after `apply`, until `release` gives it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Held {
-    Follower { video: String },
-    Write { video: String, reservation: u64 },
+    Follower {
+        video: String,
+    },
+    Write {
+        video: String,
+        reservation: u64,
+    },
+    /// An origin reader's window of blocks (fetched ahead, never evicted while held).
+    Reader {
+        video: String,
+        reader: ReaderId,
+    },
 }
 
 /// What a waiting request waits for: the byte at `offset` of `video` to stop being pending — or
@@ -301,6 +315,10 @@ pub struct RouteCtx<'a> {
     /// For `/metrics`: the counters and the number of open connections.
     pub metrics: &'a Metrics,
     pub open_connections: usize,
+    /// The connection asking (an origin reader's window is kept under it).
+    pub reader: ReaderId,
+    /// SIGTERM's drain (`cluster.drain_ms`) or the shutdown has begun: not ready for new traffic.
+    pub draining: bool,
 }
 
 /// A small complete error response: an RFC 9457 problem details body (`application/problem+json`)
@@ -511,11 +529,18 @@ fn apply_effect(effect: &Effect, store: &mut Store) -> Result<Applied, WriteRefu
             last,
             warm,
             since,
+            reader,
         } => {
             let Some(o) = routed(store, video).origin_mut() else {
                 kind_bug(video)
             };
-            o.want(*first, *last, *warm, *since);
+            // A reader's blocks count as used when it sends from them (`read_ahead`).
+            match reader {
+                Some(r) => {
+                    o.read_window(*r, *first, *last, *since);
+                }
+                None => o.want(*first, *last, *warm, *since),
+            }
             Ok(Applied::Done)
         }
         Effect::Reserve { video, start, end } => {
@@ -612,6 +637,11 @@ pub fn release(held: &Held, store: &mut Store, wake: &mut Vec<Token>) {
                 r.followers = r.followers.saturating_sub(1);
             }
         }
+        Held::Reader { video, reader } => {
+            if let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) {
+                o.drop_reader(*reader);
+            }
+        }
         Held::Write { video, reservation } => {
             if let Some(v) = store.get_mut(video) {
                 v.ingest_release(*reservation);
@@ -680,6 +710,11 @@ fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
         Some((id, sub)) => (id, Some(sub)),
         None => (rest, None),
     };
+    if let Some(sub) = sub
+        && ctx.store.mounts.get(id).is_some()
+    {
+        return route_mounted(head, id, sub, read_ok, ctx);
+    }
     if !is_valid_video_id(id) {
         return Decision::respond(error_plan(400, "malformed video id", head_only, keep_alive));
     }
@@ -712,6 +747,63 @@ fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
         return Decision::respond(error_plan_with(503, &why, head_only, keep_alive, &extra));
     }
     route_video(head, id, sub, read_ok, ctx)
+}
+
+/// `/videos/{prefix}/{name}` and what is under it, for an object of an origin mount: it behaves as
+/// an origin video with the id `{prefix}/{name}` (`materialize_mount` put it in the store).
+fn route_mounted(
+    head: &RequestHead,
+    prefix: &str,
+    sub: &str,
+    read_ok: bool,
+    ctx: &RouteCtx<'_>,
+) -> Decision {
+    let (head_only, keep_alive) = (head.method == Method::Head, head.keep_alive);
+    let (name, rest) = match sub.split_once('/') {
+        Some((name, rest)) => (name, Some(rest)),
+        None => (sub, None),
+    };
+    if !is_valid_video_id(name) {
+        let why = format!("malformed object name under mount {prefix}");
+        return Decision::respond(error_plan(400, &why, head_only, keep_alive));
+    }
+    let id = format!("{prefix}/{name}");
+    if !ctx.store.videos.contains_key(&id) {
+        // Only reads and warm-ups create a mounted object; nothing else has one to act on.
+        let why = format!("no cached object {name} under mount {prefix}");
+        return Decision::respond(match head.method {
+            Method::Get | Method::Head | Method::Post => {
+                error_plan(404, &why, head_only, keep_alive)
+            }
+            _ => method_not_allowed("GET, HEAD, OPTIONS", head_only, keep_alive),
+        });
+    }
+    route_video(head, &id, rest, read_ok, ctx)
+}
+
+/// A read (or warm-up) of a mounted object puts the object in the store first, as an origin video
+/// with no files yet; routing then treats it like any origin video. The error for a name that cannot
+/// be mounted.
+pub fn materialize_mount(head: &RequestHead, cfg: &Config, store: &mut Store) -> Option<Plan> {
+    if store.mounts.is_empty() || !matches!(head.method, Method::Get | Method::Head | Method::Post)
+    {
+        return None;
+    }
+    let (prefix, sub) = head.path.strip_prefix("/videos/")?.split_once('/')?;
+    store.mounts.get(prefix)?;
+    if !read_allowed(head, cfg) {
+        return None; // routing answers 401
+    }
+    let name = sub.split('/').next().unwrap_or(sub);
+    match store.mount(prefix, name) {
+        Ok(_) => None,
+        Err((status, why)) => Some(error_plan(
+            status,
+            &why,
+            head.method == Method::Head,
+            head.keep_alive,
+        )),
+    }
 }
 
 /// `/videos/{id}` and what is under it, for a configured video.
@@ -819,8 +911,9 @@ pub fn unavailable_videos<'a>(ctx: &RouteCtx<'a>) -> Vec<(&'a str, UnavailableRe
         .collect()
 }
 
-/// `GET /readyz`: 200 when every configured video can be served, else 503 listing the ones that cannot
-/// and why. `/healthz` stays liveness (the loop answers).
+/// `GET /readyz`: 200 when every configured video can be served and the node is not draining (SIGTERM
+/// with `cluster.drain_ms`), else 503 listing the videos that cannot be served and why. `/healthz`
+/// stays liveness (the loop answers).
 fn readiness(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
     let keep_alive = head.keep_alive && !head.has_body();
     let head_only = head.method == Method::Head;
@@ -839,10 +932,11 @@ fn readiness(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
             )
         })
         .collect();
-    let status = if down.is_empty() { 200 } else { 503 };
+    let ready = down.is_empty() && !ctx.draining;
+    let status = if ready { 200 } else { 503 };
     let body = format!(
-        "{{\"ready\":{},\"videos\":{},\"unavailable\":[{}]}}\n",
-        down.is_empty(),
+        "{{\"ready\":{ready},\"draining\":{},\"videos\":{},\"unavailable\":[{}]}}\n",
+        ctx.draining,
         ctx.cfg.videos.len(),
         list.join(",")
     );
@@ -881,6 +975,12 @@ fn metrics_page(head: &RequestHead, ctx: &RouteCtx<'_>) -> Plan {
     }
     let text = ctx.metrics.render(&crate::metrics::Gauges {
         origin: ctx.store.origin_totals,
+        cache_space: (
+            ctx.store.space.allocated,
+            ctx.store.space.max_size,
+            ctx.store.space.evicted_total,
+            ctx.store.space.evicted_blocks,
+        ),
         open_connections: ctx.open_connections,
         videos: &videos,
         unavailable: &unavailable,
@@ -946,6 +1046,11 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
     let mut out = String::from("{\"videos\":[");
     let mut first = true;
     for (id, v) in &ctx.store.videos {
+        // A mounted object is listed while it is cached (its length known and files present).
+        if crate::store::mounts::is_mounted_id(id) && v.origin().is_some_and(|o| o.len().is_none())
+        {
+            continue;
+        }
         if !first {
             out.push(',');
         }
@@ -1244,6 +1349,9 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
     if video.ring().is_some() {
         return serve_live(head, id, video, ctx);
     }
+    if head.peer && video.origin().is_some_and(|o| o.len().is_none()) {
+        return Decision::respond(not_here(head, id));
+    }
     if video.origin().is_some_and(|o| o.len().is_none()) {
         return origin_learn(head, id, video, ctx);
     }
@@ -1261,6 +1369,17 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         (Some(r), true) => parse_range_header(r, ctx.cfg.server.limits.max_ranges).ok(),
         _ => None,
     };
+    if head.peer && video.origin().is_some() {
+        return Decision::respond(peer_spans(
+            head,
+            id,
+            video,
+            specs,
+            &repr,
+            range_allowed,
+            ctx,
+        ));
+    }
     let Some(specs) = specs else {
         if video.origin().is_some() {
             let spans = whole_span(repr.len);
@@ -1283,6 +1402,40 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         return origin_spans(head, id, video, spans, &repr, false, ctx);
     }
     slot_spans(head, id, video, spans, &repr, ctx)
+}
+
+/// Another node asks for an origin video's bytes (`X-Vcache-Peer`): answered from the cache only — a
+/// 206 with the origin's validator in `X-Vcache-Validator` when every asked byte is here and the
+/// asker's If-Range matches, else 504 — never forwarded and never fetched from the origin.
+fn peer_spans(
+    head: &RequestHead,
+    id: &str,
+    video: &Video,
+    specs: Option<Vec<RangeSpec>>,
+    repr: &Repr,
+    range_allowed: bool,
+    ctx: &RouteCtx<'_>,
+) -> Plan {
+    let validator = video.origin().map_or("", |o| o.validator());
+    let spans = match specs.map(|s| resolve_ranges(&s, repr.len)) {
+        Some(Ok(spans)) if range_allowed && !validator.is_empty() => spans,
+        _ => return not_here(head, id),
+    };
+    if cache_status(video, repr.base, &spans, false) != "HIT" {
+        return not_here(head, id);
+    }
+    let mut plan = span_plan(head, id, video, repr, &spans, false, ctx.boundary);
+    plan.head.header("X-Cache", "HIT");
+    plan.head
+        .header(crate::cluster::VALIDATOR_HEADER, validator.to_string());
+    plan
+}
+
+/// 504 to a peer: the bytes (or the same object) are not here.
+fn not_here(head: &RequestHead, id: &str) -> Plan {
+    let why =
+        format!("a peer request is answered from the cache only: these bytes of {id} are not here");
+    error_plan(504, &why, head.method == Method::Head, head.keep_alive)
 }
 
 /// The representation a GET selects (`?t=`), or the response that ends the request early: a refused
@@ -1506,7 +1659,10 @@ fn origin_learn(head: &RequestHead, id: &str, video: &Video, ctx: &RouteCtx<'_>)
         return Decision::respond(error_plan(500, "not an origin video", head_only, false));
     };
     let since = ctx.request_started;
-    if let Some((status, why)) = o.failure_since(0, since) {
+    // The block of the first byte asked for tells the length (a 206's Content-Range), so a read
+    // in the middle of an object fetches no block it does not send.
+    let at = learn_offset(head);
+    if let Some((status, why)) = o.failure_since(at, since) {
         return Decision::respond(error_plan(status, &why, head_only, head.keep_alive));
     }
     if wait_expired {
@@ -1514,8 +1670,20 @@ fn origin_learn(head: &RequestHead, id: &str, video: &Video, ctx: &RouteCtx<'_>)
             format!("the origin of {id} did not answer within {wait_ms} ms (limits.read_wait_ms)");
         return Decision::respond(error_plan(504, &why, head_only, head.keep_alive));
     }
-    let wait = Action::WaitForBytes(WaitFor::new(id, video, 0));
-    Decision::with(wants(id, &[(0, 0)], false, ctx), wait)
+    let wait = Action::WaitForBytes(WaitFor::new(id, video, at));
+    Decision::with(wants(id, &[(at, at)], false, ctx), wait)
+}
+
+/// The first byte a request asks for, as far as it can be told without the length: `bytes=a-…`
+/// gives `a`; anything else (no range, a suffix range) starts at 0.
+fn learn_offset(head: &RequestHead) -> u64 {
+    head.range
+        .as_deref()
+        .and_then(|r| r.trim().strip_prefix("bytes="))
+        .and_then(|specs| specs.split(',').next())
+        .and_then(|spec| spec.trim().split_once('-'))
+        .and_then(|(a, _)| a.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The effects that want origin bytes [first, last] for each span — none when this request's wants
@@ -1531,8 +1699,49 @@ fn wants(id: &str, spans: &[(u64, u64)], warm: bool, ctx: &RouteCtx<'_>) -> Vec<
         last,
         warm,
         since,
+        reader: (!warm).then_some(ctx.reader),
+    };
+    // A reader wants its first span's window now; later spans as its sending reaches them.
+    let spans = if warm {
+        spans
+    } else {
+        &spans[..spans.len().min(1)]
     };
     spans.iter().map(want).collect()
+}
+
+/// A reader reached byte `pos` of an origin video's response that ends at byte `last`: its window
+/// moves there (its missing blocks are wanted) and the block counts as used. Cheap when the window
+/// did not move.
+pub fn read_ahead(
+    store: &mut Store,
+    video: &str,
+    reader: ReaderId,
+    pos: u64,
+    last: u64,
+    since: Instant,
+) {
+    let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) else {
+        return;
+    };
+    o.move_window(reader, pos, last, since);
+    // Every block the sender reached since its last send was used (once per reader).
+    let fb = o.fill_block();
+    for b in o.blocks_reached(reader, pos) {
+        touch_block(store, video, b * fb);
+    }
+}
+
+/// Count a read of the block holding `pos` (the eviction policy's recency).
+fn touch_block(store: &mut Store, video: &str, pos: u64) {
+    let Some(fb) = store
+        .get(video)
+        .and_then(|v| v.origin())
+        .map(|o| o.fill_block())
+    else {
+        return;
+    };
+    store.space.policy.touch(&(video.to_string(), pos / fb));
 }
 
 /// Serve spans of an origin video: every missing block of them is wanted (fetched once, however
@@ -2324,6 +2533,8 @@ mod tests {
                 wants_applied: false,
                 metrics: &metrics,
                 open_connections: 1,
+                reader: 7,
+                draining: false,
             };
             route(&head, &ctx)
         };
@@ -2376,6 +2587,8 @@ mod tests {
                 wants_applied: false,
                 metrics: &metrics,
                 open_connections: 1,
+                reader: 7,
+                draining: false,
             };
             route(&head, &ctx)
         };

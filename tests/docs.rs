@@ -13,11 +13,14 @@ const HTTP_MD: &str = include_str!("../docs/http.md");
 const ROUTES_RS: &str = include_str!("../src/routes.rs");
 
 /// The docs/config.md section of each table, by its heading.
-const TABLES: [(&str, &str); 5] = [
+const TABLES: [(&str, &str); 8] = [
     ("server", "## `[server]`"),
     ("limits", "## `[limits]`"),
+    ("cluster", "## `[cluster]`"),
     ("video", "## `[[video]]`"),
     ("seek", "## `[video.seek]`"),
+    ("cache", "## `[cache]`"),
+    ("mount", "## `[[mount]]`"),
     ("top", "## Top level"),
 ];
 
@@ -26,8 +29,11 @@ const TABLES: [(&str, &str); 5] = [
 const EVERY_TABLE_WRONG: &str = "unknown_top = 1\n\
     [server]\nunknown_server = 1\n\
     [limits]\nunknown_limits = 1\n\
+    [cluster]\nunknown_cluster = 1\n\
     [[video]]\nid = \"a\"\nunknown_video = 1\n\
-    [video.seek]\nunknown_seek = 1\n";
+    [video.seek]\nunknown_seek = 1\n\
+    [cache]\nunknown_cache = 1\n\
+    [[mount]]\nunknown_mount = 1\n";
 
 /// The keys each table accepts, from the binary's own error messages.
 fn accepted_keys() -> Vec<(&'static str, BTreeSet<String>)> {

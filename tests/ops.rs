@@ -679,3 +679,32 @@ fn metrics_parse_strictly_and_move_with_traffic() {
     assert!(value(&after, "vcache_unsynced_metadata_records_total", &[]).is_some());
     assert!(!after.iter().any(|s| s.0 == "vcache_fast_records_total"));
 }
+
+#[test]
+fn sigterm_with_drain_ms_turns_readyz_503_while_everything_is_still_served() {
+    let dir = TestDir::new("drain");
+    let data = source(8192, 5);
+    let mut d = Daemon::start(
+        &dir.path,
+        "[server]\ndata_dir = \"data\"\nwrite_token = \"tok\"\n\
+         [cluster]\ndrain_ms = 5000\n\
+         [[video]]\nid = \"slot\"\nkind = \"upload\"\nsize = 8192\n",
+    );
+    assert_eq!(put_range(&d, 0, &data[..4096], 8192).status, 200);
+    let r = readyz(&d);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"draining\":false"), "{}", r.text());
+    d.signal(SIGTERM);
+    // Draining: not ready, alive, and reads, writes and new connections are all still served.
+    wait_until("/readyz to turn 503", Duration::from_secs(4), || {
+        readyz(&d).status == 503
+    });
+    let r = readyz(&d);
+    assert!(r.text().contains("\"draining\":true"), "{}", r.text());
+    assert_eq!(d.get("/healthz", &[]).status, 200);
+    assert_eq!(put_range(&d, 4096, &data[4096..], 8192).status, 200);
+    let r = d.get("/videos/slot", &[]);
+    assert_eq!((r.status, r.body == data), (200, true));
+    // Then the usual shutdown: exit 0 once drain_ms has passed.
+    assert!(d.wait_exit(Duration::from_secs(20)).success());
+}

@@ -12,206 +12,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::Duration;
 
 const AUTH: (&str, &str) = ("Authorization", "Bearer t");
 const BLOCK: u64 = 64 * 1024;
 
 // ---------------------------------------------------------------------------------------------------
 // nginx as the origin
-
-/// One line of nginx's access log: `$connection|$status|$body_bytes_sent|$http_range|$http_if_range|$uri`.
-#[derive(Debug, Clone)]
-struct Sent {
-    connection: u64,
-    status: u16,
-    bytes: u64,
-    range: String,
-    if_range: String,
-    uri: String,
-}
-
-/// nginx running in the foreground (`daemon off; master_process off;`) on a loopback port, root in
-/// `dir/www`; killed when dropped.
-struct Nginx {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Nginx {
-    /// Start nginx under `base/nginx`, or None (the test is skipped; see `require_tool`) when nginx
-    /// is not installed.
-    fn start(base: &Path) -> Option<Nginx> {
-        let bin = require_tool("nginx")?;
-        let dir = base.join("nginx");
-        std::fs::create_dir_all(dir.join("www")).unwrap();
-        std::fs::create_dir_all(dir.join("tmp")).unwrap();
-        // Temp paths of the modules this nginx was built with, inside the test dir (the defaults under
-        // /var/lib/nginx may not be writable).
-        let v = Command::new(&bin).arg("-V").output().expect("nginx -V");
-        let built = String::from_utf8_lossy(&v.stderr).into_owned();
-        let mut temps = String::new();
-        for (flag, directive) in [
-            ("client-body", "client_body_temp_path"),
-            ("proxy", "proxy_temp_path"),
-            ("fastcgi", "fastcgi_temp_path"),
-            ("uwsgi", "uwsgi_temp_path"),
-            ("scgi", "scgi_temp_path"),
-        ] {
-            if built.contains(&format!("--http-{flag}-temp-path")) {
-                temps.push_str(&format!(
-                    "    {directive} {};\n",
-                    dir.join("tmp").join(flag).display()
-                ));
-            }
-        }
-        for _attempt in 0..5 {
-            let port = free_port();
-            let d = dir.display();
-            let conf = format!(
-                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
-                 error_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
-                 http {{\n{temps}\
-                 \x20   log_format counts '$connection|$status|$body_bytes_sent|$http_range|$http_if_range|$uri';\n\
-                 \x20   access_log {d}/access.log counts;\n\
-                 \x20   default_type application/octet-stream;\n\
-                 \x20   keepalive_requests 100000;\n\
-                 \x20   keepalive_timeout 60s;\n\
-                 \x20   map $http_range $slow_rate {{ ~^bytes=0- 0; default 4k; }}\n\
-                 \x20   server {{\n\
-                 \x20       listen 127.0.0.1:{port};\n\
-                 \x20       root {d}/www;\n\
-                 \x20       location /slow/ {{ alias {d}/www/; limit_rate $slow_rate; }}\n\
-                 \x20   }}\n}}\n"
-            );
-            std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-            let child = Command::new(&bin)
-                .arg("-p")
-                .arg(&dir)
-                .arg("-c")
-                .arg(dir.join("nginx.conf"))
-                .arg("-e")
-                .arg(dir.join("error.log"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn nginx");
-            // Owned by an Nginx at once, so that a failed wait kills it too.
-            let mut ng = Nginx {
-                child: Some(child),
-                port,
-                dir: dir.clone(),
-            };
-            let child = ng.child.as_mut().expect("nginx running");
-            let mut exited = false;
-            let what = format!("nginx to listen on port {port} (or to exit)");
-            wait_until(&what, Duration::from_secs(10), || {
-                exited = child.try_wait().expect("try_wait").is_some();
-                exited || TcpStream::connect(("127.0.0.1", port)).is_ok()
-            });
-            if !exited {
-                return Some(ng);
-            }
-            // The port was taken meanwhile, most likely: try another.
-        }
-        panic!(
-            "nginx did not start; error log:\n{}",
-            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-        );
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// Put `bytes` at `/name` with modification time `mtime` (seconds): nginx's ETag is mtime-size.
-    fn put(&self, name: &str, bytes: &[u8], mtime: u64) {
-        let path = self.dir.join("www").join(name);
-        let tmp = self.dir.join("www").join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, bytes).unwrap();
-        let f = std::fs::File::options().write(true).open(&tmp).unwrap();
-        f.set_modified(UNIX_EPOCH + Duration::from_secs(mtime))
-            .unwrap();
-        drop(f);
-        std::fs::rename(&tmp, &path).unwrap();
-    }
-
-    /// The ETag nginx gives a file of `len` bytes modified at `mtime`.
-    fn etag(mtime: u64, len: u64) -> String {
-        format!("\"{mtime:x}-{len:x}\"")
-    }
-
-    fn log(&self) -> Vec<Sent> {
-        let text = std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default();
-        text.lines()
-            .map(|l| {
-                let f: Vec<&str> = l.split('|').collect();
-                assert_eq!(f.len(), 6, "access log line {l:?}");
-                // nginx writes `"` as \x22 in its log.
-                let dash = |s: &str| {
-                    if s == "-" {
-                        String::new()
-                    } else {
-                        s.replace("\\x22", "\"")
-                    }
-                };
-                Sent {
-                    connection: f[0].parse().unwrap(),
-                    status: f[1].parse().unwrap(),
-                    bytes: f[2].parse().unwrap(),
-                    range: dash(f[3]),
-                    if_range: dash(f[4]),
-                    uri: f[5].to_string(),
-                }
-            })
-            .collect()
-    }
-
-    /// The access log once it stopped growing (nginx writes a line when a response is done, which may
-    /// be a moment after vcache read its last byte).
-    fn settled_log(&self) -> Vec<Sent> {
-        let path = self.dir.join("access.log");
-        let size = || std::fs::metadata(&path).map_or(0, |m| m.len());
-        let mut last = size();
-        let mut quiet_since = Instant::now();
-        wait_until(
-            "nginx's access log to settle (300 ms without growing)",
-            Duration::from_secs(20),
-            || {
-                let now = size();
-                if now != last {
-                    last = now;
-                    quiet_since = Instant::now();
-                }
-                quiet_since.elapsed() >= Duration::from_millis(300)
-            },
-        );
-        self.log()
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn bytes_of(log: &[Sent]) -> u64 {
-    log.iter().map(|s| s.bytes).sum()
-}
 
 /// No range was asked of the origin twice (one fetch per block), and every answer was a 206.
 fn assert_each_range_once(log: &[Sent]) {
@@ -820,12 +631,13 @@ fn a_hundred_concurrent_cold_readers_cause_one_origin_fetch_per_block() {
     assert_each_range_once(&log);
     let mut asked: Vec<String> = log.iter().map(|s| s.range.clone()).collect();
     asked.sort_by_key(|r| r[6..].split('-').next().unwrap().parse::<u64>().unwrap());
-    // Block 0 teaches the length; blocks 1..=5 hold the range.
-    let expected: Vec<String> = (0..6)
+    // Blocks 1..=5 hold the range; the first of them teaches the length (block 0 is not fetched:
+    // nobody reads it).
+    let expected: Vec<String> = (1..6)
         .map(|k| format!("bytes={}-{}", k * BLOCK, k * BLOCK + BLOCK - 1))
         .collect();
     assert_eq!(asked, expected);
-    assert_eq!(field(&d, "v", "origin_fetches"), 6);
+    assert_eq!(field(&d, "v", "origin_fetches"), 5);
 }
 
 #[test]
@@ -1438,4 +1250,178 @@ fn vcache_check_reports_cached_bytes_and_the_validator() {
         )),
         "{text}"
     );
+}
+
+/// The ETag, Last-Modified and If-Range answer of `id` on `d` for the first byte.
+fn validators_of(d: &Daemon, id: &str) -> (String, String) {
+    let r = d.get(&format!("/videos/{id}"), &[("Range", "bytes=0-0")]);
+    assert_eq!(r.status, 206, "{}", r.text());
+    let etag = r.header("ETag").expect("an ETag").to_string();
+    let lm = r
+        .header("Last-Modified")
+        .expect("a Last-Modified")
+        .to_string();
+    (etag, lm)
+}
+
+/// GET bytes 1000-1999 of `id` with `If-Range: if_range`: the status.
+fn resume(d: &Daemon, id: &str, if_range: &str) -> u16 {
+    let r = d.get(
+        &format!("/videos/{id}"),
+        &[("Range", "bytes=1000-1999"), ("If-Range", if_range)],
+    );
+    r.status
+}
+
+#[test]
+fn origin_videos_answer_with_the_origins_validators_on_every_node_and_after_restarts() {
+    let dir = TestDir::new("origin-validators");
+    let Some(ng) = Nginx::start(&dir.path) else {
+        return;
+    };
+    let data = source(300_001, 21);
+    let mtime = 1_650_000_000;
+    ng.put("v.bin", &data, mtime);
+    let etag = Nginx::etag(mtime, data.len() as u64);
+    let lm = "Fri, 15 Apr 2022 05:20:00 GMT"; // mtime as an HTTP-date
+    let videos = [
+        ("v", ng.url("/v.bin"), "64KiB"),
+        ("w", ng.url("/noetag/v.bin"), "64KiB"),
+    ];
+    let cfg = config("", "", &videos);
+    // Two nodes (two data directories) caching the same objects.
+    let (a_dir, b_dir) = (dir.path.join("a"), dir.path.join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let mut a = Daemon::start(&a_dir, &cfg);
+    let b = Daemon::start(&b_dir, &cfg);
+
+    assert_eq!(validators_of(&a, "v"), (etag.clone(), lm.to_string()));
+    assert_eq!(validators_of(&b, "v"), (etag.clone(), lm.to_string()));
+    // A client resuming on another node with the first node's ETag gets the rest, not the whole.
+    assert_eq!(resume(&b, "v", &etag), 206);
+    assert_eq!(resume(&b, "v", "\"other\""), 200);
+
+    // Without an ETag from the origin: the origin's Last-Modified, and a weak ETag equal on both nodes
+    // (weak: it cannot validate a range, so If-Range works by the date).
+    let (wa, wlm) = validators_of(&a, "w");
+    assert_eq!(wlm, lm);
+    assert!(wa.starts_with("W/\""), "weak ETag {wa}");
+    assert_eq!(validators_of(&b, "w"), (wa.clone(), lm.to_string()));
+    assert_eq!(resume(&b, "w", lm), 206);
+    assert_eq!(resume(&b, "w", &wa), 200);
+
+    // The origin's Last-Modified is kept across a kill -9 (fast records) and a SIGTERM restart.
+    read_exact_range(&a, "v", &data, 100_000, 200_000);
+    a.kill9();
+    let mut a = Daemon::start(&a_dir, &cfg);
+    assert_eq!(validators_of(&a, "v"), (etag.clone(), lm.to_string()));
+    assert_eq!(validators_of(&a, "w"), (wa.clone(), lm.to_string()));
+    assert!(a.stop(Duration::from_secs(15)).success());
+    let a = Daemon::start(&a_dir, &cfg);
+    assert_eq!(validators_of(&a, "v"), (etag, lm.to_string()));
+    assert_eq!(validators_of(&a, "w"), (wa, lm.to_string()));
+}
+
+#[test]
+fn a_node_fills_from_its_peer_before_the_origin_and_a_peer_answers_from_its_cache_only() {
+    let dir = TestDir::new("origin-peers");
+    let Some(ng) = Nginx::start(&dir.path) else {
+        return;
+    };
+    let len: u64 = 600_001;
+    let data = source(len, 33);
+    ng.put("v.bin", &data, 1_600_000_000);
+    ng.put("w.bin", &data[..100_000], 1_600_000_000);
+    let videos = [
+        ("v", ng.url("/v.bin"), "64KiB"),
+        ("w", ng.url("/w.bin"), "64KiB"),
+    ];
+    let (a_dir, b_dir) = (dir.path.join("a"), dir.path.join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let mut a = Daemon::start(&a_dir, &config("", "", &videos));
+    // A holds blocks 0..=4 and 9 of v (64 KiB blocks: bytes 0..327680 and 589824..600001).
+    read_exact_range(&a, "v", &data, 0, 299_999);
+    read_exact_range(&a, "v", &data, len - 1000, len - 1);
+    let held = field(&a, "v", "present_bytes");
+    assert_eq!(held, 5 * 65_536 + (len - 9 * 65_536));
+    let origin = bytes_of(&ng.settled_log());
+
+    // B's tier: A and itself (B's own address is never asked).
+    let cluster = format!(
+        "\n[cluster]\nself = \"http://127.0.0.1:1\"\npeers = [\"http://{}\", \"http://127.0.0.1:1\"]\n",
+        a.addr()
+    );
+    let b = Daemon::start(&b_dir, &(config("", "", &videos) + &cluster));
+    read_exact_range(&b, "v", &data, 0, 299_999);
+    assert_eq!(
+        bytes_of(&ng.settled_log()),
+        origin,
+        "bytes A holds went to the origin"
+    );
+    // Blocks 5..=8: A lacks them (504 to B's peer requests), so B gets them from the origin, and A,
+    // which only answered from its cache, holds no more than before.
+    read_exact_range(&b, "v", &data, 300_000, 9 * 65_536 - 1);
+    assert_eq!(bytes_of(&ng.settled_log()), origin + 4 * 65_536);
+    assert_eq!(field(&a, "v", "present_bytes"), held);
+    // A's misses did not make B stop asking it: block 9 comes from A.
+    read_exact_range(&b, "v", &data, 0, len - 1);
+    assert_eq!(bytes_of(&ng.settled_log()), origin + 4 * 65_536);
+    assert_eq!(field(&b, "v", "present_bytes"), len);
+
+    // A peer request is never forwarded: missing bytes, another object (If-Range) or an unknown length
+    // get 504 and cost the origin nothing.
+    let peer = ("X-Vcache-Peer", "1");
+    let r = a.get("/videos/v", &[("Range", "bytes=400000-400099"), peer]);
+    assert_eq!(r.status, 504, "{}", r.text());
+    let r = a.get(
+        "/videos/v",
+        &[("Range", "bytes=0-99"), ("If-Range", "\"other\""), peer],
+    );
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(
+        a.get("/videos/w", &[("Range", "bytes=0-99"), peer]).status,
+        504
+    );
+    let r = a.get("/videos/v", &[("Range", "bytes=0-99"), peer]);
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("X-Vcache-Validator"),
+        Some(Nginx::etag(1_600_000_000, len).as_str())
+    );
+    assert_eq!(bytes_of(&ng.settled_log()), origin + 4 * 65_536);
+
+    // With A gone, B fetches from the origin.
+    a.kill9();
+    read_exact_range(&b, "w", &data[..100_000], 0, 99_999);
+    assert_eq!(bytes_of(&ng.settled_log()), origin + 4 * 65_536 + 100_000);
+}
+
+#[test]
+fn with_a_read_token_a_node_still_fills_from_its_peer() {
+    let dir = TestDir::new("origin-peer-token");
+    let Some(ng) = Nginx::start(&dir.path) else {
+        return;
+    };
+    let data = source(200_000, 34);
+    ng.put("v.bin", &data, 1_600_000_000);
+    let videos = [("v", ng.url("/v.bin"), "64KiB")];
+    let server = "read_token = \"r\"";
+    let auth = ("Authorization", "Bearer r");
+    let (a_dir, b_dir) = (dir.path.join("a"), dir.path.join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let a = Daemon::start(&a_dir, &config(server, "", &videos));
+    assert_eq!(a.get("/videos/v", &[]).status, 401);
+    assert_eq!(a.get("/videos/v", &[auth]).body, data);
+    let origin = bytes_of(&ng.settled_log());
+    let cluster = format!(
+        "\n[cluster]\nself = \"http://127.0.0.1:1\"\npeers = [\"http://{}\"]\n",
+        a.addr()
+    );
+    let b = Daemon::start(&b_dir, &(config(server, "", &videos) + &cluster));
+    let r = b.get("/videos/v", &[auth]);
+    assert_eq!((r.status, r.body == data), (200, true));
+    assert_eq!(bytes_of(&ng.settled_log()), origin, "B went to the origin");
 }

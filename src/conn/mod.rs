@@ -65,6 +65,8 @@ pub struct Ctx<'a> {
     pub boundary: &'a str,
     pub send_path: SendPath,
     pub shutting_down: bool,
+    /// Draining or shutting down: `/readyz` answers 503.
+    pub draining: bool,
     pub metrics: &'a mut Metrics,
     /// Connections to drive again in this loop iteration (woken by this one's progress).
     pub wake: &'a mut Vec<Token>,
@@ -135,6 +137,8 @@ pub struct Conn {
     received_this_turn: u64,
     /// The live channel this connection follows (its place counts against limits.max_followers).
     following: Option<Held>,
+    /// An origin reader's window (`Held::Reader`): moved as payload goes, given back at the end.
+    reading: Option<Held>,
     /// Payload bytes sent to this connection as a live follower (for its leave line).
     follow_sent: u64,
     /// The request being answered, for the access log (None while the log is off).
@@ -184,6 +188,7 @@ impl Conn {
             waiting_bytes_until: None,
             received_this_turn: 0,
             following: None,
+            reading: None,
             follow_sent: 0,
             record: None,
             answering: None,
@@ -220,6 +225,7 @@ impl Conn {
     /// reservation). What it wrote and claimed stays claimed.
     pub fn release(&mut self, store: &mut Store, wake: &mut Vec<Token>) {
         self.stop_following(store);
+        self.stop_reading(store);
         self.reader.end_body();
         if let State::Body(ing) = &self.state {
             let held = Held::Write {
@@ -246,6 +252,13 @@ impl Conn {
             }
         }
         self.state = State::Closed;
+    }
+
+    /// This connection no longer reads an origin video: its window of blocks goes.
+    fn stop_reading(&mut self, store: &mut Store) {
+        if let Some(held) = self.reading.take() {
+            routes::release(&held, store, &mut Vec::new());
+        }
     }
 
     /// This connection no longer follows a live channel: give its follower place back.
@@ -452,6 +465,11 @@ impl Conn {
         if ctx.access_log.enabled() && self.record.is_none() {
             self.record = Some(Box::new(RequestRecord::new(&head, routing.started)));
         }
+        if let Some(plan) = routes::materialize_mount(&head, ctx.cfg, ctx.store) {
+            self.deadline = ctx.now + ms(ctx.cfg.server.limits.send_timeout_ms);
+            self.start_plan(plan);
+            return;
+        }
         let rctx = RouteCtx {
             store: ctx.store,
             cfg: ctx.cfg,
@@ -463,8 +481,11 @@ impl Conn {
             wants_applied: routing.wants_applied,
             metrics: ctx.metrics,
             open_connections: ctx.open_connections,
+            reader: self.token.0,
+            draining: ctx.draining,
         };
         let decision = routes::route(&head, &rctx);
+        self.note_reading(&decision, ctx.store);
         let action = routes::apply(decision, ctx.store);
         let limits = &ctx.cfg.server.limits;
         match action {
@@ -504,6 +525,28 @@ impl Conn {
     }
 
     /// A write was reserved: read its body next (after a 100 Continue if the client waits for one).
+    /// A decision that opens an origin reader's window: the connection holds it from now on (a
+    /// window it held for an earlier request goes first).
+    fn note_reading(&mut self, decision: &routes::Decision, store: &mut Store) {
+        let opened = decision.effects.iter().find_map(|e| match e {
+            routes::Effect::WantBlocks {
+                video,
+                reader: Some(r),
+                ..
+            } => Some(Held::Reader {
+                video: video.clone(),
+                reader: *r,
+            }),
+            _ => None,
+        });
+        if let Some(held) = opened {
+            if self.reading.as_ref() != Some(&held) {
+                self.stop_reading(store);
+            }
+            self.reading = Some(held);
+        }
+    }
+
     fn start_ingest(&mut self, plan: IngestPlan, ctx: &mut Ctx<'_>) {
         let limits = &ctx.cfg.server.limits;
         if plan.expect_continue {
@@ -951,6 +994,7 @@ impl Conn {
         }
         let keep = *keep_alive && !ctx.shutting_down;
         self.waiting_bytes_until = None;
+        self.stop_reading(ctx.store);
         if keep {
             self.state = State::Head;
             self.deadline = ctx.now + ms(ctx.cfg.server.limits.idle_timeout_ms);
@@ -990,6 +1034,8 @@ impl Conn {
             writer,
             stream,
             peer,
+            reading,
+            request_started,
             ..
         } = self;
         let State::Send { parts, .. } = state else {
@@ -1018,6 +1064,13 @@ impl Conn {
             );
             return Step::Close;
         }
+        if let Some(Held::Reader { reader, .. }) = reading {
+            // The window moves with what is sent (and to each part of a multipart response).
+            routes::read_ahead(ctx.store, video, *reader, *pos, *end - 1, *request_started);
+        }
+        let Some(v) = ctx.store.get_mut(video) else {
+            return Step::Close;
+        };
         let avail_end = match v.availability(*pos) {
             Availability::Present(e) => e.min(*end),
             Availability::Pending => return self.wait_for_payload(ctx),

@@ -95,6 +95,8 @@ pub struct RequestHead {
     pub if_unmodified_since: Option<String>,
     pub authorization: Option<String>,
     pub content_type: Option<String>,
+    /// `X-Vcache-Peer` (any value): another node of the tier asks; answered from the cache only.
+    pub peer: bool,
 }
 
 impl RequestHead {
@@ -450,6 +452,8 @@ fn apply_headers(
                     connection_keep_alive = true;
                 }
             }
+        } else if name.eq_ignore_ascii_case("x-vcache-peer") {
+            head.peer = true;
         } else if name.eq_ignore_ascii_case("expect") {
             if value.eq_ignore_ascii_case("100-continue") && head.minor_version >= 1 {
                 head.expect_continue = true;

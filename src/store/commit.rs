@@ -64,6 +64,9 @@ pub struct CreateJob {
     pub paths: super::StorePaths,
     pub len: u64,
     pub validator: String,
+    /// Bytes [offset, offset + len) of the (sparse) data file to allocate at once: the block the
+    /// learning fetch writes into. The budget granted them before the job was sent.
+    pub allocate: (u64, u64),
 }
 
 /// The outcome of a `CreateJob`.
@@ -271,13 +274,7 @@ fn run(rx: Receiver<Work>, out: Outboxes, waker: Arc<mio::Waker>, sync_data: Syn
         }
         if !creates.is_empty() {
             let results = creates.into_iter().map(|c| Created {
-                result: c.paths.open_slot_of_kind(
-                    &c.video,
-                    c.len,
-                    super::KIND_CODE_ORIGIN,
-                    "origin",
-                    Some(c.validator),
-                ),
+                result: create_origin(&c),
                 video: c.video,
             });
             out.created.put(results, &waker);
@@ -306,6 +303,22 @@ fn run(rx: Receiver<Work>, out: Outboxes, waker: Arc<mio::Waker>, sync_data: Syn
             out.opened.put([opened], &waker);
         }
     }
+}
+
+/// An origin video's files, with the learning fetch's block allocated.
+fn create_origin(c: &CreateJob) -> Result<super::Slot, String> {
+    let slot = c.paths.open_slot_of_kind(
+        &c.video,
+        c.len,
+        super::KIND_CODE_ORIGIN,
+        "origin",
+        Some(c.validator.clone()),
+    )?;
+    let (offset, n) = c.allocate;
+    let n = n.min(c.len.saturating_sub(offset));
+    super::data_file::allocate_range(&slot.data.file, offset, n)
+        .map_err(|e| format!("cannot allocate the learning fetch's block: {e}"))?;
+    Ok(slot)
 }
 
 /// The commit protocol for a batch: (1) sync every data file, (2) write each record into its durable

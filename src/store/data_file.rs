@@ -216,7 +216,12 @@ pub fn create(path: &Path, len: u64, pattern: WritePattern) -> Result<WritableFi
         .create_new(true)
         .mode(0o640)
         .open(path)?;
-    let result = allocate_and_map(file, len, pattern);
+    let result = match pattern {
+        // Origin files are sparse: each fill block is allocated before it is fetched into
+        // (`allocate_range`) and given back when evicted (`punch_range`).
+        WritePattern::Blocks => size_and_map(file, len, pattern),
+        WritePattern::Runs => allocate_and_map(file, len, pattern),
+    };
     if result.is_err() {
         let _ = std::fs::remove_file(path);
     }
@@ -242,6 +247,57 @@ fn allocate_and_map(
     }
     file.sync_all()?;
     writable(file, len, pattern)
+}
+
+/// A sparse file of `len` bytes: sized, locked and mapped, nothing allocated.
+fn size_and_map(
+    file: File,
+    len: u64,
+    pattern: WritePattern,
+) -> Result<WritableFile, DataFileError> {
+    lock_exclusive(&file)?;
+    file.set_len(len)?;
+    file.sync_all()?;
+    writable(file, len, pattern)
+}
+
+/// Allocate bytes [offset, offset + len) of a sparse file, so that writing them through the mapping
+/// can never fault on a full disk (SIGBUS). Blocking: the space thread calls it.
+pub fn allocate_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    fallocate(file, 0, offset, len)
+}
+
+/// Give bytes [offset, offset + len) of a file back to the file system; they read as zeros after.
+/// Blocking: the space thread calls it, only after no durable record claims them.
+pub fn punch_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    fallocate(
+        file,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        offset,
+        len,
+    )
+}
+
+fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+    let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "range past off_t");
+    let off = libc::off_t::try_from(offset).map_err(|_| too_big())?;
+    let n = libc::off_t::try_from(len).map_err(|_| too_big())?;
+    if n == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate on a descriptor `file` keeps open for the call; it reads no memory of ours.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode, off, n) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Bytes the file occupies on disk (`st_blocks` × 512).
+pub fn allocated_bytes(file: &File) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(file.metadata()?.blocks() * 512)
 }
 
 /// Open an existing data file that must be exactly `len` bytes; never changes its size or content.

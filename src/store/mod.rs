@@ -7,9 +7,11 @@
 pub mod commit;
 pub mod data_file;
 pub mod meta;
+pub mod mounts;
 pub mod origin;
 pub mod presence;
 pub mod ring;
+pub mod space;
 
 use std::collections::BTreeMap;
 use std::collections::HashSet;
@@ -245,7 +247,6 @@ impl Waiters {
         self.present.clear();
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
@@ -260,6 +261,24 @@ pub struct Video {
     pub byte_waiters: Waiters,
     /// Connections waiting for a commit of this video (their 2xx depends on it).
     pub commit_waiters: Vec<Token>,
+}
+
+/// An origin video's ETag, the same on every node that holds the same object: the origin's strong
+/// ETag itself; with only a Last-Modified from the origin, a weak tag derived from it and the length
+/// (If-Range then works by the date, which equals the origin's); with no validator, vcache's own.
+fn origin_etag(o: &OriginVideo) -> String {
+    let len = o.len().unwrap_or(0);
+    match o.validator() {
+        v if v.starts_with('"') => v.to_string(),
+        "" => format!("\"o{:x}-{len:x}\"", o.slot().map_or(0, |s| s.generation)),
+        date => {
+            // FNV-1a: stable across builds and machines (std's hasher is not).
+            let h = date.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+            format!("W/\"o{h:x}-{len:x}\"")
+        }
+    }
 }
 
 /// Why an in-flight write cannot take bytes right now.
@@ -314,11 +333,7 @@ impl Video {
             Body::File { etag, .. } => etag.clone(),
             Body::Upload(s) => format!("\"u{:x}-{:x}\"", s.generation, s.data.len),
             Body::Live(r) => format!("\"l{:x}-{:x}\"", r.state.generation, r.capacity()),
-            Body::Origin(o) => format!(
-                "\"o{:x}-{:x}\"",
-                o.slot().map_or(0, |s| s.generation),
-                o.len().unwrap_or(0)
-            ),
+            Body::Origin(o) => origin_etag(o),
         }
     }
 
@@ -769,6 +784,31 @@ impl Slot {
         end
     }
 
+    /// Evict [start, end) of an origin slot: its bytes are no longer present (nor in the next fast
+    /// record). The caller punches them out only after a durable record without them has landed.
+    pub fn withdraw(&mut self, start: u64, end: u64) -> Result<(), presence::PresenceError> {
+        assert!(
+            !self
+                .reservations
+                .iter()
+                .any(|r| r.start < end && start < r.end),
+            "withdrawing {start}..{end} while a fetch writes into it"
+        );
+        self.presence.remove(start, end)?;
+        let mut kept = Vec::with_capacity(self.unlogged.len() + 1);
+        for &(a, b) in &self.unlogged {
+            if a < start {
+                kept.push((a, b.min(start)));
+            }
+            if b > end {
+                kept.push((a.max(end), b));
+            }
+        }
+        self.unlogged = kept;
+        self.commit.bump();
+        Ok(())
+    }
+
     /// End a reservation (the write finished or was cut); what was claimed stays claimed.
     pub fn release(&mut self, reservation: u64) {
         self.reservations.retain(|r| r.id != reservation);
@@ -944,6 +984,7 @@ impl StorePaths {
                 path,
                 fill_block,
                 size,
+                ..
             } => Body::Origin(Box::new(self.open_origin(
                 &v.id,
                 OriginSpec {
@@ -1262,7 +1303,11 @@ impl StorePaths {
             )?)),
             None => None,
         };
-        Ok(OriginVideo::new(
+        let allocated = match &slot {
+            Some(s) => space::reclaim_unclaimed(s, spec.fill_block)?,
+            None => Default::default(),
+        };
+        let mut o = OriginVideo::new(
             spec.url.to_string(),
             spec.host.to_string(),
             spec.port,
@@ -1270,7 +1315,9 @@ impl StorePaths {
             spec.fill_block,
             addrs,
             slot,
-        ))
+        );
+        o.space = space::BlockSpace::with_allocated(allocated);
+        Ok(o)
     }
 
     /// The data length an existing video's metadata records, if its metadata file exists and reads.
@@ -1381,6 +1428,12 @@ pub struct Store {
     /// Origin fetches since start, over every origin video (counters for /metrics: a video a reload
     /// removes does not take its share with it).
     pub origin_totals: OriginTotals,
+    /// The disk budget of origin content and the eviction policy.
+    pub space: space::CacheSpace,
+    /// `[cache] read_ahead_blocks`.
+    pub read_ahead_blocks: u64,
+    /// `[[mount]]`s, as the daemon started with them.
+    pub mounts: mounts::Mounts,
     /// Configured videos the start-up threads are still opening (`event_loop/startup.rs`), with the
     /// requests waiting for them.
     pub opening: BTreeMap<String, Opening>,
@@ -1418,11 +1471,11 @@ pub struct OriginTotals {
 }
 
 fn data_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.data"))
+    dir.join(format!("{}.data", mounts::file_stem(id)))
 }
 
 fn meta_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.meta"))
+    dir.join(format!("{}.meta", mounts::file_stem(id)))
 }
 
 /// What a metadata record says about an upload slot.
@@ -1487,15 +1540,14 @@ impl Store {
         let mut problems = Vec::new();
         for v in &cfg.videos {
             match store.paths().open_video(v, None) {
-                Ok(video) => {
-                    store.videos.insert(v.id.clone(), video);
-                }
+                Ok(video) => store.insert_video(v.id.clone(), video),
                 Err(message) => problems.push(VideoProblem {
                     id: v.id.clone(),
                     message,
                 }),
             }
         }
+        problems.extend(store.open_mounted_files());
         Ok((store, problems))
     }
 
@@ -1509,7 +1561,7 @@ impl Store {
                 data_dir.display()
             )
         })?;
-        let store = Store {
+        let mut store = Store {
             videos: BTreeMap::new(),
             retired: BTreeMap::new(),
             data_dir,
@@ -1517,6 +1569,9 @@ impl Store {
             // Checked against MAX_PRESENCE_RANGES when the config was loaded: never lowered here.
             max_presence_ranges: cfg.server.limits.max_presence_ranges,
             origin_totals: OriginTotals::default(),
+            space: space::CacheSpace::new(cfg.cache.max_size, cfg.cache.min_free),
+            read_ahead_blocks: cfg.cache.read_ahead_blocks,
+            mounts: mounts::Mounts::resolve(cfg),
             opening: cfg
                 .videos
                 .iter()
@@ -1524,11 +1579,60 @@ impl Store {
                 .collect(),
             open_wanted: Vec::new(),
         };
+        store.space.saved_recency = space::load_recency(&store.data_dir);
         assert!(
             store.max_presence_ranges <= MAX_PRESENCE_RANGES,
             "limits.max_presence_ranges passed the config check but does not fit a record"
         );
         Ok(store)
+    }
+
+    /// Add an opened video: an origin video's allocated blocks join the budget and the policy.
+    pub fn insert_video(&mut self, id: String, mut video: Video) {
+        if let Some(o) = video.origin_mut() {
+            o.set_read_ahead(self.read_ahead_blocks);
+        }
+        self.register_space(&id, &video);
+        self.videos.insert(id, video);
+    }
+
+    /// Count an origin video's allocated blocks against the budget and give them to the policy
+    /// (oldest persisted access first, so a restart does not evict the hot set first).
+    pub fn register_space(&mut self, id: &str, video: &Video) {
+        let Some(o) = video.origin() else { return };
+        let mut blocks: Vec<(u32, u64)> = o
+            .space
+            .allocated()
+            .iter()
+            .map(|&b| {
+                let key = (id.to_string(), b);
+                (self.space.saved_recency.get(&key).copied().unwrap_or(0), b)
+            })
+            .collect();
+        blocks.sort_unstable();
+        for (epoch, b) in blocks {
+            let (a, e) = o.block_span(b);
+            self.space.grant(space::on_disk(e - a));
+            self.space.policy.insert((id.to_string(), b), epoch);
+        }
+    }
+
+    /// An origin video's files went (or are going): its blocks leave the budget and the policy.
+    pub fn unregister_space(
+        &mut self,
+        id: &str,
+        gone: &space::BlockSpace,
+        span: impl Fn(u64) -> std::ops::Range<u64>,
+    ) {
+        for b in gone.counted() {
+            let r = span(b);
+            let bytes = space::on_disk(r.end - r.start);
+            if gone.is_evicting(b) {
+                self.space.evicting = self.space.evicting.saturating_sub(bytes);
+            }
+            self.space.release(bytes);
+            self.space.policy.remove(&(id.to_string(), b));
+        }
     }
 
     /// What opening a writable video needs, detached from the store (the commit worker opens and
@@ -1650,7 +1754,9 @@ fn apply_delta(st: &mut UploadState, delta: &[u8]) -> Result<(), String> {
             .insert(a, b)
             .map_err(|e| format!("range {a}..{b}: {e}"))?;
     }
-    st.modified = st.modified.max(modified);
+    // Deltas are replayed in seq order: the last one's time is the newest (an origin video's time is
+    // its origin's Last-Modified, which may be older than the record's).
+    st.modified = modified;
     if !validator.is_empty() {
         st.validator = Some(String::from_utf8_lossy(validator).into_owned());
     }

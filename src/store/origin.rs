@@ -5,11 +5,15 @@
 //! module decides nothing about sockets, only what is wanted and what a reader may be told. Every
 //! change of state is a method here: no other module sets a flag.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::space::BlockSpace;
 use super::{Availability, Slot};
+
+/// A reader of an origin video (its connection's token): what it holds is given back when it goes.
+pub type ReaderId = usize;
 
 /// Most blocks queued per video for readers. The rest of a longer range waits as a pending span and
 /// is queued as room appears, so a reader past the cap is never stalled.
@@ -220,6 +224,23 @@ pub struct OriginVideo {
     /// The lowest generation a recreated data file may take: above the forgotten object's (its files
     /// were removed when its length changed), so ETags and running responses never confuse the two.
     generation_floor: u64,
+    /// Which blocks are allocated on disk (the data file is sparse).
+    pub space: BlockSpace,
+    /// Blocks fetched ahead of the one a reader is sending.
+    read_ahead: u64,
+    /// Each reader's window of blocks [first, last]: the block it sends from and those ahead.
+    interests: HashMap<ReaderId, (u64, u64)>,
+    /// The last block each reader sent from (counted as a use once per reader and block).
+    sent_from: HashMap<ReaderId, u64>,
+    /// How many readers' windows hold each block: a reader's block with none is not fetched (its
+    /// reader went), and a block with some is never evicted.
+    demand: BTreeMap<u64, u32>,
+    /// Warm-up blocks waiting for space (they go back to the warm-up queue, not the readers').
+    parked_warm: BTreeSet<u64>,
+    /// How long an origin 404 is remembered.
+    negative_ttl: std::time::Duration,
+    /// The block the last learning fetch asked for.
+    learn_block: Option<u64>,
 }
 
 impl OriginVideo {
@@ -248,7 +269,20 @@ impl OriginVideo {
             fetched_bytes: 0,
             fetches: 0,
             generation_floor: 0,
+            space: BlockSpace::default(),
+            read_ahead: crate::config::CacheConfig::default().read_ahead_blocks,
+            interests: HashMap::new(),
+            sent_from: HashMap::new(),
+            demand: BTreeMap::new(),
+            parked_warm: BTreeSet::new(),
+            negative_ttl: std::time::Duration::from_secs(crate::config::DEFAULT_NEGATIVE_TTL_SECS),
+            learn_block: None,
         }
+    }
+
+    /// Blocks fetched ahead of a reader's (`[cache] read_ahead_blocks`).
+    pub fn set_read_ahead(&mut self, blocks: u64) {
+        self.read_ahead = blocks;
     }
 
     pub fn url(&self) -> &str {
@@ -341,9 +375,32 @@ impl OriginVideo {
         }
     }
 
-    /// Block `b` failed while a request that started at `since` was waiting for it.
+    /// Block `b` failed while a request that started at `since` was waiting for it — or the origin
+    /// said 404 lately (remembered for `negative_ttl`, so a missing object is not asked for again
+    /// by every request).
     fn failed_before(&self, b: u64, since: Instant) -> bool {
-        self.failures.get(&b).is_some_and(|f| f.at >= since)
+        self.failures.get(&b).is_some_and(|f| {
+            f.at >= since || (f.status == 404 && f.at.elapsed() < self.negative_ttl)
+        })
+    }
+
+    /// How long an origin 404 is remembered.
+    pub fn set_negative_ttl(&mut self, ttl: std::time::Duration) {
+        self.negative_ttl = ttl;
+    }
+
+    /// Nothing learned, wanted or remembered: a mounted object in this state can leave the store.
+    pub fn is_unused_and_unknown(&self) -> bool {
+        self.phase() == Phase::Unknown
+            && self.interests.is_empty()
+            && self.inflight.is_empty()
+            && self.client.len() == 0
+            && self.warm.len() == 0
+            && !self.warm_all_when_known
+            && self
+                .failures
+                .values()
+                .all(|f| f.status != 404 || f.at.elapsed() >= self.negative_ttl)
     }
 }
 
@@ -356,7 +413,7 @@ impl OriginVideo {
     /// looked at; present runs are skipped whole, and the walk stops at the cap.
     pub fn want(&mut self, first: u64, last: u64, warm: bool, since: Instant) {
         let Some(len) = self.len() else {
-            self.want_length(warm, since);
+            self.want_length(first / self.fill_block, warm, since);
             return;
         };
         if len == 0 || first >= len {
@@ -380,18 +437,24 @@ impl OriginVideo {
         }
     }
 
-    /// Learning the length comes first: block 0 tells it.
-    fn want_length(&mut self, warm: bool, since: Instant) {
-        if self.failed_before(0, since) {
+    /// Learning the length comes first: a fetch of `block` (the first a reader wants) tells it. One
+    /// learning fetch at a time; readers of other blocks want theirs once the length is known.
+    fn want_length(&mut self, block: u64, warm: bool, since: Instant) {
+        if self.failed_before(block, since) {
             return;
         }
-        self.failures.remove(&0);
+        self.failures.remove(&block);
         if warm {
             self.warm_all_when_known = true;
         }
-        if !self.inflight.contains(&0) && !self.client.contains(0) {
-            self.client.push_back(0);
+        if self.inflight.is_empty() && self.client.len() == 0 {
+            self.client.push_back(block);
         }
+    }
+
+    /// The block the learning fetch brings (allocated with the files).
+    pub fn learn_block(&self) -> Option<u64> {
+        self.learn_block
     }
 
     /// Queue the blocks with missing bytes in [first, last] in order until the queue is full; the first
@@ -416,7 +479,7 @@ impl OriginVideo {
 
     /// Offer block `b` to the client or warm-up queue; false if it needed room and there was none.
     fn offer(&mut self, b: u64, warm: bool, since: Instant) -> bool {
-        if self.inflight.contains(&b) || self.failed_before(b, since) {
+        if self.inflight.contains(&b) || self.space.is_parked(b) || self.failed_before(b, since) {
             return true;
         }
         let queued = self.client.contains(b) || (warm && self.warm.contains(b));
@@ -484,17 +547,40 @@ impl OriginVideo {
         }
         let block = loop {
             self.refill();
-            let b = self.client.pop().or_else(|| self.warm.pop())?;
+            let (b, warm) = match self.client.pop() {
+                Some(b) => (b, false),
+                None => (self.warm.pop()?, true),
+            };
             assert!(
                 !self.inflight.contains(&b),
                 "block {b} queued while in flight"
             );
-            if self.block_missing(b) {
-                break b;
+            if !self.block_missing(b) {
+                continue;
             }
+            let Some(_) = self.slot() else {
+                break b; // learning the length: block 0, into files not created yet
+            };
+            // A reader's block whose readers all went is not fetched.
+            if !warm && !self.demanded(b) {
+                continue;
+            }
+            // Fetched bytes land only in allocated blocks: this one waits for space.
+            if !self.space.is_allocated(b) || self.space.is_evicting(b) {
+                self.space.want_alloc(b);
+                if warm {
+                    self.parked_warm.insert(b);
+                }
+                continue;
+            }
+            break b;
         };
         let (first, last) = match self.slot() {
-            None => (0, self.fill_block - 1),
+            None => {
+                self.learn_block = Some(block);
+                let first = block.saturating_mul(self.fill_block);
+                (first, first.saturating_add(self.fill_block - 1))
+            }
             Some(s) => {
                 let (a, e) = self.block_span(block);
                 let &(ms, me) = s.presence.missing_in(a, e).first()?;
@@ -553,6 +639,177 @@ impl OriginVideo {
     }
 }
 
+/// Readers' windows: what is fetched ahead of a reader, and what no eviction may take.
+impl OriginVideo {
+    fn demanded(&self, b: u64) -> bool {
+        self.demand.get(&b).is_some_and(|&n| n > 0)
+    }
+
+    fn add_demand(&mut self, (first, last): (u64, u64), by: i64) {
+        for b in first..=last {
+            let n = self.demand.entry(b).or_insert(0);
+            let next = i64::from(*n) + by;
+            assert!(next >= 0, "demand of block {b} below zero");
+            *n = u32::try_from(next).unwrap_or(u32::MAX);
+            if *n == 0 {
+                self.demand.remove(&b);
+            }
+        }
+    }
+
+    /// Reader `reader` (a request that started at `since`) sends from byte `pos` on, up to byte
+    /// `last`: its window becomes the block of `pos` and `read_ahead` blocks after it (within
+    /// `last`), whose missing blocks are wanted. Returns the window's first block when it moved (the
+    /// caller counts it as an access).
+    pub fn read_window(&mut self, reader: ReaderId, pos: u64, last: u64, since: Instant) -> bool {
+        let fb = self.fill_block;
+        let first = pos / fb;
+        let last_block = (last / fb).min(first.saturating_add(self.read_ahead));
+        let window = (first, last_block.max(first));
+        let old = self.interests.insert(reader, window);
+        let moved = old != Some(window);
+        if moved {
+            if let Some(old) = old {
+                self.add_demand(old, -1);
+            }
+            self.add_demand(window, 1);
+        }
+        let wanted_last = last.min((window.1 + 1).saturating_mul(fb) - 1);
+        self.want(pos, wanted_last, false, since);
+        moved
+    }
+
+    /// The same, as a sender moves on: nothing is done unless the window moved.
+    pub fn move_window(&mut self, reader: ReaderId, pos: u64, last: u64, since: Instant) -> bool {
+        let fb = self.fill_block;
+        let first = pos / fb;
+        let last_block = (last / fb).min(first.saturating_add(self.read_ahead));
+        if self.interests.get(&reader) == Some(&(first, last_block.max(first))) {
+            return false;
+        }
+        self.read_window(reader, pos, last, since)
+    }
+
+    /// Reader `reader` sends from the block of `pos` now: the blocks it reached since its last send
+    /// (one, or several small ones a send crossed), each counted once.
+    pub fn blocks_reached(&mut self, reader: ReaderId, pos: u64) -> std::ops::Range<u64> {
+        let b = pos / self.fill_block;
+        match self.sent_from.insert(reader, b) {
+            Some(prev) if prev < b => prev + 1..b + 1,
+            Some(prev) if prev == b => b..b,
+            _ => b..b + 1,
+        }
+    }
+
+    /// Reader `reader` went (or its response ended): its window no longer holds blocks.
+    pub fn drop_reader(&mut self, reader: ReaderId) {
+        self.sent_from.remove(&reader);
+        if let Some(old) = self.interests.remove(&reader) {
+            self.add_demand(old, -1);
+        }
+    }
+}
+
+/// Disk space: allocation before a fetch, eviction, punch.
+impl OriginVideo {
+    /// The space thread allocated block `b` (`ok`) or could not (`why`): it is fetched now, or its
+    /// waiting readers get 507.
+    pub fn allocation_done(&mut self, b: u64, result: Result<(), String>) {
+        let ok = result.is_ok();
+        self.space.allocation_done(b, ok);
+        let warm = self.parked_warm.remove(&b);
+        match result {
+            Ok(()) if warm => {
+                if !self.client.contains(b) && !self.warm.contains(b) {
+                    self.warm.push_back(b);
+                }
+            }
+            Ok(()) => self.requeue(b, true),
+            Err(why) => {
+                let why = format!("no disk space for block {b} of the cache: {why}");
+                self.fetch_failed(b, None, 507, why);
+            }
+        }
+    }
+
+    /// The budget dropped block `b`'s request: nobody waits for it any more (its readers went).
+    pub fn allocation_dropped(&mut self, b: u64) {
+        self.space.dropped(b);
+        self.parked_warm.remove(&b);
+    }
+
+    /// Whether a parked block is still wanted (a reader's window holds it, or a warm-up).
+    pub fn still_wanted(&self, b: u64) -> bool {
+        self.demanded(b) || self.parked_warm.contains(&b)
+    }
+
+    /// Whether block `b` must stay: a reader's window holds it, a fetch writes it, or it waits
+    /// for or is in the space thread's hands.
+    pub fn pinned(&self, b: u64) -> bool {
+        self.demanded(b)
+            || self.inflight.contains(&b)
+            || self.space.is_parked(b)
+            || self.space.is_evicting(b)
+            || !matches!(self.state, Lifecycle::Ready(_))
+    }
+
+    /// Evict block `b`: withdraw its bytes from presence (readers no longer see them); it is
+    /// punched once a durable record without them has landed (`space.take_punches`). Refused when
+    /// the block is pinned or the presence map cannot split (then another block goes).
+    pub fn evict(&mut self, b: u64) -> Result<(), String> {
+        if self.pinned(b) || !self.space.is_allocated(b) {
+            return Err(format!("block {b} is in use"));
+        }
+        let (start, end) = self.block_span(b);
+        let Some(slot) = self.slot_mut() else {
+            return Err("no files".into());
+        };
+        slot.withdraw(start, end).map_err(|e| e.to_string())?;
+        let seq = slot.commit.claim_seq;
+        self.space.evicting(b, seq);
+        Ok(())
+    }
+
+    /// Evicted blocks whose withdrawal is durable now: the space thread punches them.
+    pub fn take_punches(&mut self) -> Vec<u64> {
+        let Some(durable) = self.slot().map(|s| s.commit.durable_claim_seq) else {
+            return Vec::new();
+        };
+        self.space.take_punches(durable)
+    }
+
+    /// Every block is gone and nothing is in flight: the files can go (`give_back_files`).
+    pub fn is_idle_and_empty(&self) -> bool {
+        matches!(self.state, Lifecycle::Ready(_))
+            && self.space.is_empty()
+            && self.inflight.is_empty()
+            && self.interests.is_empty()
+            && self.client.len() == 0
+            && self.warm.len() == 0
+            && self
+                .slot()
+                .is_some_and(|s| s.presence.present_bytes() == 0 && s.commit.is_settled())
+    }
+
+    /// Give the files of an empty video back (their removal follows, as for a changed object); the
+    /// next read learns the object again.
+    pub fn give_back_files(&mut self) {
+        assert!(
+            self.is_idle_and_empty(),
+            "{}: giving back files in use",
+            self.url
+        );
+        let Lifecycle::Ready(slot) = std::mem::replace(&mut self.state, Lifecycle::RemoveWanted)
+        else {
+            unreachable!("checked Ready above");
+        };
+        self.generation_floor = self.generation_floor.max(slot.generation + 1);
+        self.client.clear();
+        self.warm.clear();
+        self.space = BlockSpace::default();
+    }
+}
+
 /// The lifecycle's transitions. Each asserts the state it leaves: a call from another state is a bug.
 /// Results that arrive from the commit worker are checked against `phase()` by the caller first.
 impl OriginVideo {
@@ -594,6 +851,11 @@ impl OriginVideo {
             slot.commit.bump();
         }
         let total = slot.data.len;
+        // The commit worker allocated the learning fetch's block with the files (`CreateJob::allocate`).
+        let learned = self
+            .learn_block
+            .filter(|&b| b.saturating_mul(self.fill_block) < total);
+        self.space = BlockSpace::with_allocated(learned.into_iter().collect());
         self.state = Lifecycle::Ready(Box::new(slot));
         if total > 0 && std::mem::take(&mut self.warm_all_when_known) {
             self.want(0, total - 1, true, Instant::now());
@@ -633,7 +895,7 @@ impl OriginVideo {
 
     /// The record forgetting the old object is durable: close its files (the commit worker removes
     /// them) and drop what was wanted of it; the next fetch learns the new object.
-    pub fn drop_files(&mut self) {
+    pub fn drop_files(&mut self) -> BlockSpace {
         let Lifecycle::Forgetting(slot) =
             std::mem::replace(&mut self.state, Lifecycle::RemoveWanted)
         else {
@@ -645,6 +907,9 @@ impl OriginVideo {
         self.inflight.clear();
         self.client.clear();
         self.warm.clear();
+        self.parked_warm.clear();
+        // The files go: so does every block they held (the caller takes them off the budget).
+        std::mem::take(&mut self.space)
     }
 
     /// Whether the old files are to be removed now (once: the commit worker removes them).
@@ -733,7 +998,7 @@ mod tests {
     }
 
     fn video(fill_block: u64, slot: Option<Slot>) -> OriginVideo {
-        OriginVideo::new(
+        let mut o = OriginVideo::new(
             "http://o/v".into(),
             "o".into(),
             80,
@@ -741,7 +1006,17 @@ mod tests {
             fill_block,
             Vec::new(),
             slot.map(Box::new),
-        )
+        );
+        o.space = BlockSpace::all_allocated();
+        o.set_read_ahead(u64::MAX);
+        o
+    }
+
+    /// A new reader (each call its own) wants bytes [first, last]: its window covers them all.
+    fn read(o: &mut OriginVideo, first: u64, last: u64, since: Instant) {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+        let reader = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        o.read_window(reader, first, last, since);
     }
 
     /// Take every fetch there is, in order.
@@ -756,16 +1031,18 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(o.phase(), Phase::Unknown);
         assert_eq!(o.len(), None);
-        o.want(5000, 5999, false, t0);
+        read(&mut o, 5000, 5999, t0);
+        // The block the reader wants teaches the length (block 0 is not fetched for it).
         let learn = o.start_fetch().unwrap();
         assert_eq!(
             learn,
             BlockFetch {
-                block: 0,
-                first: 0,
-                last: 999
+                block: 5,
+                first: 5000,
+                last: 5999
             }
         );
+        assert_eq!(o.learn_block(), Some(5));
         o.learned(10_000, "\"a\"".into());
         assert_eq!(o.phase(), Phase::CreateWanted);
         assert_eq!(o.take_create_wanted(), Some((10_000, "\"a\"".into())));
@@ -779,10 +1056,12 @@ mod tests {
             generation > 1,
             "a created object's generation is seeded from the clock"
         );
-        o.fetch_again(0, None, false);
-        assert_eq!(drain(&mut o), [0]);
+        // The files come with the learning block allocated: an aborted learning fetch is redone.
+        assert!(o.space.is_allocated(5) && !o.space.is_allocated(0));
+        o.fetch_again(5, None, false);
+        assert_eq!(drain(&mut o), [5]);
         // Another length: nothing is fetched until the files are dropped, then the length is learned.
-        o.object_changed(0, true);
+        o.object_changed(5, true);
         assert_eq!(o.phase(), Phase::Forgetting);
         assert!(o.slot().unwrap().delete_pending);
         assert_eq!(o.start_fetch(), None);
@@ -797,14 +1076,14 @@ mod tests {
         assert_eq!(o.start_fetch(), None);
         o.files_removed();
         assert_eq!(o.phase(), Phase::Unknown);
-        o.want(0, 0, false, Instant::now());
+        read(&mut o, 0, 0, Instant::now());
         assert_eq!(drain(&mut o), [0]);
     }
 
     #[test]
     fn a_failed_creation_learns_again_and_a_changed_validator_keeps_the_files() {
         let mut o = video(1000, None);
-        o.want(0, 0, false, Instant::now());
+        read(&mut o, 0, 0, Instant::now());
         assert_eq!(drain(&mut o), [0]);
         o.learned(10, String::new());
         assert!(o.take_create_wanted().is_some());
@@ -813,7 +1092,7 @@ mod tests {
 
         let (_dir, s) = slot("same-len", 4000);
         let mut o = video(1000, Some(s));
-        o.want(0, 3999, false, Instant::now());
+        read(&mut o, 0, 3999, Instant::now());
         let first = o.start_fetch().unwrap().block;
         o.object_changed(first, false);
         assert_eq!(o.phase(), Phase::Ready);
@@ -857,10 +1136,40 @@ mod tests {
         o.learned(3500, String::new());
         o.take_create_wanted();
         o.files_created(s);
-        // Block 0 is in flight (the learning fetch).
+        // Block 0 is in flight (the learning fetch) and allocated with the files.
         assert_eq!(o.queued_blocks(), 3);
         assert!(!o.has_client_work());
+        assert!(o.space.is_allocated(0));
+        // The others wait for space: none is fetched before the budget grants and the space thread
+        // allocates it; then they go back to the warm-up queue.
+        assert_eq!(drain(&mut o), []);
+        assert_eq!(o.space.take_alloc_wanted(), [1, 2, 3]);
+        assert_eq!(drain(&mut o), [], "a parked block is not queued again");
+        for b in [1, 2, 3] {
+            assert!(o.still_wanted(b));
+            o.space.granted(b);
+            o.allocation_done(b, Ok(()));
+        }
+        assert!(!o.has_client_work());
         assert_eq!(drain(&mut o), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_reader_that_goes_takes_its_blocks_with_it_and_pins_its_window() {
+        let (_dir, s) = slot("window", 10_000);
+        let mut o = video(1000, Some(s));
+        o.set_read_ahead(2);
+        let t = Instant::now();
+        assert!(o.read_window(1, 0, 9999, t));
+        assert_eq!(o.queued_blocks(), 3, "the block sent from and two ahead");
+        assert!(o.pinned(0) && o.pinned(2) && !o.pinned(3));
+        assert!(!o.move_window(1, 500, 9999, t), "still in block 0");
+        assert!(o.move_window(1, 1000, 9999, t));
+        assert!(!o.pinned(0) && o.pinned(3));
+        o.drop_reader(1);
+        assert!(!o.pinned(1));
+        // Nobody wants the queued blocks any more: none is fetched.
+        assert_eq!(drain(&mut o), []);
     }
 
     #[test]
@@ -870,7 +1179,7 @@ mod tests {
         let t = Instant::now();
         o.want(0, 9999, true, t);
         assert!(!o.has_client_work());
-        o.want(7500, 8200, false, t);
+        read(&mut o, 7500, 8200, t);
         assert!(o.has_client_work());
         assert_eq!(o.queued_blocks(), 10);
         assert_eq!(drain(&mut o), [7, 8, 0, 1, 2, 3, 4, 5, 6, 9]);
@@ -882,9 +1191,9 @@ mod tests {
         s.presence.insert(0, 2500).unwrap();
         let mut o = video(1000, Some(s));
         let t = Instant::now();
-        o.want(0, 1999, false, t);
+        read(&mut o, 0, 1999, t);
         assert_eq!(o.queued_blocks(), 0);
-        o.want(0, 3999, false, t);
+        read(&mut o, 0, 3999, t);
         // Block 2 is asked for from its first missing byte.
         let f = o.start_fetch().unwrap();
         assert_eq!(
@@ -895,7 +1204,7 @@ mod tests {
                 last: 2999
             }
         );
-        o.want(2000, 3999, false, t);
+        read(&mut o, 2000, 3999, t);
         o.want(2000, 3999, true, t);
         assert_eq!((o.fetching_blocks(), o.queued_blocks()), (1, 1));
         // A retry goes first; a block fetched in part is wanted again.
@@ -910,16 +1219,16 @@ mod tests {
         let (_dir, s) = slot("failure", 4000);
         let mut o = video(1000, Some(s));
         let waiting = Instant::now();
-        o.want(1000, 1999, false, waiting);
+        read(&mut o, 1000, 1999, waiting);
         assert_eq!(drain(&mut o), [1]);
         o.fetch_failed(1, None, 504, "slow".into());
         assert_eq!(o.availability(1500), Availability::Failed(504));
         assert_eq!(o.failure_since(1500, waiting), Some((504, "slow".into())));
-        o.want(1000, 1999, false, waiting);
+        read(&mut o, 1000, 1999, waiting);
         assert_eq!(o.queued_blocks(), 0);
         let later = Instant::now() + std::time::Duration::from_millis(1);
         assert_eq!(o.failure_since(1500, later), None);
-        o.want(1000, 1999, false, later);
+        read(&mut o, 1000, 1999, later);
         assert_eq!(o.availability(1500), Availability::Pending);
         assert_eq!(drain(&mut o), [1]);
     }
@@ -930,14 +1239,14 @@ mod tests {
         let (_dir, s) = slot("caps", blocks);
         let mut o = video(1, Some(s));
         let t = Instant::now();
-        o.want(0, blocks - 1, false, t);
+        read(&mut o, 0, blocks - 1, t);
         assert_eq!(o.queued_blocks(), MAX_CLIENT_BLOCKS);
         // A warm-up has its own room: readers' blocks do not keep it out, nor does it take theirs.
         o.want(0, blocks - 1, true, t + std::time::Duration::from_millis(1));
         assert_eq!(o.queued_blocks(), MAX_CLIENT_BLOCKS + MAX_WARM_BLOCKS);
         assert_eq!(o.client.len(), MAX_CLIENT_BLOCKS);
         // The same request routing again adds nothing (its waiting range merges).
-        o.want(0, blocks - 1, false, t);
+        read(&mut o, 0, blocks - 1, t);
         assert_eq!((o.client.pending.len(), o.warm.pending.len()), (1, 1));
         // Every block is fetched once, readers' in order first; none past the cap is forgotten.
         let order = drain(&mut o);
@@ -956,7 +1265,7 @@ mod tests {
         let mut o = video(1, Some(s));
         let t = Instant::now();
         for _ in 0..1000 {
-            o.want(0, len - 1, false, t);
+            o.want(0, len - 1, true, t);
         }
         assert_eq!(drain(&mut o), [1000, len - 1]);
     }

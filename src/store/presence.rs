@@ -146,6 +146,40 @@ impl PresenceMap {
         Ok(())
     }
 
+    /// Forget [start, end) (an evicted block): the range holding it may split in two. Refused
+    /// (TooFragmented, the map unchanged) when that split would pass max_ranges.
+    pub fn remove(&mut self, start: u64, end: u64) -> Result<(), PresenceError> {
+        self.check_bounds(start, end)?;
+        if start == end || !self.overlaps(start, end) {
+            return Ok(());
+        }
+        let first = self.ranges.partition_point(|&(_, r_end)| r_end <= start);
+        let past = self.ranges.partition_point(|&(r_start, _)| r_start < end);
+        let mut kept = Vec::with_capacity(2);
+        if let Some(&(a, _)) = self.ranges.get(first).filter(|r| r.0 < start) {
+            kept.push((a, start));
+        }
+        if let Some(&(_, b)) = past
+            .checked_sub(1)
+            .and_then(|i| self.ranges.get(i))
+            .filter(|r| r.1 > end)
+        {
+            kept.push((end, b));
+        }
+        if self.ranges.len() - (past - first) + kept.len() > self.max_ranges {
+            return Err(PresenceError::TooFragmented {
+                max_ranges: self.max_ranges,
+            });
+        }
+        self.ranges.splice(first..past, kept);
+        assert!(
+            !self.overlaps(start, end),
+            "presence map still claims part of removed {start}..{end}"
+        );
+        debug_assert!(self.invariant_holds());
+        Ok(())
+    }
+
     /// Would inserting [start, end) exceed max_ranges? (so a writer can refuse before
     /// writing). False for an empty or out-of-bounds range: insert reports those itself.
     pub fn would_fragment(&self, start: u64, end: u64) -> bool {
@@ -713,5 +747,24 @@ mod tests {
                 assert_eq!(PresenceMap::decode(&bytes, len, max_ranges).unwrap(), map);
             }
         }
+    }
+
+    #[test]
+    fn remove_splits_trims_and_refuses_past_the_bound() {
+        let mut m = PresenceMap::new(100, 3);
+        m.insert(0, 50).unwrap();
+        m.insert(60, 90).unwrap();
+        m.remove(10, 20).unwrap();
+        assert_eq!(m.ranges(), &[(0, 10), (20, 50), (60, 90)]);
+        // A fourth range would pass the bound: refused, unchanged.
+        assert!(m.remove(30, 40).is_err());
+        assert_eq!(m.ranges().len(), 3);
+        // Trimming ends and removing whole ranges never adds one.
+        m.remove(45, 70).unwrap();
+        assert_eq!(m.ranges(), &[(0, 10), (20, 45), (70, 90)]);
+        m.remove(0, 100).unwrap();
+        assert!(m.is_empty());
+        m.remove(5, 6).unwrap();
+        assert!(m.remove(5, 200).is_err());
     }
 }

@@ -4,11 +4,14 @@
 
 #![allow(dead_code)]
 
+mod nginx;
 mod tools;
 mod videos;
 mod wait;
 
 // Not every test crate uses every helper.
+#[allow(unused_imports)]
+pub use nginx::{Nginx, Sent, bytes_of};
 #[allow(unused_imports)]
 pub use tools::{missing_tool, require_tool, tools_required};
 #[allow(unused_imports)]
