@@ -506,18 +506,24 @@ struct RawSeek {
 struct Source<'a> {
     text: &'a str,
     name: &'a str,
+    /// Offset of every '\n' in `text`, in order: a line number is a binary search (counting from the
+    /// start for every video made loading 10,000 videos take seconds).
+    newlines: Vec<usize>,
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    fn new(text: &'a str, name: &'a str) -> Source<'a> {
+        let newlines = text.match_indices('\n').map(|(at, _)| at).collect();
+        Source {
+            text,
+            name,
+            newlines,
+        }
+    }
+
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        1 + self
-            .text
-            .as_bytes()
-            .iter()
-            .take(end)
-            .filter(|&&b| b == b'\n')
-            .count()
+        1 + self.newlines.partition_point(|&at| at < end)
     }
 
     fn error(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
@@ -607,7 +613,7 @@ fn key_named_in(message: &str) -> Option<String> {
 /// the file's shape (TOML syntax, unknown keys, value types), then — when the shape is right —
 /// every value (ranges, files, URLs, seek tables, duplicate ids), at most one error per key.
 pub fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
-    let src = Source { text, name: source };
+    let src = Source::new(text, source);
     let raw = parse_shape(&src)?;
     let mut found = Found::default();
     let server = validate_server(&src, raw.server, raw.limits, base_dir, &mut found);
