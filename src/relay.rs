@@ -247,6 +247,11 @@ impl Relays {
 
     fn open(&mut self, i: usize, ctx: &mut Turn<'_>) {
         let r = &mut self.relays[i];
+        if ctx.store.get(&r.video).and_then(|v| v.ring()).is_none() {
+            // Not open yet (start-up, a reload) or not openable: its head is not known yet.
+            r.retry_at = ctx.now + BACKOFF_FIRST;
+            return;
+        }
         if r.writer.is_none()
             && let Some(v) = ctx.store.videos.get(&r.video)
             && v.ring().is_some_and(|ring| ring.publisher.is_some())
@@ -559,6 +564,7 @@ fn step_head(r: &mut Relay, ctx: &mut Turn<'_>, idle: Duration) -> Step {
         (206, Some(s)) if !l.edge && s == head => {}
         (200, Some(s)) if l.edge && s >= head => {}
         (200, Some(s)) if l.edge => {
+            r.edge_next = false;
             return Step::Failed(format!(
                 "the upstream's edge {s} is below our head {head}: its offsets went back (was its channel forgotten?)"
             ));
