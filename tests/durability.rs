@@ -323,6 +323,7 @@ fn storm_survives_kill9(sync: &str, seed: u64) {
         at = end;
     }
     let mut acked_all: Vec<(u64, u64)> = Vec::new();
+    let mut mid_storm_kills = 0;
     let mut d = Daemon::start(&dir.path, &body);
     // Each round kills once this many more bytes are acknowledged: right after the first
     // acknowledgement, then at several fill levels.
@@ -409,10 +410,9 @@ fn storm_survives_kill9(sync: &str, seed: u64) {
             round_acked > 0,
             "round {round}: nothing was acknowledged before the kill"
         );
-        assert!(
-            in_flight,
-            "round {round}: the storm ended before the kill; make the slot larger"
-        );
+        // On a loaded machine a round's writers may all finish before the kill lands; the test needs
+        // kills in the middle of a storm, not in every round (asserted after the rounds).
+        mid_storm_kills += usize::from(in_flight);
         d = Daemon::start(&dir.path, &body);
         let present = verify_served(&d, &src, &acked_all);
         let acked_total: u64 = acked_all.iter().map(|(a, b)| b - a).sum();
@@ -423,6 +423,10 @@ fn storm_survives_kill9(sync: &str, seed: u64) {
             present.len()
         );
     }
+    assert!(
+        mid_storm_kills >= 3,
+        "only {mid_storm_kills} of 5 kills came while writes were in flight; make the slot larger"
+    );
 }
 
 #[test]
