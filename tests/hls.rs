@@ -510,7 +510,8 @@ fn parts(text: &str) -> Vec<Vec<(f64, u64, u64, bool)>> {
             };
             let range = attr("BYTERANGE");
             let (n, at) = range.split_once('@').unwrap();
-            assert_eq!(attr("URI"), "stream.ts");
+            let uri = attr("URI");
+            assert!(uri == "stream.ts" || uri == "stream.mp4", "{uri}");
             let d: f64 = attr("DURATION").parse().unwrap();
             groups.last_mut().unwrap().push((
                 d,
@@ -646,6 +647,11 @@ fn ll_hls_parts_cover_segments_and_blocking_reloads_answer_when_the_part_lands()
 
 /// ffmpeg publishing fragmented MP4 (one fragment per keyframe, a keyframe a second) at 2 Mbit/s.
 fn publish_fmp4(ffmpeg: &Path, d: &Daemon, id: &str, secs: u32) -> Child {
+    publish_fmp4_with(ffmpeg, d, id, secs, &[])
+}
+
+/// The same with more muxer options (`extra`).
+fn publish_fmp4_with(ffmpeg: &Path, d: &Daemon, id: &str, secs: u32, extra: &[&str]) -> Child {
     Command::new(ffmpeg)
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
@@ -656,6 +662,7 @@ fn publish_fmp4(ffmpeg: &Path, d: &Daemon, id: &str, secs: u32) -> Child {
         ])
         .args(["-x264-params", "nal-hrd=cbr", "-f", "mp4"])
         .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
+        .args(extra)
         .args([
             "-method",
             "PUT",
@@ -927,5 +934,74 @@ fn fmp4_playlist_maps_the_init_segment_and_decodes_across_a_wrap_and_a_restart()
     );
     ffmpeg_reads_playlist_of(&ffmpeg, &d, id, 3, false);
     assert!(publisher.wait().expect("ffmpeg").success());
+    d.stop(Duration::from_secs(10));
+}
+
+#[test]
+fn fmp4_fragments_within_the_part_target_are_ll_hls_parts_and_blocking_reloads_wait_for_them() {
+    let Some(ffmpeg) = require_tool("ffmpeg") else {
+        return;
+    };
+    let dir = TestDir::new("hls-fmp4-ll");
+    let id = "cam.mp4";
+    let mut d = Daemon::start(&dir.path, &live_config(id, 8 << 20, "", "", ""));
+    let frag = ["-frag_duration", "200000"];
+    let mut publisher = publish_fmp4_with(&ffmpeg, &d, id, 8, &frag);
+    wait_until("two closed segments", Duration::from_secs(30), || {
+        let r = d.get(&format!("/videos/{id}/index.m3u8"), &[]);
+        r.status == 200 && parse(&r.text()).segs.len() >= 2
+    });
+    let text = playlist_text(&d, id);
+    assert!(
+        text.contains("#EXT-X-PART-INF:PART-TARGET=0.200\n"),
+        "{text}"
+    );
+    let listed = parse(&text);
+    let groups = parts(&text);
+    for (seg, group) in listed.segs.iter().zip(&groups) {
+        assert!(
+            group.len() >= 2,
+            "a 1 s segment of 0.2 s fragments has parts\n{text}"
+        );
+        assert_eq!(group[0].1, seg.offset, "the first part starts the segment");
+        assert!(group[0].3, "the segment's first part is independent");
+        for w in group.windows(2) {
+            assert_eq!(w[0].1 + w[0].2, w[1].1, "parts tile their segment");
+        }
+        let last = group.last().unwrap();
+        assert_eq!(
+            last.1 + last.2,
+            seg.offset + seg.len,
+            "the last part ends it"
+        );
+        for p in group {
+            assert!(p.0 <= 0.2, "a part's duration fits the target");
+            let r = d.get(
+                &format!("/videos/{id}/stream.mp4"),
+                &[("Range", &format!("bytes={}-{}", p.1, p.1 + 3 + 4))],
+            );
+            assert_eq!(
+                r.body.get(4..8),
+                Some(&b"moof"[..]),
+                "a part is whole fragments"
+            );
+        }
+    }
+    // A blocking reload for the next segment's first part is answered once it is listed.
+    let next = listed.segs.last().unwrap().seq + 2;
+    let r = d.get(
+        &format!("/videos/{id}/index.m3u8?_HLS_msn={next}&_HLS_part=0"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let later = r.text();
+    let open = parts(&later).pop().unwrap_or_default();
+    let closed = parse(&later).segs.last().unwrap().seq;
+    assert!(
+        closed + 1 > next || (closed + 1 == next && !open.is_empty()),
+        "segment {next} part 0 is in the answer\n{later}"
+    );
+    assert!(publisher.wait().expect("ffmpeg").success());
+    ffmpeg_reads_playlist_of(&ffmpeg, &d, id, 3, true);
     d.stop(Duration::from_secs(10));
 }
