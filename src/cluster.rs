@@ -39,6 +39,25 @@ pub fn rank(peers: &[SocketAddr], video: &str) -> Vec<SocketAddr> {
     ranked.into_iter().map(|(_, p)| p).collect()
 }
 
+/// A live channel's owner in a tier (its publisher's node): the highest-ranked node for its id.
+pub fn owner(cfg: &ClusterConfig, channel: &str) -> Option<SocketAddr> {
+    cfg.self_addr?;
+    rank(&cfg.peers, channel).first().copied()
+}
+
+/// Where a live channel is published: its owner, the highest-ranked node of the tier for its id, so
+/// that a channel never has publishers on two nodes. `Some(owner)` when that is another node (this node
+/// refuses the publisher and names the owner); `None` on the owner or a node on its own.
+pub fn publish_elsewhere(cfg: &ClusterConfig, channel: &str) -> Option<SocketAddr> {
+    let me = cfg.self_addr?;
+    let owner = owner(cfg, channel)?;
+    assert!(
+        cfg.peers.contains(&me),
+        "`self` is one of the peers (config)"
+    );
+    (owner != me).then_some(owner)
+}
+
 /// The tier as the fetcher sees it: the other nodes, and which of them rest after a failure.
 #[derive(Default)]
 pub struct Peers {
@@ -111,6 +130,24 @@ mod tests {
         }
         // About a quarter moves (binomial: 500 ± 3 sigma of ~19).
         assert!((430..=570).contains(&moved), "{moved} of 2000 moved");
+    }
+
+    #[test]
+    fn every_node_names_the_same_owner_of_a_channel() {
+        let tier = nodes(3);
+        for ch in ["ch", "news", "sport-1"] {
+            let owner = rank(&tier, ch)[0];
+            for me in &tier {
+                let cfg = ClusterConfig {
+                    self_addr: Some(*me),
+                    peers: tier.clone(),
+                    drain_ms: 0,
+                };
+                let want = (owner != *me).then_some(owner);
+                assert_eq!(publish_elsewhere(&cfg, ch), want, "{me} for {ch}");
+            }
+        }
+        assert_eq!(publish_elsewhere(&ClusterConfig::default(), "ch"), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::seek::{MAX_FPS, SeekMap, SeekTable, Timecode};
 mod cache;
 pub use cache::{CacheConfig, DEFAULT_NEGATIVE_TTL_SECS, MountConfig};
 mod cluster;
-pub use cluster::ClusterConfig;
+pub use cluster::{ClusterConfig, Upstream};
 
 /// The configuration `vcache serve` runs on without `--config`. Relative paths in it
 /// resolve against the current directory.
@@ -180,8 +180,12 @@ pub enum VideoKind {
     File { path: PathBuf },
     /// A slot of `size` bytes (>= 1).
     Upload { size: u64 },
-    /// A ring of `capacity` bytes (>= MIN_LIVE_CAPACITY).
-    Live { capacity: u64 },
+    /// A ring of `capacity` bytes (>= MIN_LIVE_CAPACITY); with `upstream`, a relay of another node's
+    /// channel (src/relay.rs) that takes no local publisher.
+    Live {
+        capacity: u64,
+        upstream: Option<Upstream>,
+    },
     /// `host` is without brackets for IPv6 literals (wrap it in `[]` for a Host header);
     /// `path` starts with `/` and may carry a query; `fill_block` is a power of two.
     Origin {
@@ -483,6 +487,7 @@ struct RawVideo {
     url: Option<Sp<String>>,
     fill_block: Option<Sp<toml::Value>>,
     revalidate_after: Option<Sp<toml::Value>>,
+    upstream: Option<Sp<String>>,
     content_type: Option<Sp<String>>,
     write_token: Option<Sp<String>>,
     seek: Option<Sp<RawSeek>>,
@@ -506,18 +511,24 @@ struct RawSeek {
 struct Source<'a> {
     text: &'a str,
     name: &'a str,
+    /// Offset of every '\n' in `text`, in order: a line number is a binary search (counting from the
+    /// start for every video made loading 10,000 videos take seconds).
+    newlines: Vec<usize>,
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    fn new(text: &'a str, name: &'a str) -> Source<'a> {
+        let newlines = text.match_indices('\n').map(|(at, _)| at).collect();
+        Source {
+            text,
+            name,
+            newlines,
+        }
+    }
+
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        1 + self
-            .text
-            .as_bytes()
-            .iter()
-            .take(end)
-            .filter(|&&b| b == b'\n')
-            .count()
+        1 + self.newlines.partition_point(|&at| at < end)
     }
 
     fn error(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
@@ -607,7 +618,7 @@ fn key_named_in(message: &str) -> Option<String> {
 /// the file's shape (TOML syntax, unknown keys, value types), then — when the shape is right —
 /// every value (ranges, files, URLs, seek tables, duplicate ids), at most one error per key.
 pub fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
-    let src = Source { text, name: source };
+    let src = Source::new(text, source);
     let raw = parse_shape(&src)?;
     let mut found = Found::default();
     let server = validate_server(&src, raw.server, raw.limits, base_dir, &mut found);
@@ -1183,13 +1194,14 @@ impl Kind {
 }
 
 /// The keys that belong to only some kinds, and which kinds they belong to.
-const KIND_SPECIFIC_KEYS: [(&str, &[Kind]); 6] = [
+const KIND_SPECIFIC_KEYS: [(&str, &[Kind]); 7] = [
     ("path", &[Kind::File]),
     ("size", &[Kind::Upload, Kind::Origin]),
     ("capacity", &[Kind::Live]),
     ("url", &[Kind::Origin]),
     ("fill_block", &[Kind::Origin]),
     ("revalidate_after", &[Kind::Origin]),
+    ("upstream", &[Kind::Live]),
 ];
 
 /// One `[[video]]` table being validated: where it is, which video it is, and its raw keys.
@@ -1219,13 +1231,14 @@ impl VideoTable<'_, '_> {
     /// Refuse every key that belongs to other kinds.
     fn check_kind_specific_keys(&self, found: &mut Found) {
         let raw = self.raw;
-        let present_spans: [Option<Range<usize>>; 6] = [
+        let present_spans: [Option<Range<usize>>; 7] = [
             raw.path.as_ref().map(Spanned::span),
             raw.size.as_ref().map(Spanned::span),
             raw.capacity.as_ref().map(Spanned::span),
             raw.url.as_ref().map(Spanned::span),
             raw.fill_block.as_ref().map(Spanned::span),
             raw.revalidate_after.as_ref().map(Spanned::span),
+            raw.upstream.as_ref().map(Spanned::span),
         ];
         for ((key, kinds), span) in KIND_SPECIFIC_KEYS.iter().zip(present_spans) {
             if let Some(span) = span
@@ -1295,8 +1308,15 @@ impl VideoTable<'_, '_> {
             MIN_LIVE_CAPACITY,
             MAX_VIDEO_BYTES,
         )?;
+        let upstream = match &self.raw.upstream {
+            None => None,
+            Some(value) => Some(cluster::parse_upstream(value.get_ref()).map_err(|why| {
+                self.src
+                    .error(value.span(), "upstream", format!("{}{why}", self.context))
+            })?),
+        };
         // Live offsets are logical and grow without bound: no length to check against.
-        Ok((VideoKind::Live { capacity }, None))
+        Ok((VideoKind::Live { capacity, upstream }, None))
     }
 
     /// The origin's settings; `url`, `fill_block` and `size` are each checked (refusals go to
@@ -1348,24 +1368,32 @@ impl VideoTable<'_, '_> {
     }
 
     fn fill_block(&self, value: &Sp<toml::Value>) -> Result<u64, ConfigError> {
-        let (src, context) = (self.src, &self.context);
-        let block = size_in(
-            src,
-            value,
-            "fill_block",
-            context,
-            MIN_FILL_BLOCK,
-            MAX_FILL_BLOCK,
-        )?;
-        if !block.is_power_of_two() {
-            return Err(src.error(
-                value.span(),
-                "fill_block",
-                format!("{context}must be a power of two, got {block}"),
-            ));
-        }
-        Ok(block)
+        fill_block_in(self.src, value, &self.context)
     }
+}
+
+/// A `fill_block` (of an origin video or a mount): a power of two in MIN_FILL_BLOCK..=MAX_FILL_BLOCK.
+fn fill_block_in(
+    src: &Source<'_>,
+    value: &Sp<toml::Value>,
+    context: &str,
+) -> Result<u64, ConfigError> {
+    let block = size_in(
+        src,
+        value,
+        "fill_block",
+        context,
+        MIN_FILL_BLOCK,
+        MAX_FILL_BLOCK,
+    )?;
+    if !block.is_power_of_two() {
+        return Err(src.error(
+            value.span(),
+            "fill_block",
+            format!("{context}must be a power of two, got {block}"),
+        ));
+    }
+    Ok(block)
 }
 
 /// The `id` of a `[[video]]` table, checked.
@@ -1950,7 +1978,13 @@ mod tests {
         assert_eq!(config.server.sync, SyncMode::Interval);
         assert_eq!(config.videos.len(), 2);
         let live = config.video("live").unwrap();
-        assert_eq!(live.kind, VideoKind::Live { capacity: 64 << 20 });
+        assert_eq!(
+            live.kind,
+            VideoKind::Live {
+                capacity: 64 << 20,
+                upstream: None
+            }
+        );
         assert_eq!(live.kind_name(), "live");
         assert_eq!(live.content_type.as_deref(), Some("video/mp2t"));
         let upload = config.video("upload").unwrap();
@@ -2116,7 +2150,13 @@ size = "10MiB"
         assert_eq!(upload.kind, VideoKind::Upload { size: 4096 });
         assert_eq!(upload.write_token.as_deref(), Some("per-video"));
         assert_eq!(upload.seek, None);
-        assert_eq!(live.kind, VideoKind::Live { capacity: 4096 });
+        assert_eq!(
+            live.kind,
+            VideoKind::Live {
+                capacity: 4096,
+                upstream: None
+            }
+        );
         assert_eq!(
             live.seek,
             Some(SeekTable {
@@ -2568,7 +2608,13 @@ size = "10MiB"
         );
         assert!(error.message.contains("4096"), "{error}");
         let config = parse_ok("[[video]]\nid = \"l\"\nkind = \"live\"\ncapacity = \"4KiB\"\n");
-        assert_eq!(config.videos[0].kind, VideoKind::Live { capacity: 4096 });
+        assert_eq!(
+            config.videos[0].kind,
+            VideoKind::Live {
+                capacity: 4096,
+                upstream: None
+            }
+        );
         parse_err(
             "[[video]]\nid = \"o\"\nkind = \"origin\"\nurl = \"http://a/\"\nsize = 0\n",
             5,

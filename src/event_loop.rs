@@ -18,6 +18,7 @@ use crate::conn::access_log::AccessLog;
 use crate::conn::{Conn, Ctx, Next, SendPath};
 use crate::metrics::Metrics;
 use crate::origin::Fetcher;
+use crate::relay::{Relays, Turn};
 use crate::service::{self, SignalPipes};
 use std::sync::mpsc::Receiver;
 
@@ -28,7 +29,9 @@ use crate::store::{Store, VideoProblem};
 
 mod reopen;
 mod space;
+mod startup;
 use reopen::{Reopen, Report};
+use startup::Startup;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -80,6 +83,8 @@ pub struct Server {
     last_sweep: Instant,
     watchdog: Option<(Duration, Instant)>,
     fetcher: Fetcher,
+    /// Channels that follow a channel on another node (`upstream`).
+    relays: Relays,
     waker: Arc<Waker>,
     /// A reload being loaded (parsed, origins resolved) on its own thread.
     reload_rx: Option<Receiver<ReloadLoaded>>,
@@ -100,6 +105,8 @@ pub struct Server {
     recency_saved: Instant,
     /// Origin videos whose files (and first block) the budget granted: bytes, until created.
     create_granted: std::collections::HashMap<String, u64>,
+    /// The threads opening the configured videos at start-up (`Store::opening`), and since when.
+    startup: Option<(Startup, Instant)>,
 }
 
 /// A config loaded for a reload, with its origin hosts resolved and its access log opened, or why it
@@ -161,6 +168,18 @@ impl Server {
         for p in &problems {
             log_reopen(&p.id, reopen.failed(&p.id, &p.message, now), &p.message);
         }
+        let startup = match store.opening.is_empty() {
+            true => None,
+            false => {
+                let videos = cfg
+                    .videos
+                    .iter()
+                    .filter(|v| store.opening.contains_key(&v.id))
+                    .cloned()
+                    .collect();
+                Some((Startup::start(videos, store.paths(), waker.clone())?, now))
+            }
+        };
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -183,6 +202,7 @@ impl Server {
             last_sweep: now,
             watchdog: service::watchdog_interval().map(|d| (d, now)),
             fetcher,
+            relays: Relays::default(),
             waker,
             reload_rx: None,
             reload_again: false,
@@ -195,6 +215,7 @@ impl Server {
             space_looked: now,
             recency_saved: now,
             create_granted: std::collections::HashMap::new(),
+            startup,
         })
     }
 
@@ -202,9 +223,18 @@ impl Server {
     pub fn run(mut self) -> Result<(), String> {
         let mut events = Events::with_capacity(1024);
         service::sd_notify("READY=1\nSTATUS=serving");
+        if self.startup.is_none() {
+            log::info!(
+                "start-up: {} of {} configured videos opened",
+                self.store.videos.len(),
+                self.cfg.videos.len()
+            );
+        }
+        let now = Instant::now();
+        (self.relays).configure(&self.cfg, &mut self.store, self.poll.registry(), now);
         loop {
             // Connections queued to be driven again (a budget ran out) must not wait for a timeout.
-            let timeout = if self.wake.is_empty() {
+            let timeout = if self.wake.is_empty() && !self.relays.wants_turn() {
                 SWEEP_EVERY
             } else {
                 Duration::ZERO
@@ -220,6 +250,7 @@ impl Server {
                     LISTENER => self.accept(now),
                     WAKER => {
                         self.collect_space();
+                        self.collect_startup(now);
                         self.collect_commits();
                         self.collect_reload();
                         self.collect_opened();
@@ -233,6 +264,17 @@ impl Server {
                         if service::drain_signal_pipe(&mut self.signals.reload) {
                             self.reload();
                         }
+                    }
+                    token if Relays::owns(token) => {
+                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                        let mut turn = Turn {
+                            store: &mut self.store,
+                            registry: self.poll.registry(),
+                            wake: &mut self.wake,
+                            now,
+                        };
+                        self.relays.on_event(token, readable, writable, &mut turn);
                     }
                     token if Fetcher::owns(token) => {
                         let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
@@ -337,12 +379,19 @@ impl Server {
     /// Commit everything received, wait for it, and stop the worker.
     fn finish(mut self) -> Result<(), String> {
         let now = Instant::now();
+        if let Some((startup, _)) = self.startup.take() {
+            // Videos opened meanwhile were not served: nothing was written to them but their open.
+            let left = self.store.opening.len();
+            drop(startup.stop());
+            log::info!("shutdown: {left} videos were still being opened; they are closed");
+        }
         for i in 0..self.conns.len() {
             if self.conns[i].is_some() {
                 self.close(Token(i + FIRST_CONN), now);
             }
         }
         self.access_log.flush();
+        (self.relays).close_all(&mut self.store, self.poll.registry(), &mut self.wake);
         self.fetcher
             .close_all(self.poll.registry(), &mut self.store);
         self.collect_commits();
@@ -525,9 +574,24 @@ impl Server {
 
     fn after_events(&mut self, now: Instant) {
         self.process_wakes(now);
+        let wanted = std::mem::take(&mut self.store.open_wanted);
+        if let Some((startup, _)) = &self.startup {
+            let mut asked = BTreeSet::new();
+            for id in wanted {
+                if asked.insert(id.clone()) {
+                    startup.want(&id);
+                }
+            }
+        }
         // Blocks readers want from origins: fetch them while connections are free.
         self.fetcher
             .pump(self.poll.registry(), &mut self.store, &mut self.wake, now);
+        self.relays.pump(&mut Turn {
+            store: &mut self.store,
+            registry: self.poll.registry(),
+            wake: &mut self.wake,
+            now,
+        });
         self.space_turn(now);
         self.submit_creations();
         self.process_wakes(now);
@@ -635,7 +699,7 @@ impl Server {
         for r in removed {
             match &r.result {
                 Ok(()) => log::info!(
-                    "video {}: the old origin object's files are removed; the new one is fetched on demand",
+                    "video {}: its files are removed (a changed object, or every block evicted); it is fetched again on demand",
                     r.video
                 ),
                 Err(e) => log::error!(
@@ -776,7 +840,10 @@ impl Server {
             .map(|(id, _)| id.clone())
             .collect();
         for id in unused {
-            self.store.retired.remove(&id);
+            if let Some(v) = self.store.retired.remove(&id) {
+                // Its blocks leave the budget with it (its files stay on disk, unclaimed by config).
+                self.store.forget_video_space(&id, &v);
+            }
             log::info!(
                 "video {id}: removed by a reload and no longer in use; its files are closed"
             );
@@ -795,7 +862,8 @@ impl Server {
             log::info!("SIGHUP during shutdown: ignored");
             return;
         }
-        if self.reload_rx.is_some() || self.pending_reload.is_some() {
+        if self.reload_rx.is_some() || self.pending_reload.is_some() || self.startup.is_some() {
+            // After the reload in progress, or once every configured video is opened.
             self.reload_again = true;
             return;
         }
@@ -913,6 +981,8 @@ impl Server {
         );
         let read_token = self.cfg.server.read_token.as_deref();
         self.fetcher.peers.configure(&self.cfg.cluster, read_token);
+        let now = Instant::now();
+        (self.relays).configure(&self.cfg, &mut self.store, self.poll.registry(), now);
         self.pending_reload = Some(pending);
         self.finish_reload_once_opened();
     }
@@ -992,6 +1062,62 @@ impl Server {
         Err(crate::routes::OPENING_MESSAGE.into())
     }
 
+    /// What the start-up threads report: a video being recovered (its waiting requests are told so if
+    /// their wait runs out), or opened — served from now on, its waiting requests routed again — or
+    /// not (reported and retried like any video that failed to open).
+    fn collect_startup(&mut self, now: Instant) {
+        let Some((startup, began)) = &self.startup else {
+            return;
+        };
+        let began = *began;
+        for event in startup.take() {
+            let o = match event {
+                startup::Event::Recovering(id) => {
+                    log::info!(
+                        "video {id}: its data file is synced before its record is trusted (after a \
+                         crash); its requests wait for it, the other videos do not"
+                    );
+                    if let Some(o) = self.store.opening.get_mut(&id) {
+                        o.recovering = true;
+                    }
+                    continue;
+                }
+                startup::Event::Opened(o) => o,
+            };
+            if let Some(mut opening) = self.store.opening.remove(&o.video) {
+                opening.waiters.wake_all(&mut self.wake);
+            }
+            match o.result {
+                Ok(v) => {
+                    self.store.insert_video(o.video, *v);
+                }
+                Err(message) => {
+                    let report = self.reopen.failed(&o.video, &message, now);
+                    log_reopen(&o.video, report, &message);
+                    self.problems.push(VideoProblem {
+                        id: o.video,
+                        message,
+                    });
+                }
+            }
+        }
+        if !self.store.opening.is_empty() {
+            return;
+        }
+        if let Some((startup, _)) = self.startup.take() {
+            drop(startup.stop());
+        }
+        log::info!(
+            "start-up: {} of {} configured videos opened in {} ms",
+            self.store.videos.len(),
+            self.cfg.videos.len(),
+            now.duration_since(began).as_millis()
+        );
+        if std::mem::take(&mut self.reload_again) {
+            self.reload();
+        }
+    }
+
     /// Videos the commit worker opened — for the pending reload, or retried after a failed open: serve
     /// them (or report why they cannot be served and try again later), and finish the reload once none
     /// of its own is left.
@@ -1020,7 +1146,7 @@ impl Server {
             self.problems.retain(|p| p.id != o.video);
             match o.result {
                 Ok(v) => {
-                    self.store.videos.insert(o.video.clone(), *v);
+                    self.store.insert_video(o.video.clone(), *v);
                     if let Some((waited, failures)) = self.reopen.done(&o.video, now) {
                         log::info!(
                             "video {}: opened after {failures} failed attempts ({} ms); serving it",

@@ -11,6 +11,7 @@ mod http;
 mod index_cmd;
 mod metrics;
 mod origin;
+mod relay;
 mod routes;
 mod seek;
 mod service;
@@ -280,14 +281,17 @@ fn serve(path: Option<PathBuf>) -> Result<(), String> {
     let local = listener
         .local_addr()
         .map_err(|e| format!("listening socket: {e}"))?;
-    let (store, problems) = store::Store::open(&cfg, boot)?;
+    // The configured videos are opened off the loop (event_loop/startup.rs): it serves at once.
+    // Objects of `[[mount]]`s found in the data directory are opened here, before it serves.
+    let mut store = store::Store::open_empty(&cfg, boot)?;
+    let problems = store.open_mounted_files();
     for p in &problems {
         log::error!("video {}: {}", p.id, p.message);
     }
     log::info!(
         "vcache {} serving {} on http://{local}/ from {} (config {}, sync = {:?})",
         env!("CARGO_PKG_VERSION"),
-        count(store.videos.len(), "video"),
+        count(cfg.videos.len(), "video"),
         cfg.server.data_dir.display(),
         cfg.source,
         cfg.server.sync

@@ -194,6 +194,8 @@ pub struct WaitFor {
     phase: Option<Phase>,
     /// A blocking HLS playlist reload waits for this part of a live channel instead of a byte.
     part: Option<playlist::PartWait>,
+    /// Waiting for the video to be opened at start-up (`Store::opening`), not for bytes.
+    pub opening: bool,
 }
 
 impl WaitFor {
@@ -204,11 +206,27 @@ impl WaitFor {
             generation: video.generation(),
             phase: video.origin().map(|o| o.phase()),
             part: None,
+            opening: false,
+        }
+    }
+
+    /// Wait until a video being opened at start-up is opened (or fails to open).
+    fn opened(id: &str) -> WaitFor {
+        WaitFor {
+            video: id.to_string(),
+            offset: 0,
+            generation: 0,
+            phase: None,
+            part: None,
+            opening: true,
         }
     }
 
     /// Is the wait over (route the request again)?
     pub fn met(&self, store: &Store) -> bool {
+        if self.opening {
+            return !store.opening.contains_key(&self.video);
+        }
         // Only configured videos are routable (as in `route_head`).
         let Some(v) = store.videos.get(&self.video) else {
             return true;
@@ -712,6 +730,18 @@ fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
     // Only configured videos are routable; a retired one (removed by a reload) is still reachable
     // through `store.get` for the connections that were using it.
     if !ctx.store.videos.contains_key(id) {
+        // Being opened at start-up: the request waits for it (limits.read_wait_ms), then 503.
+        if let Some(o) = ctx.store.opening.get(id) {
+            if !ctx.wait_expired {
+                return Decision::act(Action::WaitForBytes(WaitFor::opened(id)));
+            }
+            let why = format!(
+                "video {id} is {}",
+                crate::store::opening_message(o.recovering)
+            );
+            let extra = [("Retry-After", "1".to_string())];
+            return Decision::respond(error_plan_with(503, &why, head_only, keep_alive, &extra));
+        }
         let Some(p) = ctx.problems.iter().find(|p| p.id == id) else {
             let why = format!("no video with id {id}");
             return Decision::respond(error_plan(404, &why, head_only, keep_alive));
@@ -892,7 +922,13 @@ pub fn unavailable_videos<'a>(ctx: &RouteCtx<'a>) -> Vec<(&'a str, UnavailableRe
                     unavailable_reason(&p.message),
                     p.message.as_str(),
                 ),
-                None => (v.id.as_str(), UnavailableReason::Opening, OPENING_MESSAGE),
+                None => {
+                    let message = match ctx.store.opening.get(&v.id) {
+                        Some(o) => crate::store::opening_message(o.recovering),
+                        None => OPENING_MESSAGE,
+                    };
+                    (v.id.as_str(), UnavailableReason::Opening, message)
+                }
             }),
         })
         .collect()
@@ -1089,6 +1125,19 @@ fn videos_json(ctx: &RouteCtx<'_>) -> String {
                 r.followers
             ));
         }
+    }
+    for (id, o) in &ctx.store.opening {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let kind = ctx.cfg.videos.iter().find(|v| &v.id == id);
+        out.push_str(&format!(
+            "{{\"id\":{},\"kind\":{},\"opening\":{}}}",
+            json_string(id),
+            json_string(kind.map_or("unknown", |v| v.kind_name())),
+            json_string(crate::store::opening_message(o.recovering))
+        ));
     }
     for p in ctx.problems {
         if ctx.store.videos.contains_key(&p.id) {
@@ -1872,6 +1921,9 @@ struct LiveView<'a> {
     window_start: u64,
     live_head: u64,
     info: [(&'static str, String); 5],
+    /// Where the channel is published (`X-Vcache-Owner`): a relay's upstream node, or its owner in a
+    /// tier.
+    owner: Option<String>,
 }
 
 impl LiveView<'_> {
@@ -1881,6 +1933,9 @@ impl LiveView<'_> {
         rh.header("Content-Type", self.content_type.to_string());
         for (k, v) in &self.info {
             rh.header(k, v.clone());
+        }
+        if let Some(o) = &self.owner {
+            rh.header("X-Vcache-Owner", o.clone());
         }
         rh
     }
@@ -1926,6 +1981,12 @@ fn serve_live(head: &RequestHead, id: &str, video: &Video, ctx: &RouteCtx<'_>) -
             ("X-Live-Window", format!("{window_start}-{live_head}")),
             ("X-Live-Publishing", ring.publisher.is_some().to_string()),
         ],
+        owner: match &video.cfg.kind {
+            VideoKind::Live {
+                upstream: Some(up), ..
+            } => Some(format!("http://{}", up.addr)),
+            _ => crate::cluster::owner(&ctx.cfg.cluster, id).map(|o| format!("http://{o}")),
+        },
     };
     match live_ask(head, video, &view, ctx) {
         Ok(LiveAsk::Follow { from, echo }) => live_follow(head, &view, from, echo, ctx),
@@ -2092,6 +2153,7 @@ fn live_bounded(
                 generation: view.ring.state.generation,
                 phase: None,
                 part: None,
+                opening: false,
             };
             return Decision::act(Action::WaitForBytes(wait));
         }
@@ -2211,7 +2273,10 @@ fn ingest(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         Framing::Chunked => None,
     };
     let write = match (video.ring(), video.upload_slot()) {
-        (Some(ring), _) => publish(head, id, ring, max),
+        (Some(ring), _) => match publish_home(head, id, video, cfg) {
+            Some(refusal) => Err(refusal),
+            None => publish(head, id, ring, max),
+        },
         (None, Some(slot)) => slot_write(head, id, slot, framing),
         (None, None) => Err(Box::new(Decision::respond(error_plan_with(
             405,
@@ -2239,6 +2304,39 @@ fn ingest(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         effects: vec![effect],
         then: Then::Ingest(plan),
     }
+}
+
+/// A channel published elsewhere refuses a local publisher, naming where: a relay its upstream (409),
+/// a node of a tier that is not the channel's owner the owner (307 to the same path there, so that
+/// `curl -L` and HAProxy users reach it; `X-Vcache-Owner` and the problem's detail name it too).
+fn publish_home(
+    head: &RequestHead,
+    id: &str,
+    video: &Video,
+    cfg: &Config,
+) -> Option<Box<Decision>> {
+    if let VideoKind::Live {
+        upstream: Some(up), ..
+    } = &video.cfg.kind
+    {
+        let why = format!(
+            "channel {id} relays {}: publish there, not to this node",
+            up.url
+        );
+        return Some(refuse_write_boxed(409, &why));
+    }
+    let owner = crate::cluster::publish_elsewhere(&cfg.cluster, id)?;
+    let url = format!("http://{owner}{}", head.target);
+    let why = format!(
+        "channel {id} is published on its owner http://{owner} (the tier's first node for it); publish to {url}"
+    );
+    let extra = [
+        ("Location", url),
+        ("X-Vcache-Owner", format!("http://{owner}")),
+    ];
+    Some(Box::new(Decision::respond(error_plan_with(
+        307, &why, false, false, &extra,
+    ))))
 }
 
 /// A publish to a live channel: appends at its head, one publisher at a time (409 for a second).
@@ -2475,6 +2573,68 @@ mod tests {
         };
         release(&held, &mut l.store, &mut Vec::new());
         assert_eq!(followers(&l.store), Some(0));
+    }
+
+    #[test]
+    fn a_video_being_opened_at_start_up_is_waited_for_then_refused_and_listed() {
+        let dir = std::env::temp_dir().join(format!("vcache-routes-open-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let text = "[server]\ndata_dir = \"data\"\n\n[[video]]\nid = \"up\"\nkind = \"upload\"\nsize = 4096\n";
+        let cfg = crate::config::parse(text, "test.toml", &dir).expect("config");
+        let mut store = Store::open_empty(&cfg, [7; 16]).expect("store");
+        let limits = HeadLimits {
+            max_request_line: 8192,
+            max_head_bytes: 8192,
+            max_headers: 64,
+        };
+        let metrics = Metrics::default();
+        let decide = |store: &Store, raw: &[u8], wait_expired: bool| {
+            let (head, _) = parse_request_head(raw, &limits)
+                .expect("head")
+                .expect("complete");
+            let ctx = RouteCtx {
+                store,
+                cfg: &cfg,
+                problems: &[],
+                boundary: "b",
+                wait_expired,
+                waited: wait_expired,
+                request_started: Instant::now(),
+                wants_applied: false,
+                metrics: &metrics,
+                open_connections: 1,
+                reader: 7,
+                draining: false,
+            };
+            route(&head, &ctx)
+        };
+        let get = b"GET /videos/up HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n";
+        // The request waits for the video, and the wait is over once it is no longer being opened.
+        let wait = match decide(&store, get, false).then {
+            Then::Act(Action::WaitForBytes(w)) => w,
+            _ => panic!("a request to a video being opened waits"),
+        };
+        assert!(wait.opening && !wait.met(&store));
+        // Its wait ran out: 503 with Retry-After, saying so.
+        let Then::Act(Action::Respond(plan)) = decide(&store, get, true).then else {
+            panic!("a response");
+        };
+        assert_eq!(plan.head.status, 503);
+        assert_eq!(plan.head.get("Retry-After"), Some("1"));
+        store.opening.get_mut("up").expect("opening").recovering = true;
+        let list = decide(&store, b"GET /videos HTTP/1.1\r\nHost: x\r\n\r\n", false);
+        let Then::Act(Action::Respond(plan)) = list.then else {
+            panic!("a response");
+        };
+        let body = String::from_utf8_lossy(&plan.body).into_owned();
+        assert!(
+            body.contains("\"id\":\"up\",\"kind\":\"upload\",\"opening\":\"being recovered"),
+            "{body}"
+        );
+        store.opening.clear();
+        assert!(wait.met(&store), "opened (or failed): route it again");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

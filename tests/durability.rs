@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const AUTH: (&str, &str) = ("Authorization", "Bearer t");
-const SLOT_SIZE_META: u64 = 1 << 20;
 const META_HEADER_LEN: usize = 53;
 
 /// A config with one upload slot `slot` of `size` bytes plus `extra` (more `[[video]]` tables).
@@ -556,12 +555,26 @@ fn size_mismatch_is_reported_and_files_untouched() {
 /// One metadata record as the test reads it: (slot index, seq, presence ranges).
 type MetaSummary = (usize, u64, Vec<(u64, u64)>);
 
-/// Read the four metadata slots: a summary of each that starts with the magic.
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[i..i + 8].try_into().unwrap())
+}
+
+/// Where the first four record slots of a metadata file start (the two first durable slots, the two
+/// log regions), read from its layout header ("VCACHEL1": header length, first slot, log region), or
+/// the 1 MiB slots of the first format.
+fn meta_slot_offsets(meta: &[u8]) -> [usize; 4] {
+    if &meta[..8] != b"VCACHEL1" {
+        return [0, 1 << 20, 2 << 20, 3 << 20];
+    }
+    let (h, s, l) = (u64_at(meta, 12), u64_at(meta, 20), u64_at(meta, 28));
+    [h, h + s, h + 2 * s, h + 2 * s + l].map(|n| n as usize)
+}
+
+/// Read the first four metadata slots: a summary of each that starts with the magic.
 fn meta_records(meta: &[u8]) -> Vec<MetaSummary> {
-    let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
     let mut out = Vec::new();
-    for slot in 0..4 {
-        let b = &meta[slot * SLOT_SIZE_META as usize..];
+    for (slot, at) in meta_slot_offsets(meta).into_iter().enumerate() {
+        let b = &meta[at..];
         if &b[..8] != b"VCACHEM1" {
             continue;
         }
@@ -592,8 +605,7 @@ fn unreadable_metadata_is_reported_and_untouched() {
     assert!(d.stop(Duration::from_secs(10)).success());
     let (data, meta) = (dir.join("data/slot.data"), dir.join("data/slot.meta"));
     let mut garbage = file_bytes(&meta);
-    for slot in 0..4 {
-        let at = slot * SLOT_SIZE_META as usize;
+    for at in meta_slot_offsets(&garbage) {
         garbage[at..at + 64].copy_from_slice(&[0xA5; 64]);
     }
     std::fs::write(&meta, &garbage).unwrap();
@@ -658,7 +670,7 @@ fn torn_newest_record_falls_back_to_the_older_one() {
         "the older record must claim less for this test to mean something"
     );
     // Tear the newest record: its tail (the presence map) never reached the disk.
-    let at = newest_slot * SLOT_SIZE_META as usize + META_HEADER_LEN + 21;
+    let at = meta_slot_offsets(&bytes)[newest_slot] + META_HEADER_LEN + 21;
     bytes[at..at + 32].fill(0);
     std::fs::write(&meta, &bytes).unwrap();
 
@@ -850,4 +862,148 @@ fn overlapping_puts_are_refused_and_change_nothing() {
             "pair {pair}"
         );
     }
+}
+
+/// The `[[video]]` table of one more upload video.
+fn upload_video(id: &str, size: u64) -> String {
+    format!("\n[[video]]\nid = \"{id}\"\nkind = \"upload\"\nsize = {size}\n")
+}
+
+#[test]
+fn a_crashed_video_is_recovered_on_its_own_thread_and_the_others_open_without_its_sync() {
+    let dir = TestDir::new("dur-recover-alone");
+    let size: u64 = 1 << 20;
+    let src = source(size, 31);
+    // No checkpoint: after the restart, what `slot` acknowledges lives in its log only.
+    let body = slot_config("interval", size, 3_600_000, &upload_video("other", size));
+    let mut d = Daemon::start(&dir.path, &body);
+    put_ok(&d, "slot", 0, &src[..5000], size);
+    put_ok(&d, "other", 0, &src[..7000], size);
+    assert!(d.stop(Duration::from_secs(10)).success());
+    let mut d = Daemon::start(&dir.path, &body);
+    put_ok(&d, "slot", 10_000, &src[10_000..20_000], size);
+    d.kill9();
+    let d = Daemon::start(&dir.path, &body);
+    let log = d.log();
+    let recovering = |id: &str| {
+        log.lines().any(|l| {
+            l.contains(&format!(
+                "video {id}: its data file is synced before its record is trusted"
+            ))
+        })
+    };
+    assert!(recovering("slot"), "the crashed video is recovered:\n{log}");
+    assert!(
+        !recovering("other"),
+        "the clean video needs no sync:\n{log}"
+    );
+    let expect = vec![(0, 5000), (10_000, 20_000)];
+    assert_eq!(verify_served(&d, &src, &expect), expect);
+    assert_eq!(cached(&d, "other"), vec![(0, 7000)]);
+    let r = get_range(&d, "other", 0, 6999);
+    assert_eq!(r.status, 206);
+    assert!(r.body == src[..7000], "the clean video's bytes");
+    // The recovered state was made durable by the open: it survives another kill without a PUT.
+    let mut d = d;
+    d.kill9();
+    let d = Daemon::start(&dir.path, &body);
+    assert!(
+        !d.log().contains("its data file is synced before"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(verify_served(&d, &src, &expect), expect);
+}
+
+#[test]
+fn metadata_is_sized_to_the_video_and_grows_with_its_presence_map() {
+    let dir = TestDir::new("dur-meta-size");
+    let size: u64 = 1 << 20;
+    let src = source(size, 32);
+    let body = slot_config("interval", size, 3_600_000, "");
+    let mut d = Daemon::start(&dir.path, &body);
+    let meta = dir.join("data/slot.meta");
+    let first_len = std::fs::metadata(&meta).unwrap().len();
+    assert_eq!(first_len, 4096 + 2 * 8192 + 2 * (128 << 10), "not 4 MiB");
+    // 700 separate ranges: a record of ~12 KiB, more than the first 8 KiB durable pair holds.
+    let ranges: Vec<(u64, u64)> = (0..700u64).map(|i| (i * 100, i * 100 + 10)).collect();
+    for &(a, b) in &ranges {
+        put_ok(&d, "slot", a, &src[a as usize..b as usize], size);
+    }
+    assert!(d.stop(Duration::from_secs(10)).success());
+    let grown = std::fs::metadata(&meta).unwrap().len();
+    assert!(
+        grown > first_len,
+        "the durable record moved to a larger pair"
+    );
+    assert!(grown < first_len + (256 << 10), "{grown} bytes");
+    let mut d = Daemon::start(&dir.path, &body);
+    assert_eq!(cached(&d, "slot"), ranges);
+    // More ranges after the move, acknowledged by the log only, survive a kill -9.
+    let more: Vec<(u64, u64)> = (0..100u64)
+        .map(|i| (500_000 + i * 100, 500_000 + i * 100 + 5))
+        .collect();
+    for &(a, b) in &more {
+        put_ok(&d, "slot", a, &src[a as usize..b as usize], size);
+    }
+    d.kill9();
+    let d = Daemon::start(&dir.path, &body);
+    let mut expect = ranges.clone();
+    expect.extend(&more);
+    assert_eq!(verify_served(&d, &src, &expect), expect);
+}
+
+#[test]
+fn a_request_during_start_up_waits_for_its_video_instead_of_failing() {
+    let dir = TestDir::new("dur-startup-wait");
+    let size: u64 = 1 << 20;
+    let src = source(size, 33);
+    let mut extra = String::new();
+    for i in 0..1500 {
+        extra.push_str(&upload_video(&format!("v{i}"), size));
+    }
+    let body = slot_config("interval", size, 1000, &extra);
+    let mut d = Daemon::start(&dir.path, &body);
+    put_ok(&d, "v1499", 0, &src[..3000], size);
+    assert!(d.stop(Duration::from_secs(30)).success());
+    // Started by hand: the first request goes out as soon as the port answers, while the 1,501 videos
+    // are still being opened; the last one in the config is asked for first.
+    let port = free_port();
+    let config = dir.join("vcache.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let at = text.find("listen = ").unwrap();
+    let end = at + text[at..].find('\n').unwrap();
+    let text = format!(
+        "{}listen = \"127.0.0.1:{port}\"{}",
+        &text[..at],
+        &text[end..]
+    );
+    std::fs::write(&config, text).unwrap();
+    let log = std::fs::File::create(dir.join("by-hand.log")).unwrap();
+    let mut child = Command::new(vcache_bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut answer = None;
+    wait_until("the first answer", Duration::from_secs(30), || {
+        answer = try_request(
+            addr,
+            "GET",
+            "/videos/v1499",
+            &[("Range", "bytes=0-2999")],
+            b"",
+        )
+        .ok();
+        answer.is_some()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let r = answer.unwrap();
+    assert_eq!(r.status, 206, "{}", r.text());
+    assert!(r.body == src[..3000]);
 }

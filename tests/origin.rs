@@ -1245,7 +1245,8 @@ fn vcache_check_reports_cached_bytes_and_the_validator() {
     let text = check(&config_path);
     assert!(
         text.contains(&format!(
-            "v (origin): origin video at {url}, {len} bytes, {present} cached in 2 ranges, validator known ({})",
+            "v (origin): origin video at {url}, {len} bytes, {present} cached in 2 ranges ({} on disk), validator known ({})",
+            2 * BLOCK,
             Nginx::etag(1_600_000_000, len)
         )),
         "{text}"

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    ConfigError, DEFAULT_FILL_BLOCK, Found, MAX_FILL_BLOCK, MAX_VIDEO_BYTES, MIN_FILL_BLOCK,
-    Source, VideoConfig, is_valid_video_id, parse_origin_url, size_in,
+    ConfigError, DEFAULT_FILL_BLOCK, Found, MAX_VIDEO_BYTES, Source, VideoConfig,
+    is_valid_video_id, parse_origin_url, size_in,
 };
 
 type Sp<T> = Spanned<T>;
@@ -270,7 +270,7 @@ fn validate_mount(
         .and_then(|u| mount_url(src, u, &context)));
     let fill_block = match &raw.fill_block {
         None => Some(DEFAULT_FILL_BLOCK),
-        Some(v) => found.ok(mount_fill_block(src, v, &context)),
+        Some(v) => found.ok(super::fill_block_in(src, v, &context)),
     };
     let revalidate_after = match &raw.revalidate_after {
         None => Some(None),
@@ -319,29 +319,6 @@ fn mount_url(
         )));
     }
     Ok((url.clone(), parts.host, parts.port, parts.path))
-}
-
-fn mount_fill_block(
-    src: &Source<'_>,
-    value: &Sp<toml::Value>,
-    context: &str,
-) -> Result<u64, ConfigError> {
-    let block = size_in(
-        src,
-        value,
-        "fill_block",
-        context,
-        MIN_FILL_BLOCK,
-        MAX_FILL_BLOCK,
-    )?;
-    if !block.is_power_of_two() {
-        return Err(src.error(
-            value.span(),
-            "fill_block",
-            format!("{context}must be a power of two, got {block}"),
-        ));
-    }
-    Ok(block)
 }
 
 #[cfg(test)]

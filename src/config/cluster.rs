@@ -54,6 +54,41 @@ fn peer_address(
     rest.parse::<SocketAddr>().map_err(|_| bad())
 }
 
+/// A relayed channel's `upstream`: the channel on another node it follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// As written, for messages and the refusal of local publishers.
+    pub url: String,
+    pub addr: SocketAddr,
+    /// `/videos/ID` on the upstream node.
+    pub path: String,
+}
+
+/// `http://IP:port/videos/ID`: a channel on another vcache node (addresses are not resolved, like
+/// `peers`).
+pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
+    let bad = || {
+        format!(
+            "`upstream = \"{text}\"` is not a channel on another node such as \
+             \"http://10.0.0.1:8080/videos/ch\" (http://, an IP address, a port and /videos/ID; \
+             host names are not resolved)"
+        )
+    };
+    let rest = text.strip_prefix("http://").ok_or_else(bad)?;
+    let slash = rest.find('/').ok_or_else(bad)?;
+    let addr = rest[..slash].parse::<SocketAddr>().map_err(|_| bad())?;
+    let path = &rest[slash..];
+    let id = path.strip_prefix("/videos/").ok_or_else(bad)?;
+    if !super::is_valid_video_id(id) {
+        return Err(bad());
+    }
+    Ok(Upstream {
+        url: text.to_string(),
+        addr,
+        path: path.to_string(),
+    })
+}
+
 pub(super) fn validate_cluster(
     src: &Source<'_>,
     raw: Option<RawCluster>,
@@ -138,6 +173,48 @@ mod tests {
         assert_eq!(c.cluster.drain_ms, 3000);
         let alone = parse("", "t.toml", Path::new("/")).unwrap();
         assert!(alone.cluster.peers.is_empty() && alone.cluster.drain_ms == 0);
+    }
+
+    #[test]
+    fn a_relay_names_a_channel_on_another_node() {
+        let c = parse(
+            "[[video]]\nid = \"ch\"\nkind = \"live\"\ncapacity = 4096\nupstream = \"http://10.0.0.1:8080/videos/ch\"\n",
+            "relay.toml",
+            Path::new("/"),
+        )
+        .unwrap();
+        let crate::config::VideoKind::Live {
+            upstream: Some(up), ..
+        } = &c.videos[0].kind
+        else {
+            panic!("{:?}", c.videos[0].kind);
+        };
+        assert_eq!(up.addr, "10.0.0.1:8080".parse().unwrap());
+        assert_eq!(up.path, "/videos/ch");
+        for bad in [
+            "10.0.0.1:8080/videos/ch",
+            "http://origin.example:80/videos/ch",
+            "http://10.0.0.1:8080/ch",
+            "http://10.0.0.1:8080/videos/",
+            "http://10.0.0.1:8080",
+        ] {
+            let e = errors(&format!(
+                "[[video]]\nid = \"ch\"\nkind = \"live\"\ncapacity = 4096\nupstream = \"{bad}\"\n"
+            ));
+            assert_eq!(
+                (e[0].0, e[0].1.as_deref()),
+                (Some(5), Some("upstream")),
+                "{bad}"
+            );
+            assert!(e[0].2.contains("/videos/ID"), "{e:?}");
+        }
+        let e = errors(
+            "[[video]]\nid = \"u\"\nkind = \"upload\"\nsize = 1\nupstream = \"http://10.0.0.1:1/videos/u\"\n",
+        );
+        assert!(
+            e[0].2.contains("does not belong to a `upload` video"),
+            "{e:?}"
+        );
     }
 
     #[test]

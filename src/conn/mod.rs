@@ -594,7 +594,13 @@ impl Conn {
         }
         let wants_applied = std::mem::replace(fresh, false);
         if !wait.met(ctx.store) {
-            if let Some(v) = ctx.store.get_mut(&wait.video) {
+            if wait.opening {
+                // Woken when the start-up opener hands the video over; asked for first.
+                if let Some(o) = ctx.store.opening.get_mut(&wait.video) {
+                    o.waiters.add(self.token);
+                    ctx.store.open_wanted.push(wait.video.clone());
+                }
+            } else if let Some(v) = ctx.store.get_mut(&wait.video) {
                 v.byte_waiters.add(self.token);
             }
             self.deadline = until;

@@ -209,6 +209,7 @@ fn live(head: &RequestHead, uri: &str, id: &str, video: &Video, ctx: &RouteCtx<'
                 generation: ring.state.generation,
                 phase: None,
                 part: None,
+                opening: false,
             }));
         }
         let why = format!(
@@ -310,6 +311,7 @@ fn blocking_wait(
         generation: ring.state.generation,
         phase: None,
         part: Some(wait),
+        opening: false,
     })))
 }
 

@@ -517,7 +517,7 @@ impl CommitState {
         }
         .map_err(|e| format!("encoding the fast record failed: {e}"))?;
         let end = self.log_pos + bytes.len() as u64;
-        if end > super::meta::RECORD_SLOT_SIZE {
+        if end > self.meta.layout().log_region_len() {
             self.log_full = true;
             return Ok(false);
         }
@@ -556,6 +556,11 @@ impl CommitState {
         }
         let claim = self.claim_seq;
         let rec = self.record(payload);
+        // A record that outgrew its durable pair goes to a larger one (allocated by the worker).
+        let record_slot = self.meta.layout().durable_slot_for(
+            self.next_durable_record_slot,
+            super::meta::HEADER_LEN + rec.payload.len(),
+        );
         self.commit_in_flight = true;
         self.acked_after_job = None;
         if self.log_switch_allowed {
@@ -573,7 +578,7 @@ impl CommitState {
             video: id.to_string(),
             data: data.clone(),
             meta: self.meta.clone(),
-            record_slot: self.next_durable_record_slot,
+            record_slot,
             record: rec,
             claim_seq: claim,
         })
@@ -685,7 +690,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir.0);
         std::fs::create_dir_all(&dir.0).expect("dir");
         let mpath = dir.0.join("v.meta");
-        let meta = Arc::new(MetaFile::open(&mpath, true).expect("meta"));
+        let meta = Arc::new(MetaFile::open(&mpath, Some(1 << 30)).expect("meta"));
         meta.write_record_slot_synced(0, &record(1))
             .expect("first record");
         let data = Arc::new(File::create(dir.0.join("v.data")).expect("data"));
@@ -736,7 +741,7 @@ mod tests {
             Dir(std::env::temp_dir().join(format!("vcache-commit-age-{}", std::process::id())));
         let _ = std::fs::remove_dir_all(&dir.0);
         std::fs::create_dir_all(&dir.0).expect("dir");
-        let meta = Arc::new(MetaFile::open(&dir.0.join("v.meta"), true).expect("meta"));
+        let meta = Arc::new(MetaFile::open(&dir.0.join("v.meta"), Some(1 << 30)).expect("meta"));
         let data = Arc::new(File::create(dir.0.join("v.data")).expect("data"));
         let recovered = Recovered {
             record_seq: 1,
@@ -776,7 +781,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir.0);
         std::fs::create_dir_all(&dir.0).expect("dir");
         let mpath = dir.0.join("v.meta");
-        let meta = Arc::new(MetaFile::open(&mpath, true).expect("meta"));
+        let meta = Arc::new(MetaFile::open(&mpath, Some(1 << 30)).expect("meta"));
         let data = Arc::new(File::create(dir.0.join("v.data")).expect("data"));
         let job = CommitJob {
             video: "v".into(),
@@ -793,5 +798,45 @@ mod tests {
             Some((1, 3))
         );
         assert!(meta::read_sync_failed(&mpath).is_none());
+    }
+
+    #[test]
+    fn a_record_that_outgrows_its_durable_pair_is_committed_to_a_larger_one() {
+        let dir =
+            Dir(std::env::temp_dir().join(format!("vcache-commit-grow-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir_all(&dir.0).expect("dir");
+        let meta = Arc::new(MetaFile::open(&dir.0.join("v.meta"), Some(1 << 20)).expect("meta"));
+        meta.write_record_slot_synced(0, &record(1)).expect("first");
+        let data = Arc::new(File::create(dir.0.join("v.data")).expect("data"));
+        let recovered = Recovered {
+            record_seq: 1,
+            from_fast: false,
+            next_durable_record_slot: 1,
+        };
+        let mut state = CommitState::new(meta.clone(), BOOT, 2, 4096, recovered);
+        let commit = |state: &mut CommitState, payload: Vec<u8>| {
+            state.bump();
+            let job = state.commit_job("v", &data, payload).expect("job");
+            let slot = job.record_slot;
+            let done = run_one(job, fdatasync);
+            assert!(state.commit_done(&done), "{done:?}");
+            slot
+        };
+        assert_eq!(commit(&mut state, vec![1; 100]), 1, "fits the first pair");
+        let big = commit(&mut state, vec![2; 10_000]);
+        assert_eq!(big, 4, "to the second pair, 16 KiB slots");
+        assert_eq!(
+            commit(&mut state, vec![3; 100]),
+            5,
+            "the other slot of that pair"
+        );
+        assert_eq!(
+            commit(&mut state, vec![4; 100]),
+            4,
+            "never back to the first pair"
+        );
+        let (slot, rec) = meta.load(&BOOT).expect("load").expect("a record");
+        assert_eq!((slot, rec.payload), (4, vec![4; 100]));
     }
 }

@@ -1,7 +1,9 @@
 //! The metadata commit record of one video and the `<id>.meta` file that holds it.
-//! The file has four fixed record slots — two durable ones (pwrite + fdatasync after the data is
-//! synced) and two fast ones (plain pwrite, stamped with the kernel's boot id) — each holding
-//! a checksummed, sequence-numbered record; on open the newest trusted record slot that verifies wins.
+//! The file holds record slots — durable ones (pwrite + fdatasync after the data is synced), in pairs
+//! that grow with the record, and two log regions (plain pwrite, stamped with the kernel's boot id) —
+//! each record checksummed and sequence-numbered; on open the newest trusted durable record wins and
+//! the log entries after it are replayed. A `Layout` header says where each slot is; files of the
+//! first format (four slots of 1 MiB, no header) are read as `Layout::LEGACY`.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -11,18 +13,192 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Record slots of a file of the first format (and of a new file before any durable pair grew).
 pub const RECORD_SLOT_COUNT: usize = 4;
-/// Each record slot's fixed capacity (header + payload).
+/// The largest record slot (header + payload): a durable slot never grows past it.
 pub const RECORD_SLOT_SIZE: u64 = 1 << 20;
-/// Written alternately by the sync thread, with fdatasync, only after the data was synced.
+/// The first pair of durable slots, written alternately by the sync thread, with fdatasync, only after
+/// the data was synced. Larger pairs follow the log regions (`Layout::pair_slots`).
 pub const DURABLE_RECORD_SLOTS: [RecordSlot; 2] = [0, 1];
-/// Written alternately by the event loop with a plain pwrite; trusted only in the same boot.
+/// The two log regions, appended to by the event loop with a plain pwrite; trusted only in the same
+/// boot.
 pub const FAST_RECORD_SLOTS: [RecordSlot; 2] = [2, 3];
-/// The index of a record slot in a metadata file (0..RECORD_SLOT_COUNT): where a record goes, not the
-/// data `Slot` of an upload.
+/// The index of a record slot in a metadata file: 0 and 1 the first durable pair, 2 and 3 the log
+/// regions, 4 and 5 the second durable pair, and so on — where a record goes, not the data `Slot` of
+/// an upload.
 pub type RecordSlot = usize;
-/// Size of a metadata file: every record slot, back to back.
+/// Size of a metadata file of the first format: four record slots of 1 MiB, back to back.
 pub const META_FILE_LEN: u64 = RECORD_SLOT_COUNT as u64 * RECORD_SLOT_SIZE;
+/// First bytes of a metadata file with a layout header.
+pub const LAYOUT_MAGIC: [u8; 8] = *b"VCACHEL1";
+/// The layout header's room (one page: the first record slot starts page-aligned).
+const LAYOUT_HEADER_LEN: u64 = 4096;
+/// The first durable pair of a new file: 8 KiB slots hold a record of ~440 ranges (and the longest
+/// validator); a record that does not fit goes to the next pair, twice as large, up to 1 MiB.
+const FIRST_DURABLE_SLOT: u64 = 8 << 10;
+/// Log regions are 1/8 of the data, between these bounds: a region holds the deltas acknowledged
+/// between two durable commits (a full one makes the next acknowledgements wait for a durable commit;
+/// 1 MiB holds ~11,000 deltas).
+const MIN_LOG_REGION: u64 = 16 << 10;
+const MAX_LOG_REGION: u64 = 1 << 20;
+
+/// Where the record slots of one metadata file are: a page of header, the first durable pair, the
+/// two log regions, then the larger durable pairs (each twice the previous) as they are needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    header: u64,
+    first_slot: u64,
+    log_region: u64,
+}
+
+impl Layout {
+    /// The first format: no header, four slots of 1 MiB.
+    pub const LEGACY: Layout = Layout {
+        header: 0,
+        first_slot: RECORD_SLOT_SIZE,
+        log_region: RECORD_SLOT_SIZE,
+    };
+
+    /// The layout of a new metadata file for a video of `data_len` bytes.
+    pub fn for_data_len(data_len: u64) -> Layout {
+        let log_region = (data_len / 8)
+            .checked_next_power_of_two()
+            .unwrap_or(MAX_LOG_REGION)
+            .clamp(MIN_LOG_REGION, MAX_LOG_REGION);
+        Layout {
+            header: LAYOUT_HEADER_LEN,
+            first_slot: FIRST_DURABLE_SLOT,
+            log_region,
+        }
+    }
+
+    /// Bytes of each log region.
+    pub fn log_region_len(&self) -> u64 {
+        self.log_region
+    }
+
+    /// How many durable pairs the layout can have (the last one's slots are RECORD_SLOT_SIZE).
+    pub fn pairs(&self) -> usize {
+        let mut pairs = 1;
+        while (self.first_slot << (pairs - 1)) < RECORD_SLOT_SIZE {
+            pairs += 1;
+        }
+        pairs
+    }
+
+    /// The two record slots of durable pair `pair`.
+    pub fn pair_slots(pair: usize) -> [RecordSlot; 2] {
+        match pair {
+            0 => DURABLE_RECORD_SLOTS,
+            k => [2 + 2 * k, 3 + 2 * k],
+        }
+    }
+
+    /// The durable pair a durable record slot belongs to (None for a log region).
+    pub fn pair_of(slot: RecordSlot) -> Option<usize> {
+        match slot {
+            0 | 1 => Some(0),
+            2 | 3 => None,
+            s => Some((s - 2) / 2),
+        }
+    }
+
+    fn pair_slot_len(&self, pair: usize) -> u64 {
+        self.first_slot << pair
+    }
+
+    /// Offset and length of a record slot, None if the layout has no such slot.
+    pub fn slot_range(&self, slot: RecordSlot) -> Option<(u64, u64)> {
+        let after_first = self.header + 2 * self.first_slot;
+        match slot {
+            0 | 1 => Some((self.header + slot as u64 * self.first_slot, self.first_slot)),
+            2 | 3 => Some((
+                after_first + (slot as u64 - 2) * self.log_region,
+                self.log_region,
+            )),
+            s => {
+                let pair = Self::pair_of(s)?;
+                if pair >= self.pairs() {
+                    return None;
+                }
+                let mut at = after_first + 2 * self.log_region;
+                for k in 1..pair {
+                    at += 2 * self.pair_slot_len(k);
+                }
+                let len = self.pair_slot_len(pair);
+                Some((at + (s as u64 % 2) * len, len))
+            }
+        }
+    }
+
+    /// The file's length when only the first durable pair exists.
+    pub fn initial_len(&self) -> u64 {
+        self.header + 2 * self.first_slot + 2 * self.log_region
+    }
+
+    /// The durable record slots inside `file_len` bytes, pair by pair.
+    pub fn durable_slots_within(&self, file_len: u64) -> Vec<RecordSlot> {
+        (0..self.pairs())
+            .flat_map(Self::pair_slots)
+            .filter(|&s| {
+                self.slot_range(s)
+                    .is_some_and(|(at, len)| at + len <= file_len)
+            })
+            .collect()
+    }
+
+    /// Where a durable record of `record_len` bytes goes when `preferred` is next: there if it fits,
+    /// else the first slot of the smallest larger pair that holds it (a pair is never written again
+    /// once a larger one is used, so the newest good record is never overwritten).
+    pub fn durable_slot_for(&self, preferred: RecordSlot, record_len: usize) -> RecordSlot {
+        let fits = |s: RecordSlot| {
+            self.slot_range(s)
+                .is_some_and(|(_, len)| record_len as u64 <= len)
+        };
+        if fits(preferred) {
+            return preferred;
+        }
+        let from = Self::pair_of(preferred).unwrap_or(0) + 1;
+        (from..self.pairs())
+            .map(|k| Self::pair_slots(k)[0])
+            .find(|&s| fits(s))
+            .unwrap_or(Self::pair_slots(self.pairs() - 1)[0])
+    }
+
+    fn encode_header(&self) -> Vec<u8> {
+        let mut h = Vec::with_capacity(32);
+        h.extend_from_slice(&LAYOUT_MAGIC);
+        h.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        for v in [self.header, self.first_slot, self.log_region] {
+            h.extend_from_slice(&v.to_le_bytes());
+        }
+        let crc = crc32c(&h);
+        h.extend_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    /// The layout a header records, if it verifies and is one this build can use.
+    fn decode_header(bytes: &[u8]) -> Option<Layout> {
+        let body = bytes.get(..36)?;
+        let crc = u32::from_le_bytes(bytes.get(36..40)?.try_into().ok()?);
+        if body.get(..8)? != LAYOUT_MAGIC || crc32c(body) != crc {
+            return None;
+        }
+        let word = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?))
+        };
+        let layout = Layout {
+            header: word(12)?,
+            first_slot: word(20)?,
+            log_region: word(28)?,
+        };
+        let sane = layout.header >= 40
+            && [layout.first_slot, layout.log_region]
+                .iter()
+                .all(|&n| n.is_power_of_two() && (HEADER_LEN as u64) < n && n <= RECORD_SLOT_SIZE);
+        sane.then_some(layout)
+    }
+}
 
 /// The kernel's random boot id, as 16 bytes.
 pub type BootId = [u8; 16];
@@ -53,7 +229,7 @@ const PAYLOAD_LEN_AT: std::ops::Range<usize> = 45..49;
 const CRC_AT: std::ops::Range<usize> = 49..53;
 /// Bytes of the fixed header; the payload follows it.
 pub const HEADER_LEN: usize = 53;
-/// The largest payload that fits a record slot.
+/// The largest payload that fits the largest record slot.
 pub const MAX_PAYLOAD_LEN: usize = RECORD_SLOT_SIZE as usize - HEADER_LEN;
 /// Chunk size used to check that a record slot whose header is zero is zero throughout.
 const ZERO_SCAN_CHUNK: usize = 64 * 1024;
@@ -183,7 +359,7 @@ impl fmt::Display for MetaError {
             MetaError::BadRecordSlot(record_slot) => {
                 write!(
                     f,
-                    "metadata record_slot {record_slot} does not exist (0..{RECORD_SLOT_COUNT})"
+                    "metadata record_slot {record_slot} does not exist in this file's layout"
                 )
             }
             MetaError::NoValidRecordSlot(record_slots) => write!(
@@ -384,7 +560,8 @@ pub enum RecordSlotState {
 /// Everything the store needs from the record slots of one metadata file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordSlotScan {
-    pub states: [RecordSlotState; RECORD_SLOT_COUNT],
+    /// By record slot index (at least RECORD_SLOT_COUNT: larger durable pairs add theirs).
+    pub states: Vec<RecordSlotState>,
     /// The durable record with the highest seq, and its record slot.
     pub winner: Option<(RecordSlot, MetaRecord)>,
     /// The durable record slot holding the newest verifying durable record (write the other next).
@@ -428,11 +605,15 @@ impl RecordSlotScan {
     }
 }
 
-/// The durable record slot to write next, given the one holding the newest durable record.
+/// The durable record slot to write next, given the one holding the newest durable record: the other
+/// slot of its pair (`Layout::durable_slot_for` moves to a larger pair when the record needs it).
 pub fn next_durable_record_slot(newest_durable: Option<RecordSlot>) -> RecordSlot {
-    match newest_durable {
-        Some(record_slot) if record_slot == DURABLE_RECORD_SLOTS[0] => DURABLE_RECORD_SLOTS[1],
-        _ => DURABLE_RECORD_SLOTS[0],
+    match newest_durable.and_then(|s| Some((s, Layout::pair_of(s)?))) {
+        Some((slot, pair)) => {
+            let [a, b] = Layout::pair_slots(pair);
+            if slot == a { b } else { a }
+        }
+        None => DURABLE_RECORD_SLOTS[0],
     }
 }
 
@@ -441,17 +622,19 @@ pub fn next_durable_record_slot(newest_durable: Option<RecordSlot>) -> RecordSlo
 /// slots are log regions (`parse_log`): their entries of the current boot with a seq above the
 /// winner's are returned in `log`, by seq.
 pub fn scan_record_slots(
-    record_slots: &[Option<Vec<u8>>; RECORD_SLOT_COUNT],
+    record_slots: &[Option<Vec<u8>>],
     current_boot: &BootId,
 ) -> RecordSlotScan {
+    let count = record_slots.len().max(RECORD_SLOT_COUNT);
     let mut scan = RecordSlotScan {
-        states: [const { RecordSlotState::Empty }; RECORD_SLOT_COUNT],
+        states: vec![RecordSlotState::Empty; count],
         winner: None,
         newest_durable: None,
         log: Vec::new(),
         max_seq: None,
     };
-    for &record_slot in &DURABLE_RECORD_SLOTS {
+    let durable = (0..count).filter(|s| !FAST_RECORD_SLOTS.contains(s));
+    for record_slot in durable {
         let contents = record_slots.get(record_slot).and_then(Option::as_deref);
         let Some(bytes) = contents.filter(|b| b.iter().any(|&x| x != 0)) else {
             continue;
@@ -468,7 +651,7 @@ pub fn scan_record_slots(
             trusted: true,
         };
         scan.max_seq = scan.max_seq.max(Some(record.seq));
-        // Slot 0 comes first, so on equal seq it is kept.
+        // Lower slots come first, so on equal seq the first is kept.
         if scan
             .winner
             .as_ref()
@@ -495,97 +678,115 @@ pub fn scan_record_slots(
 /// zero). Returns (record slot index, record).
 #[cfg(test)]
 pub fn choose_record(
-    record_slots: &[Option<Vec<u8>>; RECORD_SLOT_COUNT],
+    record_slots: &[Option<Vec<u8>>],
     current_boot: &BootId,
 ) -> Option<(RecordSlot, MetaRecord)> {
     scan_record_slots(record_slots, current_boot).winner
 }
 
-fn record_slot_offset(record_slot: RecordSlot) -> Result<u64, MetaError> {
-    if record_slot >= RECORD_SLOT_COUNT {
-        return Err(MetaError::BadRecordSlot(record_slot));
-    }
-    // record slot < RECORD_SLOT_COUNT, so this is at most META_FILE_LEN - RECORD_SLOT_SIZE.
-    Ok(record_slot as u64 * RECORD_SLOT_SIZE)
+fn record_slot_range(layout: &Layout, record_slot: RecordSlot) -> Result<(u64, u64), MetaError> {
+    layout
+        .slot_range(record_slot)
+        .ok_or(MetaError::BadRecordSlot(record_slot))
 }
 
 fn io_error(path: &Path, what: &str, err: &io::Error) -> MetaError {
     MetaError::Io(format!("{what} {}: {err}", path.display()))
 }
 
-/// The metadata file of one video: `RECORD_SLOT_COUNT * RECORD_SLOT_SIZE` bytes, created fully allocated
-/// (posix_fallocate), opened read-write. It holds an `Arc<File>`: cloning is cheap and the clone is
-/// Send + Sync, so the sync thread can hold one while the event loop holds another
-/// (pwrite/pread at explicit offsets need no shared cursor).
+/// The metadata file of one video: a layout header and the record slots it describes (`Layout`), or a
+/// file of the first format (`Layout::LEGACY`). Created fully allocated (posix_fallocate) for its
+/// first durable pair and log regions; a larger durable pair is allocated when a record first needs
+/// it (on the commit thread). It holds an `Arc<File>`: cloning is cheap and the clone is Send + Sync,
+/// so the sync thread can hold one while the event loop holds another (pwrite/pread at explicit
+/// offsets need no shared cursor).
 #[derive(Debug, Clone)]
 pub struct MetaFile {
     file: Arc<File>,
     path: PathBuf,
+    layout: Layout,
+    /// A file that was never initialised (opened without `create`): it records nothing.
+    blank: bool,
 }
 
 impl MetaFile {
-    /// Open or create. `create` false → NotFound error if absent. A file of zero length
-    /// (a crash right after creation) is extended; any other length but META_FILE_LEN is
-    /// InvalidData and the file is left untouched. A created file and its directory entry
-    /// are synced before this returns.
-    pub fn open(path: &Path, create: bool) -> io::Result<MetaFile> {
-        let mut created = false;
-        let file = if create {
-            match OpenOptions::new()
+    /// Open, or create for a video of `create` bytes (None → NotFound error if absent). A file that
+    /// is empty or zero throughout (a crash during its creation) is initialised when `create` is
+    /// given and reads as recording nothing otherwise. A file with neither a layout header nor the
+    /// first format's length is InvalidData and left untouched. A created file and its directory
+    /// entry are synced before this returns.
+    pub fn open(path: &Path, create: Option<u64>) -> io::Result<MetaFile> {
+        let file = match create {
+            Some(_) => OpenOptions::new()
                 .read(true)
                 .write(true)
-                .create_new(true)
-                .open(path)
-            {
-                Ok(file) => {
-                    created = true;
-                    file
-                }
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                    OpenOptions::new().read(true).write(true).open(path)?
-                }
-                Err(err) => return Err(err),
-            }
-        } else {
-            OpenOptions::new().read(true).write(true).open(path)?
+                .create(true)
+                .truncate(false)
+                .open(path)?,
+            None => OpenOptions::new().read(true).write(true).open(path)?,
         };
         let len = file.metadata()?.len();
-        if len == 0 {
-            // Fully allocated like a data file: a full disk is an error now, not an ENOSPC on a
-            // later metadata write (which would make every commit of the video fail).
-            let want = libc::off_t::try_from(META_FILE_LEN).map_err(io::Error::other)?;
-            // SAFETY: posix_fallocate on a descriptor `file` keeps open, opened for writing; it
-            // returns an error number instead of setting errno.
-            let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, want) };
-            if rc != 0 {
-                let err = io::Error::from_raw_os_error(rc);
-                if created {
-                    let _ = std::fs::remove_file(path);
-                }
-                return Err(err);
+        let mut head = vec![0u8; 64.min(len as usize)];
+        file.read_exact_at(&mut head, 0)?;
+        let found = match Layout::decode_header(&head) {
+            Some(layout) => Some(layout),
+            None if len == META_FILE_LEN && head.get(..8) != Some(&LAYOUT_MAGIC[..]) => {
+                Some(Layout::LEGACY)
             }
-            file.sync_all()?;
-            created = true;
-        } else if len != META_FILE_LEN {
+            None => None,
+        };
+        let meta = |layout: Layout, blank: bool, file: File| MetaFile {
+            file: Arc::new(file),
+            path: path.to_path_buf(),
+            layout,
+            blank,
+        };
+        if let Some(layout) = found {
+            if len < layout.initial_len() {
+                // The header is synced with the allocation, before any record: complete it.
+                allocate(&file, layout.initial_len())?;
+                file.sync_all()?;
+            }
+            return Ok(meta(layout, false, file));
+        }
+        if !all_zero(&file, len)? {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "metadata file {} is {len} bytes, expected {META_FILE_LEN}; left untouched",
+                    "metadata file {} is {len} bytes without a vcache layout header, and not the \
+                     {META_FILE_LEN} bytes of the first format; left untouched",
                     path.display()
                 ),
             ));
         }
-        if created {
-            sync_parent_dir(path)?;
+        let Some(data_len) = create else {
+            return Ok(meta(Layout::for_data_len(0), true, file));
+        };
+        // New (or never initialised: nothing was recorded in it): header, allocation, sync.
+        let layout = Layout::for_data_len(data_len);
+        file.set_len(0)?;
+        if let Err(e) = allocate(&file, layout.initial_len()) {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
         }
-        Ok(MetaFile {
-            file: Arc::new(file),
-            path: path.to_path_buf(),
-        })
+        file.write_all_at(&layout.encode_header(), 0)?;
+        file.sync_all()?;
+        sync_parent_dir(path)?;
+        Ok(meta(layout, false, file))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where this file's record slots are.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Bytes the file takes (its allocation).
+    pub fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
     }
 
     /// The bytes of one record slot as `scan_record_slots` wants them: None if the record slot is zero
@@ -597,7 +798,7 @@ impl MetaFile {
         record_slot: RecordSlot,
         scan_zeros: bool,
     ) -> Result<Option<Vec<u8>>, MetaError> {
-        let offset = record_slot_offset(record_slot)?;
+        let (offset, slot_len) = record_slot_range(&self.layout, record_slot)?;
         let read_error = |err: io::Error| {
             io_error(
                 &self.path,
@@ -617,8 +818,8 @@ impl MetaFile {
             // for a fresh record slot.
             let mut chunk = vec![0u8; ZERO_SCAN_CHUNK];
             let mut at = HEADER_LEN as u64;
-            while at < RECORD_SLOT_SIZE {
-                let want = usize::try_from(RECORD_SLOT_SIZE - at)
+            while at < slot_len {
+                let want = usize::try_from(slot_len - at)
                     .unwrap_or(ZERO_SCAN_CHUNK)
                     .min(ZERO_SCAN_CHUNK);
                 let part = chunk.get_mut(..want).ok_or(MetaError::Truncated)?;
@@ -636,9 +837,10 @@ impl MetaFile {
             return Ok(None);
         }
         let claimed = field::<4>(&header, PAYLOAD_LEN_AT).map(u32::from_le_bytes)?;
+        let max_payload = slot_len as usize - HEADER_LEN;
         let payload_len = usize::try_from(claimed)
-            .unwrap_or(MAX_PAYLOAD_LEN)
-            .min(MAX_PAYLOAD_LEN);
+            .unwrap_or(max_payload)
+            .min(max_payload);
         if payload_len > 0 {
             let mut record = vec![0u8; HEADER_LEN + payload_len];
             self.file
@@ -650,14 +852,14 @@ impl MetaFile {
     }
 
     /// The used prefix of a log region: chunks are read until the entry headers stop (at most the
-    /// record slot).
+    /// region).
     fn read_log_bytes(&self, record_slot: RecordSlot) -> Result<Vec<u8>, MetaError> {
-        let offset = record_slot_offset(record_slot)?;
+        let (offset, region_len) = record_slot_range(&self.layout, record_slot)?;
         let mut bytes: Vec<u8> = Vec::new();
-        let slot_len = RECORD_SLOT_SIZE as usize;
-        while bytes.len() < slot_len && log_walk_end(&bytes).is_none() {
+        let region_len = region_len as usize;
+        while bytes.len() < region_len && log_walk_end(&bytes).is_none() {
             let at = bytes.len();
-            let want = LOG_READ_CHUNK.min(slot_len - at);
+            let want = LOG_READ_CHUNK.min(region_len - at);
             bytes.resize(at + want, 0);
             self.file
                 .read_exact_at(&mut bytes[at..], offset + at as u64)
@@ -675,19 +877,25 @@ impl MetaFile {
     /// Read every record slot and classify it (see `scan_record_slots`). Err only for I/O errors.
     /// Durable record slots are read by length: a zero header is empty without reading the rest,
     /// unless no durable record verifies — then each is checked to be zero throughout, so that a
-    /// torn first record is never taken for a fresh file.
+    /// torn first record is never taken for a fresh file. Durable pairs not allocated yet are empty.
     pub fn scan(&self, boot: &BootId) -> Result<RecordSlotScan, MetaError> {
-        let mut record_slots: [Option<Vec<u8>>; RECORD_SLOT_COUNT] =
-            [const { None }; RECORD_SLOT_COUNT];
-        for &slot in &DURABLE_RECORD_SLOTS {
+        if self.blank {
+            return Ok(scan_record_slots(&[], boot));
+        }
+        let file_len = self.len().map_err(|e| io_error(&self.path, "stat", &e))?;
+        let durable = self.layout.durable_slots_within(file_len);
+        let count = durable
+            .iter()
+            .max()
+            .map_or(0, |&s| s + 1)
+            .max(RECORD_SLOT_COUNT);
+        let mut record_slots: Vec<Option<Vec<u8>>> = vec![None; count];
+        for &slot in &durable {
             record_slots[slot] = self.read_record_slot(slot, false)?;
         }
         let verifies = |c: &Option<Vec<u8>>| c.as_deref().is_some_and(|b| decode_record(b).is_ok());
-        if !DURABLE_RECORD_SLOTS
-            .iter()
-            .any(|&s| verifies(&record_slots[s]))
-        {
-            for &slot in &DURABLE_RECORD_SLOTS {
+        if !durable.iter().any(|&s| verifies(&record_slots[s])) {
+            for &slot in &durable {
                 record_slots[slot] = self.read_record_slot(slot, true)?;
             }
         }
@@ -714,22 +922,32 @@ impl MetaFile {
         }
     }
 
-    /// pwrite the whole record into the given record slot in one call (no sync). Used for fast
-    /// record slots; a torn write is caught by the crc on the next load.
+    /// pwrite the whole record into the given record slot in one call (no sync); a durable pair not
+    /// allocated yet is allocated first. A torn write is caught by the crc on the next load.
     pub fn write_record_slot(
         &self,
         record_slot: RecordSlot,
         rec: &MetaRecord,
     ) -> Result<(), MetaError> {
-        let offset = record_slot_offset(record_slot)?;
+        let (offset, slot_len) = record_slot_range(&self.layout, record_slot)?;
         let bytes = encode_record(rec)?;
-        self.file.write_all_at(&bytes, offset).map_err(|err| {
+        if bytes.len() as u64 > slot_len {
+            return Err(MetaError::TooLarge {
+                payload: rec.payload.len(),
+                max: slot_len as usize - HEADER_LEN,
+            });
+        }
+        let write_error = |err: io::Error| {
             io_error(
                 &self.path,
                 &format!("write record_slot {record_slot} of"),
                 &err,
             )
-        })
+        };
+        if self.len().map_err(write_error)? < offset + slot_len {
+            allocate(&self.file, offset + slot_len).map_err(write_error)?;
+        }
+        self.file.write_all_at(&bytes, offset).map_err(write_error)
     }
 
     /// pwrite one log entry at `pos` in the log region `record_slot` (no sync).
@@ -743,12 +961,12 @@ impl MetaFile {
             FAST_RECORD_SLOTS.contains(&record_slot),
             "log entry outside the log regions"
         );
+        let (offset, region_len) = record_slot_range(&self.layout, record_slot)?;
         assert!(
-            pos + bytes.len() as u64 <= RECORD_SLOT_SIZE,
+            pos + bytes.len() as u64 <= region_len,
             "log entry past its region"
         );
-        let offset = record_slot_offset(record_slot)? + pos;
-        self.file.write_all_at(bytes, offset).map_err(|err| {
+        self.file.write_all_at(bytes, offset + pos).map_err(|err| {
             io_error(
                 &self.path,
                 &format!("write log region {record_slot} of"),
@@ -779,8 +997,38 @@ impl MetaFile {
         Ok(MetaFile {
             file: Arc::new(self.file.try_clone()?),
             path: self.path.clone(),
+            layout: self.layout,
+            blank: self.blank,
         })
     }
+}
+
+/// Extend `file` to at least `len` bytes, allocated: a full disk is an error now, not an ENOSPC on a
+/// later metadata write.
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    let want = libc::off_t::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: posix_fallocate on a descriptor `file` keeps open, opened for writing; it returns an
+    // error number instead of setting errno.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, want) };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::from_raw_os_error(rc)),
+    }
+}
+
+/// Is the file zero throughout (read in chunks)?
+fn all_zero(file: &File, len: u64) -> io::Result<bool> {
+    let mut chunk = vec![0u8; ZERO_SCAN_CHUNK];
+    let mut at = 0u64;
+    while at < len {
+        let want = (len - at).min(ZERO_SCAN_CHUNK as u64) as usize;
+        file.read_exact_at(&mut chunk[..want], at)?;
+        if chunk[..want].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += want as u64;
+    }
+    Ok(true)
 }
 
 /// Where the failed data sync of the video whose metadata is `meta_path` is recorded:
@@ -1210,16 +1458,26 @@ mod tests {
         assert!(text.contains("record_slot 3: seq 4"), "{text}");
     }
 
+    /// Offset of a record slot in a file.
+    fn at(meta: &MetaFile, slot: RecordSlot) -> u64 {
+        meta.layout().slot_range(slot).unwrap().0
+    }
+
     #[test]
     fn meta_file_round_trip() {
         let dir = TempDir::new("round-trip");
         let path = dir.0.join("movie.meta");
         assert_eq!(
-            MetaFile::open(&path, false).unwrap_err().kind(),
+            MetaFile::open(&path, None).unwrap_err().kind(),
             io::ErrorKind::NotFound
         );
-        let meta = MetaFile::open(&path, true).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), META_FILE_LEN);
+        let meta = MetaFile::open(&path, Some(1 << 30)).unwrap();
+        let layout = Layout::for_data_len(1 << 30);
+        assert_eq!(meta.layout(), layout);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            layout.initial_len()
+        );
         assert_eq!(meta.load(&BOOT_A), Ok(None));
 
         let durable = record(1, BOOT_A, b"durable");
@@ -1234,7 +1492,8 @@ mod tests {
 
         // A second handle (what the sync thread or a restarted process sees).
         drop(meta);
-        let reopened = MetaFile::open(&path, false).unwrap();
+        let reopened = MetaFile::open(&path, None).unwrap();
+        assert_eq!(reopened.layout(), layout, "the header keeps the layout");
         let scan = reopened.scan(&BOOT_A).unwrap();
         let log: Vec<(bool, u64)> = scan.log.iter().map(|e| (e.delta, e.record.seq)).collect();
         assert_eq!(log, [(false, 2), (true, 3)]);
@@ -1245,31 +1504,147 @@ mod tests {
         assert_eq!(reopened.path(), path.as_path());
         let cloned = reopened.try_clone().unwrap();
         assert_eq!(cloned.scan(&BOOT_A).unwrap().max_seq, Some(3));
-        // Reopen with create = true keeps the contents.
-        let again = MetaFile::open(&path, true).unwrap();
+        // Reopen with create (for another length) keeps the contents and the layout.
+        let again = MetaFile::open(&path, Some(1 << 20)).unwrap();
+        assert_eq!(again.layout(), layout);
         assert_eq!(again.scan(&BOOT_A).unwrap().max_seq, Some(3));
+    }
+
+    #[test]
+    fn metadata_is_sized_to_the_video_not_to_the_largest_record() {
+        // 10,000 videos of 1 MiB take 276 KiB of metadata each, not 4 MiB.
+        let small = Layout::for_data_len(1 << 20);
+        assert_eq!(small.initial_len(), 4096 + 2 * (8 << 10) + 2 * (128 << 10));
+        assert_eq!(small.log_region_len(), 128 << 10);
+        assert_eq!(Layout::for_data_len(64 << 10).log_region_len(), 16 << 10);
+        assert_eq!(Layout::for_data_len(8 << 20).log_region_len(), 1 << 20);
+        assert_eq!(Layout::for_data_len(1 << 30).log_region_len(), 1 << 20);
+        // Pairs double from 8 KiB to 1 MiB; slots never overlap and follow each other.
+        assert_eq!(small.pairs(), 8);
+        let mut end = 4096;
+        let mut order: Vec<RecordSlot> = vec![0, 1, 2, 3];
+        order.extend((1..small.pairs()).flat_map(Layout::pair_slots));
+        for slot in order {
+            let (at, len) = small.slot_range(slot).unwrap();
+            assert_eq!(at, end, "slot {slot}");
+            end = at + len;
+        }
+        assert_eq!(small.slot_range(17).map(|r| r.1), Some(RECORD_SLOT_SIZE));
+        assert_eq!(small.slot_range(18), None);
+        // A record that fits stays in its pair; a larger one goes to the smallest pair that holds it.
+        assert_eq!(small.durable_slot_for(1, 8 << 10), 1);
+        assert_eq!(small.durable_slot_for(1, (8 << 10) + 1), 4);
+        assert_eq!(
+            small.durable_slot_for(0, 100 << 10),
+            Layout::pair_slots(4)[0]
+        );
+        assert_eq!(
+            small.durable_slot_for(5, 100),
+            5,
+            "never back to a smaller pair"
+        );
+        assert_eq!(next_durable_record_slot(Some(5)), 4);
+        assert_eq!(next_durable_record_slot(Some(16)), 17);
+        // The first format: one pair of 1 MiB at the start, no header.
+        assert_eq!(Layout::LEGACY.pairs(), 1);
+        assert_eq!(Layout::LEGACY.initial_len(), META_FILE_LEN);
+        assert_eq!(Layout::LEGACY.slot_range(3), Some((3 << 20, 1 << 20)));
+        assert_eq!(Layout::LEGACY.durable_slot_for(0, 1 << 20), 0);
+    }
+
+    #[test]
+    fn a_record_that_outgrows_its_pair_moves_to_a_larger_one_and_a_torn_move_falls_back() {
+        let dir = TempDir::new("grow");
+        let path = dir.0.join("v.meta");
+        let meta = MetaFile::open(&path, Some(1 << 20)).unwrap();
+        let first_len = meta.len().unwrap();
+        let small = record(1, BOOT_A, &[1; 100]);
+        meta.write_record_slot_synced(0, &small).unwrap();
+        let big = record(2, BOOT_A, &[2; 20_000]);
+        let slot = meta
+            .layout()
+            .durable_slot_for(next_durable_record_slot(Some(0)), HEADER_LEN + 20_000);
+        assert_eq!(slot, Layout::pair_slots(2)[0], "32 KiB slots hold it");
+        assert!(matches!(
+            meta.write_record_slot(1, &big),
+            Err(MetaError::TooLarge { .. })
+        ));
+        // Torn while moving: the record in the first pair still wins.
+        let bytes = encode_record(&big).unwrap();
+        allocate(&meta.file, at(&meta, slot) + (32 << 10)).unwrap();
+        meta.file
+            .write_all_at(&bytes[..bytes.len() / 2], at(&meta, slot))
+            .unwrap();
+        let scan = meta.scan(&BOOT_A).unwrap();
+        assert_eq!(scan.winner, Some((0, small)));
+        assert!(matches!(scan.states[slot], RecordSlotState::Invalid(_)));
+        // Whole, it wins, and the file grew up to the slot written only.
+        meta.write_record_slot_synced(slot, &big).unwrap();
+        let reopened = MetaFile::open(&path, None).unwrap();
+        assert_eq!(reopened.load(&BOOT_A), Ok(Some((slot, big))));
+        assert_eq!(
+            reopened.len().unwrap(),
+            first_len + 2 * (16 << 10) + (32 << 10)
+        );
+        let next = next_durable_record_slot(reopened.scan(&BOOT_A).unwrap().newest_durable);
+        assert_eq!(next, slot + 1);
+        reopened
+            .write_record_slot_synced(next, &record(3, BOOT_A, &[3; 30_000]))
+            .unwrap();
+        assert_eq!(
+            reopened.load(&BOOT_A).unwrap().map(|(s, r)| (s, r.seq)),
+            Some((next, 3))
+        );
+    }
+
+    #[test]
+    fn a_file_of_the_first_format_opens_as_it_was_written() {
+        let dir = TempDir::new("legacy");
+        let path = dir.0.join("v.meta");
+        // What the first format wrote: 4 MiB, a durable record at 1 MiB, a log entry at 2 MiB.
+        let durable = encode_record(&record(4, BOOT_A, b"old durable")).unwrap();
+        let delta = encode_delta(&record(5, BOOT_A, b"old delta")).unwrap();
+        let mut image = vec![0u8; META_FILE_LEN as usize];
+        image[1 << 20..(1 << 20) + durable.len()].copy_from_slice(&durable);
+        image[2 << 20..(2 << 20) + delta.len()].copy_from_slice(&delta);
+        std::fs::write(&path, &image).unwrap();
+        let meta = MetaFile::open(&path, Some(1 << 20)).unwrap();
+        assert_eq!(meta.layout(), Layout::LEGACY);
+        let scan = meta.scan(&BOOT_A).unwrap();
+        assert_eq!(scan.winner.map(|(s, r)| (s, r.seq)), Some((1, 4)));
+        assert_eq!(scan.log.len(), 1);
+        // It keeps its layout: the next durable record goes to slot 0, the log to 1 MiB regions.
+        assert_eq!(next_durable_record_slot(scan.newest_durable), 0);
+        meta.write_record_slot_synced(0, &record(6, BOOT_A, &[7; 500_000]))
+            .unwrap();
+        assert_eq!(meta.len().unwrap(), META_FILE_LEN);
+        assert_eq!(
+            meta.load(&BOOT_A).unwrap().map(|(s, r)| (s, r.seq)),
+            Some((0, 6))
+        );
+        assert_eq!(std::fs::read(&path).unwrap()[..8], MAGIC);
     }
 
     #[test]
     fn meta_file_bad_slot_and_too_large() {
         let dir = TempDir::new("bad-record_slot");
-        let meta = MetaFile::open(&dir.0.join("v.meta"), true).unwrap();
+        let meta = MetaFile::open(&dir.0.join("v.meta"), Some(1 << 30)).unwrap();
         assert_eq!(
-            meta.write_record_slot(RECORD_SLOT_COUNT, &record(1, BOOT_A, b"")),
-            Err(MetaError::BadRecordSlot(RECORD_SLOT_COUNT))
+            meta.write_record_slot(18, &record(1, BOOT_A, b"")),
+            Err(MetaError::BadRecordSlot(18))
         );
         assert!(matches!(
-            meta.write_record_slot(0, &record(1, BOOT_A, &vec![0; MAX_PAYLOAD_LEN + 1])),
+            meta.write_record_slot(17, &record(1, BOOT_A, &vec![0; MAX_PAYLOAD_LEN + 1])),
             Err(MetaError::TooLarge { .. })
         ));
         assert_eq!(meta.load(&BOOT_A), Ok(None));
-        // The largest record fits exactly and does not spill into the next record slot.
+        // The largest record fits the largest slot exactly and does not spill into the next one.
         let full = record(1, BOOT_A, &vec![0xEE; MAX_PAYLOAD_LEN]);
-        meta.write_record_slot(0, &full).unwrap();
-        meta.write_record_slot(1, &record(2, BOOT_A, b"next"))
+        meta.write_record_slot(16, &full).unwrap();
+        meta.write_record_slot(17, &record(2, BOOT_A, b"next"))
             .unwrap();
         assert_eq!(
-            meta.scan(&BOOT_A).unwrap().states[0],
+            meta.scan(&BOOT_A).unwrap().states[16],
             RecordSlotState::Valid {
                 seq: 1,
                 trusted: true
@@ -1281,7 +1656,7 @@ mod tests {
     fn meta_file_torn_write_falls_back_to_other_slot() {
         let dir = TempDir::new("torn");
         let path = dir.0.join("v.meta");
-        let meta = MetaFile::open(&path, true).unwrap();
+        let meta = MetaFile::open(&path, Some(1 << 30)).unwrap();
         let older = record(1, BOOT_A, &[0x11; 3000]);
         let newer = record(2, BOOT_A, &[0x22; 3000]);
         meta.write_record_slot(0, &older).unwrap();
@@ -1290,7 +1665,8 @@ mod tests {
         // Half of a seq-3 record lands over the older record slot 0: 0 is torn, 1 still wins.
         let newest = encode_record(&record(3, BOOT_A, &[0x33; 3000])).unwrap();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(&newest[..newest.len() / 2], 0).unwrap();
+        file.write_all_at(&newest[..newest.len() / 2], at(&meta, 0))
+            .unwrap();
         let scan = meta.scan(&BOOT_A).unwrap();
         assert_eq!(
             scan.states[0],
@@ -1298,7 +1674,7 @@ mod tests {
         );
         assert_eq!(meta.load(&BOOT_A), Ok(Some((1, newer))));
         // The same tear over record slot 1 too: nothing verifies, which is an error, not fresh.
-        file.write_all_at(&newest[..newest.len() / 2], RECORD_SLOT_SIZE)
+        file.write_all_at(&newest[..newest.len() / 2], at(&meta, 1))
             .unwrap();
         let err = meta.load(&BOOT_A).unwrap_err();
         assert!(matches!(err, MetaError::NoValidRecordSlot(_)), "{err:?}");
@@ -1309,20 +1685,21 @@ mod tests {
     fn meta_file_torn_first_record_is_not_fresh() {
         let dir = TempDir::new("torn-first");
         let path = dir.0.join("v.meta");
-        let meta = MetaFile::open(&path, true).unwrap();
+        let meta = MetaFile::open(&path, Some(1 << 30)).unwrap();
         // Only the second half of a record reached the disk: header is zero, payload not.
         let bytes = encode_record(&record(1, BOOT_A, &[0x44; 8000])).unwrap();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(&bytes[4096..], 4096).unwrap();
+        file.write_all_at(&bytes[4096..], at(&meta, 0) + 4096)
+            .unwrap();
         assert!(matches!(
             meta.load(&BOOT_A),
             Err(MetaError::NoValidRecordSlot(_))
         ));
         // A stray non-zero byte at the very end of a record slot is noticed too.
         let meta2_path = dir.0.join("w.meta");
-        let meta2 = MetaFile::open(&meta2_path, true).unwrap();
+        let meta2 = MetaFile::open(&meta2_path, Some(1 << 30)).unwrap();
         let file2 = OpenOptions::new().write(true).open(&meta2_path).unwrap();
-        file2.write_all_at(&[1], 2 * RECORD_SLOT_SIZE - 1).unwrap();
+        file2.write_all_at(&[1], at(&meta2, 2) - 1).unwrap();
         assert!(matches!(
             meta2.load(&BOOT_A),
             Err(MetaError::NoValidRecordSlot(_))
@@ -1332,7 +1709,7 @@ mod tests {
     #[test]
     fn meta_file_only_old_boot_fast_records_is_fresh() {
         let dir = TempDir::new("old-boot");
-        let meta = MetaFile::open(&dir.0.join("v.meta"), true).unwrap();
+        let meta = MetaFile::open(&dir.0.join("v.meta"), Some(1 << 30)).unwrap();
         meta.write_record_slot(2, &record(1, BOOT_B, b"unsynced"))
             .unwrap();
         assert_eq!(meta.load(&BOOT_A), Ok(None));
@@ -1344,14 +1721,30 @@ mod tests {
         let dir = TempDir::new("wrong-len");
         let path = dir.0.join("v.meta");
         std::fs::write(&path, b"not a meta file").unwrap();
-        let err = MetaFile::open(&path, true).unwrap_err();
+        let err = MetaFile::open(&path, Some(1 << 30)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert_eq!(std::fs::read(&path).unwrap(), b"not a meta file");
-        // A zero-length file (crash right after creation) is completed.
+        // A header that does not verify is refused too.
+        let bad = dir.0.join("b.meta");
+        let mut header = Layout::for_data_len(1 << 20).encode_header();
+        header[20] ^= 1;
+        header.resize(60_000, 0);
+        std::fs::write(&bad, &header).unwrap();
+        assert!(MetaFile::open(&bad, Some(1 << 20)).is_err());
+        assert_eq!(std::fs::read(&bad).unwrap(), header);
+        // A zero-length or all-zero file (a crash during creation) records nothing; with `create` it
+        // is initialised.
         let empty = dir.0.join("e.meta");
         std::fs::write(&empty, b"").unwrap();
-        let meta = MetaFile::open(&empty, false).unwrap();
-        assert_eq!(std::fs::metadata(&empty).unwrap().len(), META_FILE_LEN);
+        assert_eq!(
+            MetaFile::open(&empty, None).unwrap().load(&BOOT_A),
+            Ok(None)
+        );
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+        std::fs::write(&empty, vec![0u8; 12_345]).unwrap();
+        let meta = MetaFile::open(&empty, Some(1 << 20)).unwrap();
+        let len = Layout::for_data_len(1 << 20).initial_len();
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), len);
         assert_eq!(meta.load(&BOOT_A), Ok(None));
     }
 

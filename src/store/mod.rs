@@ -972,7 +972,7 @@ impl StorePaths {
                 "upload",
                 None,
             )?)),
-            VideoKind::Live { capacity } => {
+            VideoKind::Live { capacity, .. } => {
                 let mut ring = self.open_ring(&v.id, *capacity)?;
                 ring.ts_index = configured_content_type(v).starts_with("video/mp2t");
                 ring.rebuild_index();
@@ -1069,7 +1069,7 @@ impl StorePaths {
         } else {
             None
         };
-        let meta = MetaFile::open(&mpath, true)
+        let meta = MetaFile::open(&mpath, Some(len))
             .map_err(|e| format!("cannot open metadata {}: {e}", mpath.display()))?;
         // After a failed data sync, fast records may claim bytes the kernel dropped: trust none.
         let sync_failed = meta::read_sync_failed(&mpath);
@@ -1163,11 +1163,18 @@ impl StorePaths {
                 _ => format!("data file {}: {e}", dpath.display()),
             }
         })?;
+        let replayed = !scan.log.is_empty() && payload.is_some();
         if payload.is_some() {
-            // After a process crash the page cache may hold a durable-slot record (and data) that never
-            // reached the disk: sync both before trusting the scan's idea of the newest durable record,
-            // which decides which slot the next commit may overwrite.
-            let synced = data.file.sync_data().and_then(|()| meta.sync());
+            // After a process crash the page cache may hold a durable-slot record that never reached
+            // the disk: sync the metadata before trusting the scan's idea of the newest durable record,
+            // which decides which slot the next commit may overwrite. That record's data was synced
+            // before it was written; the data file is synced only when the log claimed more (a
+            // replay, made durable below) or a data sync failed — what may take long (`needs_recovery`).
+            let data_synced = match replayed || sync_failed.is_some() {
+                true => data.file.sync_data(),
+                false => Ok(()),
+            };
+            let synced = data_synced.and_then(|()| meta.sync());
             if let Err(e) = synced {
                 return Err(format!(
                     "cannot sync the files of {id} before opening them: {e}"
@@ -1181,7 +1188,6 @@ impl StorePaths {
             scan.newest_durable
         };
         let mut seq = seq;
-        let replayed = !scan.log.is_empty() && payload.is_some();
         if let (true, Some(p)) = (sync_failed.is_some() || replayed, &payload) {
             // The recovered state is made durable now (the data file was just synced): no log entry
             // is needed any more, and no later open in this boot trusts the old ones.
@@ -1324,7 +1330,7 @@ impl StorePaths {
         if !mpath.exists() {
             return Ok(None);
         }
-        let meta = MetaFile::open(&mpath, false)
+        let meta = MetaFile::open(&mpath, None)
             .map_err(|e| format!("cannot open metadata {}: {e}", mpath.display()))?;
         match meta.load(&self.boot_id) {
             Ok(Some((_, rec))) => Ok(Some(rec.data_len)),
@@ -1334,6 +1340,27 @@ impl StorePaths {
                 mpath.display()
             )),
         }
+    }
+
+    /// Must opening this video sync its data file before its record is trusted (log entries to replay
+    /// after a process crash, or a recorded failed data sync)? That sync may take seconds with much dirty
+    /// data, so the start-up opener gives such a video to its own thread. Read without a lock: a wrong
+    /// answer only changes which thread opens it.
+    pub fn needs_recovery(&self, v: &VideoConfig) -> bool {
+        if matches!(v.kind, VideoKind::File { .. }) {
+            return false;
+        }
+        let mpath = meta_path(&self.data_dir, &v.id);
+        if !mpath.exists() {
+            return false;
+        }
+        if meta::read_sync_failed(&mpath).is_some() {
+            return true;
+        }
+        MetaFile::open(&mpath, None)
+            .ok()
+            .and_then(|m| m.scan(&self.boot_id).ok())
+            .is_some_and(|scan| scan.winner.is_some() && !scan.log.is_empty())
     }
 
     /// Remove a video's data and metadata files (an origin object changed length). The caller has
@@ -1357,9 +1384,12 @@ fn write_recovered_record(
     id: &str,
     sync_failed: Option<&str>,
 ) -> Result<meta::RecordSlot, String> {
-    let slot = meta::next_durable_record_slot(newest_durable);
+    let record_len = meta::HEADER_LEN + rec.payload.len();
+    let slot = meta
+        .layout()
+        .durable_slot_for(meta::next_durable_record_slot(newest_durable), record_len);
     assert!(
-        meta::DURABLE_RECORD_SLOTS.contains(&slot),
+        meta::Layout::pair_of(slot).is_some(),
         "a durable record outside the durable slots"
     );
     let failed = |e: String| {
@@ -1408,6 +1438,29 @@ pub struct Store {
     pub read_ahead_blocks: u64,
     /// `[[mount]]`s, as the daemon started with them.
     pub mounts: mounts::Mounts,
+    /// Configured videos the start-up threads are still opening (`event_loop/startup.rs`), with the
+    /// requests waiting for them.
+    pub opening: BTreeMap<String, Opening>,
+    /// Videos a request started waiting for since the loop last looked: opened first.
+    pub open_wanted: Vec<String>,
+}
+
+/// A video being opened at start-up.
+#[derive(Default)]
+pub struct Opening {
+    /// Its data file is being synced before its record is trusted (after a crash).
+    pub recovering: bool,
+    pub waiters: Waiters,
+}
+
+/// What a request to a video still being opened at start-up answers once its wait ran out.
+pub fn opening_message(recovering: bool) -> &'static str {
+    match recovering {
+        true => {
+            "being recovered at start-up (its data file is synced before its record is trusted); retry shortly"
+        }
+        false => "being opened at start-up; retry shortly",
+    }
 }
 
 /// Counters of the origin fetches since start.
@@ -1482,9 +1535,29 @@ fn decode_upload_payload(
 }
 
 impl Store {
-    /// Open every video of the config. Videos that cannot be opened are reported and left out; the
-    /// others are served.
+    /// Open every video of the config on the calling thread (tests; the daemon opens them off the
+    /// loop). Videos that cannot be opened are reported and left out; the others are served.
+    #[cfg(test)]
     pub fn open(cfg: &Config, boot_id: BootId) -> Result<(Store, Vec<VideoProblem>), String> {
+        let mut store = Store::open_empty(cfg, boot_id)?;
+        store.opening.clear();
+        let mut problems = Vec::new();
+        for v in &cfg.videos {
+            match store.paths().open_video(v, None) {
+                Ok(video) => store.insert_video(v.id.clone(), video),
+                Err(message) => problems.push(VideoProblem {
+                    id: v.id.clone(),
+                    message,
+                }),
+            }
+        }
+        problems.extend(store.open_mounted_files());
+        Ok((store, problems))
+    }
+
+    /// The store of a config with no video opened yet: the data directory exists, every configured
+    /// video is `opening` (the daemon opens them off the loop, `event_loop/startup.rs`).
+    pub fn open_empty(cfg: &Config, boot_id: BootId) -> Result<Store, String> {
         let data_dir = cfg.server.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| {
             format!(
@@ -1503,26 +1576,19 @@ impl Store {
             space: space::CacheSpace::new(cfg.cache.max_size, cfg.cache.min_free),
             read_ahead_blocks: cfg.cache.read_ahead_blocks,
             mounts: mounts::Mounts::resolve(cfg),
+            opening: cfg
+                .videos
+                .iter()
+                .map(|v| (v.id.clone(), Opening::default()))
+                .collect(),
+            open_wanted: Vec::new(),
         };
         store.space.saved_recency = space::load_recency(&store.data_dir);
         assert!(
             store.max_presence_ranges <= MAX_PRESENCE_RANGES,
             "limits.max_presence_ranges passed the config check but does not fit a record"
         );
-        let mut problems = Vec::new();
-        // At start-up, on the calling thread; a reload opens videos on the commit worker
-        // (`commit::OpenJob`).
-        for v in &cfg.videos {
-            match store.paths().open_video(v, None) {
-                Ok(video) => store.insert_video(v.id.clone(), video),
-                Err(message) => problems.push(VideoProblem {
-                    id: v.id.clone(),
-                    message,
-                }),
-            }
-        }
-        problems.extend(store.open_mounted_files());
-        Ok((store, problems))
+        Ok(store)
     }
 
     /// Add an opened video: an origin video's allocated blocks join the budget and the policy.
@@ -1553,6 +1619,22 @@ impl Store {
             self.space.grant(space::on_disk(e - a));
             self.space.policy.insert((id.to_string(), b), epoch);
         }
+    }
+
+    /// A video leaves the store for good (a reload removed it): an origin video's blocks leave the
+    /// budget and the policy.
+    pub fn forget_video_space(&mut self, id: &str, video: &Video) {
+        let Some(o) = video.origin() else { return };
+        let (fb, len) = (o.fill_block(), o.len().unwrap_or(0));
+        if self.videos.contains_key(id) {
+            // A reload redefined it: the new video's blocks (same keys) stay in the policy.
+            for b in o.space.counted() {
+                let end = ((b + 1) * fb).min(len);
+                self.space.release(space::on_disk(end - (b * fb).min(end)));
+            }
+            return;
+        }
+        self.unregister_space(id, &o.space, |b| (b * fb).min(len)..((b + 1) * fb).min(len));
     }
 
     /// An origin video's files went (or are going): its blocks leave the budget and the policy.
@@ -1753,7 +1835,7 @@ pub fn describe_cached(cfg: &Config, v: &VideoConfig, boot: &BootId) -> String {
             Err(e) => format!("file {}: {e}", path.display()),
         }),
         VideoKind::Upload { size } => describe_upload(&mpath, *size, boot),
-        VideoKind::Live { capacity } => describe_live(&mpath, *capacity, boot),
+        VideoKind::Live { capacity, .. } => describe_live(&mpath, *capacity, boot),
         VideoKind::Origin { url, size, .. } => describe_origin(&mpath, url, *size, boot),
     };
     // Err carries the whole line: what is wrong with the metadata file.
@@ -1776,7 +1858,7 @@ fn read_record(
 ) -> Result<Option<(MetaRecord, Vec<meta::LogEntry>)>, String> {
     let unreadable =
         |e: String| format!("PROBLEM: metadata {} cannot be read: {e}", mpath.display());
-    let meta = MetaFile::open(mpath, false).map_err(|e| unreadable(e.to_string()))?;
+    let meta = MetaFile::open(mpath, None).map_err(|e| unreadable(e.to_string()))?;
     let loaded = meta.load(boot).map_err(|e| unreadable(e.to_string()))?;
     match loaded {
         None => Ok(None),
@@ -1954,6 +2036,43 @@ mod tests {
     }
 
     #[test]
+    fn a_relay_head_jump_writes_only_under_a_durable_intent() {
+        let t = TestPaths::new("jump", 16);
+        let mut r = t.ring(4096);
+        let w = publishing_ring(&mut r);
+        r.write_target(w, 0, 100).expect("target").fill(1);
+        r.claim(w, 0, 100);
+        // Below the durable intent (512): the writes may go on at once; the window starts afresh.
+        r.jump_head(w, 300);
+        assert_eq!((r.window_start(), r.state.head), (300, 300));
+        assert_eq!(r.availability(299), Availability::Gone);
+        assert_eq!(r.write_target(w, 300, 1000).expect("target").len(), 212);
+        // Past it: nothing is written until an intent past the new head is durable.
+        r.jump_head(w, 10_000);
+        assert_eq!(r.write_target(w, 10_000, 10), Err(IngestBlock::AwaitCommit));
+        assert_eq!(r.availability(10_000), Availability::Pending);
+        {
+            // (The job holds the data file, and with it the lock, until it is dropped.)
+            let job = r.commit_job("live").expect("the jump's intent commit");
+            r.commit_done(&CommitDone {
+                video: job.video,
+                claim_seq: job.claim_seq,
+                record_slot: job.record_slot,
+                result: Ok(()),
+            });
+        }
+        r.write_target(w, 10_000, 10).expect("target").fill(2);
+        assert_eq!(r.claim(w, 10_000, 10_010), 10_010);
+        assert_eq!(r.availability(10_000), Availability::Present(10_010));
+        // A (process-crash) record of this state: a reopened ring's window starts at the jump.
+        let p = r.state.encode();
+        r.commit.write_fast_record(p, false).expect("fast record");
+        drop(r);
+        let r = t.ring(4096);
+        assert_eq!((r.window_start(), r.state.head), (10_000, 10_010));
+    }
+
+    #[test]
     fn claims_advance_in_order_and_report_what_is_recorded() {
         let t = TestPaths::new("claims", 16);
         let mut s = t.slot(1000);
@@ -2004,7 +2123,7 @@ mod tests {
             assert!(s.commit.write_fast_record(p, true).expect("fast record"));
         }
         // Without a failed sync, the fast record of this boot would be replayed.
-        let meta = MetaFile::open(&mpath, false).expect("meta");
+        let meta = MetaFile::open(&mpath, None).expect("meta");
         assert_eq!(meta.scan(&t.0.boot_id).expect("scan").log.len(), 1);
         // What the commit worker records when the data sync fails.
         meta::mark_sync_failed(&mpath, "Input/output error").expect("marker");

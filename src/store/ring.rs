@@ -641,6 +641,15 @@ impl LiveRing {
         let id = self.next_publisher;
         self.next_publisher += 1;
         self.publisher = Some(id);
+        self.start_session_at_head();
+        self.commit.bump();
+        self.assert_invariants();
+        Ok(id)
+    }
+
+    /// A session's bytes start at the head (a publisher begins, or a relay's head jumps): the
+    /// session's indexes start afresh there.
+    fn start_session_at_head(&mut self) {
         self.state.session_start = self.state.head;
         if self.mp4_index {
             self.fmp4 = Some(crate::fmp4::Fmp4Indexer::new(self.state.head));
@@ -658,9 +667,6 @@ impl LiveRing {
             ix.keyframes.clear();
             ix.open_frames.clear();
         }
-        self.commit.bump();
-        self.assert_invariants();
-        Ok(id)
     }
 
     pub fn end_publish(&mut self, writer: u64) {
@@ -800,6 +806,31 @@ impl LiveRing {
         }
         self.assert_invariants();
         end
+    }
+
+    /// A relay's upstream continues at `to`, at or past the head (its window moved on while the relay
+    /// was away): the head jumps there so that offset N stays the upstream's byte N. The window starts
+    /// afresh at `to` (the bytes between the old head and `to` never arrive, so the old window is not
+    /// continued). Writes below the newest durable intent are safe at any offset (a window recovered
+    /// from that record ends below it); a jump past it writes nothing until an intent past the new head
+    /// is durable, so a crash before then recovers the old window untouched.
+    pub fn jump_head(&mut self, writer: u64, to: u64) {
+        assert_eq!(self.publisher, Some(writer), "a jump by a stale publisher");
+        assert!(to >= self.state.head, "a ring head never moves back");
+        if to == self.state.head {
+            return;
+        }
+        self.state.head = to;
+        self.state.floor = to;
+        self.state.intent = self.state.intent.max(to + intent_step(self.capacity()));
+        self.state.modified = SystemTime::now();
+        // Nothing is written at or past it: with `to` past the durable intent, nothing at all until
+        // the new intent lands (commit_done raises it).
+        self.durable_intent = self.durable_intent.max(to);
+        self.start_session_at_head();
+        self.commit.bump();
+        assert_eq!(self.window_start(), to, "a jumped window starts empty");
+        self.assert_invariants();
     }
 
     /// Feed newly published bytes [start, end) (contiguous in the mapping) to the fMP4 parser.

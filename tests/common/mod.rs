@@ -182,7 +182,8 @@ impl Daemon {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Wait until the daemon answers /healthz; false if it exited first.
+    /// Wait until the daemon answers /healthz and has opened its configured videos; false if it exited
+    /// first.
     fn wait_ready(&mut self) -> bool {
         let addr = self.addr();
         let child = self.child.as_mut().expect("daemon running");
@@ -194,6 +195,16 @@ impl Daemon {
                 exited = matches!(child.try_wait(), Ok(Some(_)));
                 exited
                     || try_request(addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+            },
+        );
+        // The loop serves while the videos are opened off it; tests start once they are.
+        let log_path = self.log_path.clone();
+        wait_until(
+            "vcache to open its configured videos (the log's \"start-up:\" line)",
+            Duration::from_secs(60),
+            || {
+                exited = exited || matches!(child.try_wait(), Ok(Some(_)));
+                exited || std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("start-up: "))
             },
         );
         !exited

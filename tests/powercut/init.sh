@@ -1,6 +1,8 @@
 #!/bin/sh
 # /init of the power-cut guest (busybox). Parameters come from the kernel command line:
 #   pc.sync=always|interval  pc.interval=MS  pc.size=BYTES  pc.lw=0|1  pc.eio=0|1
+#   pc.origin=PORT (0: none)  pc.cap=BYTES: with an origin port, a live channel `ch` of pc.cap bytes and
+#   an origin video `org` fetched from the host (user-mode networking: 10.0.2.2:PORT) are configured too
 export PATH=/bin
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -13,7 +15,7 @@ for m in $(cat /etc/modules.load); do
   insmod "/lib/modules/$m" || say "insmod $m failed"
 done
 
-SYNC=always; INTERVAL=1000; SIZE=268435456; LW=0; EIO=0
+SYNC=always; INTERVAL=1000; SIZE=268435456; LW=0; EIO=0; ORIGIN=0; CAP=16777216
 for a in $(cat /proc/cmdline); do
   case "$a" in
     pc.sync=*) SYNC="${a#pc.sync=}" ;;
@@ -21,6 +23,8 @@ for a in $(cat /proc/cmdline); do
     pc.size=*) SIZE="${a#pc.size=}" ;;
     pc.lw=*) LW="${a#pc.lw=}" ;;
     pc.eio=*) EIO="${a#pc.eio=}" ;;
+    pc.origin=*) ORIGIN="${a#pc.origin=}" ;;
+    pc.cap=*) CAP="${a#pc.cap=}" ;;
   esac
 done
 
@@ -122,7 +126,22 @@ id = "slot"
 kind = "upload"
 size = $SIZE
 EOF
-say "boot_id $(cat /proc/sys/kernel/random/boot_id) sync=$SYNC interval=$INTERVAL size=$SIZE"
+if [ "$ORIGIN" != 0 ]; then
+  cat >> /etc/vcache.toml <<EOF
+
+[[video]]
+id = "ch"
+kind = "live"
+capacity = $CAP
+
+[[video]]
+id = "org"
+kind = "origin"
+url = "http://10.0.2.2:$ORIGIN/film"
+fill_block = "256KiB"
+EOF
+fi
+say "boot_id $(cat /proc/sys/kernel/random/boot_id) sync=$SYNC interval=$INTERVAL size=$SIZE origin=$ORIGIN cap=$CAP"
 RUST_LOG=info RUST_LOG_STYLE=never /bin/vcache serve --config /etc/vcache.toml > /dev/ttyS0 2>&1 &
 wait $!
 say "vcache exited with status $?"

@@ -13,6 +13,15 @@ Subcommands:
                                 sync failure is reported and nothing more is acknowledged, restore,
                                 SIGKILL qemu
   ready PORT TIMEOUT            poll GET /readyz until 200 (print its body); fail after TIMEOUT
+  origin --port P --seed S --size N
+                                the host's origin for the guest's `origin` video (reached through
+                                user-mode networking at 10.0.2.2): GET/HEAD of /film with Range,
+                                a strong ETag, content OriginPattern(S)
+
+Each round loads one video kind (`load --kind`), so that vcache_commits_total counts that video's
+commits only: `slot` (ranged PUTs into the upload slot), `delete-commit` (PUTs, then a DELETE, and
+the power is cut while its durable commit runs), `live` (POSTs appended to the live channel `ch`),
+`origin` (ranged GETs of the origin video `org`, each filling blocks from the host's origin).
 
 The expected content of the slot is a pure function of (seed, offset), so the checker can
 recompute any byte: 4 KiB block j is P xor K(j), where P is a seeded random 4096-byte pattern
@@ -33,6 +42,8 @@ import time
 
 TOKEN = "powercut"
 VIDEO = "slot"
+LIVE = "ch"
+ORIGIN = "org"
 BLOCK = 4096
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
@@ -59,6 +70,16 @@ class Pattern:
         buf = b"".join(self.block(j) for j in range(j0, j1 + 1))
         off = a - j0 * BLOCK
         return buf[off : off + (b - a)]
+
+
+def live_pattern(seed):
+    """What the publisher writes at each logical offset of the live channel."""
+    return Pattern(seed ^ 0x4C495645)
+
+
+def origin_pattern(seed):
+    """The origin's object."""
+    return Pattern(seed ^ 0x4F524947)
 
 
 # ---------------------------------------------------------------- interval sets
@@ -251,30 +272,44 @@ def save_state(path, st):
     os.replace(tmp, path)
 
 
-def get_videos(port):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    c.request("GET", "/videos")
-    r = c.getresponse()
-    body = r.read()
-    c.close()
-    if r.status != 200:
-        raise RuntimeError(f"GET /videos: {r.status}")
-    for v in json.loads(body)["videos"]:
-        if v["id"] == VIDEO:
-            return v
-    raise RuntimeError(f"GET /videos: no video {VIDEO!r}")
+def get_videos(port, video=VIDEO, wait=120.0):
+    """The video's entry in GET /videos, once it is open (vcache serves while it opens the videos;
+    one still being opened is listed with "opening")."""
+    deadline = time.monotonic() + wait
+    while True:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("GET", "/videos")
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        if r.status != 200:
+            raise RuntimeError(f"GET /videos: {r.status}")
+        entry = next((v for v in json.loads(body)["videos"] if v["id"] == video), None)
+        if entry is None:
+            raise RuntimeError(f"GET /videos: no video {video!r}")
+        if "opening" not in entry or time.monotonic() > deadline:
+            return entry
+        time.sleep(0.1)
+
+
+def has_video(port, video):
+    try:
+        get_videos(port, video)
+        return True
+    except RuntimeError:
+        return False
 
 
 # ---------------------------------------------------------------- check
 
 
-def verify_range(port, pat, a, b, problems):
+def verify_range(port, pat, a, b, problems, video=VIDEO):
     """GET [a, b) and compare with the pattern. Returns bytes compared."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    c.request("GET", f"/videos/{VIDEO}", headers={"Range": f"bytes={a}-{b - 1}"})
+    c.request("GET", f"/videos/{video}", headers={"Range": f"bytes={a}-{b - 1}"})
     r = c.getresponse()
     if r.status != 206:
-        problems.append(f"GET [{a},{b}): status {r.status}, expected 206")
+        problems.append(f"{video}: GET [{a},{b}): status {r.status}, expected 206")
         r.read()
         c.close()
         return 0
@@ -356,11 +391,18 @@ def cmd_check(argv):
     # either is allowed
     dels = [e for e in evs if e["ev"] == "delete"]
     dacked = next((e for e in dels if 200 <= e["st"] < 300), None)
+    # a DELETE cut before its answer (its durable commit was running): either it landed and nothing
+    # is present, or it did not and the slot is checked as after any cut — never a mix
+    unanswered = dacked is None and bool(dels)
     if dacked is not None:
         st["union"], st["required"], st["sent"] = [], [], []
         evs = [e for e in evs if e.get("t", e.get("ts", 0)) > dacked["t"] or e["ev"] in ("cut", "commits")]
-    elif dels:
-        st["union"], st["required"] = [], []
+    elif unanswered and not present:
+        # it landed: as after an acknowledged DELETE, nothing from before it is promised any more,
+        # and nothing sent before it may come back (the PUTs were paused: no ack follows it)
+        st["union"], st["required"], st["sent"] = [], [], []
+        sent_at = min(e["ts"] for e in dels)
+        evs = [e for e in evs if e.get("t", e.get("ts", 0)) > sent_at or e["ev"] in ("cut", "commits")]
     acks = [e for e in evs if e["ev"] == "ack"]
     sends = [(e["a"], e["b"]) for e in evs if e["ev"] == "send"]
     st["sent"] = union(st["sent"], sends)
@@ -413,6 +455,8 @@ def cmd_check(argv):
             if minus([(e["a"], e["b"])], present):
                 lost_age = max(lost_age, cut - e["t"])
     st["union"] = union(st["union"], present)
+    live = check_live(a, st, evs, cut, problems)
+    origin = check_origin(a, st, evs, problems)
     save_state(a.state, st)
     res = {
         "acked_puts": len(acks),
@@ -426,6 +470,9 @@ def cmd_check(argv):
         "commits_seen": (polls[-1]["n"] - polls[0]["n"]) if polls else 0,
         "oldest_lost_ack_s": round(lost_age, 3),
         "deleted": dacked is not None,
+        "delete_unanswered": ("landed" if not present else "not landed") if unanswered else None,
+        "live": live,
+        "origin": origin,
         "violations": len(problems),
         "problems": problems[:20],
     }
@@ -433,6 +480,78 @@ def cmd_check(argv):
         json.dump(res, f)
     for p in problems[:20]:
         print(f"  VIOLATION: {p}", file=sys.stderr)
+
+
+def covered_acks(acks, polls, cut):
+    """interval promise: the acks a completed checkpoint covers before the cut (see cmd_check)."""
+    w = max((e["n"] for e in polls if e["tr"] <= cut), default=None)
+    out = []
+    for e in acks:
+        v = next((p["n"] for p in polls if p["ts"] >= e["t"]), None)
+        if v is not None and w is not None and w >= v + 2:
+            out.append(e)
+    return out
+
+
+def check_live(a, st, evs, cut, problems):
+    """The live channel: it starts; every byte in its window is what was published at that offset;
+    its head is never behind the last acknowledged durable point; a publish continued at the head."""
+    if not has_video(a.port, LIVE):
+        return None
+    v = get_videos(a.port, LIVE)
+    if v.get("error"):
+        problems.append(f"{LIVE}: not servable after the boot: {v['error']}")
+        return None
+    head, start = v["head"], v["window_start"]
+    lv = st.setdefault("live", {"required_head": 0, "max_head": 0})
+    checked = 0
+    if head > start:
+        checked = verify_range(a.port, live_pattern(a.seed), start, head, problems, LIVE)
+    acks = [e for e in evs if e["ev"] == "live_ack"]
+    polls = sorted((e for e in evs if e["ev"] == "commits"), key=lambda e: e["ts"])
+    if cut is not None and acks:
+        req = acks if a.promise == "always" else covered_acks(acks, polls, cut)
+        lv["required_head"] = max([lv["required_head"]] + [e["b"] for e in req])
+    if head < lv["required_head"]:
+        problems.append(
+            f"{LIVE}: head {head} is behind the last acknowledged durable point {lv['required_head']}"
+        )
+    if start > head or head - start > v["capacity"]:
+        problems.append(f"{LIVE}: window {start}-{head} is not inside a ring of {v['capacity']}")
+    for e in evs:
+        if e["ev"] == "live_gap":
+            problems.append(f"{LIVE}: a publish was written at {e['got']}, the head was {e['want']}")
+    lost = max((e["b"] for e in acks), default=head) - head if acks else 0
+    lv["max_head"] = max(lv["max_head"], head)
+    return {
+        "head": head,
+        "window_start": start,
+        "required_head": lv["required_head"],
+        "acked_posts": len(acks),
+        "acked_bytes": sum(e["b"] - e["a"] for e in acks),
+        "lost_acked_bytes": max(0, lost),
+        "checked_bytes": checked,
+    }
+
+
+def check_origin(a, st, evs, problems):
+    """The origin video: every byte reported present (and every byte a reader got during the round)
+    is the origin's byte."""
+    for e in evs:
+        if e["ev"] == "origin_bad":
+            problems.append(f"{ORIGIN}: a read of [{e['a']},{e['b']}) during the round differed from the origin")
+    if not has_video(a.port, ORIGIN):
+        return None
+    v = get_videos(a.port, ORIGIN)
+    if v.get("error"):
+        problems.append(f"{ORIGIN}: not servable after the boot: {v['error']}")
+        return None
+    present = norm((r["start"], r["end"]) for r in v.get("cached_ranges", []))
+    pat = origin_pattern(a.seed)
+    checked = sum(verify_range(a.port, pat, s0, e0, problems, ORIGIN) for s0, e0 in present)
+    og = st.setdefault("origin", {"max_present": 0})
+    og["max_present"] = max(og["max_present"], total(present))
+    return {"present_bytes": total(present), "checked_bytes": checked}
 
 
 # ---------------------------------------------------------------- load
@@ -491,7 +610,15 @@ def cmd_load(argv):
                     help="pause the PUTs this many seconds into the load, DELETE the slot, resume")
     ap.add_argument("--settle", type=float, default=0.0,
                     help="dm-log-writes: stop the load, mark 'end', wait this long, then kill qemu")
+    ap.add_argument("--origin-size", type=int, default=64 << 20)
+    ap.add_argument("--kind", choices=["slot", "delete-commit", "live", "origin"], default="slot",
+                    help="which video the round loads (see the module's help)")
+    ap.add_argument("--delete-cut-max", type=float, default=1.0,
+                    help="delete-commit: the cut comes 1 ms to this many seconds (log-uniform) after "
+                         "the DELETE is sent")
     a = ap.parse_args(argv)
+    if a.kind == "delete-commit" and a.delete_at is None:
+        a.delete_at = a.cut_after
 
     pat = Pattern(a.seed)
     rng = random.Random(a.round_seed)
@@ -640,6 +767,110 @@ def cmd_load(argv):
                 alloc.busy = []
         pause.clear()
 
+    live_pat = live_pattern(a.seed)
+
+    def publisher():
+        """POST pieces to the live channel, each appended at the head; a 200 acknowledges it (synced
+        first with sync = always)."""
+        head = None
+        conn = None
+        while not stop.is_set():
+            try:
+                if head is None:
+                    head = get_videos(a.port, LIVE)["head"]
+                n = int(2 ** rng.uniform(10, 18))
+                body = live_pat.bytes(head, head + n)
+                rec({"ev": "live_send", "a": head, "b": head + n, "t": time.monotonic()})
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=20)
+                conn.request("POST", f"/videos/{LIVE}", body=body, headers={
+                    "Authorization": f"Bearer {TOKEN}", "Content-Type": "video/mp2t"})
+                r = conn.getresponse()
+                text = r.read()
+                t = time.monotonic()
+                if r.status != 200:
+                    rec({"ev": "live_nack", "st": r.status, "t": t})
+                    head = None
+                    time.sleep(0.1)
+                    continue
+                w = json.loads(text)["written"]
+                if w["start"] != head or w["end"] != head + n:
+                    rec({"ev": "live_gap", "want": head, "got": w["start"], "t": t})
+                rec({"ev": "live_ack", "a": w["start"], "b": w["end"], "t": t})
+                head = w["end"]
+            except (OSError, http.client.HTTPException, ValueError, KeyError, RuntimeError) as ex:
+                rec({"ev": "err", "t": time.monotonic(), "err": type(ex).__name__})
+                if conn is not None:
+                    conn.close()
+                conn = None
+                head = None
+                if not stop.is_set():
+                    time.sleep(0.1)
+
+    org_pat = origin_pattern(a.seed)
+
+    def reader(i):
+        """Ranged GETs of the origin video: each fills the blocks it needs from the host's origin."""
+        conn = None
+        size = None
+        while not stop.is_set():
+            try:
+                if size is None:
+                    size = get_videos(a.port, ORIGIN).get("size") or a.origin_size
+                n = int(2 ** rng.uniform(12, 21))
+                s0 = rng.randrange(max(1, size - n))
+                e0 = min(size, s0 + n)
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=30)
+                conn.request("GET", f"/videos/{ORIGIN}", headers={"Range": f"bytes={s0}-{e0 - 1}"})
+                r = conn.getresponse()
+                got = r.read()
+                t = time.monotonic()
+                if r.status == 206 and got == org_pat.bytes(s0, s0 + len(got)):
+                    rec({"ev": "origin_read", "a": s0, "b": s0 + len(got), "t": t})
+                elif r.status == 206:
+                    rec({"ev": "origin_bad", "a": s0, "b": e0, "t": t})
+                else:
+                    rec({"ev": "origin_nack", "st": r.status, "t": t})
+                    time.sleep(0.1)
+            except (OSError, http.client.HTTPException, RuntimeError) as ex:
+                rec({"ev": "err", "t": time.monotonic(), "err": type(ex).__name__})
+                if conn is not None:
+                    conn.close()
+                conn = None
+                if not stop.is_set():
+                    time.sleep(0.1)
+
+    def delete_in_commit():
+        """Pause the PUTs, wait for those in flight, send the DELETE on its own thread and cut the
+        power while its durable commit runs (before the answer, if it has not come yet)."""
+        pause.set()
+        t1 = time.monotonic() + 25
+        while time.monotonic() < t1:
+            with log_lock:
+                if inflight[0] == 0:
+                    break
+            time.sleep(0.01)
+        answer = {}
+
+        def send():
+            ts = time.monotonic()
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", a.port, timeout=60)
+                c.request("DELETE", f"/videos/{VIDEO}", headers={"Authorization": f"Bearer {TOKEN}"})
+                r = c.getresponse()
+                r.read()
+                answer["ev"] = {"ev": "delete", "ts": ts, "t": time.monotonic(), "st": r.status}
+            except (OSError, http.client.HTTPException) as ex:
+                answer["ev"] = {"ev": "delete", "ts": ts, "t": time.monotonic(), "st": -1,
+                                "err": type(ex).__name__}
+
+        th = threading.Thread(target=send, daemon=True)
+        th.start()
+        # log-uniform from 1 ms: most cuts land while the commit runs, some after its answer
+        time.sleep(min(a.delete_cut_max, 2 ** rng.uniform(-10, 0)))
+        return th, answer
+
     def poller():
         """Watch vcache_commits_total: a commit is counted only after it is durable, and a video's
         next commit is created (its snapshot taken) only after the previous one is counted."""
@@ -662,7 +893,12 @@ def cmd_load(argv):
                 conn = None
             time.sleep(0.1)
 
-    ths = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(a.threads)]
+    if a.kind == "live":
+        ths = [threading.Thread(target=publisher, daemon=True)]
+    elif a.kind == "origin":
+        ths = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(a.threads)]
+    else:
+        ths = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(a.threads)]
     ths.append(threading.Thread(target=poller, daemon=True))
     mth = threading.Thread(target=marker, daemon=True) if a.marker_port else None
     if mth:
@@ -670,10 +906,15 @@ def cmd_load(argv):
     t0 = time.monotonic()
     for t in ths:
         t.start()
-    if a.delete_at is not None and a.delete_at < a.cut_after:
+    in_commit = None
+    if a.kind == "delete-commit":
+        time.sleep(max(0.0, t0 + a.delete_at - time.monotonic()))
+        in_commit = delete_in_commit()
+    elif a.delete_at is not None and a.delete_at < a.cut_after:
         time.sleep(max(0.0, t0 + a.delete_at - time.monotonic()))
         delete_slot()
-    time.sleep(max(0.0, t0 + a.cut_after - time.monotonic()))
+    if in_commit is None:
+        time.sleep(max(0.0, t0 + a.cut_after - time.monotonic()))
     if a.settle:
         # dm-log-writes run: the cuts are made later by replaying the log, so end cleanly enough
         # that the log holds everything (and its super block counts it: a mark updates it)
@@ -692,6 +933,11 @@ def cmd_load(argv):
         rec({"ev": "note", "msg": "qemu already gone at the cut", "t": tcut})
     rec({"ev": "cut", "t": tcut})
     stop.set()
+    if in_commit is not None:
+        th, answer = in_commit
+        th.join(timeout=60)
+        ev = answer.get("ev") or {"ev": "delete", "ts": tcut, "t": tcut, "st": -1}
+        rec(ev)
     for t in ths:
         t.join(timeout=25)
     with open(a.log, "w") as f:
@@ -709,6 +955,13 @@ def cmd_load(argv):
                 "acks_after_cut": len(late),
                 "delete": next(({"st": e["st"], "t": round(e["t"] - t0, 2)} for e in log
                                 if e["ev"] == "delete" and 200 <= e["st"] < 300), None),
+                "delete_cut": next(({"st": e["st"], "answered_before_cut": e["st"] > 0 and e["t"] <= tcut,
+                                     "sent_s_before_cut": round(tcut - e["ts"], 2)}
+                                    for e in log if e["ev"] == "delete" and a.kind == "delete-commit"), None),
+                "live_acked_posts": sum(1 for e in log if e["ev"] == "live_ack"),
+                "live_acked_bytes": sum(e["b"] - e["a"] for e in log if e["ev"] == "live_ack"),
+                "origin_reads": sum(1 for e in log if e["ev"] == "origin_read"),
+                "origin_bad_reads": sum(1 for e in log if e["ev"] == "origin_bad"),
                 "load_s": round(tcut - t0, 2),
             }
         )
@@ -1031,6 +1284,74 @@ def cmd_lwreplay(argv):
                 img.write(lg.read(nsec * ssz))
 
 
+def cmd_origin(argv):
+    """The guest's origin: /film of --size bytes, OriginPattern(--seed), one Range per request."""
+    import argparse
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    ap = argparse.ArgumentParser(prog="powercut.py origin")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--size", type=int, required=True)
+    a = ap.parse_args(argv)
+    pat = origin_pattern(a.seed)
+    etag = f'"pc-{a.seed}-{a.size}"'
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def answer(self, body):
+            if self.path.split("?")[0] != "/film":
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            first, last = 0, a.size - 1
+            rng = self.headers.get("Range")
+            if_range = self.headers.get("If-Range")
+            partial = rng is not None and (if_range is None or if_range == etag)
+            if partial:
+                spec = rng.removeprefix("bytes=")
+                lo, _, hi = spec.partition("-")
+                if lo == "":
+                    first = max(0, a.size - int(hi))
+                else:
+                    first = int(lo)
+                    last = min(last, int(hi)) if hi else last
+                if first > last or first >= a.size:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{a.size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {first}-{last}/{a.size}")
+            else:
+                self.send_response(200)
+            self.send_header("ETag", etag)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(last - first + 1))
+            self.end_headers()
+            pos = first
+            while body and pos <= last:
+                end = min(last + 1, pos + (1 << 20))
+                self.wfile.write(pat.bytes(pos, end))
+                pos = end
+
+        def do_GET(self):
+            self.answer(True)
+
+        def do_HEAD(self):
+            self.answer(False)
+
+    ThreadingHTTPServer.daemon_threads = True
+    srv = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
+    srv.serve_forever()
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -1046,6 +1367,7 @@ def main():
         "ready": cmd_ready,
         "lwinfo": cmd_lwinfo,
         "lwreplay": cmd_lwreplay,
+        "origin": cmd_origin,
     }[cmd](rest)
 
 

@@ -12,7 +12,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 PY="$HERE/powercut.py"
 
 BIN="$ROOT/target/release/vcache"
-ROUNDS=3
+ROUNDS=4
 MODE=both
 SEED=""
 KEEP=0
@@ -37,6 +37,12 @@ BOOT_CUTS=1
 EIO=0
 EIO_BOOT=0
 DELETES=1
+KINDS="slot live origin delete-commit"
+ORIGIN_SIZE=$((64 << 20))
+LIVE_CAP=$((16 << 20))
+GUEST_ORIGIN=0
+ORIGIN_PORT=0
+OPID=""
 
 usage() {
   cat <<EOF
@@ -62,7 +68,15 @@ usage: $0 [options]
                         mark after each 2xx, then replay the log to N flush points (the last one
                         and N-1 chosen at random) and check each like a cut (default 2; 0: off;
                         needs dmsetup on the host to copy into the guest)
-  --no-deletes          no DELETE rounds (default: in a third of the rounds whose cut comes after
+  --kinds "K..."        what the rounds load, in turn (default "$KINDS"): slot (ranged PUTs
+                        into the upload slot), live (POSTs appended to the live channel ch),
+                        origin (ranged GETs of the origin video org, filled from a server on the
+                        host), delete-commit (PUTs, then a DELETE, and the cut lands while its
+                        durable commit runs); each round loads one video, so the commit counter
+                        the interval check reads is that video's
+  --origin-size BYTES   the host origin's object (default $ORIGIN_SIZE)
+  --live-capacity BYTES the live channel's ring (default $LIVE_CAP)
+  --no-deletes          no DELETE rounds (default: in a third of the slot rounds whose cut comes after
                         1.5 s the PUTs pause, the slot is DELETEd, and they resume before the cut)
   --no-boot-cuts        do not cut the power during a third of the boots after a cut (default: do)
   --lw-load S           seconds of load in the dm-log-writes run (default $LW_LOAD)
@@ -97,6 +111,9 @@ while [ $# -gt 0 ]; do
     --lw-load) LW_LOAD=$2; shift 2 ;;
     --no-boot-cuts) BOOT_CUTS=0; shift ;;
     --no-deletes) DELETES=0; shift ;;
+    --kinds) KINDS=$2; shift 2 ;;
+    --origin-size) ORIGIN_SIZE=$2; shift 2 ;;
+    --live-capacity) LIVE_CAP=$2; shift 2 ;;
     --eio) EIO=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
@@ -132,6 +149,8 @@ cleanup() {
   local rc=$?
   [ -n "$QPID" ] && kill -9 "$QPID" 2>/dev/null || true
   [ -n "$QPID" ] && wait "$QPID" 2>/dev/null || true
+  [ -n "$OPID" ] && kill "$OPID" 2>/dev/null || true
+  [ -n "$OPID" ] && wait "$OPID" 2>/dev/null || true
   if [ "$KEEP" = 1 ] || [ $rc -ne 0 ]; then
     echo "powercut: work directory kept: $WORK" >&2
   else
@@ -233,7 +252,7 @@ boot() {
     -nodefaults -no-user-config -display none -no-reboot \
     -serial "file:$dir/console-$name.log" \
     -kernel "$VMLINUZ" -initrd "$WORK/initramfs.cpio" \
-    -append "console=ttyS0 panic=-1 loglevel=4 pc.sync=$sync pc.interval=$INTERVAL pc.size=$SLOT_SIZE pc.lw=$lw pc.eio=$EIO_BOOT" \
+    -append "console=ttyS0 panic=-1 loglevel=4 pc.sync=$sync pc.interval=$INTERVAL pc.size=$SLOT_SIZE pc.lw=$lw pc.eio=$EIO_BOOT pc.origin=$GUEST_ORIGIN pc.cap=$LIVE_CAP" \
     -drive "file=$dir/disk.img,format=raw,if=virtio,cache=none,aio=threads" "${extra[@]}" \
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$PORT-:8080$fwd" -device virtio-net-pci,netdev=n0 \
     > "$dir/qemu-$name.log" 2>&1 &
@@ -269,12 +288,26 @@ uniform() { python3 -c "import random,sys; print(round(random.Random(sys.argv[1]
 jget() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 
 RESULTS="$WORK/results.tsv"
-printf 'mode\tround\tcut_s\tacked_puts\tacked_bytes\trequired_bytes\tchecked_bytes\tlost_acked\toldest_lost_s\tround_s\tviolations\n' > "$RESULTS"
+printf 'mode\tround\tcut_s\tacked_puts\tacked_bytes\trequired_bytes\tchecked_bytes\tlost_acked\toldest_lost_s\tround_s\tviolations\tkind\n' > "$RESULTS"
 FAILED=0
+
+# the origin of the guest's `org` video: a server on the host, reached through user-mode networking
+start_origin() {
+  [ -z "$OPID" ] || return 0
+  local port
+  port=$(python3 "$PY" freeport)
+  python3 "$PY" origin --port "$port" --seed "$SEED" --size "$ORIGIN_SIZE" > "$WORK/origin.log" 2>&1 &
+  OPID=$!
+  ORIGIN_PORT=$port
+}
 
 run_mode() {
   local sync=$1 promise=$2
   local dir="$WORK/$sync" r
+  local kinds
+  read -r -a kinds <<< "$KINDS"
+  start_origin
+  GUEST_ORIGIN=$ORIGIN_PORT
   mkdir -p "$dir"
   rm -f "$dir/disk.img" "$dir/state.json"
   truncate -s "$DISK_SIZE" "$dir/disk.img"
@@ -288,16 +321,18 @@ run_mode() {
     --promise "$promise" --margin-ms "$MARGIN_MS" --result "$dir/result-0.json" || { FAILED=1; return; }
   echo "$sync  boot 0  up in ${BOOT_S}s, slot of $SLOT_SIZE bytes, $(jget "$dir/result-0.json" present_bytes) present"
   for r in $(seq 1 "$ROUNDS"); do
-    local t0 cut lj rj
+    local t0 cut lj rj kind
+    kind=${kinds[$(( (r - 1) % ${#kinds[@]} ))]}
     t0=$(date +%s.%N)
     cut=$(uniform "$CUT_MIN" "$CUT_MAX" "$SEED:$sync:$r")
     local delarg=()
-    if [ "$DELETES" = 1 ] && python3 -c "import random,sys; sys.exit(not (random.Random(sys.argv[1]).random() < 1/3 and $cut >= 1.5))" "$SEED:$sync:$r:delete"; then
+    if [ "$kind" = slot ] && [ "$DELETES" = 1 ] && python3 -c "import random,sys; sys.exit(not (random.Random(sys.argv[1]).random() < 1/3 and $cut >= 1.5))" "$SEED:$sync:$r:delete"; then
       delarg=(--delete-at "$(python3 -c "print(round($cut * $(uniform 0.3 0.7 "$SEED:$sync:$r:deleteat"), 2))")")
     fi
     lj=$(timeout $((${cut%.*} + 90)) python3 "$PY" load --port "$PORT" --seed "$SEED" "${delarg[@]}" \
       --round-seed "$(( SEED * 1000 + r ))$([ "$sync" = always ] && echo 1 || echo 2)" \
-      --qemu-pid "$QPID" --cut-after "$cut" --log "$dir/load-$r.jsonl" --threads "$THREADS") || {
+      --qemu-pid "$QPID" --cut-after "$cut" --log "$dir/load-$r.jsonl" --threads "$THREADS" \
+      --kind "$kind" --origin-size "$ORIGIN_SIZE") || {
       echo "$sync  round $r  FAIL: the load driver failed"; FAILED=1; stop_guest; return; }
     stop_guest   # it was SIGKILLed by the driver; reap it (and make sure)
     # a third of the rounds also cut the power during the next boot: while ext4 replays its journal,
@@ -310,7 +345,7 @@ run_mode() {
     fi
     if ! boot "$dir" "$sync" "$r"; then
       echo "$sync  round $r  FAIL: vcache did not start after the cut"
-      printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t1\n' "$sync" "$r" "$cut" >> "$RESULTS"
+      printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t1\t%s\n' "$sync" "$r" "$cut" "$kind" >> "$RESULTS"
       FAILED=1; return
     fi
     timeout 900 python3 "$PY" check --port "$PORT" --state "$dir/state.json" --seed "$SEED" --log "$dir/load-$r.jsonl" \
@@ -320,21 +355,39 @@ run_mode() {
     local secs viol
     secs=$(python3 -c "print(round($(date +%s.%N) - $t0, 1))")
     viol=$(jget "$rj" violations)
-    python3 - "$rj" "$sync" "$r" "$cut" "$secs" "$lj" "$RESULTS" <<'EOF'
+    python3 - "$rj" "$sync" "$r" "$cut" "$secs" "$lj" "$RESULTS" "$kind" <<'EOF'
 import json, sys
-rj, sync, r, cut, secs, lj, out = sys.argv[1:]
+rj, sync, r, cut, secs, lj, out, kind = sys.argv[1:]
 x = json.load(open(rj)); l = json.loads(lj)
 res = "ok" if x["violations"] == 0 else f"VIOLATIONS {x['violations']}"
-print(f"{sync:<8} round {r:>2}  cut at {float(cut):5.2f}s  acked PUTs {x['acked_puts']:>5}  "
-      f"acked bytes {x['acked_bytes']:>10}  promised {x['required_bytes']:>10}  bytes checked {x['checked_bytes']:>10}  "
-      f"lost acked {x['lost_acked_bytes']:>9} (oldest {x['oldest_lost_ack_s']:.2f}s)  "
+lv, og = x.get("live") or {}, x.get("origin") or {}
+if kind == "live":
+    # the live channel's figures in the common columns: POSTs, bytes, the durable head promised
+    cols = (lv.get("acked_posts", 0), lv.get("acked_bytes", 0), lv.get("required_head", 0),
+            lv.get("checked_bytes", 0), lv.get("lost_acked_bytes", 0), 0)
+    what = (f"acked POSTs {cols[0]:>5}  acked bytes {cols[1]:>10}  head {lv.get('head')} (window from "
+            f"{lv.get('window_start')}), durable point promised {cols[2]}  window bytes checked {cols[3]:>10}  "
+            f"acked bytes past the head {cols[4]}")
+elif kind == "origin":
+    cols = (l.get("origin_reads", 0), 0, 0, og.get("checked_bytes", 0), 0, 0)
+    what = (f"reads {cols[0]:>5} ({l.get('origin_bad_reads', 0)} differed)  present {og.get('present_bytes', 0):>10}  "
+            f"bytes checked against the origin {cols[3]:>10}")
+else:
+    cols = (x["acked_puts"], x["acked_bytes"], x["required_bytes"], x["checked_bytes"], x["lost_acked_bytes"],
+            x["oldest_lost_ack_s"])
+    what = (f"acked PUTs {x['acked_puts']:>5}  acked bytes {x['acked_bytes']:>10}  promised {x['required_bytes']:>10}  "
+            f"bytes checked {x['checked_bytes']:>10}  lost acked {x['lost_acked_bytes']:>9} (oldest {x['oldest_lost_ack_s']:.2f}s)")
+dc = l.get("delete_cut")
+print(f"{sync:<8} round {r:>2} {kind:<13} cut at {float(cut):5.2f}s  {what}  "
       f"commits {x['commits_seen']:>3}  {secs:>5}s  {res}"
       + (f"  [DELETE acknowledged at {l['delete']['t']}s: nothing sent before it may be present]" if l.get("delete") else "")
+      + (f"  [cut {dc['sent_s_before_cut']}s after the DELETE was sent, "
+         + ("after its answer" if dc["answered_before_cut"] else f"before its answer: it {x['delete_unanswered']}")
+         + "]" if dc else "")
       + (f"  [note: {x['lost_beyond_margin_bytes']} B acked more than the time margin before the cut are gone]"
          if x["lost_beyond_margin_bytes"] else ""), flush=True)
 with open(out, "a") as f:
-    f.write("\t".join(str(v) for v in (sync, r, cut, x["acked_puts"], x["acked_bytes"], x["required_bytes"],
-        x["checked_bytes"], x["lost_acked_bytes"], x["oldest_lost_ack_s"], secs, x["violations"])) + "\n")
+    f.write("\t".join(str(v) for v in (sync, r, cut) + cols + (secs, x["violations"], kind)) + "\n")
 EOF
     [ "$viol" = 0 ] || FAILED=1
   done
@@ -347,6 +400,7 @@ EOF
 # may hold after a power cut at that moment.
 lw_mode() {
   local sync=$1 promise=$2
+  GUEST_ORIGIN=0
   local dir="$WORK/$sync-lw" k last=-1 info pts
   mkdir -p "$dir"
   rm -f "$dir"/*.img "$dir/state.json"
@@ -375,7 +429,7 @@ lw_mode() {
     if [ "$promise" != always ]; then echo '[]' > "$dir/require-$k.json"; fi
     if ! boot "$dir" "$sync" "replay-$k"; then
       echo "$sync-lw  point $k  FAIL: vcache did not start on the replayed disk"
-      printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t1\n' "$sync-lw" "$k" "-" >> "$RESULTS"
+      printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t1\tslot\n' "$sync-lw" "$k" "-" >> "$RESULTS"
       FAILED=1; stop_guest; continue
     fi
     rj="$dir/result-$k.json"
@@ -393,7 +447,7 @@ print(f"{mode:<11} flush point {k:>6}  acked+marked before it {x['required_bytes
       f"present {x['present_bytes']:>10} B  bytes checked {x['checked_bytes']:>10}  {secs:>5}s  {res}", flush=True)
 with open(out, "a") as f:
     f.write("\t".join(str(v) for v in (mode, k, "-", x["acked_puts"], x["acked_bytes"], x["required_bytes"],
-        x["checked_bytes"], x["lost_acked_bytes"], x["oldest_lost_ack_s"], secs, x["violations"])) + "\n")
+        x["checked_bytes"], x["lost_acked_bytes"], x["oldest_lost_ack_s"], secs, x["violations"], "slot")) + "\n")
 EOF
     [ "$(jget "$rj" violations)" = 0 ] || FAILED=1
   done
@@ -408,6 +462,7 @@ EOF
 # that must be acknowledged again, a cut, boot 2 and the checks once more.
 eio_mode() {
   local sync=$1
+  GUEST_ORIGIN=0
   local dir="$WORK/eio-$sync" ej lj t0 tag="eio-$sync"
   mkdir -p "$dir"
   rm -f "$dir/disk.img" "$dir/state.json"
@@ -506,10 +561,13 @@ import sys, csv
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 margin, interval, wall = sys.argv[2], sys.argv[3], sys.argv[4]
 print(f"\nsummary (checkpoint_interval_ms={interval}, interval margin {margin} ms, {wall} s in all)")
-print("(-lw rows: one logged run per mode replayed to N flush points; its PUTs are counted once)")
-print(f"{'mode':<12}{'rounds':>7}{'acked PUTs':>11}{'acked bytes':>13}{'promised B':>12}{'checked B':>12}{'lost acked':>11}{'s/round':>8}{'violations':>11}")
-for mode in ("always", "interval", "always-lw", "interval-lw"):
-    rs = [r for r in rows if r["mode"] == mode]
+print("(-lw rows: one logged run per mode replayed to N flush points; its PUTs are counted once;")
+print(" live rows: acked POSTs and bytes, the sum of the durable heads promised, window bytes checked;")
+print(" origin rows: reads, bytes checked against the origin)")
+print(f"{'mode':<12}{'kind':<14}{'rounds':>7}{'acked':>11}{'acked bytes':>13}{'promised':>12}{'checked B':>12}{'lost acked':>11}{'s/round':>8}{'violations':>11}")
+for mode, kind in [(m, k) for m in ("always", "interval", "always-lw", "interval-lw")
+                   for k in ("slot", "delete-commit", "live", "origin")]:
+    rs = [r for r in rows if r["mode"] == mode and r.get("kind", "slot") == kind]
     if not rs:
         continue
     vals = lambda k: [int(r[k]) for r in rs if r[k] not in ("-", "")]
@@ -517,7 +575,7 @@ for mode in ("always", "interval", "always-lw", "interval-lw"):
     n = lambda k: (max(vals(k), default=0) if once else sum(vals(k)))
     secs = [float(r["round_s"]) for r in rs if r["round_s"] not in ("-", "")]
     lost = "-" if once else n("lost_acked")
-    print(f"{mode:<12}{len(rs):>7}{n('acked_puts'):>11}{n('acked_bytes'):>13}{sum(vals('required_bytes')):>12}"
+    print(f"{mode:<12}{kind:<14}{len(rs):>7}{n('acked_puts'):>11}{n('acked_bytes'):>13}{sum(vals('required_bytes')):>12}"
           f"{sum(vals('checked_bytes')):>12}{lost:>11}{(sum(secs) / len(secs) if secs else 0):>8.1f}"
           f"{sum(vals('violations')):>11}")
 EOF

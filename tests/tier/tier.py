@@ -24,6 +24,9 @@ VIDEOS = 60
 FILL_BLOCK = 256 * 1024
 DRAIN_MS = 3000
 TOKEN = "tier-token"
+LIVE = "ch"
+LIVE_CAPACITY = 4 << 20
+OPEN_END = 9_007_199_254_740_991
 
 failures = []
 
@@ -43,14 +46,30 @@ def wait_until(what, seconds, cond):
     raise SystemExit(f"timed out after {seconds} s waiting for {what}")
 
 
-def request(host, path, method="GET", headers=None, port=PORT, timeout=20):
+def request(host, path, method="GET", headers=None, port=PORT, timeout=20, body=None):
     c = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        c.request(method, path, headers=headers or {})
+        c.request(method, path, body=body, headers=headers or {})
         r = c.getresponse()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
         c.close()
+
+
+def rendezvous(nodes, video):
+    """The nodes ranked for `video` as vcache ranks them (src/cluster.rs: FNV-1a, then splitmix64)."""
+    m = (1 << 64) - 1
+
+    def weight(n):
+        h = 0xcbf29ce484222325
+        for b in f"{ADDR[n]}:{PORT}/{video}".encode():
+            h = ((h ^ b) * 0x100000001b3) & m
+        z = (h + 0x9e3779b97f4a7c15) & m
+        z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & m
+        z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & m
+        return z ^ (z >> 31)
+
+    return sorted(nodes, key=weight, reverse=True)
 
 
 def reachable(host, port):
@@ -132,6 +151,13 @@ http {{
             plist = ", ".join(f'"http://{ADDR[p]}:{PORT}"' for p in peers)
             lines.append(f'[cluster]\nself = "http://{ADDR[name]}:{PORT}"\npeers = [{plist}]\n'
                          f"drain_ms = {DRAIN_MS}\n")
+        if self.features.get("cluster"):
+            # The live channel: published on its owner; the second-ranked node relays it, the others
+            # hold it plainly (and send a publisher to the owner).
+            ranked = rendezvous(peers, LIVE)
+            relay = (f'upstream = "http://{ADDR[ranked[0]]}:{PORT}/videos/{LIVE}"\n'
+                     if len(ranked) > 1 and name == ranked[1] else "")
+            lines.append(f'[[video]]\nid = "{LIVE}"\nkind = "live"\ncapacity = {LIVE_CAPACITY}\n{relay}')
         for i in self.ids:
             lines.append(f'[[video]]\nid = "{i}"\nkind = "origin"\n'
                          f'url = "http://{ADDR["origin"]}:{ORIGIN_PORT}/v/{i}"\n'
@@ -158,6 +184,7 @@ http {{
             f"    server {n} {ADDR[n]}:{PORT} check inter 300ms fall 2 rise 2 "
             f"observe layer4 error-limit 1 on-error mark-down{' disabled' if n == 'n4' else ''}"
             for n in NODES)
+        owner = rendezvous(["n1", "n2", "n3"], LIVE)[0]
         conf = f"""global
     stats socket {d}/admin.sock mode 600 level admin
     maxconn 4096
@@ -178,6 +205,8 @@ backend vcache
     option httpchk GET /readyz
     http-check expect status 200
     http-response set-header X-Served-By %[srv_name]
+    # A live channel's publisher goes to its owner (vcache's rendezvous order; others answer 307).
+    use-server {owner} if {{ method PUT POST }} {{ path /videos/{LIVE} }}
 {servers}
 """
         with open(os.path.join(d, "haproxy.cfg"), "w") as f:
@@ -286,6 +315,7 @@ def run_checks(t):
                lambda: set(t.placement().values()) == set(three))
     figures = check_placement_and_ranges(t, three)
     check_validators(t, three)
+    figures.update(check_live(t, three))
     figures.update(check_failover_and_return(t, three))
     figures.update(check_drain(t, three))
     figures.update(check_join(t, three))
@@ -460,6 +490,128 @@ def check_validators(t, nodes):
                              f"(origin {oh['etag']} {oh['last-modified']})")
     check("validators: every node answers with the origin's ETag and Last-Modified", not wrong,
           f"{len(sample)} videos x {len(nodes)} nodes; {wrong[:3]}")
+
+
+def live_follower(host, start):
+    """An RFC 8673 follower of the live channel from `start` on a thread: (thread, result dict)."""
+    out = {}
+
+    def run():
+        c = http.client.HTTPConnection(host, PORT, timeout=60)
+        c.request("GET", f"/videos/{LIVE}", headers={"Range": f"bytes={start}-{OPEN_END}"})
+        r = c.getresponse()
+        out["status"], out["range"] = r.status, r.getheader("Content-Range")
+        out["body"] = r.read()
+        c.close()
+
+    th = threading.Thread(target=run)
+    th.start()
+    return th, out
+
+
+def live_info(host):
+    s, h, _b = request(host, f"/videos/{LIVE}", method="HEAD")
+    return s, h
+
+
+def check_live(t, nodes):
+    """One publisher per channel and a relayed channel byte-identical on two nodes."""
+    if not t.features.get("cluster"):
+        return {}
+    ranked = rendezvous(nodes, LIVE)
+    owner, relay, other = ranked
+    named = {n: live_info(ADDR[n])[1].get("x-vcache-owner") for n in nodes}
+    check("live: every node names the same owner, the one vcache's ranking gives",
+          set(named.values()) == {f"http://{ADDR[owner]}:{PORT}"}, f"{named}")
+    # The publisher through HAProxy (use-server sends it to the owner), held open.
+    pub = socket.create_connection((ADDR["lb"], PORT), timeout=20)
+    pub.sendall(f"PUT /videos/{LIVE} HTTP/1.1\r\nHost: lb\r\nAuthorization: Bearer {TOKEN}\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n".encode())
+    rng = random.Random(81)
+    first, rest = rng.randbytes(300_000), rng.randbytes(3 << 20)
+
+    def send(data):
+        for k in range(0, len(data), 65536):
+            piece = data[k:k + 65536]
+            pub.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+
+    send(first)
+    wait_until("the owner to take the publisher", 10,
+               lambda: live_info(ADDR[owner])[1].get("x-live-head") == str(len(first)))
+    wait_until("the relay to follow", 10,
+               lambda: live_info(ADDR[relay])[1].get("x-live-head") == str(len(first)))
+    # A second publisher on the third node: sent to the owner, and refused there while the first is on.
+    s3, h3, _b = request(ADDR[other], f"/videos/{LIVE}", method="PUT", body=b"second",
+                         headers={"Authorization": f"Bearer {TOKEN}", "Content-Length": "6"})
+    loc = h3.get("location", "")
+    s4, _h, b4 = request(ADDR[owner], f"/videos/{LIVE}", method="PUT", body=b"second",
+                         headers={"Authorization": f"Bearer {TOKEN}", "Content-Length": "6"})
+    s5, _h, b5 = request(ADDR[relay], f"/videos/{LIVE}", method="PUT", body=b"second",
+                         headers={"Authorization": f"Bearer {TOKEN}", "Content-Length": "6"})
+    heads = {n: live_info(ADDR[n])[1].get("x-live-head") for n in nodes}
+    check("live: a second publisher is refused (307 to the owner elsewhere, 409 there and on the relay)",
+          s3 == 307 and loc == f"http://{ADDR[owner]}:{PORT}/videos/{LIVE}" and s4 == 409 and s5 == 409
+          and heads[other] == "0" and heads[owner] == str(len(first)),
+          f"{other}: {s3} {loc}; {owner}: {s4} {b4[:60]!r}; {relay} (relay): {s5} {b5[:60]!r}; heads {heads}")
+    # Followers on the owner and on the relay from the same offset read the same bytes.
+    fo, out_o = live_follower(ADDR[owner], len(first))
+    fr, out_r = live_follower(ADDR[relay], len(first))
+    time.sleep(0.5)
+    send(rest)
+    pub.sendall(b"0\r\n\r\n")
+    answer = pub.recv(4096).split(b"\r\n", 1)[0]
+    pub.close()
+    fo.join(60)
+    fr.join(60)
+    end = len(first) + len(rest)
+    wait_until("the relay's head at the owner's", 10,
+               lambda: live_info(ADDR[relay])[1].get("x-live-head") == str(end))
+    windows = {n: live_info(ADDR[n])[1].get("x-live-window") for n in (owner, relay)}
+    a, b = (int(x) for x in windows[owner].split("-"))
+    _s, _h, win_o = request(ADDR[owner], f"/videos/{LIVE}", headers={"Range": f"bytes={a}-{b - 1}"})
+    _s, _h, win_r = request(ADDR[relay], f"/videos/{LIVE}", headers={"Range": f"bytes={a}-{b - 1}"})
+    whole = first + rest
+    check("live: a relayed channel is byte-identical on two nodes at identical offsets",
+          answer.startswith(b"HTTP/1.1 200") and out_o.get("status") == 206 and out_r.get("status") == 206
+          and out_o.get("range") == out_r.get("range") == f"bytes {len(first)}-{OPEN_END}/*"
+          and out_o.get("body") == out_r.get("body") == rest
+          and windows[owner] == windows[relay] and win_o == win_r == whole[a:b],
+          f"publisher {answer!r}; followers {out_o.get('status')}/{out_r.get('status')} with "
+          f"{len(out_o.get('body', b''))}/{len(out_r.get('body', b''))} bytes of {len(rest)}; "
+          f"windows {windows}")
+    figures = {"live_relayed_bytes": len(rest)}
+    figures.update(check_live_ffmpeg(t, owner, relay, other, end))
+    return figures
+
+
+def ffmpeg_publish(url):
+    """Two seconds of MPEG-TS published by ffmpeg with `-method PUT` (as an encoder would)."""
+    return subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+         "testsrc=size=160x120:rate=25", "-t", "2", "-c:v", "mpeg2video", "-f", "mpegts",
+         "-method", "PUT", "-headers", f"Authorization: Bearer {TOKEN}\r\n", url],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+
+
+def check_live_ffmpeg(t, owner, relay, other, head):
+    """ffmpeg does not follow a 307 for a PUT (nor look at a PUT's answer: it exits 0 having published
+    nothing): through HAProxy (use-server) it reaches the owner; sent to another node nothing is
+    written anywhere and the channel does not split."""
+    heads = lambda: {n: live_info(ADDR[n])[1].get("x-live-head") for n in (owner, relay, other)}
+    direct = ffmpeg_publish(f"http://{ADDR[other]}:{PORT}/videos/{LIVE}")
+    after_direct = heads()
+    via_lb = ffmpeg_publish(f"http://{ADDR['lb']}:{PORT}/videos/{LIVE}")
+    wait_until("the relay to follow ffmpeg's session", 10,
+               lambda: len(set(v for n, v in heads().items() if n != other)) == 1)
+    final = heads()
+    grown = int(final[owner]) - head
+    check("live: ffmpeg publishes through HAProxy to the owner; sent elsewhere nothing is written, no split",
+          after_direct[owner] == str(head) and after_direct[other] == "0"
+          and via_lb.returncode == 0 and grown > 0 and final[relay] == final[owner]
+          and final[other] == "0",
+          f"direct to {other}: exit {direct.returncode} ({direct.stderr.decode()[-80:].strip()!r}); "
+          f"through HAProxy: exit {via_lb.returncode}, {grown} bytes on the owner; heads {final}")
+    return {"live_ffmpeg_bytes": grown}
 
 
 def check_failover_and_return(t, nodes):

@@ -85,37 +85,37 @@ impl SpaceWorker {
 
 fn run(rx: Receiver<SpaceJob>, out: Arc<Mutex<Vec<SpaceDone>>>, waker: Arc<mio::Waker>) {
     while let Ok(job) = rx.recv() {
-        let done = match job {
+        let (video, block, punch, file, offset, len) = match job {
             SpaceJob::Allocate {
                 video,
                 block,
                 file,
                 offset,
                 len,
-            } => SpaceDone {
-                result: allocate_range(&file, offset, len).map_err(|e| e.to_string()),
-                video,
-                block,
-                punch: false,
-            },
+            } => (video, block, false, file, offset, len),
             SpaceJob::Punch {
                 video,
                 block,
                 file,
                 offset,
                 len,
-            } => SpaceDone {
-                result: punch_range(&file, offset, len).map_err(|e| e.to_string()),
-                video,
-                block,
-                punch: true,
-            },
+            } => (video, block, true, file, offset, len),
             SpaceJob::Save { path, bytes } => {
                 if let Err(e) = save(&path, &bytes) {
                     log::warn!("cannot write {}: {e}", path.display());
                 }
                 continue;
             }
+        };
+        let result = match punch {
+            true => punch_range(&file, offset, len),
+            false => allocate_range(&file, offset, len),
+        };
+        let done = SpaceDone {
+            video,
+            block,
+            punch,
+            result: result.map_err(|e| e.to_string()),
         };
         out.lock().unwrap_or_else(|p| p.into_inner()).push(done);
         if let Err(e) = waker.wake() {
