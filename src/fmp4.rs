@@ -15,8 +15,13 @@ const NON_SYNC: u32 = 0x0001_0000;
 pub enum Fmp4Event {
     /// A complete init segment (`ftyp` + `moov`), starting at `offset`.
     Init { offset: u64, bytes: Vec<u8> },
-    /// A `moof` at `offset`; `sync`: its video track's first sample is a sync sample.
-    Fragment { offset: u64, sync: bool },
+    /// A `moof` at `offset`; `sync`: its video track's first sample is a sync sample; `time`: its
+    /// video track's decode time (`tfdt`) in 90 kHz ticks modulo 2^33, when the `moov` gave a timescale.
+    Fragment {
+        offset: u64,
+        sync: bool,
+        time: Option<u64>,
+    },
 }
 
 /// A top-level box being read: its start offset, kind, bytes left, and its bytes so far when kept
@@ -33,8 +38,8 @@ pub struct Fmp4Indexer {
     current: Option<OpenBox>,
     init: Vec<u8>,
     init_offset: Option<u64>,
-    /// (video track id, its trex default sample flags) from the last `moov`.
-    video: Option<(u32, u32)>,
+    /// The video track of the last `moov`.
+    video: Option<VideoTrack>,
     /// A box header was malformed: nothing more is parsed in this session.
     lost: bool,
 }
@@ -76,19 +81,34 @@ fn child<'a>(body: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
         .map(|(_, b)| b)
 }
 
-/// The video track of a `moov` body: (track id, trex default_sample_flags or 0).
-fn video_track(moov: &[u8]) -> Option<(u32, u32)> {
-    let id = children(moov).into_iter().find_map(|(k, trak)| {
+/// What a `moov` says of its video track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct VideoTrack {
+    id: u32,
+    /// `trex` default_sample_flags, or 0.
+    flags: u32,
+    /// `mdhd` timescale (units per second), 0 if unknown.
+    timescale: u32,
+}
+
+/// The video track of a `moov` body.
+fn video_track(moov: &[u8]) -> Option<VideoTrack> {
+    let (id, timescale) = children(moov).into_iter().find_map(|(k, trak)| {
         if &k != b"trak" {
             return None;
         }
-        let hdlr = child(child(trak, b"mdia")?, b"hdlr")?;
+        let mdia = child(trak, b"mdia")?;
+        let hdlr = child(mdia, b"hdlr")?;
         if hdlr.get(8..12)? != b"vide" {
             return None;
         }
         let tkhd = child(trak, b"tkhd")?;
         let at = if tkhd.first()? == &1 { 4 + 16 } else { 4 + 8 };
-        be32(tkhd, at)
+        // mdhd: version 1 has 64-bit creation and modification times before the timescale.
+        let timescale = child(mdia, b"mdhd")
+            .and_then(|m| be32(m, if m.first() == Some(&1) { 20 } else { 12 }))
+            .unwrap_or(0);
+        Some((be32(tkhd, at)?, timescale))
     })?;
     let flags = child(moov, b"mvex")
         .and_then(|mvex| {
@@ -99,13 +119,27 @@ fn video_track(moov: &[u8]) -> Option<(u32, u32)> {
                 .and_then(|(_, t)| be32(t, 20))
         })
         .unwrap_or(0);
-    Some((id, flags))
+    Some(VideoTrack {
+        id,
+        flags,
+        timescale,
+    })
 }
 
-/// Whether a `moof` body's video fragment starts with a sync sample (`trun` first_sample_flags, else
-/// its first sample's flags, else `tfhd` default_sample_flags, else `trex`'s).
-fn moof_is_sync(moof: &[u8], video: Option<(u32, u32)>) -> bool {
-    let (track, trex_flags) = video.unwrap_or((0, 0));
+/// A `traf`'s `tfdt` base media decode time, in 90 kHz ticks modulo 2^33.
+fn decode_time_90k(traf: &[u8], timescale: u32) -> Option<u64> {
+    let tfdt = child(traf, b"tfdt")?;
+    let units = match tfdt.first()? {
+        1 => u64::from_be_bytes(tfdt.get(4..12)?.try_into().ok()?),
+        _ => u64::from(be32(tfdt, 4)?),
+    };
+    let ticks = u128::from(units) * 90_000 / u128::from(timescale).max(1);
+    (timescale > 0).then_some((ticks % (1u128 << 33)) as u64)
+}
+
+/// Whether a `moof` body's video fragment starts with a sync sample, and its decode time.
+fn moof_info(moof: &[u8], video: Option<VideoTrack>) -> (bool, Option<u64>) {
+    let timescale = video.map_or(0, |v| v.timescale);
     for (kind, traf) in children(moof) {
         if &kind != b"traf" {
             continue;
@@ -113,41 +147,51 @@ fn moof_is_sync(moof: &[u8], video: Option<(u32, u32)>) -> bool {
         let Some(tfhd) = child(traf, b"tfhd") else {
             continue;
         };
-        let tf_flags = be32(tfhd, 0).unwrap_or(0) & 0x00FF_FFFF;
-        if video.is_some() && be32(tfhd, 4) != Some(track) {
+        if video.is_some_and(|v| be32(tfhd, 4) != Some(v.id)) {
             continue;
         }
-        // tfhd optional fields in order: base offset (8), description index (4), duration (4),
-        // size (4), flags (4).
-        let mut at = 8;
-        let mut default = trex_flags;
-        for (bit, len) in [(0x1, 8), (0x2, 4), (0x8, 4), (0x10, 4), (0x20, 4)] {
-            if tf_flags & bit != 0 {
-                if bit == 0x20 {
-                    default = be32(tfhd, at).unwrap_or(default);
-                }
-                at += len;
-            }
-        }
-        let Some(trun) = child(traf, b"trun") else {
-            return default & NON_SYNC == 0;
-        };
-        let tr_flags = be32(trun, 0).unwrap_or(0) & 0x00FF_FFFF;
-        let mut at = 8 + if tr_flags & 0x1 != 0 { 4 } else { 0 };
-        if tr_flags & 0x4 != 0 {
-            return be32(trun, at).unwrap_or(default) & NON_SYNC == 0;
-        }
-        if tr_flags & 0x400 != 0 {
-            at += [0x100, 0x200]
-                .iter()
-                .filter(|b| tr_flags & **b != 0)
-                .count()
-                * 4;
-            return be32(trun, at).unwrap_or(default) & NON_SYNC == 0;
-        }
-        return default & NON_SYNC == 0;
+        return (traf_is_sync(traf, video), decode_time_90k(traf, timescale));
     }
-    false
+    (false, None)
+}
+
+/// Whether the video `traf` starts with a sync sample (`trun` first_sample_flags, else its first
+/// sample's flags, else `tfhd` default_sample_flags, else `trex`'s).
+fn traf_is_sync(traf: &[u8], video: Option<VideoTrack>) -> bool {
+    let trex_flags = video.map_or(0, |v| v.flags);
+    let Some(tfhd) = child(traf, b"tfhd") else {
+        return false;
+    };
+    let tf_flags = be32(tfhd, 0).unwrap_or(0) & 0x00FF_FFFF;
+    // tfhd optional fields in order: base offset (8), description index (4), duration (4),
+    // size (4), flags (4).
+    let mut at = 8;
+    let mut default = trex_flags;
+    for (bit, len) in [(0x1, 8), (0x2, 4), (0x8, 4), (0x10, 4), (0x20, 4)] {
+        if tf_flags & bit != 0 {
+            if bit == 0x20 {
+                default = be32(tfhd, at).unwrap_or(default);
+            }
+            at += len;
+        }
+    }
+    let Some(trun) = child(traf, b"trun") else {
+        return default & NON_SYNC == 0;
+    };
+    let tr_flags = be32(trun, 0).unwrap_or(0) & 0x00FF_FFFF;
+    let mut at = 8 + if tr_flags & 0x1 != 0 { 4 } else { 0 };
+    if tr_flags & 0x4 != 0 {
+        return be32(trun, at).unwrap_or(default) & NON_SYNC == 0;
+    }
+    if tr_flags & 0x400 != 0 {
+        at += [0x100, 0x200]
+            .iter()
+            .filter(|b| tr_flags & **b != 0)
+            .count()
+            * 4;
+        return be32(trun, at).unwrap_or(default) & NON_SYNC == 0;
+    }
+    default & NON_SYNC == 0
 }
 
 impl Fmp4Indexer {
@@ -162,6 +206,20 @@ impl Fmp4Indexer {
             video: None,
             lost: false,
         }
+    }
+
+    /// A parser that already read `init` (a session's `ftyp` + `moov`, kept apart from the bytes
+    /// fed): after a restart the window may start past it, but its fragments' flags and decode times
+    /// need its video track.
+    pub fn primed(offset: u64, init: &[u8]) -> Fmp4Indexer {
+        let mut p = Fmp4Indexer::new(0);
+        let _ = p.feed(init);
+        Fmp4Indexer::new(offset).with_video(if p.lost { None } else { p.video })
+    }
+
+    fn with_video(mut self, video: Option<VideoTrack>) -> Fmp4Indexer {
+        self.video = video;
+        self
     }
 
     /// Scan the next bytes; returns what they completed.
@@ -258,10 +316,11 @@ impl Fmp4Indexer {
                 }
             }
             (b"moof", keep) => {
-                let sync = keep.is_some_and(|b| moof_is_sync(&b[8..], self.video));
+                let (sync, time) = keep.map_or((false, None), |b| moof_info(&b[8..], self.video));
                 events.push(Fmp4Event::Fragment {
                     offset: start,
                     sync,
+                    time,
                 });
             }
             _ => {}
@@ -356,17 +415,59 @@ mod tests {
                     },
                     Fmp4Event::Fragment {
                         offset: 1000 + init_len,
-                        sync: true
+                        sync: true,
+                        time: None
                     },
                     Fmp4Event::Fragment {
                         offset: 1000 + second,
-                        sync: false
+                        sync: false,
+                        time: None
                     },
                 ],
                 "pieces of {piece}"
             );
         }
         assert_eq!(find_moof(&stream[5..], 5), Some(init_len));
+    }
+
+    #[test]
+    fn decode_times_come_in_90_khz_ticks_also_after_priming_with_a_kept_init() {
+        // moov with an mdhd of timescale 12800 (ffmpeg's for 25 fps), version 0.
+        let mut tkhd = vec![0u8; 8];
+        tkhd.extend_from_slice(&1u32.to_be_bytes());
+        let tkhd = full(0, &[&tkhd[..], &[0; 60]].concat());
+        let hdlr = full(0, &[&[0u8; 4][..], b"vide", &[0; 12]].concat());
+        let mdhd = full(
+            0,
+            &[&[0u8; 8][..], &12_800u32.to_be_bytes(), &[0; 8]].concat(),
+        );
+        let mdia = bx(b"mdia", &[bx(b"mdhd", &mdhd), bx(b"hdlr", &hdlr)].concat());
+        let moov = bx(b"moov", &bx(b"trak", &[bx(b"tkhd", &tkhd), mdia].concat()));
+        let init = [bx(b"ftyp", b"isom\0\0\0\0"), moov].concat();
+        let tfhd = full(0, &1u32.to_be_bytes());
+        let tfdt = full(1 << 24, &(12_800u64 * 3).to_be_bytes());
+        let trun = full(
+            0x4,
+            &[&1u32.to_be_bytes()[..], &0x0200_0000u32.to_be_bytes()].concat(),
+        );
+        let traf = bx(
+            b"traf",
+            &[bx(b"tfhd", &tfhd), bx(b"tfdt", &tfdt), bx(b"trun", &trun)].concat(),
+        );
+        let moof = bx(
+            b"moof",
+            &[bx(b"mfhd", &full(0, &[0, 0, 0, 1])), traf].concat(),
+        );
+        let want = Fmp4Event::Fragment {
+            offset: 500,
+            sync: true,
+            time: Some(3 * 90_000),
+        };
+        let mut primed = Fmp4Indexer::primed(500, &init);
+        assert_eq!(primed.feed(&moof), vec![want.clone()]);
+        let mut whole = Fmp4Indexer::new(500 - init.len() as u64);
+        let events = whole.feed(&[init.clone(), moof].concat());
+        assert_eq!(events.last(), Some(&want));
     }
 
     #[test]

@@ -13,6 +13,11 @@ use crate::tsindex::PTS_CLOCK_HZ;
 /// The URI of every segment, relative to `/videos/{id}/index.m3u8`: `/videos/{id}/stream.ts`, the
 /// video's bytes under a name with a media extension.
 pub const SEGMENT_URI: &str = "stream.ts";
+/// The segment URI of a fragmented MP4 channel: `/videos/{id}/stream.mp4`, the same bytes.
+pub const SEGMENT_URI_MP4: &str = "stream.mp4";
+/// The init segment of a fragmented MP4 channel's session: `/videos/{id}/init.mp4?at=OFFSET`, the
+/// offset naming the session's init (a new session's init gets a new URI, so players fetch it again).
+pub const INIT_URI_MP4: &str = "init.mp4";
 /// The media type of a playlist.
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Segment length of a VOD playlist built from a constant byte rate (Apple's recommended 6 s).
@@ -54,6 +59,9 @@ pub struct LowLatency<'a> {
 pub struct Playlist<'a> {
     /// The URI every segment's byte range refers to.
     pub uri: &'a str,
+    /// `#EXT-X-MAP` (fragmented MP4): the init segment's URI and length. The length is given as
+    /// the whole resource's `BYTERANGE` so that a player reusing a connection sends a bounded request.
+    pub map: Option<(&'a str, u64)>,
     pub media_sequence: u64,
     pub segments: &'a [MediaSegment],
     /// VOD: `#EXT-X-PLAYLIST-TYPE:VOD` and `#EXT-X-ENDLIST`.
@@ -101,7 +109,12 @@ pub fn render(p: &Playlist<'_>) -> String {
         .map(|s| ceil_secs(s.millis))
         .fold(p.min_target_secs.max(1), u64::max);
     let mut out = String::with_capacity(128 + p.segments.len() * 120);
-    let version = if p.low_latency.is_some() { 6 } else { 4 };
+    // Version 6: EXT-X-MAP without I-frames only, and LL-HLS; version 4: byte ranges.
+    let version = if p.low_latency.is_some() || p.map.is_some() {
+        6
+    } else {
+        4
+    };
     let _ = writeln!(out, "#EXTM3U\n#EXT-X-VERSION:{version}");
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
     if let Some(ll) = &p.low_latency {
@@ -122,6 +135,9 @@ pub fn render(p: &Playlist<'_>) -> String {
     }
     if p.independent {
         out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+    }
+    if let Some((uri, len)) = p.map {
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{uri}\",BYTERANGE=\"{len}@0\"");
     }
     let mut prev_disc = p.segments.first().map(|s| s.disc);
     for (i, s) in p.segments.iter().enumerate() {
@@ -278,6 +294,7 @@ mod tests {
         ];
         let text = render(&Playlist {
             uri: "stream.ts",
+            map: None,
             media_sequence: 41,
             segments: &segs,
             vod: false,
@@ -306,6 +323,7 @@ mod tests {
         let open = [part(3000, 500, true)];
         let text = render(&Playlist {
             uri: "stream.ts",
+            map: None,
             media_sequence: 7,
             segments: &segs,
             vod: false,
@@ -327,6 +345,31 @@ mod tests {
             .find("BYTERANGE=\"500@3000\",INDEPENDENT=YES")
             .expect("open part");
         assert!(first < extinf && extinf < last, "{text}");
+    }
+
+    #[test]
+    fn fmp4_playlist_maps_its_init_segment_at_version_6() {
+        let segs = [seg(900, 1000, 1000, 2)];
+        let text = render(&Playlist {
+            uri: SEGMENT_URI_MP4,
+            map: Some(("init.mp4?at=0", 810)),
+            media_sequence: 3,
+            segments: &segs,
+            vod: false,
+            independent: true,
+            min_target_secs: 1,
+            low_latency: None,
+        });
+        assert!(text.starts_with("#EXTM3U\n#EXT-X-VERSION:6\n"), "{text}");
+        let map = text
+            .find("#EXT-X-MAP:URI=\"init.mp4?at=0\",BYTERANGE=\"810@0\"\n")
+            .expect("map");
+        let first = text.find("#EXTINF").expect("segment");
+        assert!(
+            map < first,
+            "the map comes before the segments it applies to"
+        );
+        assert!(text.contains("#EXT-X-BYTERANGE:1000@900\nstream.mp4\n"));
     }
 
     #[test]
@@ -357,6 +400,7 @@ mod tests {
         );
         let text = render(&Playlist {
             uri: "stream.ts",
+            map: None,
             media_sequence: 0,
             segments: &segs,
             vod: true,

@@ -828,11 +828,10 @@ fn route_video(
     let respond = Decision::respond;
     let allow = ctx.store.get(id).map_or(ALL_METHODS, video_allow);
     match (sub, head.method) {
-        (None | Some("offset" | "index.m3u8" | "stream.ts"), Method::Get | Method::Head)
-            if !read_ok =>
-        {
-            respond(unauthorized(head_only, keep_alive, "reading"))
-        }
+        (
+            None | Some("offset" | "index.m3u8" | "stream.ts" | "stream.mp4" | "init.mp4"),
+            Method::Get | Method::Head,
+        ) if !read_ok => respond(unauthorized(head_only, keep_alive, "reading")),
         (None, Method::Get | Method::Head) => serve_video(head, id, ctx),
         (None, Method::Put | Method::Post) => ingest(head, id, ctx),
         (None, Method::Delete) => delete(head, id, ctx),
@@ -843,8 +842,15 @@ fn route_video(
         (Some("index.m3u8"), Method::Get | Method::Head) => playlist::playlist(head, id, ctx),
         // The same bytes under a name with a media extension: HLS segments' URI (ffmpeg's HLS
         // reader refuses segment URLs without one).
-        (Some("stream.ts"), Method::Get | Method::Head) => serve_video(head, id, ctx),
-        (Some("stream.ts"), _) => respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
+        (Some("stream.ts" | "stream.mp4"), Method::Get | Method::Head) => {
+            serve_video(head, id, ctx)
+        }
+        (Some("init.mp4"), Method::Get | Method::Head) => {
+            respond(playlist::init_segment(head, id, ctx))
+        }
+        (Some("stream.ts" | "stream.mp4" | "init.mp4"), _) => {
+            respond(method_not_allowed("GET, HEAD", head_only, keep_alive))
+        }
         (Some("index.m3u8"), _) => respond(method_not_allowed("GET, HEAD", head_only, keep_alive)),
         (Some("fill"), Method::Post) => fill(head, id, ctx),
         (Some("fill"), _) => {

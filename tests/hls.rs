@@ -89,7 +89,10 @@ fn parse(text: &str) -> Parsed {
             let (n, at) = v.split_once('@').expect("len@offset");
             range = Some((at.parse::<u64>().unwrap(), n.parse::<u64>().unwrap()));
         } else if !l.starts_with('#') {
-            assert_eq!(*l, "stream.ts", "segment URI (/videos/{ID}/stream.ts)");
+            assert!(
+                *l == "stream.ts" || *l == "stream.mp4",
+                "segment URI (/videos/{{id}}/stream.ts or stream.mp4): {l}"
+            );
             let (offset, len) = range.take().expect("a BYTERANGE before each URI");
             let extinf = extinf.take().expect("an EXTINF before each URI");
             let secs: f64 = extinf.parse().expect("EXTINF seconds");
@@ -127,13 +130,17 @@ fn parse(text: &str) -> Parsed {
 }
 
 fn playlist(d: &Daemon) -> Parsed {
-    let r = d.get(&format!("/videos/{ID}/index.m3u8"), &[]);
+    parse(&playlist_text(d, ID))
+}
+
+fn playlist_text(d: &Daemon, id: &str) -> String {
+    let r = d.get(&format!("/videos/{id}/index.m3u8"), &[]);
     assert_eq!(r.status, 200, "playlist: {}\nlog:\n{}", r.text(), d.log());
     assert_eq!(
         r.header("Content-Type"),
         Some("application/vnd.apple.mpegurl")
     );
-    parse(&r.text())
+    r.text()
 }
 
 fn window_start(d: &Daemon) -> u64 {
@@ -146,9 +153,17 @@ fn window_start(d: &Daemon) -> u64 {
 
 /// ffmpeg reads `secs` seconds of the live playlist and decodes them; any error fails the test.
 fn ffmpeg_reads_playlist(ffmpeg: &Path, d: &Daemon, secs: u32) {
+    ffmpeg_reads_playlist_of(ffmpeg, d, ID, secs, false)
+}
+
+/// The same for channel `id`; `from_first`: from the window's first segment (a channel without a
+/// publisher has no segments after the last, where ffmpeg would start by default).
+fn ffmpeg_reads_playlist_of(ffmpeg: &Path, d: &Daemon, id: &str, secs: u32, from_first: bool) {
+    let start = if from_first { "0" } else { "-3" };
     let out = Command::new(ffmpeg)
         .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
-        .args(["-i", &d.url(&format!("/videos/{ID}/index.m3u8"))])
+        .args(["-live_start_index", start])
+        .args(["-i", &d.url(&format!("/videos/{id}/index.m3u8"))])
         .args(["-t", &secs.to_string(), "-f", "null", "-"])
         .output()
         .expect("run ffmpeg");
@@ -495,7 +510,8 @@ fn parts(text: &str) -> Vec<Vec<(f64, u64, u64, bool)>> {
             };
             let range = attr("BYTERANGE");
             let (n, at) = range.split_once('@').unwrap();
-            assert_eq!(attr("URI"), "stream.ts");
+            let uri = attr("URI");
+            assert!(uri == "stream.ts" || uri == "stream.mp4", "{uri}");
             let d: f64 = attr("DURATION").parse().unwrap();
             groups.last_mut().unwrap().push((
                 d,
@@ -631,6 +647,11 @@ fn ll_hls_parts_cover_segments_and_blocking_reloads_answer_when_the_part_lands()
 
 /// ffmpeg publishing fragmented MP4 (one fragment per keyframe, a keyframe a second) at 2 Mbit/s.
 fn publish_fmp4(ffmpeg: &Path, d: &Daemon, id: &str, secs: u32) -> Child {
+    publish_fmp4_with(ffmpeg, d, id, secs, &[])
+}
+
+/// The same with more muxer options (`extra`).
+fn publish_fmp4_with(ffmpeg: &Path, d: &Daemon, id: &str, secs: u32, extra: &[&str]) -> Child {
     Command::new(ffmpeg)
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
@@ -641,6 +662,7 @@ fn publish_fmp4(ffmpeg: &Path, d: &Daemon, id: &str, secs: u32) -> Child {
         ])
         .args(["-x264-params", "nal-hrd=cbr", "-f", "mp4"])
         .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
+        .args(extra)
         .args([
             "-method",
             "PUT",
@@ -773,4 +795,213 @@ fn fmp4_joiners_get_the_init_segment_and_a_sync_fragment_after_a_wrap_and_a_rest
     );
     assert_eq!(r.status, 206);
     assert_ne!(r.body.get(4..8), Some(&b"ftyp"[..]));
+}
+
+fn head_of(entry: &str) -> u64 {
+    let at = entry.find("\"head\":").expect("head") + 7;
+    let digits: String = entry[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().expect("head number")
+}
+
+/// The `#EXT-X-MAP` URI of an fMP4 playlist (`init.mp4?at=OFFSET`), checked against the version.
+fn map_uri(text: &str) -> String {
+    assert!(
+        text.contains("#EXT-X-VERSION:6\n"),
+        "MAP needs version 6\n{text}"
+    );
+    let line = text
+        .lines()
+        .find_map(|l| tag(l, "#EXT-X-MAP"))
+        .unwrap_or_else(|| panic!("no EXT-X-MAP in\n{text}"));
+    let (uri, range) = line.split_once(",BYTERANGE=").expect("MAP with BYTERANGE");
+    let uri = uri.strip_prefix("URI=\"").and_then(|u| u.strip_suffix('"'));
+    let uri = uri.unwrap_or_else(|| panic!("MAP {line}"));
+    assert!(
+        range.ends_with("@0\""),
+        "MAP is the whole init resource: {range}"
+    );
+    assert!(uri.starts_with("init.mp4?at="), "{uri}");
+    uri.to_string()
+}
+
+#[test]
+fn fmp4_playlist_maps_the_init_segment_and_decodes_across_a_wrap_and_a_restart() {
+    let Some(ffmpeg) = require_tool("ffmpeg") else {
+        return;
+    };
+    let dir = TestDir::new("hls-fmp4-playlist");
+    let id = "cam.mp4";
+    let mut d = Daemon::start(&dir.path, &live_config(id, 2 << 20, "", "", ""));
+    let mut publisher = publish_fmp4(&ffmpeg, &d, id, 16);
+    let window = |d: &Daemon| {
+        let e = video_entry(d, id);
+        let at = e.find("\"window_start\":").unwrap() + 15;
+        let digits: String = e[at..].chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u64>().unwrap()
+    };
+    wait_until(
+        "the ring to wrap past the init segment",
+        Duration::from_secs(30),
+        || window(&d) > 0 && parse(&playlist_text(&d, id)).segs.len() >= 3,
+    );
+    let text = playlist_text(&d, id);
+    let before = parse(&text);
+    let map = map_uri(&text);
+    assert!(
+        before.segs[0].offset >= window(&d),
+        "segments stay inside the window"
+    );
+    let init = d.get(&format!("/videos/{id}/{map}"), &[]);
+    assert_eq!(init.status, 200, "{}", init.text());
+    assert_eq!(init.header("Content-Type"), Some("video/mp4"));
+    assert_eq!(init.body.get(4..8), Some(&b"ftyp"[..]), "the init segment");
+    assert!(init.body.windows(4).any(|w| w == b"moov"));
+    // Every segment is a whole fragment run starting at a moof, served by byte range.
+    let s = &before.segs[0];
+    let r = d.get(
+        &format!("/videos/{id}/stream.mp4"),
+        &[(
+            "Range",
+            &format!("bytes={}-{}", s.offset, s.offset + s.len - 1),
+        )],
+    );
+    assert_eq!((r.status, r.body.len() as u64), (206, s.len));
+    assert_eq!(
+        r.body.get(4..8),
+        Some(&b"moof"[..]),
+        "a segment starts at a moof"
+    );
+    ffmpeg_reads_playlist_of(&ffmpeg, &d, id, 4, false);
+    assert!(publisher.wait().expect("ffmpeg").success());
+    let ended_text = playlist_text(&d, id);
+    let ended = parse(&ended_text);
+    let head_before = head_of(&video_entry(&d, id));
+    d.kill9();
+    let mut d = Daemon::start_with_config(&dir.path, &d.config_path.clone(), d.port);
+    assert_eq!(
+        head_of(&video_entry(&d, id)),
+        head_before,
+        "kill -9 keeps the head"
+    );
+    let text = playlist_text(&d, id);
+    eprintln!("before:\n{ended_text}\nafter:\n{text}");
+    let restarted = parse(&text);
+    assert_eq!(
+        map_uri(&text),
+        map,
+        "the init segment is kept in the ring's record"
+    );
+    assert_eq!(
+        restarted.segs.last(),
+        ended.segs.last(),
+        "the newest segment survives kill -9 with its number"
+    );
+    for s in &restarted.segs {
+        assert!(
+            ended.segs.contains(s),
+            "{s:?} was listed before the restart"
+        );
+    }
+    ffmpeg_reads_playlist_of(&ffmpeg, &d, id, 3, true);
+    // A new session: numbering continues after a discontinuity, under the new init segment.
+    let last = ended.segs.last().unwrap().clone();
+    let mut publisher = publish_fmp4(&ffmpeg, &d, id, 8);
+    wait_until(
+        "the new session's segments",
+        Duration::from_secs(30),
+        || {
+            let p = parse(&playlist_text(&d, id));
+            p.segs.iter().filter(|s| s.seq > last.seq).count() >= 3
+        },
+    );
+    let text = playlist_text(&d, id);
+    let next = parse(&text);
+    assert_ne!(map_uri(&text), map, "a new session's init gets a new URI");
+    let old = d.get(&format!("/videos/{id}/{map}"), &[]);
+    assert_eq!(old.status, 410, "the replaced init segment is gone");
+    let new = next
+        .segs
+        .iter()
+        .find(|s| s.seq == last.seq + 1)
+        .expect("numbering continues");
+    assert_eq!(new.disc, last.disc + 1, "a new session is a discontinuity");
+    assert!(
+        next.segs.iter().all(|s| s.seq > last.seq),
+        "only the session of the kept init"
+    );
+    ffmpeg_reads_playlist_of(&ffmpeg, &d, id, 3, false);
+    assert!(publisher.wait().expect("ffmpeg").success());
+    d.stop(Duration::from_secs(10));
+}
+
+#[test]
+fn fmp4_fragments_within_the_part_target_are_ll_hls_parts_and_blocking_reloads_wait_for_them() {
+    let Some(ffmpeg) = require_tool("ffmpeg") else {
+        return;
+    };
+    let dir = TestDir::new("hls-fmp4-ll");
+    let id = "cam.mp4";
+    let mut d = Daemon::start(&dir.path, &live_config(id, 8 << 20, "", "", ""));
+    let frag = ["-frag_duration", "200000"];
+    let mut publisher = publish_fmp4_with(&ffmpeg, &d, id, 8, &frag);
+    wait_until("two closed segments", Duration::from_secs(30), || {
+        let r = d.get(&format!("/videos/{id}/index.m3u8"), &[]);
+        r.status == 200 && parse(&r.text()).segs.len() >= 2
+    });
+    let text = playlist_text(&d, id);
+    assert!(
+        text.contains("#EXT-X-PART-INF:PART-TARGET=0.200\n"),
+        "{text}"
+    );
+    let listed = parse(&text);
+    let groups = parts(&text);
+    for (seg, group) in listed.segs.iter().zip(&groups) {
+        assert!(
+            group.len() >= 2,
+            "a 1 s segment of 0.2 s fragments has parts\n{text}"
+        );
+        assert_eq!(group[0].1, seg.offset, "the first part starts the segment");
+        assert!(group[0].3, "the segment's first part is independent");
+        for w in group.windows(2) {
+            assert_eq!(w[0].1 + w[0].2, w[1].1, "parts tile their segment");
+        }
+        let last = group.last().unwrap();
+        assert_eq!(
+            last.1 + last.2,
+            seg.offset + seg.len,
+            "the last part ends it"
+        );
+        for p in group {
+            assert!(p.0 <= 0.2, "a part's duration fits the target");
+            let r = d.get(
+                &format!("/videos/{id}/stream.mp4"),
+                &[("Range", &format!("bytes={}-{}", p.1, p.1 + 3 + 4))],
+            );
+            assert_eq!(
+                r.body.get(4..8),
+                Some(&b"moof"[..]),
+                "a part is whole fragments"
+            );
+        }
+    }
+    // A blocking reload for the next segment's first part is answered once it is listed.
+    let next = listed.segs.last().unwrap().seq + 2;
+    let r = d.get(
+        &format!("/videos/{id}/index.m3u8?_HLS_msn={next}&_HLS_part=0"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let later = r.text();
+    let open = parts(&later).pop().unwrap_or_default();
+    let closed = parse(&later).segs.last().unwrap().seq;
+    assert!(
+        closed + 1 > next || (closed + 1 == next && !open.is_empty()),
+        "segment {next} part 0 is in the answer\n{later}"
+    );
+    assert!(publisher.wait().expect("ffmpeg").success());
+    ffmpeg_reads_playlist_of(&ffmpeg, &d, id, 3, true);
+    d.stop(Duration::from_secs(10));
 }

@@ -37,7 +37,8 @@ impl PartWait {
 /// How long a video plays, where it is known: a live MPEG-TS channel's window (its closed segments),
 /// or a VOD MPEG-TS video's seek table over its length.
 pub(super) fn duration_ms(video: &Video) -> Option<u64> {
-    if !video.content_type.starts_with("video/mp2t") {
+    let live_mp4 = is_live_mp4(video);
+    if !video.content_type.starts_with("video/mp2t") && !live_mp4 {
         return None;
     }
     if let Some(ring) = video.ring() {
@@ -90,15 +91,17 @@ pub(super) fn playlist(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Deci
             keep_alive,
         ));
     };
-    if !video.content_type.starts_with("video/mp2t") {
+    let live_mp4 = is_live_mp4(video);
+    if !video.content_type.starts_with("video/mp2t") && !live_mp4 {
         let why = format!(
-            "video {id} is {}; HLS playlists are made for video/mp2t videos (set content_type)",
+            "video {id} is {}; HLS playlists are made for video/mp2t videos and video/mp4 live channels (set content_type)",
             video.content_type
         );
         return Decision::respond(error_plan(409, &why, head_only, keep_alive));
     }
     let uri = hls::SEGMENT_URI;
     match &video.cfg.kind {
+        VideoKind::Live { .. } if live_mp4 => live(head, hls::SEGMENT_URI_MP4, id, video, ctx),
         VideoKind::Live { .. } => live(head, uri, id, video, ctx),
         VideoKind::File { .. } | VideoKind::Origin { .. } => {
             Decision::respond(vod(head, uri, id, video))
@@ -110,6 +113,56 @@ pub(super) fn playlist(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Deci
             Decision::respond(error_plan(409, &why, head_only, keep_alive))
         }
     }
+}
+
+/// A live channel published as fragmented MP4.
+fn is_live_mp4(video: &Video) -> bool {
+    video.content_type.starts_with("video/mp4") && video.ring().is_some_and(|r| r.mp4_index)
+}
+
+/// `GET /videos/{id}/init.mp4?at=OFFSET`: the init segment (`ftyp` + `moov`) a fragmented MP4
+/// channel's playlist names in `#EXT-X-MAP` — the one kept in the ring's record, which stays after
+/// the ring has overwritten its bytes. `at` must name the kept one (410 once a new session replaced
+/// it); without `at`, the kept one.
+pub(super) fn init_segment(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Plan {
+    let (keep_alive, head_only) = (head.keep_alive, head.method == Method::Head);
+    let Some(video) = ctx.store.get(id) else {
+        return error_plan(
+            404,
+            &format!("no video with id {id}"),
+            head_only,
+            keep_alive,
+        );
+    };
+    let Some(ring) = video.ring().filter(|_| is_live_mp4(video)) else {
+        let why = format!("video {id} is not a video/mp4 live channel; only those have init.mp4");
+        return error_plan(404, &why, head_only, keep_alive);
+    };
+    let st = &ring.state;
+    if st.init.is_empty() {
+        let why = format!("channel {id} has no init segment (ftyp + moov) yet");
+        let extra = [("Retry-After", "1".to_string())];
+        return error_plan_with(503, &why, head_only, keep_alive, &extra);
+    }
+    let at = head.query.as_deref().and_then(|q| query_param(q, "at"));
+    match at.as_deref().map(str::parse::<u64>) {
+        None => {}
+        Some(Ok(at)) if at == st.init_offset => {}
+        Some(Ok(at)) => {
+            let why = format!(
+                "the init segment at {at} of channel {id} was replaced by the one at {} (a new publish session)",
+                st.init_offset
+            );
+            return error_plan(410, &why, head_only, keep_alive);
+        }
+        Some(Err(_)) => {
+            let why = format!("at={} is not a byte offset", at.unwrap_or_default());
+            return error_plan(400, &why, head_only, keep_alive);
+        }
+    }
+    let extra = [("Cache-Control", "no-cache".to_string())];
+    let parts = simple_parts(200, "video/mp4", &st.init, head_only, keep_alive, &extra);
+    Plan::small(parts, keep_alive)
 }
 
 fn playlist_plan(head: &RequestHead, text: &str, cache: &str) -> Plan {
@@ -139,11 +192,14 @@ fn live(head: &RequestHead, uri: &str, id: &str, video: &Video, ctx: &RouteCtx<'
     let Some(ix) = ring.index.as_ref() else {
         return Decision::respond(error_plan(500, "no keyframe index", head_only, keep_alive));
     };
+    // fMP4: only the segments after the kept init segment (an earlier session's init is gone).
+    let mp4 = is_live_mp4(video);
+    let (init_offset, has_init) = (ring.state.init_offset, !ring.state.init.is_empty());
     let listed: Vec<Segment> = ix
         .segments
         .iter()
         .copied()
-        .filter(|s| s.offset >= window_start)
+        .filter(|s| s.offset >= window_start && (!mp4 || (has_init && s.offset > init_offset)))
         .collect();
     let Some(first) = listed.first().copied() else {
         if ring.publisher.is_some() && !ctx.wait_expired {
@@ -174,18 +230,22 @@ fn live(head: &RequestHead, uri: &str, id: &str, video: &Video, ctx: &RouteCtx<'
         Some(k) if ring.publisher.is_some() => part_views(&ix.open_parts(), k.offset),
         _ => Vec::new(),
     };
+    let map_uri = format!("{}?at={init_offset}", hls::INIT_URI_MP4);
+    // A part is whole fragments: LL-HLS when the publisher's fragments fit the part target.
+    let low_latency = (!mp4 || ix.parts_fit_target()).then_some(LowLatency {
+        part_target_ms: PART_TARGET_MS,
+        segment_parts: &segment_parts,
+        open_parts: &open_parts,
+    });
     let text = hls::render(&Playlist {
         uri,
+        map: mp4.then_some((map_uri.as_str(), ring.state.init.len() as u64)),
         media_sequence: first.seq,
         segments: &segments,
         vod: false,
         independent: true,
         min_target_secs: ix.max_ticks.div_ceil(PTS_CLOCK_HZ),
-        low_latency: Some(LowLatency {
-            part_target_ms: PART_TARGET_MS,
-            segment_parts: &segment_parts,
-            open_parts: &open_parts,
-        }),
+        low_latency,
     });
     Decision::respond(playlist_plan(head, &text, "no-cache"))
 }
@@ -279,6 +339,7 @@ fn vod(head: &RequestHead, uri: &str, id: &str, video: &Video) -> Plan {
     let segments: &[MediaSegment] = &segments;
     let text = hls::render(&Playlist {
         uri,
+        map: None,
         media_sequence: 0,
         segments,
         vod: true,

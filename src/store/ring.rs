@@ -340,6 +340,12 @@ impl LiveIndex {
         Some(per.max(1) as usize)
     }
 
+    /// Whether a part (whole frames, or whole fragments of an fMP4 channel) lasts at most the part
+    /// target: a fragmented MP4 publisher's fragments may be longer (one per keyframe interval).
+    pub fn parts_fit_target(&self) -> bool {
+        self.frame_ticks > 0 && self.frame_ticks <= PART_TARGET_MS * (PTS_CLOCK_HZ / 1000)
+    }
+
     /// The complete parts of the open segment.
     pub fn open_parts(&self) -> Vec<PartSpan> {
         match self.frames_per_part() {
@@ -649,7 +655,7 @@ impl LiveRing {
             self.fmp4 = Some(crate::fmp4::Fmp4Indexer::new(self.state.head));
             self.latest_sync_moof = None;
         }
-        if self.ts_index {
+        if self.ts_index || self.mp4_index {
             let n = &mut self.state.numbering;
             n.disc += u64::from(n.disc_used);
             n.disc_used = false;
@@ -841,11 +847,24 @@ impl LiveRing {
                     self.state.init_offset = offset;
                     self.state.init = bytes;
                 }
-                crate::fmp4::Fmp4Event::Fragment { offset, sync: true } => {
-                    self.latest_sync_moof = Some(offset);
+                crate::fmp4::Fmp4Event::Fragment { offset, sync, time } => {
+                    if sync {
+                        self.latest_sync_moof = Some(offset);
+                    }
+                    if let (Some(ix), Some(pts)) = (self.index.as_mut(), time) {
+                        // HLS segments: a fragment is a frame (a part's unit), a sync one a keyframe.
+                        let k = Keyframe { offset, pts };
+                        ix.add_frames(&[k]);
+                        if sync {
+                            ix.add_keyframe(&mut self.state.numbering, k);
+                        }
+                    }
                 }
-                crate::fmp4::Fmp4Event::Fragment { .. } => {}
             }
+        }
+        let window_start = self.window_start();
+        if let Some(ix) = self.index.as_mut() {
+            ix.trim(window_start);
         }
     }
 
@@ -859,6 +878,7 @@ impl LiveRing {
         let runs = self.mapped_runs(window_start, self.state.head);
         let session = self.state.session_start;
         let mut parser: Option<crate::fmp4::Fmp4Indexer> = None;
+        let mut found = Vec::new();
         let mut at = window_start;
         for (a, b) in runs {
             let Some(bytes) = self.data.map.get(a..b) else {
@@ -876,16 +896,36 @@ impl LiveRing {
                     continue;
                 };
                 from = (start - at) as usize;
-                parser = Some(crate::fmp4::Fmp4Indexer::new(start));
+                parser = Some(self.fmp4_rescanner(start));
             }
             if let Some(p) = parser.as_mut() {
                 for event in p.feed(&bytes[from..]) {
-                    if let crate::fmp4::Fmp4Event::Fragment { offset, sync: true } = event {
+                    if let crate::fmp4::Fmp4Event::Fragment {
+                        offset,
+                        sync: true,
+                        time,
+                    } = event
+                    {
                         self.latest_sync_moof = Some(offset);
+                        found.extend(time.map(|pts| Keyframe { offset, pts }));
                     }
                 }
             }
             at += bytes.len() as u64;
+        }
+        // Segments after the last session's start only, as for MPEG-TS channels.
+        found.retain(|k| k.offset >= session);
+        self.renumber_found(&found);
+    }
+
+    /// The fMP4 parser of a rescan from `start`: primed with the kept init segment when it belongs
+    /// to the session and `start` is past it (the window lost it).
+    fn fmp4_rescanner(&self, start: u64) -> crate::fmp4::Fmp4Indexer {
+        let st = &self.state;
+        if !st.init.is_empty() && st.init_offset >= st.session_start && start > st.init_offset {
+            crate::fmp4::Fmp4Indexer::primed(start, &st.init)
+        } else {
+            crate::fmp4::Fmp4Indexer::new(start)
         }
     }
 
@@ -904,7 +944,7 @@ impl LiveRing {
         let window_start = self.window_start();
         let pos = self.position(start) as usize;
         let len = (end - start) as usize;
-        let Some(ix) = self.index.as_mut() else {
+        let Some(ix) = self.index.as_mut().filter(|_| self.ts_index) else {
             return;
         };
         let Some(bytes) = self.data.map.get(pos..pos + len) else {
@@ -936,6 +976,12 @@ impl LiveRing {
             }
         }
         found.extend(indexer.finish());
+        self.renumber_found(&found);
+    }
+
+    /// Index the keyframes `found` in the window again (a restart), numbered from the persisted
+    /// numbering.
+    fn renumber_found(&mut self, found: &[Keyframe]) {
         let mut ix = LiveIndex::new(self.state.head);
         let n = &mut self.state.numbering;
         let open = found.iter().position(|k| k.offset == n.open_offset);
