@@ -787,7 +787,9 @@ impl Server {
                 log::error!("video {}: poisoned: {why}", done.video);
             }
         }
-        self.refresh_durability_gauges(Instant::now());
+        let now = Instant::now();
+        self.record_evictions(&done.video, now);
+        self.refresh_durability_gauges(now);
     }
 
     /// The /metrics gauges about durability, recomputed from the store (after commits and at every

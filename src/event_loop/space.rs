@@ -4,6 +4,7 @@
 //! withdrawn in memory, a durable record without it lands (commit thread), and only then is it
 //! punched (space thread) — so after any crash every claimed byte is intact.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::store::Store;
@@ -33,24 +34,23 @@ impl Server {
             self.store.space.refresh_fs_free(&dir);
         }
         queue_wants(&mut self.store, &self.create_granted);
-        grant(&mut self.store, space_worker, &mut self.create_granted);
+        let mut evicted = BTreeSet::new();
+        grant(
+            &mut self.store,
+            space_worker,
+            &mut self.create_granted,
+            &mut evicted,
+        );
         // Keep some room free ahead of demand (an eviction waits for a durable record before its
         // punch, so a fill that has to wait for one is slow); and come back under a lowered limit.
         let headroom = self.store.space.limit().map_or(0, |l| l / HEADROOM_DIVISOR);
         let over = self.store.space.shortfall(headroom);
         if over > 0 {
-            evict(&mut self.store, over);
+            evict(&mut self.store, over, &mut evicted);
         }
-        let jobs = record_and_punch(&mut self.store, space_worker);
-        if let Some(worker) = &self.worker {
-            for job in jobs {
-                self.commit_submitted.insert(job.video.clone(), now);
-                if !worker.submit(job) {
-                    log::error!("the commit worker is gone");
-                }
-            }
+        for id in evicted {
+            self.record_evictions(&id, now);
         }
-        self.give_back_empty();
         if now.duration_since(self.recency_saved) >= RECENCY_EVERY {
             self.recency_saved = now;
             self.save_recency();
@@ -90,18 +90,43 @@ impl Server {
         }
     }
 
-    /// Origin videos whose every block went give their files back (their removal follows, on the
-    /// commit thread); the next read learns the object again.
-    fn give_back_empty(&mut self) {
-        for (id, v) in self.store.videos.iter_mut() {
-            let Some(o) = v.origin_mut() else { continue };
-            if !o.is_idle_and_empty() || !v.byte_waiters.is_empty() {
-                continue;
+    /// Video `id` evicted blocks, or a durable commit of it landed: the evictions that record covers
+    /// are punched now, and those it does not get a durable commit (one at a time per video; a
+    /// failed one is retried by the checkpoint). Called on those two events, never by a scan.
+    pub(super) fn record_evictions(&mut self, id: &str, now: Instant) {
+        let Some(w) = &self.space_worker else { return };
+        let Some(v) = self.store.videos.get_mut(id) else {
+            return;
+        };
+        let Some(o) = v.origin_mut().filter(|o| o.space.evictions_unrecorded()) else {
+            return;
+        };
+        let file = o.slot().map(|s| s.data.file.clone());
+        for block in o.take_punches() {
+            let (Some(file), (offset, end)) = (file.clone(), o.block_span(block)) else {
+                break;
+            };
+            let video = id.to_string();
+            let len = end - offset;
+            if !w.submit(SpaceJob::Punch {
+                video,
+                block,
+                file,
+                offset,
+                len,
+            }) {
+                log::error!("the space thread is gone");
             }
-            log::info!("origin video {id}: every cached block was evicted; its files go");
-            if let Some(o) = v.origin_mut() {
-                o.give_back_files();
-            }
+        }
+        if !o.space.evictions_unrecorded() {
+            return;
+        }
+        let (Some(job), Some(worker)) = (v.commit_job(id), &self.worker) else {
+            return;
+        };
+        self.commit_submitted.insert(job.video.clone(), now);
+        if !worker.submit(job) {
+            log::error!("the commit worker is gone");
         }
     }
 
@@ -122,11 +147,19 @@ impl Server {
     }
 }
 
-/// Blocks parked for space, and videos that learned their length, join the waiting line.
+/// One pass over the origin videos: blocks parked for space, and videos that learned their length,
+/// join the waiting line; a video whose every block went gives its files back (their removal follows,
+/// on the commit thread; the next read learns the object again).
 fn queue_wants(store: &mut Store, create_granted: &std::collections::HashMap<String, u64>) {
     let Store { videos, space, .. } = store;
     for (id, v) in videos.iter_mut() {
+        let unwaited = v.byte_waiters.is_empty();
         let Some(o) = v.origin_mut() else { continue };
+        if unwaited && o.is_idle_and_empty() {
+            log::info!("origin video {id}: every cached block was evicted; its files go");
+            o.give_back_files();
+            continue;
+        }
         for block in o.space.take_alloc_wanted() {
             let (a, e) = o.block_span(block);
             space.waiting.push_back(SpaceWant {
@@ -156,6 +189,7 @@ fn grant(
     store: &mut Store,
     w: &SpaceWorker,
     create_granted: &mut std::collections::HashMap<String, u64>,
+    evicted: &mut BTreeSet<String>,
 ) {
     while let Some(want) = store.space.waiting.front().cloned() {
         let Some(o) = store
@@ -181,7 +215,7 @@ fn grant(
         if !store.space.fits(want.bytes) {
             let need = store.space.shortfall(want.bytes);
             if need > 0 {
-                evict(store, need);
+                evict(store, need, evicted);
             }
             break;
         }
@@ -209,8 +243,9 @@ fn grant(
     }
 }
 
-/// Withdraw blocks, least recently used first (CLOCK), until `need` bytes are on their way out.
-fn evict(store: &mut Store, mut need: u64) {
+/// Withdraw blocks, S3-FIFO's victims first, until `need` bytes are on their way out; the videos
+/// that lost blocks join `evicted` (their evictions are to be recorded).
+fn evict(store: &mut Store, mut need: u64, evicted: &mut BTreeSet<String>) {
     let Store { videos, space, .. } = store;
     for _ in 0..MAX_VICTIMS_PER_TURN {
         if need == 0 {
@@ -241,42 +276,11 @@ fn evict(store: &mut Store, mut need: u64) {
                 space.evicting += bytes;
                 space.evicted_blocks += 1;
                 need = need.saturating_sub(bytes);
+                evicted.insert(key.0.clone());
             }
             Err(why) => log::debug!("video {}: block {} stays: {why}", key.0, key.1),
         }
     }
-}
-
-/// Durable records for videos whose evictions are not recorded yet, and punches for those that are.
-fn record_and_punch(store: &mut Store, w: &SpaceWorker) -> Vec<crate::store::commit::CommitJob> {
-    let mut jobs = Vec::new();
-    for (id, v) in store.videos.iter_mut() {
-        let Some(o) = v.origin_mut() else { continue };
-        if !o.space.evictions_unrecorded() {
-            continue;
-        }
-        let file = o.slot().map(|s| s.data.file.clone());
-        for block in o.take_punches() {
-            let (a, e) = o.block_span(block);
-            let Some(file) = file.clone() else { break };
-            let job = SpaceJob::Punch {
-                video: id.clone(),
-                block,
-                file,
-                offset: a,
-                len: e - a,
-            };
-            if !w.submit(job) {
-                log::error!("the space thread is gone");
-            }
-        }
-        if o.space.evictions_unrecorded()
-            && let Some(job) = v.commit_job(id)
-        {
-            jobs.push(job);
-        }
-    }
-    jobs
 }
 
 /// One result of the space thread.
