@@ -78,17 +78,11 @@ fn console_page_plays_vod_and_live_fmp4_and_uploads_in_chromium() {
     }
     let dir = TestDir::new("browser");
     let clip = dir.join("clip.mp4");
-    let out = Command::new(&ffmpeg)
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            "-f",
-            "lavfi",
-        ])
-        .args(["-i", "testsrc=size=320x240:rate=25", "-t", "8"])
-        .args([
+    encode_test_clip(
+        &ffmpeg,
+        &clip,
+        8,
+        &[
             "-c:v",
             "libx264",
             "-g",
@@ -97,14 +91,7 @@ fn console_page_plays_vod_and_live_fmp4_and_uploads_in_chromium() {
             "yuv420p",
             "-movflags",
             "+faststart",
-        ])
-        .arg(&clip)
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let upload = pseudo_random_bytes(3 * (1 << 20) + 12_345, 17);
     let upload_path = dir.join("upload.bin");

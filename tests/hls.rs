@@ -376,26 +376,13 @@ fn a_file_with_a_seek_table_gets_a_vod_playlist_that_ffmpeg_decodes_whole() {
     };
     let dir = TestDir::new("hls-vod");
     let movie = dir.join("movie.ts");
-    let out = Command::new(&ffmpeg)
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            "-f",
-            "lavfi",
-        ])
-        .args(["-i", "testsrc=size=320x240:rate=25", "-t", "10"])
-        .args([
+    encode_test_clip(
+        &ffmpeg,
+        &movie,
+        10,
+        &[
             "-c:v", "libx264", "-g", "50", "-pix_fmt", "yuv420p", "-f", "mpegts",
-        ])
-        .arg(&movie)
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let index = Command::new(vcache_bin())
         .arg("index")
@@ -533,26 +520,13 @@ fn ll_hls_parts_cover_segments_and_blocking_reloads_answer_when_the_part_lands()
     };
     let dir = TestDir::new("hls-ll");
     let src = dir.join("src.ts");
-    let out = Command::new(&ffmpeg)
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            "-f",
-            "lavfi",
-        ])
-        .args(["-i", "testsrc=size=320x240:rate=25", "-t", "10"])
-        .args([
+    encode_test_clip(
+        &ffmpeg,
+        &src,
+        10,
+        &[
             "-c:v", "libx264", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p", "-f", "mpegts",
-        ])
-        .arg(&src)
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let ts = std::fs::read(&src).unwrap();
     let cut = |fraction: usize| ts.len() * fraction / 10 / 188 * 188;

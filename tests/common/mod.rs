@@ -16,7 +16,8 @@ pub use nginx::{Nginx, Sent, bytes_of};
 pub use tools::{missing_tool, require_tool, tools_required};
 #[allow(unused_imports)]
 pub use videos::{
-    assert_bytes, cached, find, get_range, live_config, numbers_after, source, video_entry,
+    assert_bytes, cached, encode_test_clip, find, get_range, live_config, numbers_after, source,
+    video_entry,
 };
 pub use wait::wait_until;
 

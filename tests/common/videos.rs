@@ -109,3 +109,38 @@ pub fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         .position(|w| w == needle)
         .map(|p| p + from)
 }
+
+/// Encode `secs` seconds of ffmpeg's 320x240 test pattern at 25 fps into the file `out`, with
+/// `encode`'s codec and container options; panics with ffmpeg's errors if it fails.
+pub fn encode_test_clip(
+    ffmpeg: &std::path::Path,
+    out: &std::path::Path,
+    secs: u32,
+    encode: &[&str],
+) {
+    let run = std::process::Command::new(ffmpeg)
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-f",
+            "lavfi",
+        ])
+        .args([
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-t",
+            &secs.to_string(),
+        ])
+        .args(encode)
+        .arg(out)
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        run.status.success(),
+        "ffmpeg could not make {}: {}",
+        out.display(),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
