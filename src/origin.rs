@@ -544,7 +544,7 @@ impl Fetcher {
             // Readers waiting for the old object route again: they learn the new one.
             v.byte_waiters.wake_all(wake);
             if let Some((space, fb, len)) = gone {
-                store.unregister_space(&id, &space, |b| (b * fb).min(len)..((b + 1) * fb).min(len));
+                store.unregister_space(&id, &space, fb, len, false);
             }
         }
     }

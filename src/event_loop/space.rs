@@ -82,8 +82,7 @@ impl Server {
             self.store.space.release(granted);
             return;
         };
-        let start = (b * fb).min(slot.data.len);
-        let takes = space::on_disk((start + fb).min(slot.data.len) - start);
+        let takes = space::block_bytes(b, fb, slot.data.len);
         self.store.space.release(granted.saturating_sub(takes));
         if takes > 0 {
             self.store.space.policy.insert_new((id.to_string(), b));
@@ -161,11 +160,10 @@ fn queue_wants(store: &mut Store, create_granted: &std::collections::HashMap<Str
             continue;
         }
         for block in o.space.take_alloc_wanted() {
-            let (a, e) = o.block_span(block);
             space.waiting.push_back(SpaceWant {
                 video: id.clone(),
                 block,
-                bytes: space::on_disk(e - a),
+                bytes: o.block_bytes(block),
                 create: false,
             });
         }
@@ -270,8 +268,7 @@ fn evict(store: &mut Store, mut need: u64, evicted: &mut BTreeSet<String>) {
         }
         match o.evict(key.1) {
             Ok(()) => {
-                let (a, e) = o.block_span(key.1);
-                let bytes = space::on_disk(e - a);
+                let bytes = o.block_bytes(key.1);
                 space.policy.remove(&key);
                 space.evicting += bytes;
                 space.evicted_blocks += 1;
@@ -289,8 +286,7 @@ fn apply_done(store: &mut Store, done: SpaceDone) {
     let Some(o) = videos.get_mut(&done.video).and_then(|v| v.origin_mut()) else {
         return; // the files went meanwhile: their blocks left the budget with them
     };
-    let (a, e) = o.block_span(done.block);
-    let bytes = space::on_disk(e - a);
+    let bytes = o.block_bytes(done.block);
     let key = (done.video.clone(), done.block);
     if done.punch {
         if !o.space.expects_punch(done.block) {

@@ -1615,43 +1615,40 @@ impl Store {
             .collect();
         blocks.sort_unstable();
         for (epoch, b) in blocks {
-            let (a, e) = o.block_span(b);
-            self.space.grant(space::on_disk(e - a));
+            self.space.grant(o.block_bytes(b));
             self.space.policy.insert((id.to_string(), b), epoch);
         }
     }
 
     /// A video leaves the store for good (a reload removed it): an origin video's blocks leave the
-    /// budget and the policy.
+    /// budget and the policy — unless a reload redefined it: the new video's blocks (same keys) stay
+    /// in the policy.
     pub fn forget_video_space(&mut self, id: &str, video: &Video) {
         let Some(o) = video.origin() else { return };
+        let keep_policy = self.videos.contains_key(id);
         let (fb, len) = (o.fill_block(), o.len().unwrap_or(0));
-        if self.videos.contains_key(id) {
-            // A reload redefined it: the new video's blocks (same keys) stay in the policy.
-            for b in o.space.counted() {
-                let end = ((b + 1) * fb).min(len);
-                self.space.release(space::on_disk(end - (b * fb).min(end)));
-            }
-            return;
-        }
-        self.unregister_space(id, &o.space, |b| (b * fb).min(len)..((b + 1) * fb).min(len));
+        self.unregister_space(id, &o.space, fb, len, keep_policy);
     }
 
-    /// An origin video's files went (or are going): its blocks leave the budget and the policy.
+    /// An origin video's files (`fill_block`s of a `len`-byte file) went or are going: its blocks
+    /// leave the budget, and the policy unless `keep_policy`.
     pub fn unregister_space(
         &mut self,
         id: &str,
         gone: &space::BlockSpace,
-        span: impl Fn(u64) -> std::ops::Range<u64>,
+        fill_block: u64,
+        len: u64,
+        keep_policy: bool,
     ) {
         for b in gone.counted() {
-            let r = span(b);
-            let bytes = space::on_disk(r.end - r.start);
+            let bytes = space::block_bytes(b, fill_block, len);
             if gone.is_evicting(b) {
                 self.space.evicting = self.space.evicting.saturating_sub(bytes);
             }
             self.space.release(bytes);
-            self.space.policy.remove(&(id.to_string(), b));
+            if !keep_policy {
+                self.space.policy.remove(&(id.to_string(), b));
+            }
         }
     }
 

@@ -701,10 +701,7 @@ impl OriginVideo {
     /// caller counts it as an access).
     pub fn read_window(&mut self, reader: ReaderId, pos: u64, last: u64, since: Instant) -> bool {
         self.note_read();
-        let fb = self.fill_block;
-        let first = pos / fb;
-        let last_block = (last / fb).min(first.saturating_add(self.read_ahead));
-        let window = (first, last_block.max(first));
+        let window = self.window_at(pos, last);
         let old = self.interests.insert(reader, window);
         let moved = old != Some(window);
         if moved {
@@ -713,20 +710,25 @@ impl OriginVideo {
             }
             self.add_demand(window, 1);
         }
-        let wanted_last = last.min((window.1 + 1).saturating_mul(fb) - 1);
+        let wanted_last = last.min((window.1 + 1).saturating_mul(self.fill_block) - 1);
         self.want(pos, wanted_last, false, since);
         moved
     }
 
     /// The same, as a sender moves on: nothing is done unless the window moved.
     pub fn move_window(&mut self, reader: ReaderId, pos: u64, last: u64, since: Instant) -> bool {
-        let fb = self.fill_block;
-        let first = pos / fb;
-        let last_block = (last / fb).min(first.saturating_add(self.read_ahead));
-        if self.interests.get(&reader) == Some(&(first, last_block.max(first))) {
+        if self.interests.get(&reader) == Some(&self.window_at(pos, last)) {
             return false;
         }
         self.read_window(reader, pos, last, since)
+    }
+
+    /// The window of a reader at `pos` whose response ends at byte `last`: the block of `pos` and
+    /// `read_ahead` blocks after it, within `last`.
+    fn window_at(&self, pos: u64, last: u64) -> (u64, u64) {
+        let first = pos / self.fill_block;
+        let last_block = (last / self.fill_block).min(first.saturating_add(self.read_ahead));
+        (first, last_block.max(first))
     }
 
     /// Reader `reader` sent bytes [first, last]: the blocks they came from that it had not sent from
@@ -866,11 +868,14 @@ impl OriginVideo {
         self.space
             .allocated()
             .iter()
-            .map(|&b| {
-                let (a, e) = self.block_span(b);
-                super::space::on_disk(e - a)
-            })
+            .map(|&b| self.block_bytes(b))
             .sum()
+    }
+
+    /// Bytes block `b` occupies on disk once allocated (its share of the budget).
+    pub fn block_bytes(&self, b: u64) -> u64 {
+        let (a, e) = self.block_span(b);
+        super::space::on_disk(e - a)
     }
 
     /// Evicted blocks whose withdrawal is durable now: the space thread punches them.

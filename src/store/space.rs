@@ -498,7 +498,7 @@ pub fn reclaim_unclaimed(slot: &super::Slot, fill_block: u64) -> Result<BTreeSet
     let on_disk = super::data_file::allocated_bytes(&slot.data.file).unwrap_or(u64::MAX);
     let wanted: u64 = blocks
         .iter()
-        .map(|&b| on_disk_span(b, fill_block, len))
+        .map(|&b| block_bytes(b, fill_block, len))
         .sum();
     if on_disk > wanted {
         for (offset, n) in gaps(&blocks, fill_block, len) {
@@ -509,7 +509,8 @@ pub fn reclaim_unclaimed(slot: &super::Slot, fill_block: u64) -> Result<BTreeSet
     Ok(blocks)
 }
 
-fn on_disk_span(b: u64, fill_block: u64, len: u64) -> u64 {
+/// Bytes block `b` of a file of `len` bytes in `fill_block`s occupies on disk once allocated.
+pub fn block_bytes(b: u64, fill_block: u64, len: u64) -> u64 {
     let start = b * fill_block;
     on_disk((start + fill_block).min(len) - start.min(len))
 }
