@@ -1668,27 +1668,15 @@ pub fn read_ahead(
     o.move_window(reader, pos, last, since);
 }
 
-/// A reader sent bytes [first, last]: the blocks they came from count as used (each once).
+/// A reader sent bytes [first, last]: the blocks they came from count as used (each once) in the
+/// eviction policy.
 pub fn sent_through(store: &mut Store, video: &str, reader: ReaderId, first: u64, last: u64) {
     let Some(o) = store.get_mut(video).and_then(|v| v.origin_mut()) else {
         return;
     };
-    let fb = o.fill_block();
     for b in o.blocks_reached(reader, first, last) {
-        touch_block(store, video, b * fb);
+        store.space.policy.touch(&(video.to_string(), b));
     }
-}
-
-/// Count a read of the block holding `pos` (the eviction policy's recency).
-fn touch_block(store: &mut Store, video: &str, pos: u64) {
-    let Some(fb) = store
-        .get(video)
-        .and_then(|v| v.origin())
-        .map(|o| o.fill_block())
-    else {
-        return;
-    };
-    store.space.policy.touch(&(video.to_string(), pos / fb));
 }
 
 /// Serve spans of an origin video: every missing block of them is wanted (fetched once, however
