@@ -53,6 +53,10 @@ pub struct LowLatency<'a> {
     pub segment_parts: &'a [Vec<PartView>],
     /// The complete parts of the segment being published.
     pub open_parts: &'a [PartView],
+    /// Where the part being published starts, while a publisher is on: `#EXT-X-PRELOAD-HINT` with
+    /// `BYTERANGE-START` and no length — an open range there is answered with each part whole as
+    /// it completes (byte-range addressing, as Akamai's LL-HLS does).
+    pub preload_hint: Option<u64>,
 }
 
 /// What a media playlist shows.
@@ -173,6 +177,13 @@ pub fn render(p: &Playlist<'_>) -> String {
     }
     if let Some(ll) = &p.low_latency {
         write_parts(&mut out, p.uri, ll.open_parts);
+        if let Some(start) = ll.preload_hint {
+            let _ = writeln!(
+                out,
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\",BYTERANGE-START={start}",
+                p.uri
+            );
+        }
     }
     if p.vod {
         out.push_str("#EXT-X-ENDLIST\n");
@@ -333,6 +344,7 @@ mod tests {
                 part_target_ms: 200,
                 segment_parts: &closed,
                 open_parts: &open,
+                preload_hint: Some(3500),
             }),
         });
         assert!(text.contains("#EXT-X-VERSION:6\n"));
@@ -345,6 +357,12 @@ mod tests {
             .find("BYTERANGE=\"500@3000\",INDEPENDENT=YES")
             .expect("open part");
         assert!(first < extinf && extinf < last, "{text}");
+        assert!(
+            text.ends_with(
+                "BYTERANGE=\"500@3000\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"stream.ts\",BYTERANGE-START=3500\n"
+            ),
+            "the hint comes last, where the open parts end: {text}"
+        );
     }
 
     #[test]

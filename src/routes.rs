@@ -48,6 +48,9 @@ pub enum Part {
         /// Started behind the head while no publisher was on: a replay of the window that ends once
         /// caught up (a follower at the edge waits for the next session instead).
         replay: bool,
+        /// A follower of the HLS resource: sends whole LL-HLS parts only
+        /// (`LiveRing::whole_parts_availability`).
+        whole_parts: bool,
     },
 }
 
@@ -832,7 +835,7 @@ fn route_video(
             None | Some("offset" | "index.m3u8" | "stream.ts" | "stream.mp4" | "init.mp4"),
             Method::Get | Method::Head,
         ) if !read_ok => respond(unauthorized(head_only, keep_alive, "reading")),
-        (None, Method::Get | Method::Head) => serve_video(head, id, ctx),
+        (None, Method::Get | Method::Head) => serve_video(head, id, Resource::Video, ctx),
         (None, Method::Put | Method::Post) => ingest(head, id, ctx),
         (None, Method::Delete) => delete(head, id, ctx),
         (None, Method::Options) => respond(options(allow, keep_alive)),
@@ -843,7 +846,7 @@ fn route_video(
         // The same bytes under a name with a media extension: HLS segments' URI (ffmpeg's HLS
         // reader refuses segment URLs without one).
         (Some("stream.ts" | "stream.mp4"), Method::Get | Method::Head) => {
-            serve_video(head, id, ctx)
+            serve_video(head, id, Resource::HlsStream, ctx)
         }
         (Some("init.mp4"), Method::Get | Method::Head) => {
             respond(playlist::init_segment(head, id, ctx))
@@ -1280,7 +1283,18 @@ impl Repr {
     }
 }
 
-fn serve_video(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
+/// Which name a video's bytes are asked for under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resource {
+    /// `/videos/{id}`: a player opening the video itself.
+    Video,
+    /// `/videos/{id}/stream.ts` or `stream.mp4`: the resource an HLS playlist's byte ranges name.
+    /// Its ranges are exact (`bytes=0-` is byte 0, not "the newest keyframe") and a live follower
+    /// of it sends whole LL-HLS parts only.
+    HlsStream,
+}
+
+fn serve_video(head: &RequestHead, id: &str, resource: Resource, ctx: &RouteCtx<'_>) -> Decision {
     let keep_alive = head.keep_alive;
     let head_only = head.method == Method::Head;
     let Some(video) = ctx.store.get(id) else {
@@ -1288,7 +1302,7 @@ fn serve_video(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Decision {
         return Decision::respond(error_plan(404, &why, head_only, keep_alive));
     };
     if video.ring().is_some() {
-        return serve_live(head, id, video, ctx);
+        return serve_live(head, id, video, resource, ctx);
     }
     if head.peer && video.origin().is_some_and(|o| o.len().is_none()) {
         return Decision::respond(not_here(head, id));
@@ -1912,6 +1926,8 @@ struct LiveView<'a> {
     /// Where the channel is published (`X-Vcache-Owner`): a relay's upstream node, or its owner in a
     /// tier.
     owner: Option<String>,
+    /// Asked for as the HLS resource (`Resource::HlsStream`).
+    hls_resource: bool,
 }
 
 impl LiveView<'_> {
@@ -1949,7 +1965,13 @@ enum LiveAsk {
 
 /// GET/HEAD of a live channel: a follower (no Range, `bytes=a-`, or an RFC 8673 open range), or a
 /// bounded range inside the window (waiting, bounded, for bytes not yet published).
-fn serve_live(head: &RequestHead, id: &str, video: &Video, ctx: &RouteCtx<'_>) -> Decision {
+fn serve_live(
+    head: &RequestHead,
+    id: &str,
+    video: &Video,
+    resource: Resource,
+    ctx: &RouteCtx<'_>,
+) -> Decision {
     let keep_alive = head.keep_alive;
     let head_only = head.method == Method::Head;
     let Some(ring) = video.ring() else {
@@ -1975,6 +1997,7 @@ fn serve_live(head: &RequestHead, id: &str, video: &Video, ctx: &RouteCtx<'_>) -
             } => Some(format!("http://{}", up.addr)),
             _ => crate::cluster::owner(&ctx.cfg.cluster, id).map(|o| format!("http://{o}")),
         },
+        hls_resource: resource == Resource::HlsStream,
     };
     match live_ask(head, video, &view, ctx) {
         Ok(LiveAsk::Follow { from, echo }) => live_follow(head, &view, from, echo, ctx),
@@ -2015,8 +2038,9 @@ fn live_ask(
     Ok(match specs.as_deref() {
         None => edge,
         // `bytes=0-` is what ffmpeg, ffplay and VLC send for any URL: it names no start, so it is a
-        // plain follower from the newest keyframe (offset 0 may be gone, or another session's).
-        Some([RangeSpec::From(0)]) => edge,
+        // plain follower from the newest keyframe (offset 0 may be gone, or another session's). A
+        // playlist's byte ranges are exact: on the HLS resource it is byte 0.
+        Some([RangeSpec::From(0)]) if !view.hls_resource => edge,
         Some([RangeSpec::From(a)]) => LiveAsk::Follow {
             from: *a,
             echo: Some(LIVE_OPEN_END),
@@ -2089,6 +2113,7 @@ fn live_follow(
         chunked,
         sessions_seen: ring.sessions_ended,
         replay: ring.publisher.is_none() && from < view.live_head,
+        whole_parts: view.hls_resource,
     };
     let mut parts = VecDeque::from([follow]);
     if let Some(init) = ring.init_prefix(from).filter(|_| echo.is_none()) {

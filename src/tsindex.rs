@@ -11,6 +11,12 @@ pub const TS_SYNC_BYTE: u8 = 0x47;
 const SYNC_CONFIRM_BYTES: usize = TS_PACKET_SIZE + 1;
 /// The PID that carries the program association table.
 const PAT_PID: u16 = 0x0000;
+/// The PID that carries the service description table (DVB), which muxers such as ffmpeg write
+/// beside the PAT and PMT.
+const SDT_PID: u16 = 0x0011;
+/// Table packets (PAT, PMT, SDT) in a row that a frame start reaches back over, at most: a muxer
+/// writes one of each before a keyframe; a longer run only keeps its last packets.
+const MAX_TABLE_RUN_PACKETS: u64 = 8;
 /// Largest PAT or PMT section (section_length is at most 1021, plus the 3-byte section head).
 pub const MAX_PSI_SECTION_BYTES: usize = 1024;
 /// table_id and section_length, ahead of every PSI section.
@@ -34,7 +40,10 @@ pub const MAX_FPS_SAMPLES: usize = 1024;
 /// A TS packet that starts a keyframe PES.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keyframe {
-    /// Byte offset of the TS packet that starts the keyframe PES.
+    /// Byte offset where a player should start to decode from this keyframe: the TS packet that
+    /// starts the keyframe PES or, when the packets right before it carry the PAT, PMT or SDT (as
+    /// muxers write them ahead of every keyframe), the first of those table packets, so that a
+    /// segment or join starting here begins with the tables a demuxer needs (RFC 8216 3.2).
     pub offset: u64,
     /// Presentation timestamp of the keyframe, 90 kHz, modulo 2^33.
     pub pts: u64,
@@ -388,6 +397,9 @@ pub struct TsIndexer {
     pts_samples: Option<Vec<u64>>,
     /// Every video PES start with a PTS since the last `take_frame_starts`, when Some (LL-HLS parts).
     frame_starts: Option<Vec<Keyframe>>,
+    /// Offset of the first of the table packets (PAT, PMT, SDT) seen in a row right before the
+    /// current packet, and how many there were.
+    table_run: Option<(u64, u64)>,
 }
 
 enum SyncSearch {
@@ -430,6 +442,7 @@ impl TsIndexer {
             probe: None,
             pts_samples: None,
             frame_starts: None,
+            table_run: None,
         }
     }
 
@@ -555,6 +568,7 @@ impl TsIndexer {
     fn lose_sync(&mut self) {
         self.synced = false;
         self.probe = None;
+        self.table_run = None;
         self.video_continuity = None;
         for assembler in &mut self.sections {
             assembler.active = false;
@@ -563,13 +577,22 @@ impl TsIndexer {
 
     fn handle_packet(&mut self, bytes: &[u8], offset: u64, keyframes: &mut Vec<Keyframe>) {
         self.packets += 1;
+        let tables_before = self.table_run.take();
         let Some(packet) = parse_packet(bytes) else {
             return;
         };
-        if packet.pid == PAT_PID || self.pmt_pids.contains(&packet.pid) {
+        let is_psi = packet.pid == PAT_PID || self.pmt_pids.contains(&packet.pid);
+        if is_psi || packet.pid == SDT_PID {
+            self.table_run = Some(match tables_before {
+                Some((start, count)) if count < MAX_TABLE_RUN_PACKETS => (start, count + 1),
+                _ => (offset, 1),
+            });
+        }
+        if is_psi {
             self.handle_psi_packet(&packet);
         } else if self.video.is_some_and(|video| video.pid == packet.pid) {
-            self.handle_video_packet(&packet, offset, keyframes);
+            let start = tables_before.map_or(offset, |(start, _)| start);
+            self.handle_video_packet(&packet, start, keyframes);
         }
     }
 
@@ -687,10 +710,12 @@ impl TsIndexer {
         self.video_continuity = None;
     }
 
+    /// A packet on the video PID; `start` is where a frame starting in it starts (its own offset,
+    /// or the first of the table packets right before it).
     fn handle_video_packet(
         &mut self,
         packet: &TsPacket<'_>,
-        offset: u64,
+        start: u64,
         keyframes: &mut Vec<Keyframe>,
     ) {
         let Some(payload) = packet.payload else {
@@ -714,7 +739,7 @@ impl TsIndexer {
         self.video_continuity = Some(packet.continuity_counter);
         if packet.payload_unit_start {
             self.probe = Some(PesProbe {
-                offset,
+                offset: start,
                 random_access: packet.random_access,
                 bytes: Vec::new(),
                 header: None,
@@ -895,6 +920,8 @@ pub(crate) mod test_stream {
     pub(crate) struct TsWriter {
         pub(crate) bytes: Vec<u8>,
         pub(crate) continuity: HashMap<u16, u8>,
+        /// Where the table packets written since the last other packet start.
+        pub(crate) tables_from: Option<u64>,
     }
 
     impl TsWriter {
@@ -930,12 +957,14 @@ pub(crate) mod test_stream {
             packet.extend_from_slice(&payload[..taken]);
             assert_eq!(packet.len(), TS_PACKET_SIZE);
             self.bytes.extend_from_slice(&packet);
+            self.tables_from = None;
             taken
         }
 
         pub(crate) fn psi(&mut self, pid: u16, section: &[u8]) {
             let mut payload = vec![0x00]; // pointer_field
             payload.extend_from_slice(section);
+            self.tables_from.get_or_insert(self.bytes.len() as u64);
             let mut start = true;
             for chunk in payload.chunks(184) {
                 let cc = self.next_cc(pid);
@@ -959,9 +988,10 @@ pub(crate) mod test_stream {
             );
         }
 
-        /// A whole PES on `pid`; returns the offset of its first packet.
+        /// A whole PES on `pid`; returns where a player starts to decode it: the offset of its
+        /// first packet, or of the table packets written right before it.
         pub(crate) fn pes(&mut self, pid: u16, random_access: bool, pes: &[u8]) -> u64 {
-            let offset = self.bytes.len() as u64;
+            let offset = self.tables_from.unwrap_or(self.bytes.len() as u64);
             let mut rest = pes;
             let mut start = true;
             while !rest.is_empty() {
@@ -1034,6 +1064,58 @@ mod tests {
             assert_eq!(packet[0], TS_SYNC_BYTE);
             assert_ne!(packet[1] & 0x40, 0, "payload_unit_start_indicator");
         }
+    }
+
+    #[test]
+    fn a_keyframe_starts_at_the_pat_pmt_and_sdt_written_right_before_it() {
+        let mut writer = TsWriter::default();
+        writer.tables(STREAM_TYPE_H264);
+        writer.frame(0, false, &h264_non_idr());
+        let pat = writer.bytes.len() as u64;
+        writer.tables(STREAM_TYPE_H264);
+        writer.psi(SDT_PID, &long_section(0x42, 1, &[0xFF; 8]));
+        let keyframe_packet = writer.bytes.len() as u64;
+        writer.frame(3600, true, &h264_idr());
+        assert_eq!(
+            scan(&writer.bytes),
+            vec![Keyframe {
+                offset: pat,
+                pts: 3600
+            }]
+        );
+        let packet = &writer.bytes[pat as usize..][..TS_PACKET_SIZE];
+        assert_eq!(u16::from_be_bytes([packet[1] & 0x1F, packet[2]]), PAT_PID);
+        assert_eq!(keyframe_packet - pat, 3 * TS_PACKET_SIZE as u64);
+    }
+
+    #[test]
+    fn tables_cut_off_from_the_keyframe_by_another_packet_do_not_count() {
+        let mut writer = TsWriter::default();
+        writer.tables(STREAM_TYPE_H264);
+        writer.pes(AUDIO_PID, false, &pes_bytes(Some(0), &[0xFF, 0xF1, 0x50]));
+        let keyframe_packet = writer.bytes.len() as u64;
+        writer.frame(3600, true, &h264_idr());
+        let keyframe = Keyframe {
+            offset: keyframe_packet,
+            pts: 3600,
+        };
+        assert_eq!(scan(&writer.bytes), vec![keyframe]);
+    }
+
+    #[test]
+    fn a_long_run_of_tables_keeps_only_its_last_packets() {
+        let mut writer = TsWriter::default();
+        writer.tables(STREAM_TYPE_H264);
+        for _ in 0..20 {
+            writer.psi(SDT_PID, &long_section(0x42, 1, &[0xFF; 8]));
+        }
+        let keyframe_packet = writer.bytes.len() as u64;
+        writer.frame(3600, true, &h264_idr());
+        let back = MAX_TABLE_RUN_PACKETS * TS_PACKET_SIZE as u64;
+        let keyframes = scan(&writer.bytes);
+        assert_eq!(keyframes.len(), 1);
+        assert!(keyframes[0].offset >= keyframe_packet - back);
+        assert!(keyframes[0].offset < keyframe_packet);
     }
 
     #[test]

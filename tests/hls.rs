@@ -979,3 +979,157 @@ fn fmp4_fragments_within_the_part_target_are_ll_hls_parts_and_blocking_reloads_w
     ffmpeg_reads_playlist_of(&ffmpeg, &d, id, 3, true);
     d.stop(Duration::from_secs(10));
 }
+
+/// The `BYTERANGE-START` of a playlist's `#EXT-X-PRELOAD-HINT`.
+fn preload_hint(text: &str) -> Option<u64> {
+    let attrs = tag(
+        text.lines()
+            .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:"))?,
+        "#EXT-X-PRELOAD-HINT",
+    )?;
+    assert!(
+        attrs.starts_with("TYPE=PART,URI=\"stream.ts\",BYTERANGE-START="),
+        "{attrs}"
+    );
+    attrs.rsplit('=').next()?.parse().ok()
+}
+
+/// Reads one chunk of a chunked body: Some(bytes), Some(empty) at the last chunk, None on a timeout.
+fn read_chunk<R: std::io::BufRead>(r: &mut R) -> Option<Vec<u8>> {
+    let mut line = String::new();
+    match r.read_line(&mut line) {
+        Ok(0) => return Some(Vec::new()),
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            assert!(line.is_empty(), "timed out inside a chunk-size line");
+            return None;
+        }
+        Err(e) => panic!("reading a chunk: {e}"),
+    }
+    let size = usize::from_str_radix(line.trim(), 16).expect("a chunk size");
+    let mut bytes = vec![0; size + 2];
+    r.read_exact(&mut bytes).expect("a whole chunk");
+    assert_eq!(&bytes[size..], b"\r\n");
+    bytes.truncate(size);
+    Some(bytes)
+}
+
+#[test]
+fn a_preload_hint_range_gets_each_part_whole_once_it_is_complete() {
+    use std::io::{Read, Write};
+    let Some(ffmpeg) = require_tool("ffmpeg") else {
+        return;
+    };
+    let dir = TestDir::new("hls-hint");
+    let src = dir.join("src.ts");
+    encode_test_clip(
+        &ffmpeg,
+        &src,
+        10,
+        &[
+            "-c:v", "libx264", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p", "-f", "mpegts",
+        ],
+    );
+    let ts = std::fs::read(&src).unwrap();
+    let cut = |fraction: usize| ts.len() * fraction / 10 / 188 * 188 + 100;
+    let cfg = live_config(ID, 64 << 20, "", "", "");
+    let d = Daemon::start(&dir.path, &cfg);
+    let mut p = RawPublisher::open(&d);
+    p.send(&ts[..cut(4)]);
+    let url = format!("/videos/{ID}/index.m3u8");
+    wait_until("two closed segments", Duration::from_secs(10), || {
+        d.get(&url, &[]).text().matches("#EXTINF").count() >= 2
+    });
+    let text = d.get(&url, &[]).text();
+    let hint = preload_hint(&text).expect("a preload hint while publishing");
+    let groups = parts(&text);
+    let open = groups.last().unwrap();
+    let listed_end = open.last().map(|&(_, at, len, _)| at + len);
+    let segment_end = parse(&text).segs.last().map(|s| s.offset + s.len);
+    assert_eq!(
+        Some(hint),
+        listed_end.or(segment_end),
+        "the hint starts where the complete parts end:\n{text}"
+    );
+    assert!(
+        hint < cut(4) as u64,
+        "the publisher is inside the hinted part"
+    );
+
+    // The hinted open range: its head at once, no byte of the part in progress.
+    let mut s = std::net::TcpStream::connect(d.addr()).expect("connect");
+    write!(
+        s,
+        "GET /videos/{ID}/stream.ts HTTP/1.1\r\nHost: x\r\nRange: bytes={hint}-\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let (status, headers) = read_response_head(&mut r).expect("the head");
+    assert_eq!(status, 206);
+    assert_eq!(
+        header_in(&headers, "Content-Range"),
+        Some(format!("bytes {hint}-9007199254740991/*").as_str())
+    );
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    assert_eq!(
+        read_chunk(&mut r),
+        None,
+        "a byte of an incomplete part was sent"
+    );
+
+    // More bytes land: the answer runs exactly to the end of the complete parts, byte-exact.
+    p.send(&ts[cut(4)..cut(6)]);
+    let mut edge = hint;
+    wait_until("the next hint", Duration::from_secs(10), || {
+        edge = preload_hint(&d.get(&url, &[]).text()).unwrap_or(hint);
+        edge > hint
+    });
+    let mut got = Vec::new();
+    while (got.len() as u64) < edge - hint {
+        got.extend(read_chunk(&mut r).expect("the complete parts"));
+    }
+    assert_eq!(
+        got.len() as u64,
+        edge - hint,
+        "nothing past the complete parts"
+    );
+    assert!(got == ts[hint as usize..edge as usize], "the parts' bytes");
+    assert_eq!(
+        read_chunk(&mut r),
+        None,
+        "the part in progress is held back"
+    );
+
+    // The publisher ends: every byte is final and the answer runs to the end, then ends.
+    p.send(&ts[cut(6)..]);
+    p.send(b"");
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    loop {
+        let chunk = read_chunk(&mut r).expect("the rest");
+        if chunk.is_empty() {
+            break;
+        }
+        got.extend(chunk);
+    }
+    let mut trailer = Vec::new();
+    let _ = r.read_to_end(&mut trailer);
+    assert!(
+        got == ts[hint as usize..],
+        "the whole rest of the stream, once"
+    );
+
+    // On the HLS resource `bytes=0-` is byte 0 (on /videos/{id} it would join at a keyframe).
+    let r = d.get(&format!("/videos/{ID}/stream.ts"), &[("Range", "bytes=0-")]);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("X-Live-Start"), Some("0"));
+    assert!(r.body == ts, "the whole channel from byte 0");
+}

@@ -129,6 +129,22 @@ fn pid_of(packet: &[u8]) -> u16 {
     (u16::from(packet[1] & 0x1F) << 8) | u16::from(packet[2])
 }
 
+/// The PMT PID of the first program in the file's first PAT.
+fn pmt_pid(data: &[u8]) -> u16 {
+    let pat = data
+        .chunks_exact(TS)
+        .find(|p| pid_of(p) == 0 && p[1] & 0x40 != 0)
+        .expect("a PAT");
+    let payload = ts_payload(pat);
+    let section = &payload[1 + usize::from(payload[0])..];
+    // Long section header (8 bytes), then (program_number, PID) pairs; program 0 is the NIT.
+    section[8..]
+        .chunks_exact(4)
+        .find(|e| u16::from_be_bytes([e[0], e[1]]) != 0)
+        .map(|e| u16::from_be_bytes([e[2] & 0x1F, e[3]]))
+        .expect("a program in the PAT")
+}
+
 /// The payload of one TS packet (after any adaptation field).
 fn ts_payload(packet: &[u8]) -> &[u8] {
     let control = (packet[3] >> 4) & 0x3;
@@ -241,10 +257,33 @@ fn check_variant(ff: &Ff, v: &Variant) {
         v.name
     );
 
+    // A point starts at the tables (SDT, PAT, PMT) ffmpeg writes right before each keyframe, so a
+    // player starting there has them; the keyframe's own packet follows them.
+    let tables = [0x0000, 0x0011, pmt_pid(&data)];
+    let mut video_starts = Vec::new();
     for (tc, offset) in &points {
-        let at = *offset as usize;
         let what = format!("{} point {tc} at {offset}", v.name);
-        assert_eq!(at % TS, 0, "{what}: not on a packet boundary");
+        assert_eq!(*offset as usize % TS, 0, "{what}: not on a packet boundary");
+        let mut at = *offset as usize;
+        while tables.contains(&pid_of(&data[at..at + TS])) {
+            at += TS;
+        }
+        assert!(
+            at - *offset as usize <= 8 * TS,
+            "{what}: more than 8 table packets before the keyframe"
+        );
+        if let Some(before) = (*offset as usize).checked_sub(TS) {
+            let pid = pid_of(&data[before..before + TS]);
+            assert!(
+                !tables.contains(&pid),
+                "{what}: a table packet right before the point"
+            );
+        }
+        assert!(
+            at > *offset as usize,
+            "{what}: the point is not at the tables before the keyframe"
+        );
+        video_starts.push(at as u64);
         let packet = &data[at..at + TS];
         assert_eq!(packet[0], 0x47, "{what}: no sync byte");
         assert_eq!(pid_of(packet), pid, "{what}: not the video PID");
@@ -258,7 +297,7 @@ fn check_variant(ff: &Ff, v: &Variant) {
             "{what}: the PES is not a keyframe"
         );
         let pts = keyframes
-            .get(offset)
+            .get(&(at as u64))
             .unwrap_or_else(|| panic!("{what}: ffprobe has no keyframe packet there"));
         let seconds = timecode_seconds(tc, fps);
         assert!(
@@ -271,8 +310,7 @@ fn check_variant(ff: &Ff, v: &Variant) {
     let mut other_pes = 0;
     for at in (0..data.len() / TS).map(|i| i * TS) {
         let packet = &data[at..at + TS];
-        if pid_of(packet) != pid || packet[1] & 0x40 == 0 || points.iter().any(|p| p.1 == at as u64)
-        {
+        if pid_of(packet) != pid || packet[1] & 0x40 == 0 || video_starts.contains(&(at as u64)) {
             continue;
         }
         let pes = pes_at(&data, at, pid);
@@ -291,7 +329,7 @@ fn check_variant(ff: &Ff, v: &Variant) {
     );
     for pos in keyframes.keys() {
         assert!(
-            points.iter().any(|(_, o)| o == pos),
+            video_starts.contains(pos),
             "{}: ffprobe keyframe at {pos} has no point\n{text}",
             v.name
         );
@@ -321,7 +359,7 @@ fn check_variant(ff: &Ff, v: &Variant) {
     let (tc, offset) = &points[points.len() / 2];
     let r = d.get(&format!("/videos/x?t={tc}"), &[]);
     assert!(r.body == data[*offset as usize..], "{} {tc}", v.name);
-    let key_pts = keyframes[offset];
+    let key_pts = keyframes[&video_starts[points.len() / 2]];
     let frames = |input: &str| -> (Vec<(bool, String)>, String) {
         let out = Command::new(&ff.ffprobe)
             .args([

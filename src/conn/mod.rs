@@ -1169,6 +1169,7 @@ impl Conn {
             pos,
             chunk_left,
             chunked,
+            whole_parts,
             ..
         }) = parts.front_mut()
         else {
@@ -1186,8 +1187,13 @@ impl Conn {
         };
         let avail = ring.availability(*pos);
         if *chunk_left == 0 {
-            let Availability::Present(end) = avail else {
-                return self.follow_no_bytes(ctx, avail);
+            let sendable = if *whole_parts {
+                ring.whole_parts_availability(*pos)
+            } else {
+                avail
+            };
+            let Availability::Present(end) = sendable else {
+                return self.follow_no_bytes(ctx, sendable);
             };
             *chunk_left = (end - *pos).min(SEND_CHUNK);
             if *chunked {

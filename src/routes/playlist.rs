@@ -236,6 +236,9 @@ fn live(head: &RequestHead, uri: &str, id: &str, video: &Video, ctx: &RouteCtx<'
         part_target_ms: PART_TARGET_MS,
         segment_parts: &segment_parts,
         open_parts: &open_parts,
+        preload_hint: ring
+            .publisher
+            .and_then(|_| ix.complete_parts_end(&ring.state.numbering)),
     });
     let text = hls::render(&Playlist {
         uri,

@@ -361,6 +361,20 @@ impl LiveIndex {
         Some(parts_of(frames, Some(seg.end), per, self.frame_ticks))
     }
 
+    /// Where the complete LL-HLS parts of the open segment end: the start of its first part still
+    /// being published (the segment's start while parts are not known). None without an open segment.
+    pub fn complete_parts_end(&self, n: &SegmentNumbering) -> Option<u64> {
+        if n.open_offset == NO_OPEN_SEGMENT {
+            return None;
+        }
+        let complete_frames = match (self.frames_per_part(), self.open_frames.len()) {
+            (Some(per), frames @ 1..) => (frames - 1) / per * per,
+            _ => 0,
+        };
+        let end = self.open_frames.get(complete_frames).copied();
+        Some(end.unwrap_or(n.open_offset).max(n.open_offset))
+    }
+
     /// Whether segment `msn` (and its part `part`) is in the playlist: what a blocking playlist
     /// reload (`_HLS_msn`, `_HLS_part`) waits for.
     pub fn part_available(&self, n: &SegmentNumbering, msn: u64, part: Option<u64>) -> bool {
@@ -617,6 +631,25 @@ impl LiveRing {
 
     /// Present bytes run up to the head or the ring's wrap point, whichever is first, so that every
     /// Present run is one contiguous slice of the mapping.
+    /// What a follower of the HLS resource (`stream.ts`, `stream.mp4`) may send from `offset`: the
+    /// bytes of whole parts only (RFC 8216bis §6.2.6: a part in progress is held back until all its
+    /// bytes can go), so an open range at a `#EXT-X-PRELOAD-HINT` gets each part whole, once complete.
+    /// With no publisher every byte is final.
+    pub fn whole_parts_availability(&self, offset: u64) -> Availability {
+        let avail = self.availability(offset);
+        let edge = match (&self.index, self.publisher) {
+            (Some(ix), Some(_)) => ix.complete_parts_end(&self.state.numbering),
+            _ => None,
+        };
+        match (avail, edge) {
+            (Availability::Present(end), Some(edge)) if edge > offset => {
+                Availability::Present(end.min(edge))
+            }
+            (Availability::Present(_), Some(_)) => Availability::Pending,
+            (avail, _) => avail,
+        }
+    }
+
     pub fn availability(&self, offset: u64) -> Availability {
         if offset < self.window_start() {
             Availability::Gone
