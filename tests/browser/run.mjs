@@ -3,7 +3,8 @@
 // one JSON object on the last line of stdout. Arguments come in the environment:
 //   BASE (http://127.0.0.1:PORT), VOD (a file video id), TS_LIVE, MP4_LIVE (live channel ids),
 //   SLOT (an upload slot id), UPLOAD_FILE (a local file to upload), TOKEN (the write token),
-//   PUBLISH_START_MS (when the fMP4 publisher started, ms since the epoch: for the latency).
+//   PUBLISH_START_MS (when the publishers started, ms since the epoch: for the latency; their
+//   pictures carry frame-number stamps, tests/common/stamp.rs).
 import { chromium } from "playwright-core";
 
 const env = process.env;
@@ -36,42 +37,54 @@ async function vod(page) {
   result.steps.vod = { duration, seekedTo: target, playedTo: await page.$eval(sel, v => v.currentTime) };
 }
 
-async function tsLive(page) {
-  await page.click(`[data-play="${env.TS_LIVE}"]`);
-  const sel = `video[data-player="${env.TS_LIVE}"]`;
-  await waitFor(page, "TS live playing or its note", ([s, id]) =>
-    document.querySelector(s)?.currentTime > 1 || !!document.querySelector(`[data-note="${id}"]`), [sel, env.TS_LIVE]);
-  const note = await page.$(`[data-note="${env.TS_LIVE}"]`);
-  result.steps.tsLive = note
-    ? { played: false, note: await note.textContent() }
-    : { played: true, currentTime: await page.$eval(sel, v => v.currentTime) };
+// The frame number stamped into the picture the video shows (tests/common/stamp.rs: bit k is a white
+// square at x = 40k + 4 … 36, y = 4 … 36 of a 640-wide picture), or -1 before a frame shows.
+function stampOf(video) {
+  if (video.readyState < 2 || !video.videoWidth) return -1;
+  const c = document.createElement("canvas");
+  c.width = 640; c.height = 40;
+  const g = c.getContext("2d", {willReadFrequently: true});
+  g.drawImage(video, 0, 0, video.videoWidth, 40 * video.videoHeight / 360, 0, 0, 640, 40);
+  const px = g.getImageData(0, 0, 640, 40).data;
+  let n = 0;
+  for (let k = 0; k < 14; k++) if (px[(20 * 640 + 40 * k + 20) * 4] > 128) n += 2 ** k;
+  return n;
 }
 
-async function mp4Live(page) {
-  await page.click(`[data-play="${env.MP4_LIVE}"]`);
-  const sel = `video[data-player="${env.MP4_LIVE}"]`;
-  await waitFor(page, "fMP4 live playing", s => document.querySelector(s)?.currentTime > 0, sel);
-  const t0 = await page.$eval(sel, v => v.currentTime);
+const median = xs => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+// Watches a live channel on the page (its "watch live" button: the page's LL-HLS client, or
+// "native HLS"): it must play — currentTime advancing, the stamped frames moving on — and how far
+// it is behind is measured: behind the newest buffered frame, and glass to glass. The publisher
+// paces its picture at real time from its start (-re, 25 fps), so frame n was published at
+// PUBLISH_START_MS + n/25 s; shown at `now`, it is now − that behind the publisher.
+async function watchLive(page, id, native) {
+  await page.click(native ? `[data-native="${id}"]` : `[data-play="${id}"]`);
+  const sel = `video[data-player="${id}"]`;
+  await waitFor(page, `${id} playing or its note`, ([s, i]) =>
+    document.querySelector(s)?.currentTime > 1 || !!document.querySelector(`[data-note="${i}"]`), [sel, id]);
+  const note = await page.$(`[data-note="${id}"]`);
+  if (note) throw new Error(`${id} did not play: ${await note.textContent()}`);
+  const start = Number(env.PUBLISH_START_MS);
   const samples = [];
-  for (let i = 0; i < 10; i++) {
+  for (let i = 0; i < 12; i++) {
     await sleep(300);
-    samples.push(await page.$eval(sel, v => ({
+    samples.push(await page.$eval(sel, (v, f) => ({
       t: v.currentTime,
       edge: v.buffered.length ? v.buffered.end(v.buffered.length - 1) : 0,
+      frame: new Function(`return (${f})`)()(v),
       now: Date.now(),
-    })));
+    }), stampOf.toString()));
   }
-  const last = samples[samples.length - 1];
-  const behind = samples.map(s => s.edge - s.t).sort((a, b) => a - b);
-  // Glass to glass: the publisher paces its picture at real time from its start (-re), so media
-  // time t was published at PUBLISH_START_MS + t; shown at `now` → latency now − (start + t).
-  const start = Number(env.PUBLISH_START_MS);
-  const latency = samples.map(s => (s.now - start) / 1000 - s.t).sort((a, b) => a - b);
-  result.steps.mp4Live = {
-    startedAt: t0,
-    advancedTo: last.t,
-    behindEdgeMedianS: behind[behind.length >> 1],
-    glassToGlassMedianS: latency[latency.length >> 1],
+  const stamped = samples.filter(x => x.frame >= 0);
+  return {
+    how: await page.$eval(sel, v => v.dataset.how),
+    startedAt: samples[0].t,
+    advancedTo: samples[samples.length - 1].t,
+    firstFrame: stamped.length ? stamped[0].frame : -1,
+    lastFrame: stamped.length ? stamped[stamped.length - 1].frame : -1,
+    behindEdgeMedianS: median(samples.map(x => x.edge - x.t)),
+    glassToGlassMedianS: median(stamped.map(x => (x.now - start) / 1000 - x.frame / 25)),
   };
 }
 
@@ -112,8 +125,9 @@ try {
   }
   result.steps.mse = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.64001e"'));
   if (!only) await vod(page);
-  if (!only) await tsLive(page);
-  await mp4Live(page);
+  if (!only) result.steps.tsLive = await watchLive(page, env.TS_LIVE, false);
+  if (!only) result.steps.tsNative = await watchLive(page, env.TS_LIVE, true);
+  result.steps.mp4Live = await watchLive(page, env.MP4_LIVE, false);
   result.errorsBeforeUpload = [...result.consoleErrors];
   if (!only) await uploadWithCut(page);
 } catch (e) {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod nginx;
+mod stamp;
 mod tools;
 mod videos;
 mod wait;
@@ -12,6 +13,8 @@ mod wait;
 // Not every test crate uses every helper.
 #[allow(unused_imports)]
 pub use nginx::{Nginx, Sent, bytes_of};
+#[allow(unused_imports)]
+pub use stamp::frame_stamp_filter;
 #[allow(unused_imports)]
 pub use tools::{missing_tool, require_tool, tools_required};
 #[allow(unused_imports)]
