@@ -7,8 +7,12 @@
 //!   baseline (MediaMTX, whose LL-HLS would be the natural one, is not packaged in Debian);
 //! - `hls1`: the same channel kind with 1 s segments — the LL-HLS playlist as ffmpeg reads it (ffmpeg
 //!   ignores `#EXT-X-PART`, so this is the fallback the issue names);
-//! - `browser`: chromium (headless, playwright-core) playing a fragmented MP4 channel on the console
-//!   page — MSE fed from the follower stream, which joins at the newest sync fragment.
+//! - chromium (headless, playwright-core) on the console page: an MPEG-TS channel through the page's
+//!   low-latency HLS client (MSE; newest independent part, then one open range at the preload hint)
+//!   and through Chromium's native HLS, and a fragmented MP4 channel (0.2 s fragments) through the
+//!   page's client. The publisher stamps each frame's number into the picture
+//!   (`tests/common/stamp.rs`) and the page reads it back from the shown frame: frame n was
+//!   published at start + n/25 s.
 //!
 //! Run: `cargo bench --bench latency`. Environment: BENCH_ROUNDS (default 3), BENCH_WARMUP_S (publish
 //! time before a viewer starts, default 20 — three 6 s segments), BENCH_SAMPLE_S (default 8).
@@ -16,6 +20,8 @@
 
 mod common;
 use common::*;
+#[path = "../tests/common/stamp.rs"]
+mod stamp;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -33,6 +39,7 @@ fn start_daemon(dir: &Path) -> Daemon {
         "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nwrite_token = \"tok\"\n\n\
          [[video]]\nid = \"hls6.ts\"\nkind = \"live\"\ncapacity = \"64MiB\"\n\n\
          [[video]]\nid = \"hls1.ts\"\nkind = \"live\"\ncapacity = \"64MiB\"\n\n\
+         [[video]]\nid = \"ll.ts\"\nkind = \"live\"\ncapacity = \"64MiB\"\n\n\
          [[video]]\nid = \"live.mp4\"\nkind = \"live\"\ncapacity = \"64MiB\"\n"
     );
     std::fs::write(dir.join("vcache.toml"), cfg).expect("config");
@@ -51,6 +58,8 @@ fn publish(ffmpeg: &Path, port: u16, id: &str, gop: u32, secs: u32) -> (Child, I
             "mp4",
             "-movflags",
             "frag_keyframe+empty_moov+default_base_moof",
+            "-frag_duration",
+            "200000",
         ]
     } else {
         &["-f", "mpegts"]
@@ -58,6 +67,7 @@ fn publish(ffmpeg: &Path, port: u16, id: &str, gop: u32, secs: u32) -> (Child, I
     let child = Command::new(ffmpeg)
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
+        .args(["-vf", &stamp::frame_stamp_filter()])
         .args([
             "-t",
             &secs.to_string(),
@@ -175,35 +185,45 @@ fn ffmpeg_latency(
     median(&v[v.len() / 2..])
 }
 
-fn browser_latency(port: u16, epoch_ms: u128) -> Option<f64> {
+/// Chromium watching channel `id` on the console page (`how`: "page", its LL-HLS client, or
+/// "native"): the glass-to-glass median run.mjs reads from the frame stamps.
+fn browser_latency(port: u16, id: &str, how: &str, epoch_ms: u128) -> f64 {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    if !Path::new("/usr/bin/chromium").exists()
-        || !dir.join("node_modules/playwright-core").is_dir()
-    {
-        return None;
-    }
     let out = Command::new("node")
         .arg(dir.join("run.mjs"))
         .current_dir(&dir)
         .env("BASE", format!("http://127.0.0.1:{port}"))
-        .env("ONLY", "mp4Live")
-        .env("MP4_LIVE", "live.mp4")
+        .env("ONLY", how)
+        .env("LIVE", id)
         .env("PUBLISH_START_MS", epoch_ms.to_string())
         .output()
-        .ok()?;
+        .expect("run node tests/browser/run.mjs (npm install in tests/browser)");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let k = "\"glassToGlassMedianS\":";
-    let at = text.find(k)? + k.len();
+    let at = text
+        .find(k)
+        .unwrap_or_else(|| panic!("{id} {how}: no latency in {text}"))
+        + k.len();
     let num: String = text[at..]
         .chars()
         .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | 'e'))
         .collect();
-    num.parse().ok()
+    num.parse().unwrap_or_else(|_| panic!("{id} {how}: {text}"))
 }
+
+/// The rows measured in each round: (label, channel, GOP frames, how it is watched).
+const ROWS: [(&str, &str, u32, &str); 5] = [
+    ("plain HLS, 6 s segments (ffmpeg)", "hls6.ts", 150, "ffmpeg"),
+    ("HLS, 1 s segments (ffmpeg)", "hls1.ts", 25, "ffmpeg"),
+    ("chromium, TS, page LL-HLS (MSE)", "ll.ts", 25, "page"),
+    ("chromium, TS, native HLS", "ll.ts", 25, "native"),
+    ("chromium, fMP4, page LL-HLS (MSE)", "live.mp4", 25, "page"),
+];
 
 fn main() {
     let ffmpeg = require(&["/usr/bin/ffmpeg"], "ffmpeg");
     let ffprobe = require(&["/usr/bin/ffprobe"], "ffmpeg");
+    require(&["/usr/bin/chromium"], "chromium");
     let rounds: usize = env_or("BENCH_ROUNDS", 3);
     let warmup: u64 = env_or("BENCH_WARMUP_S", 20);
     let sample: u64 = env_or("BENCH_SAMPLE_S", 8);
@@ -211,46 +231,38 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench dir");
     let d = start_daemon(&dir);
-    let secs = (warmup + sample + 5) as u32;
-    let (mut hls6, mut hls1, mut browser) = (Vec::new(), Vec::new(), Vec::new());
+    let mut results = vec![Vec::new(); ROWS.len()];
     for round in 1..=rounds {
-        for (id, gop, out) in [("hls6.ts", 150, &mut hls6), ("hls1.ts", 25, &mut hls1)] {
-            let (mut p, start, _) = publish(&ffmpeg, d.port, id, gop, secs);
-            std::thread::sleep(Duration::from_secs(warmup));
-            let pts0 = first_pts(&ffprobe, &dir, d.port, id);
-            let l = ffmpeg_latency(&ffmpeg, d.port, id, start, pts0, sample);
-            println!("round {round}: {id:<9} ffmpeg from index.m3u8   {l:6.2} s");
-            out.push(l);
-            let _ = p.kill();
-            let _ = p.wait();
+        for (row, &(label, id, gop, how)) in ROWS.iter().enumerate() {
+            let l = if how == "ffmpeg" {
+                let secs = (warmup + sample + 5) as u32;
+                let (mut p, start, _) = publish(&ffmpeg, d.port, id, gop, secs);
+                std::thread::sleep(Duration::from_secs(warmup));
+                let pts0 = first_pts(&ffprobe, &dir, d.port, id);
+                let l = ffmpeg_latency(&ffmpeg, d.port, id, start, pts0, sample);
+                let _ = (p.kill(), p.wait());
+                l
+            } else {
+                let (mut p, _, epoch_ms) = publish(&ffmpeg, d.port, id, gop, 40);
+                std::thread::sleep(Duration::from_secs(4));
+                let l = browser_latency(d.port, id, how, epoch_ms);
+                let _ = (p.kill(), p.wait());
+                l
+            };
+            println!("round {round}: {label:<36} {l:6.2} s");
+            results[row].push(l);
         }
-        let (mut p, _, epoch_ms) = publish(&ffmpeg, d.port, "live.mp4", 25, secs);
-        std::thread::sleep(Duration::from_secs(3));
-        match browser_latency(d.port, epoch_ms) {
-            Some(l) => {
-                println!("round {round}: live.mp4  chromium (MSE, follower) {l:6.2} s");
-                browser.push(l);
-            }
-            None => {
-                println!("round {round}: browser row skipped (no chromium/node/playwright-core)")
-            }
-        }
-        let _ = p.kill();
-        let _ = p.wait();
     }
-    let (m6, m1) = (median(&hls6), median(&hls1));
+    let base = median(&results[0]);
     println!("\nglass-to-glass latency, medians of {rounds} interleaved rounds:");
-    println!("  plain HLS, 6 s segments (ffmpeg)        {m6:6.2} s   (baseline)");
-    println!(
-        "  HLS, 1 s segments (ffmpeg; LL playlist) {m1:6.2} s   {:.1}x lower",
-        m6 / m1
-    );
-    if !browser.is_empty() {
-        let mb = median(&browser);
-        println!(
-            "  chromium, fMP4 follower via MSE        {mb:6.2} s   {:.1}x lower",
-            m6 / mb
-        );
+    for (row, ((label, ..), r)) in ROWS.iter().zip(&results).enumerate() {
+        let m = median(r);
+        let vs = if row == 0 {
+            "(baseline)".to_string()
+        } else {
+            format!("{:.1}x lower than the baseline", base / m)
+        };
+        println!("  {label:<36} {m:6.2} s   {vs}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -513,15 +513,19 @@ fn parts(text: &str) -> Vec<Vec<(f64, u64, u64, bool)>> {
     groups
 }
 
-#[test]
-fn ll_hls_parts_cover_segments_and_blocking_reloads_answer_when_the_part_lands() {
-    let Some(ffmpeg) = require_tool("ffmpeg") else {
-        return;
-    };
-    let dir = TestDir::new("hls-ll");
+/// Where the raw publishers of the LL-HLS tests cut their clip: at `tenths` of it, 100 bytes into a
+/// packet (so the publisher is inside a part).
+fn cut(ts: &[u8], tenths: usize) -> usize {
+    ts.len() * tenths / 10 / 188 * 188 + 100
+}
+
+/// A 10 s MPEG-TS clip (a keyframe a second, no B-frames) sent by a raw publisher up to `cut(4)`,
+/// once the channel's playlist has two closed segments.
+fn ll_channel(ffmpeg: &Path, name: &str, limits: &str) -> (TestDir, Vec<u8>, Daemon, RawPublisher) {
+    let dir = TestDir::new(name);
     let src = dir.join("src.ts");
     encode_test_clip(
-        &ffmpeg,
+        ffmpeg,
         &src,
         10,
         &[
@@ -529,15 +533,25 @@ fn ll_hls_parts_cover_segments_and_blocking_reloads_answer_when_the_part_lands()
         ],
     );
     let ts = std::fs::read(&src).unwrap();
-    let cut = |fraction: usize| ts.len() * fraction / 10 / 188 * 188;
-    let cfg = live_config(ID, 64 << 20, "", "read_wait_ms = 1500", "");
+    let cfg = live_config(ID, 64 << 20, "", limits, "");
     let d = Daemon::start(&dir.path, &cfg);
     let mut p = RawPublisher::open(&d);
-    p.send(&ts[..cut(4)]);
+    p.send(&ts[..cut(&ts, 4)]);
     let url = format!("/videos/{ID}/index.m3u8");
     wait_until("two closed segments", Duration::from_secs(10), || {
         d.get(&url, &[]).text().matches("#EXTINF").count() >= 2
     });
+    (dir, ts, d, p)
+}
+
+#[test]
+fn ll_hls_parts_cover_segments_and_blocking_reloads_answer_when_the_part_lands() {
+    let Some(ffmpeg) = require_tool("ffmpeg") else {
+        return;
+    };
+    let (_dir, ts, d, mut p) = ll_channel(&ffmpeg, "hls-ll", "read_wait_ms = 1500");
+    let cut = |tenths| cut(&ts, tenths);
+    let url = format!("/videos/{ID}/index.m3u8");
     let text = d.get(&url, &[]).text();
     let pl = parse(&text);
     assert!(
@@ -1025,26 +1039,9 @@ fn a_preload_hint_range_gets_each_part_whole_once_it_is_complete() {
     let Some(ffmpeg) = require_tool("ffmpeg") else {
         return;
     };
-    let dir = TestDir::new("hls-hint");
-    let src = dir.join("src.ts");
-    encode_test_clip(
-        &ffmpeg,
-        &src,
-        10,
-        &[
-            "-c:v", "libx264", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p", "-f", "mpegts",
-        ],
-    );
-    let ts = std::fs::read(&src).unwrap();
-    let cut = |fraction: usize| ts.len() * fraction / 10 / 188 * 188 + 100;
-    let cfg = live_config(ID, 64 << 20, "", "", "");
-    let d = Daemon::start(&dir.path, &cfg);
-    let mut p = RawPublisher::open(&d);
-    p.send(&ts[..cut(4)]);
+    let (_dir, ts, d, mut p) = ll_channel(&ffmpeg, "hls-hint", "");
+    let cut = |tenths| cut(&ts, tenths);
     let url = format!("/videos/{ID}/index.m3u8");
-    wait_until("two closed segments", Duration::from_secs(10), || {
-        d.get(&url, &[]).text().matches("#EXTINF").count() >= 2
-    });
     let text = d.get(&url, &[]).text();
     let hint = preload_hint(&text).expect("a preload hint while publishing");
     let groups = parts(&text);

@@ -2,6 +2,7 @@
 // Run by tests/browser.rs, which starts the daemon and the publishers and checks what this prints:
 // one JSON object on the last line of stdout. Arguments come in the environment:
 //   BASE (http://127.0.0.1:PORT), VOD (a file video id), TS_LIVE, MP4_LIVE (live channel ids),
+//   ONLY and LIVE (benches/latency.rs: watch only channel LIVE, ONLY=page or ONLY=native),
 //   SLOT (an upload slot id), UPLOAD_FILE (a local file to upload), TOKEN (the write token),
 //   PUBLISH_START_MS (when the publishers started, ms since the epoch: for the latency; their
 //   pictures carry frame-number stamps, tests/common/stamp.rs).
@@ -117,9 +118,9 @@ try {
   page.on("console", m => { if (m.type() === "error") result.consoleErrors.push(m.text()); });
   page.on("pageerror", e => result.consoleErrors.push(`pageerror: ${e.message}`));
   await page.goto(env.BASE + "/");
-  // ONLY=mp4Live: just the live fMP4 player (benches/latency.rs).
+  // ONLY=page or ONLY=native: just channel LIVE, played that way (benches/latency.rs).
   const only = env.ONLY;
-  const ids = only ? [env.MP4_LIVE] : [env.VOD, env.TS_LIVE, env.MP4_LIVE, env.SLOT];
+  const ids = only ? [env.LIVE] : [env.VOD, env.TS_LIVE, env.MP4_LIVE, env.SLOT];
   for (const id of ids) {
     await waitFor(page, `the card of ${id}`, i => !!document.querySelector(`section[data-id="${i}"] .bar`), id);
   }
@@ -127,7 +128,8 @@ try {
   if (!only) await vod(page);
   if (!only) result.steps.tsLive = await watchLive(page, env.TS_LIVE, false);
   if (!only) result.steps.tsNative = await watchLive(page, env.TS_LIVE, true);
-  result.steps.mp4Live = await watchLive(page, env.MP4_LIVE, false);
+  if (only) result.steps.live = await watchLive(page, env.LIVE, only === "native");
+  else result.steps.mp4Live = await watchLive(page, env.MP4_LIVE, false);
   result.errorsBeforeUpload = [...result.consoleErrors];
   if (!only) await uploadWithCut(page);
 } catch (e) {
