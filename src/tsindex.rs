@@ -16,7 +16,7 @@ const PAT_PID: u16 = 0x0000;
 const SDT_PID: u16 = 0x0011;
 /// Table packets (PAT, PMT, SDT) in a row that a frame start reaches back over, at most: a muxer
 /// writes one of each before a keyframe; a longer run only keeps its last packets.
-const MAX_TABLE_RUN_PACKETS: u64 = 8;
+pub const MAX_TABLE_RUN_PACKETS: u64 = 8;
 /// Largest PAT or PMT section (section_length is at most 1021, plus the 3-byte section head).
 pub const MAX_PSI_SECTION_BYTES: usize = 1024;
 /// table_id and section_length, ahead of every PSI section.

@@ -12,7 +12,9 @@ use std::collections::VecDeque;
 use super::commit::{CommitDone, CommitJob, CommitState};
 use super::data_file::WritableFile;
 use super::{Availability, IngestBlock, WriteRefusal, unix_secs};
-use crate::tsindex::{Keyframe, PTS_CLOCK_HZ, PTS_MODULUS, TS_PACKET_SIZE, TsIndexer};
+use crate::tsindex::{
+    Keyframe, MAX_TABLE_RUN_PACKETS, PTS_CLOCK_HZ, PTS_MODULUS, TS_PACKET_SIZE, TsIndexer,
+};
 
 /// `MetaRecord::video_kind` of a live ring.
 pub const KIND_CODE_LIVE: u8 = 3;
@@ -307,6 +309,21 @@ pub struct LiveIndex {
     recent_frames: VecDeque<(u64, Vec<u64>)>,
     /// A frame's duration, from the last closed segment (0 until one has closed).
     frame_ticks: u64,
+}
+
+/// Which of the keyframes `found` again after a restart is the open segment's: the one at its
+/// offset, or — for a record written before keyframes started at the tables in front of them
+/// (`tsindex::MAX_TABLE_RUN_PACKETS`) — the one with its PTS whose tables the old offset falls in.
+fn open_keyframe_in(found: &[Keyframe], n: &SegmentNumbering) -> Option<usize> {
+    let run = MAX_TABLE_RUN_PACKETS * TS_PACKET_SIZE as u64;
+    found
+        .iter()
+        .position(|k| k.offset == n.open_offset)
+        .or_else(|| {
+            found.iter().position(|k| {
+                k.pts == n.clock_pts && k.offset < n.open_offset && n.open_offset - k.offset <= run
+            })
+        })
 }
 
 /// PTS ticks from `a` forward to `b`, modulo the 33-bit wrap.
@@ -1017,9 +1034,12 @@ impl LiveRing {
     fn renumber_found(&mut self, found: &[Keyframe]) {
         let mut ix = LiveIndex::new(self.state.head);
         let n = &mut self.state.numbering;
-        let open = found.iter().position(|k| k.offset == n.open_offset);
+        let open = open_keyframe_in(found, n);
         match open {
-            Some(j) => Self::renumber_before(&mut ix, n, &found[..=j]),
+            Some(j) => {
+                n.open_offset = found[j].offset;
+                Self::renumber_before(&mut ix, n, &found[..=j]);
+            }
             None => {
                 // The open segment was not found again: what is found is numbered as new.
                 n.open_offset = NO_OPEN_SEGMENT;
@@ -1157,6 +1177,32 @@ mod tests {
         let mut v = st.encode();
         v[0] = 9;
         assert!(RingState::decode(&v, 4096).is_err());
+    }
+
+    #[test]
+    fn the_open_keyframe_is_found_at_its_offset_or_behind_its_tables_in_an_older_record() {
+        let k = |offset, pts| Keyframe { offset, pts };
+        let found = [k(0, 100), k(18_800, 190), k(37_600, 280)];
+        let numbering = |open_offset, clock_pts| SegmentNumbering {
+            open_offset,
+            clock_pts,
+            ..SegmentNumbering::default()
+        };
+        assert_eq!(open_keyframe_in(&found, &numbering(18_800, 190)), Some(1));
+        // An older record named the keyframe's own packet, after three table packets.
+        assert_eq!(
+            open_keyframe_in(&found, &numbering(18_800 + 3 * 188, 190)),
+            Some(1)
+        );
+        // Not its PTS, or too far past the tables: not found.
+        assert_eq!(
+            open_keyframe_in(&found, &numbering(18_800 + 3 * 188, 280)),
+            None
+        );
+        assert_eq!(
+            open_keyframe_in(&found, &numbering(18_800 + 9 * 188, 190)),
+            None
+        );
     }
 
     #[test]
