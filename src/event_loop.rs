@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::{self, Config, SyncMode};
 use crate::conn::access_log::AccessLog;
-use crate::conn::{Conn, Ctx, Next, SendPath};
+use crate::conn::{Conn, Ctx, Next, SendPath, Spare};
 use crate::metrics::Metrics;
 use crate::origin::Fetcher;
 use crate::relay::{Relays, Turn};
@@ -65,6 +65,8 @@ pub struct Server {
     listener: Option<TcpListener>,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
+    /// Framing buffers lent to the connection being driven (`Conn::borrow_buffers`).
+    spare: Spare,
     open: usize,
     store: Store,
     cfg: Config,
@@ -185,6 +187,7 @@ impl Server {
             listener: Some(listener),
             conns: Vec::new(),
             free: Vec::new(),
+            spare: Spare::default(),
             open: 0,
             store,
             cfg,
@@ -534,7 +537,9 @@ impl Server {
             open_connections: self.open,
             access_log: &mut self.access_log,
         };
+        conn.borrow_buffers(&mut self.spare);
         let next = f(&mut conn, &mut ctx);
+        conn.return_buffers(&mut self.spare);
         match next {
             Next::Keep => self.conns[index] = Some(conn),
             Next::Close => {

@@ -1526,10 +1526,7 @@ fn span_plan(
         rh.header("Content-Type", video.content_type.clone());
         match spans.first() {
             Some(s) if !whole => {
-                rh.header(
-                    "Content-Range",
-                    format!("bytes {}-{}/{}", s.first, s.last, repr.len),
-                );
+                rh.header("Content-Range", content_range(s.first, s.last, repr.len));
                 rh.header("Content-Length", s.len().to_string());
             }
             _ => {
@@ -1953,6 +1950,15 @@ impl LiveView<'_> {
         let extra = [("Content-Range", format!("bytes */{live_head}"))];
         Decision::respond(error_plan_with(416, &why, head_only, keep_alive, &extra))
     }
+}
+
+/// `bytes FIRST-LAST/LEN`, in a string allocated once at its final size (`format!` grows it twice,
+/// on every range response).
+fn content_range(first: u64, last: u64, len: u64) -> String {
+    use std::fmt::Write as _;
+    let mut value = String::with_capacity(6 + 3 * 20 + 2);
+    let _ = write!(value, "bytes {first}-{last}/{len}");
+    value
 }
 
 /// What a GET of a live channel asks for.

@@ -149,6 +149,15 @@ pub struct Conn {
     request_started: Instant,
 }
 
+/// The framing buffers the loop lends to the connection it is driving: a connection keeps one only
+/// while bytes are buffered in it (a partial head, pipelined requests, a response head not yet
+/// sent), so an idle keep-alive connection holds no buffer.
+#[derive(Default)]
+pub struct Spare {
+    read: Vec<u8>,
+    write: Vec<u8>,
+}
+
 /// What the loop should do with a connection after driving it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
@@ -361,6 +370,18 @@ impl Conn {
     /// The loop saw the socket writable.
     pub fn set_writable(&mut self) {
         self.writer.writable = true;
+    }
+
+    /// Borrow the loop's spare buffers for this drive (`Spare`); `return_buffers` gives them back
+    /// unless bytes are still buffered in them.
+    pub fn borrow_buffers(&mut self, spare: &mut Spare) {
+        self.reader.borrow_buffer(&mut spare.read);
+        self.writer.borrow_buffer(&mut spare.write);
+    }
+
+    pub fn return_buffers(&mut self, spare: &mut Spare) {
+        self.reader.return_buffer(&mut spare.read);
+        self.writer.return_buffer(&mut spare.write);
     }
 
     /// The loop saw the socket readable (or closed, or failed: a read tells which).

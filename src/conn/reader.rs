@@ -98,6 +98,30 @@ impl Reader {
         }
     }
 
+    /// Take `spare` as the framing buffer if this reader has none (the loop lends one buffer to the
+    /// connection it drives, so idle connections hold no buffer).
+    pub fn borrow_buffer(&mut self, spare: &mut Vec<u8>) {
+        if self.buf.capacity() == 0 {
+            std::mem::swap(&mut self.buf, spare);
+        }
+    }
+
+    /// Give the framing buffer back to `spare` when it holds no bytes (dropped if `spare` already
+    /// has one); a reader with buffered bytes keeps its buffer. Only `buf[start..end]` is ever
+    /// read, so what another connection left past `end` is never seen.
+    pub fn return_buffer(&mut self, spare: &mut Vec<u8>) {
+        if !self.is_empty() {
+            return;
+        }
+        self.start = 0;
+        self.end = 0;
+        if spare.capacity() == 0 {
+            std::mem::swap(&mut self.buf, spare);
+        } else {
+            self.buf = Vec::new();
+        }
+    }
+
     /// Drop what is buffered (after a malformed head: nothing after it can be trusted).
     pub fn clear(&mut self) {
         self.start = 0;
@@ -274,6 +298,48 @@ mod tests {
             max_head_bytes: 8192,
             max_headers: 16,
         }
+    }
+
+    #[test]
+    fn an_idle_reader_gives_its_buffer_back_a_busy_one_keeps_it_and_a_lent_one_shows_no_old_bytes()
+    {
+        let peer = |text: &str| Peer {
+            bytes: text.as_bytes().to_vec(),
+            pos: 0,
+            step: 4096,
+        };
+        let mut spare = Vec::new();
+        let mut r = Reader::new();
+        r.borrow_buffer(&mut spare);
+        let mut first = peer("GET /a-long-path-name HTTP/1.1\r\nHost: h\r\n\r\nGET /b");
+        assert!(matches!(r.read_framing(&mut first, 4096), Got::Read(_)));
+        assert_eq!(
+            r.take_head(&limits()).unwrap().unwrap().path,
+            "/a-long-path-name"
+        );
+        r.return_buffer(&mut spare);
+        assert_eq!(
+            spare.capacity(),
+            0,
+            "a reader holding a partial head keeps its buffer"
+        );
+        assert_eq!(r.buffered(), 6);
+        let mut rest = peer(" HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(matches!(r.read_framing(&mut rest, 4096), Got::Read(_)));
+        assert_eq!(r.take_head(&limits()).unwrap().unwrap().path, "/b");
+        r.return_buffer(&mut spare);
+        assert!(
+            spare.capacity() > 0 && r.buf.capacity() == 0,
+            "an idle reader holds no buffer"
+        );
+        // Another connection borrows it: only what it reads itself is parsed.
+        let mut other = Reader::new();
+        other.borrow_buffer(&mut spare);
+        assert!(other.is_empty());
+        let mut short = peer("GET /c HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(matches!(other.read_framing(&mut short, 4096), Got::Read(_)));
+        let head = other.take_head(&limits()).unwrap().unwrap();
+        assert_eq!((head.path.as_str(), other.buffered()), ("/c", 0));
     }
 
     #[test]

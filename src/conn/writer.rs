@@ -42,6 +42,30 @@ impl Writer {
         }
     }
 
+    /// Take `spare` as the queue if this writer has none (see `Reader::borrow_buffer`).
+    pub fn borrow_buffer(&mut self, spare: &mut Vec<u8>) {
+        if self.out.capacity() == 0 {
+            std::mem::swap(&mut self.out, spare);
+            self.out.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Give the queue back to `spare` once everything in it is sent (dropped if `spare` already has
+    /// one); a writer with bytes still to send keeps it.
+    pub fn return_buffer(&mut self, spare: &mut Vec<u8>) {
+        if !self.is_flushed() {
+            return;
+        }
+        self.out.clear();
+        self.pos = 0;
+        if spare.capacity() == 0 {
+            std::mem::swap(&mut self.out, spare);
+        } else {
+            self.out = Vec::new();
+        }
+    }
+
     /// Nothing queued is left to send.
     pub fn is_flushed(&self) -> bool {
         self.pos >= self.out.len()
