@@ -237,7 +237,10 @@ impl Server {
         (self.relays).configure(&self.cfg, &mut self.store, self.poll.registry(), now);
         loop {
             // Connections queued to be driven again (a budget ran out) must not wait for a timeout.
-            let timeout = if self.wake.is_empty() && !self.relays.wants_turn() {
+            let timeout = if self.wake.is_empty()
+                && !self.relays.wants_turn()
+                && !self.fetcher.wants_turn()
+            {
                 SWEEP_EVERY
             } else {
                 Duration::ZERO

@@ -30,6 +30,10 @@ const MAX_ORIGIN_HEADERS: usize = 64;
 const ORIGIN_IDLE_KEEP: Duration = Duration::from_secs(30);
 /// Most bytes read into the mapping per read(2).
 const ORIGIN_READ: u64 = 1 << 20;
+/// A fetch faults its block's pages in this far ahead of what has arrived: the first bytes can go to a
+/// reader after a quarter of a 1 MiB block is faulted in, not all of it (zero-filling fresh page
+/// cache is most of a cold block's cost here).
+const PREFAULT_STEP: u64 = 256 << 10;
 
 /// One block fetch.
 #[derive(Debug, Clone)]
@@ -71,6 +75,8 @@ enum OState {
         job: Job,
         reservation: u64,
         cursor: u64,
+        /// Bytes [cursor, populated) of the target are faulted in for writing.
+        populated: u64,
         end: u64,
         keep_alive: bool,
     },
@@ -338,6 +344,9 @@ pub struct Fetcher {
     timeout: Duration,
     /// The other nodes of the tier, asked for a block before its origin (`cluster.rs`).
     pub peers: Peers,
+    /// Connections that stopped reading so that the readers their bytes woke go first; driven again
+    /// in the next `pump`.
+    yielded: Vec<usize>,
 }
 
 impl Fetcher {
@@ -348,7 +357,14 @@ impl Fetcher {
             limit: limit.max(1),
             timeout: Duration::from_millis(timeout_ms),
             peers: Peers::default(),
+            yielded: Vec::new(),
         }
+    }
+
+    /// A connection yielded to the readers it woke and waits for its next turn (the loop must not
+    /// sleep in poll meanwhile: its socket may hold bytes that bring no new event).
+    pub fn wants_turn(&self) -> bool {
+        !self.yielded.is_empty()
     }
 
     /// New bounds from a reload: they apply to the next fetches (fetches in flight finish as they are).
@@ -373,6 +389,9 @@ impl Fetcher {
         wake: &mut Vec<Token>,
         now: Instant,
     ) {
+        for index in std::mem::take(&mut self.yielded) {
+            self.drive(index, registry, store, wake, now);
+        }
         self.relearn(store, wake);
         loop {
             let busy = self
@@ -737,6 +756,10 @@ impl Fetcher {
             match step {
                 OStep::Progress => continue,
                 OStep::Blocked => return,
+                OStep::Yield => {
+                    self.yielded.push(index);
+                    return;
+                }
                 OStep::Close => {
                     self.close(index, registry);
                     return;
@@ -786,6 +809,8 @@ enum NoConn {
 enum OStep {
     Progress,
     Blocked,
+    /// Bytes woke readers: drive them first, then this connection again (`Fetcher::yielded`).
+    Yield,
     Close,
     /// A reused connection the origin had closed before answering: the job goes first on a fresh one.
     Retry(Job),
@@ -1351,10 +1376,6 @@ fn begin_body(
         Ok(r) => r,
         Err(e) => return fail(&job, None, format!("cannot take the origin's bytes: {e}")),
     };
-    // Fault the block's pages in with one call before the socket is read into them.
-    if let Some(t) = slot.write_target(reservation, start, end - start) {
-        prefault_for_write(t);
-    }
     let mut cursor = start;
     if !extra.is_empty() {
         let n = (extra.len() as u64).min(end - start);
@@ -1376,6 +1397,7 @@ fn begin_body(
         job,
         reservation,
         cursor,
+        populated: cursor,
         end,
         keep_alive: !close,
     };
@@ -1394,6 +1416,7 @@ fn step_body(
         job,
         reservation,
         cursor,
+        populated,
         end,
         keep_alive,
     } = &mut c.state
@@ -1414,7 +1437,15 @@ fn step_body(
     let Some(slot) = v.origin_mut().and_then(|o| o.slot_mut()) else {
         return fail(job, res, "the video's data file is gone");
     };
-    let want = (*end - *cursor).min(ORIGIN_READ);
+    if *populated <= *cursor {
+        // Fault the next pages in with one call before the socket is read into them.
+        let step = (*end - *cursor).min(PREFAULT_STEP);
+        if let Some(t) = slot.write_target(*reservation, *cursor, step) {
+            prefault_for_write(t);
+        }
+        *populated = *cursor + step;
+    }
+    let want = (*populated - *cursor).min(ORIGIN_READ);
     let Some(target) = slot.write_target(*reservation, *cursor, want) else {
         return fail(job, res, "write outside the fetch's reservation");
     };
@@ -1437,7 +1468,12 @@ fn step_body(
             v.byte_waiters.wake_all(wake);
             store.origin_totals.bytes += n;
             c.deadline = now + timeout;
-            OStep::Progress
+            // Readers woken (by these bytes or earlier ones) go out before this fetch reads on.
+            if !wake.is_empty() {
+                OStep::Yield
+            } else {
+                OStep::Progress
+            }
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             c.readable = false;

@@ -1426,3 +1426,37 @@ fn with_a_read_token_a_node_still_fills_from_its_peer() {
     assert_eq!((r.status, r.body == data), (200, true));
     assert_eq!(bytes_of(&ng.settled_log()), origin, "B went to the origin");
 }
+
+#[test]
+fn a_readers_blocks_are_fetched_in_the_order_it_reads_them() {
+    let dir = TestDir::new("origin-order");
+    let len = 40 * BLOCK;
+    let data = source(len, 23);
+    let origin = FakeOrigin::start(data.clone(), Arc::new(|_, _| Answer::Serve));
+    // One origin connection: the origin sees the fetches in the order they start.
+    let d = Daemon::start(
+        &dir.path,
+        &config(
+            "origin_connections = 1",
+            "",
+            &[("v", origin.url("/v.bin"), "64KiB")],
+        ),
+    );
+    read_exact_range(&d, "v", &data, 0, 99);
+    let (first, last) = (5 * BLOCK + 100, 7 * BLOCK + 100);
+    read_exact_range(&d, "v", &data, first, last);
+    let blocks: Vec<u64> = origin
+        .asked()
+        .iter()
+        .skip(1)
+        .map(|(f, _)| f / BLOCK)
+        .collect();
+    assert!(
+        blocks.len() >= 3 && blocks[..3] == [5, 6, 7],
+        "the range's blocks first, in order (allocated together, they used to start newest first): {blocks:?}"
+    );
+    assert!(
+        blocks.windows(2).all(|w| w[0] < w[1]),
+        "read-ahead blocks follow in order: {blocks:?}"
+    );
+}

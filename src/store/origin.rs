@@ -100,6 +100,7 @@ struct BlockQueue {
     ticket: BTreeMap<u64, u64>,
     next_back: u64,
     next_front: u64,
+    next_ready: u64,
     /// (the request's start, first byte) → last byte: ranges waiting for room, oldest request first.
     pending: BTreeMap<(Instant, u64), u64>,
 }
@@ -110,9 +111,12 @@ impl BlockQueue {
             cap,
             order: BTreeMap::new(),
             ticket: BTreeMap::new(),
-            // Tickets grow from the middle both ways: 2^63 pushes either way cannot happen.
+            // Tickets: retries count down from 2^62, blocks back from their allocation count up
+            // from 2^62 (first come first served among them), new blocks count up from 2^63; 2^62
+            // pushes of any kind cannot happen.
             next_back: 1 << 63,
-            next_front: (1 << 63) - 1,
+            next_front: (1 << 62) - 1,
+            next_ready: 1 << 62,
             pending: BTreeMap::new(),
         }
     }
@@ -141,6 +145,15 @@ impl BlockQueue {
         self.order.insert(self.next_front, block);
         self.ticket.insert(block, self.next_front);
         self.next_front -= 1;
+    }
+
+    /// Queue `block` after the retries and before the blocks never tried, behind those queued this
+    /// way before it: blocks whose space was just allocated keep the order they were asked in.
+    fn push_ready(&mut self, block: u64) {
+        self.remove(block);
+        self.order.insert(self.next_ready, block);
+        self.ticket.insert(block, self.next_ready);
+        self.next_ready += 1;
     }
 
     fn remove(&mut self, block: u64) -> bool {
@@ -817,7 +830,14 @@ impl OriginVideo {
                     self.warm.push_back(b);
                 }
             }
-            Ok(()) => self.requeue(b, true),
+            Ok(()) => {
+                assert!(
+                    !self.inflight.contains(&b),
+                    "block {b} allocated while in flight"
+                );
+                self.warm.remove(b);
+                self.client.push_ready(b);
+            }
             Err(why) => {
                 let why = format!("no disk space for block {b} of the cache: {why}");
                 self.fetch_failed(b, None, 507, why);
@@ -1401,6 +1421,18 @@ mod tests {
         assert_eq!(
             std::iter::from_fn(|| q.pop()).collect::<Vec<_>>(),
             [7, 9, 1]
+        );
+        // Allocated blocks go after retries and before new ones, in the order they came back.
+        for b in [5, 6] {
+            q.push_back(b);
+        }
+        q.push_ready(39);
+        q.push_ready(40);
+        q.push_front(2);
+        q.push_ready(6);
+        assert_eq!(
+            std::iter::from_fn(|| q.pop()).collect::<Vec<_>>(),
+            [2, 39, 40, 6, 5]
         );
         assert!(q.order.is_empty() && q.ticket.is_empty());
         let t = Instant::now();
