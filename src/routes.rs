@@ -49,7 +49,9 @@ pub enum Part {
         /// caught up (a follower at the edge waits for the next session instead).
         replay: bool,
         /// A follower of the HLS resource: sends whole LL-HLS parts only
-        /// (`LiveRing::whole_parts_availability`).
+        /// (`LiveRing::whole_parts_availability`). Like any follower it runs until the publish
+        /// session ends (Chromium's native HLS reads `stream.ts` through such open ranges and stops
+        /// playing when one ends early, at a segment's end).
         whole_parts: bool,
     },
 }

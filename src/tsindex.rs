@@ -14,9 +14,12 @@ const PAT_PID: u16 = 0x0000;
 /// The PID that carries the service description table (DVB), which muxers such as ffmpeg write
 /// beside the PAT and PMT.
 const SDT_PID: u16 = 0x0011;
-/// Table packets (PAT, PMT, SDT) in a row that a frame start reaches back over, at most: a muxer
-/// writes one of each before a keyframe; a longer run only keeps its last packets.
+/// Table packets (PAT, PMT, SDT, and null packets among them) in a row that a frame start reaches
+/// back over, at most: a muxer writes one of each before a keyframe; of a longer run the frame keeps
+/// the last packets.
 pub const MAX_TABLE_RUN_PACKETS: u64 = 8;
+/// Null packets (stuffing of a constant-rate mux) may sit between the tables and the frame.
+const NULL_PID: u16 = 0x1FFF;
 /// Largest PAT or PMT section (section_length is at most 1021, plus the 3-byte section head).
 pub const MAX_PSI_SECTION_BYTES: usize = 1024;
 /// table_id and section_length, ahead of every PSI section.
@@ -582,10 +585,14 @@ impl TsIndexer {
             return;
         };
         let is_psi = packet.pid == PAT_PID || self.pmt_pids.contains(&packet.pid);
-        if is_psi || packet.pid == SDT_PID {
+        let in_run =
+            is_psi || packet.pid == SDT_PID || (packet.pid == NULL_PID && tables_before.is_some());
+        if in_run {
+            // The packets of a run are contiguous: past the limit it slides to keep the last ones.
             self.table_run = Some(match tables_before {
                 Some((start, count)) if count < MAX_TABLE_RUN_PACKETS => (start, count + 1),
-                _ => (offset, 1),
+                Some((start, count)) => (start + TS_PACKET_SIZE as u64, count),
+                None => (offset, 1),
             });
         }
         if is_psi {
@@ -1112,10 +1119,41 @@ mod tests {
         let keyframe_packet = writer.bytes.len() as u64;
         writer.frame(3600, true, &h264_idr());
         let back = MAX_TABLE_RUN_PACKETS * TS_PACKET_SIZE as u64;
-        let keyframes = scan(&writer.bytes);
-        assert_eq!(keyframes.len(), 1);
-        assert!(keyframes[0].offset >= keyframe_packet - back);
-        assert!(keyframes[0].offset < keyframe_packet);
+        let keyframe = Keyframe {
+            offset: keyframe_packet - back,
+            pts: 3600,
+        };
+        assert_eq!(scan(&writer.bytes), vec![keyframe]);
+    }
+
+    #[test]
+    fn null_packets_between_the_tables_and_the_keyframe_keep_the_run() {
+        let mut writer = TsWriter::default();
+        writer.tables(STREAM_TYPE_H264);
+        writer.packet(NULL_PID, false, false, &[0xFF; 184]);
+        writer.tables(STREAM_TYPE_H264);
+        writer.packet(NULL_PID, false, false, &[0xFF; 184]);
+        writer.frame(3600, true, &h264_idr());
+        // The run began at the first PAT: the null packets among the tables kept it going.
+        assert_eq!(
+            scan(&writer.bytes),
+            vec![Keyframe {
+                offset: 0,
+                pts: 3600
+            }]
+        );
+        // A null packet with no table before it starts no run.
+        let mut writer = TsWriter::default();
+        writer.tables(STREAM_TYPE_H264);
+        writer.frame(0, false, &h264_non_idr());
+        let null = writer.bytes.len() as u64;
+        writer.packet(NULL_PID, false, false, &[0xFF; 184]);
+        writer.frame(3600, true, &h264_idr());
+        let keyframe = Keyframe {
+            offset: null + TS_PACKET_SIZE as u64,
+            pts: 3600,
+        };
+        assert_eq!(scan(&writer.bytes), vec![keyframe]);
     }
 
     #[test]

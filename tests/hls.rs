@@ -1033,30 +1033,53 @@ fn read_chunk<R: std::io::BufRead>(r: &mut R) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
+/// The end of the segment of `text` that holds byte `at`, once it is closed.
+fn segment_end_holding(text: &str, at: u64) -> Option<u64> {
+    parse(text)
+        .segs
+        .iter()
+        .find(|s| s.offset <= at && at < s.offset + s.len)
+        .map(|s| s.offset + s.len)
+}
+
+/// Reads chunks until the last one; the bytes before it.
+fn read_to_last_chunk<R: std::io::BufRead>(r: &mut R) -> Vec<u8> {
+    let mut got = Vec::new();
+    loop {
+        let chunk = read_chunk(r).expect("the rest of the answer");
+        if chunk.is_empty() {
+            return got;
+        }
+        got.extend(chunk);
+    }
+}
+
 #[test]
 fn a_preload_hint_range_gets_each_part_whole_once_it_is_complete() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let Some(ffmpeg) = require_tool("ffmpeg") else {
         return;
     };
     let (_dir, ts, d, mut p) = ll_channel(&ffmpeg, "hls-hint", "");
-    let cut = |tenths| cut(&ts, tenths);
     let url = format!("/videos/{ID}/index.m3u8");
-    let text = d.get(&url, &[]).text();
-    let hint = preload_hint(&text).expect("a preload hint while publishing");
-    let groups = parts(&text);
-    let open = groups.last().unwrap();
-    let listed_end = open.last().map(|&(_, at, len, _)| at + len);
-    let segment_end = parse(&text).segs.last().map(|s| s.offset + s.len);
-    assert_eq!(
-        Some(hint),
-        listed_end.or(segment_end),
-        "the hint starts where the complete parts end:\n{text}"
-    );
-    assert!(
-        hint < cut(4) as u64,
-        "the publisher is inside the hinted part"
-    );
+    // Publish in small steps until a segment has just closed: the hint is then the first part of
+    // the open segment, whose completion is inside that segment.
+    let step = 10 * 188;
+    let mut at = cut(&ts, 4);
+    let hint = loop {
+        let text = d.get(&url, &[]).text();
+        let hint = preload_hint(&text).expect("a preload hint while publishing");
+        let last_end = parse(&text).segs.last().map(|s| s.offset + s.len);
+        if Some(hint) == last_end && parts(&text).last().is_some_and(Vec::is_empty) {
+            break hint;
+        }
+        assert!(at + step < ts.len(), "no segment closed");
+        p.send(&ts[at..at + step]);
+        at += step;
+        wait_until("the step landed", Duration::from_secs(10), || {
+            head_of(&video_entry(&d, ID)) >= at as u64
+        });
+    };
 
     // The hinted open range: its head at once, no byte of the part in progress.
     let mut s = std::net::TcpStream::connect(d.addr()).expect("connect");
@@ -1081,44 +1104,63 @@ fn a_preload_hint_range_gets_each_part_whole_once_it_is_complete() {
         "a byte of an incomplete part was sent"
     );
 
-    // More bytes land: the answer runs exactly to the end of the complete parts, byte-exact.
-    p.send(&ts[cut(4)..cut(6)]);
+    // Bytes land until the first part is complete: exactly that part comes, and nothing of the next.
     let mut edge = hint;
-    wait_until("the next hint", Duration::from_secs(10), || {
+    while edge == hint {
+        assert!(at + step < ts.len(), "the part never completed");
+        p.send(&ts[at..at + step]);
+        at += step;
+        wait_until("the step landed", Duration::from_secs(10), || {
+            head_of(&video_entry(&d, ID)) >= at as u64
+        });
         edge = preload_hint(&d.get(&url, &[]).text()).unwrap_or(hint);
-        edge > hint
-    });
+    }
+    assert!(
+        segment_end_holding(&d.get(&url, &[]).text(), hint).is_none(),
+        "the hinted part's segment is still open"
+    );
     let mut got = Vec::new();
     while (got.len() as u64) < edge - hint {
-        got.extend(read_chunk(&mut r).expect("the complete parts"));
+        got.extend(read_chunk(&mut r).expect("the complete part"));
     }
-    assert_eq!(
-        got.len() as u64,
-        edge - hint,
-        "nothing past the complete parts"
+    assert!(
+        got == ts[hint as usize..edge as usize],
+        "exactly the part's bytes"
     );
-    assert!(got == ts[hint as usize..edge as usize], "the parts' bytes");
+    assert!(at as u64 > edge, "bytes of the next part are in the ring");
     assert_eq!(
         read_chunk(&mut r),
         None,
         "the part in progress is held back"
     );
 
-    // The publisher ends: every byte is final and the answer runs to the end, then ends.
-    p.send(&ts[cut(6)..]);
-    p.send(b"");
+    // The segment closes and the next one's parts complete: the answer goes on with them, byte-exact.
+    p.send(&ts[at..cut(&ts, 6)]);
+    let mut next = hint;
+    wait_until(
+        "the hinted segment to close",
+        Duration::from_secs(10),
+        || {
+            let text = d.get(&url, &[]).text();
+            next = preload_hint(&text).unwrap_or(hint);
+            segment_end_holding(&text, hint).is_some_and(|end| next > end)
+        },
+    );
     r.get_ref()
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    loop {
-        let chunk = read_chunk(&mut r).expect("the rest");
-        if chunk.is_empty() {
-            break;
-        }
-        got.extend(chunk);
+    while (got.len() as u64) < next - hint {
+        got.extend(read_chunk(&mut r).expect("the parts that completed"));
     }
-    let mut trailer = Vec::new();
-    let _ = r.read_to_end(&mut trailer);
+    assert!(
+        got == ts[hint as usize..next as usize],
+        "across the segment's end, once"
+    );
+
+    // The publisher ends: every byte is final; the answer runs to the end, then ends.
+    p.send(&ts[cut(&ts, 6)..]);
+    p.send(b"");
+    got.extend(read_to_last_chunk(&mut r));
     assert!(
         got == ts[hint as usize..],
         "the whole rest of the stream, once"

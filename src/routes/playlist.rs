@@ -238,7 +238,8 @@ fn live(head: &RequestHead, uri: &str, id: &str, video: &Video, ctx: &RouteCtx<'
         open_parts: &open_parts,
         preload_hint: ring
             .publisher
-            .and_then(|_| ix.complete_parts_end(&ring.state.numbering)),
+            .and_then(|_| ix.complete_parts_end(&ring.state.numbering))
+            .filter(|&start| start >= window_start),
     });
     let text = hls::render(&Playlist {
         uri,

@@ -312,17 +312,18 @@ pub struct LiveIndex {
 }
 
 /// Which of the keyframes `found` again after a restart is the open segment's: the one at its
-/// offset, or — for a record written before keyframes started at the tables in front of them
-/// (`tsindex::MAX_TABLE_RUN_PACKETS`) — the one with its PTS whose tables the old offset falls in.
+/// offset, or the one with its PTS within a run of tables (`tsindex::MAX_TABLE_RUN_PACKETS`) of it —
+/// a record written before keyframes started at the tables in front of them, or a window that now
+/// starts inside those tables.
 fn open_keyframe_in(found: &[Keyframe], n: &SegmentNumbering) -> Option<usize> {
     let run = MAX_TABLE_RUN_PACKETS * TS_PACKET_SIZE as u64;
     found
         .iter()
         .position(|k| k.offset == n.open_offset)
         .or_else(|| {
-            found.iter().position(|k| {
-                k.pts == n.clock_pts && k.offset < n.open_offset && n.open_offset - k.offset <= run
-            })
+            found
+                .iter()
+                .position(|k| k.pts == n.clock_pts && k.offset.abs_diff(n.open_offset) <= run)
         })
 }
 
@@ -646,8 +647,6 @@ impl LiveRing {
         self.state.window_start(self.capacity())
     }
 
-    /// Present bytes run up to the head or the ring's wrap point, whichever is first, so that every
-    /// Present run is one contiguous slice of the mapping.
     /// What a follower of the HLS resource (`stream.ts`, `stream.mp4`) may send from `offset`: the
     /// bytes of whole parts only (RFC 8216bis §6.2.6: a part in progress is held back until all its
     /// bytes can go), so an open range at a `#EXT-X-PRELOAD-HINT` gets each part whole, once complete.
@@ -667,6 +666,8 @@ impl LiveRing {
         }
     }
 
+    /// Present bytes run up to the head or the ring's wrap point, whichever is first, so that every
+    /// Present run is one contiguous slice of the mapping.
     pub fn availability(&self, offset: u64) -> Availability {
         if offset < self.window_start() {
             Availability::Gone
@@ -1192,6 +1193,11 @@ mod tests {
         // An older record named the keyframe's own packet, after three table packets.
         assert_eq!(
             open_keyframe_in(&found, &numbering(18_800 + 3 * 188, 190)),
+            Some(1)
+        );
+        // The window now starts inside its tables: found a few packets later.
+        assert_eq!(
+            open_keyframe_in(&found, &numbering(18_800 - 2 * 188, 190)),
             Some(1)
         );
         // Not its PTS, or too far past the tables: not found.
