@@ -8,6 +8,8 @@
 #   cargo +nightly fuzz run -O <target> fuzz/artifacts/<target>/<file>
 set -euo pipefail
 cd "$(dirname "$0")"
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
 targets=(${FUZZ_TARGETS:-http_request_head http_chunked http_ranges tsindex fmp4})
 for t in "${targets[@]}"; do
   max_len=4096
@@ -17,7 +19,8 @@ for t in "${targets[@]}"; do
     corpus="corpus/$t"
     limit=(-max_total_time="$FUZZ_SECONDS")
   else
-    corpus=$(mktemp -d)
+    corpus="$scratch/$t"
+    mkdir -p "$corpus"
     limit=(-runs="${FUZZ_RUNS:-200000}" -seed=1)
   fi
   echo "fuzz: $t (${limit[*]})"
