@@ -20,6 +20,8 @@
 
 mod common;
 use common::*;
+#[path = "../tests/common/publish.rs"]
+mod publish;
 #[path = "../tests/common/stamp.rs"]
 mod stamp;
 
@@ -53,41 +55,17 @@ fn start_daemon(dir: &Path) -> Daemon {
 
 fn publish(ffmpeg: &Path, port: u16, id: &str, gop: u32, secs: u32) -> (Child, Instant, u128) {
     let fmt: &[&str] = if id.ends_with(".mp4") {
-        &[
-            "-f",
-            "mp4",
-            "-movflags",
-            "frag_keyframe+empty_moov+default_base_moof",
-            "-frag_duration",
-            "200000",
-        ]
+        &publish::FMP4_LOW_LATENCY
     } else {
         &["-f", "mpegts"]
     };
-    let child = Command::new(ffmpeg)
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
-        .args(["-vf", &stamp::frame_stamp_filter()])
-        .args([
-            "-t",
-            &secs.to_string(),
-            "-c:v",
-            "libx264",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-g", &gop.to_string(), "-pix_fmt", "yuv420p", "-b:v", "2M"])
-        .args(fmt)
-        .args([
-            "-method",
-            "PUT",
-            "-headers",
-            "Authorization: Bearer tok\r\n",
-        ])
-        .arg(format!("http://127.0.0.1:{port}/videos/{id}"))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn ffmpeg publisher");
+    let stamp = stamp::frame_stamp_filter();
+    let gop = gop.to_string();
+    let mut options = vec!["-vf", &stamp, "-c:v", "libx264", "-tune", "zerolatency"];
+    options.extend(["-g", &gop, "-pix_fmt", "yuv420p", "-b:v", "2M"]);
+    options.extend(fmt);
+    let url = format!("http://127.0.0.1:{port}/videos/{id}");
+    let child = publish::publish_test_picture(ffmpeg, &url, secs, &options);
     let epoch_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());

@@ -335,6 +335,16 @@ pub struct RouteCtx<'a> {
     pub draining: bool,
 }
 
+/// 404 for a video id that is not configured.
+fn no_such_video(id: &str, head_only: bool, keep_alive: bool) -> Plan {
+    error_plan(
+        404,
+        &format!("no video with id {id}"),
+        head_only,
+        keep_alive,
+    )
+}
+
 /// A small complete error response: an RFC 9457 problem details body (`application/problem+json`)
 /// whose `detail` is `message` (HEAD: the head only).
 pub fn error_plan(status: u16, message: &str, head_only: bool, keep_alive: bool) -> Plan {
@@ -748,8 +758,7 @@ fn route_head(head: &RequestHead, ctx: &RouteCtx<'_>) -> Decision {
             return Decision::respond(error_plan_with(503, &why, head_only, keep_alive, &extra));
         }
         let Some(p) = ctx.problems.iter().find(|p| p.id == id) else {
-            let why = format!("no video with id {id}");
-            return Decision::respond(error_plan(404, &why, head_only, keep_alive));
+            return Decision::respond(no_such_video(id, head_only, keep_alive));
         };
         let why = format!("video {id} is configured but not servable: {}", p.message);
         // Every unavailable video is retried (event_loop::reopen); a locked or opening one soon.
@@ -1213,12 +1222,7 @@ fn offset_query(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Plan {
     let keep_alive = head.keep_alive;
     let head_only = head.method == Method::Head;
     let Some(video) = ctx.store.get(id) else {
-        return error_plan(
-            404,
-            &format!("no video with id {id}"),
-            head_only,
-            keep_alive,
-        );
+        return no_such_video(id, head_only, keep_alive);
     };
     let Some(t) = head.query.as_deref().and_then(|q| query_param(q, "t")) else {
         return error_plan(
@@ -1300,8 +1304,7 @@ fn serve_video(head: &RequestHead, id: &str, resource: Resource, ctx: &RouteCtx<
     let keep_alive = head.keep_alive;
     let head_only = head.method == Method::Head;
     let Some(video) = ctx.store.get(id) else {
-        let why = format!("no video with id {id}");
-        return Decision::respond(error_plan(404, &why, head_only, keep_alive));
+        return Decision::respond(no_such_video(id, head_only, keep_alive));
     };
     if video.ring().is_some() {
         return serve_live(head, id, video, resource, ctx);
@@ -2238,8 +2241,7 @@ fn writable_video<'a>(
     what: &str,
 ) -> Result<&'a Video, Plan> {
     let Some(video) = store.get(id) else {
-        let why = format!("no video with id {id}");
-        return Err(error_plan(404, &why, false, keep_alive));
+        return Err(no_such_video(id, false, keep_alive));
     };
     let tokens = write_tokens(cfg, video);
     if tokens.iter().all(|t| t.is_none()) {

@@ -11,7 +11,7 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn browser_dir() -> PathBuf {
@@ -19,32 +19,22 @@ fn browser_dir() -> PathBuf {
 }
 
 fn ffmpeg_publish(ffmpeg: &Path, d: &Daemon, id: &str, format: &[&str], secs: u32) -> Child {
-    Command::new(ffmpeg)
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
-        .args(["-t", &secs.to_string(), "-vf", &frame_stamp_filter()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-g",
-            "25",
-            "-pix_fmt",
-            "yuv420p",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-b:v", "2M", "-maxrate", "2M", "-bufsize", "1M"])
-        .args(format)
-        .args([
-            "-method",
-            "PUT",
-            "-headers",
-            "Authorization: Bearer tok\r\n",
-        ])
-        .arg(d.url(&format!("/videos/{id}")))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn ffmpeg")
+    let stamp = frame_stamp_filter();
+    let mut options = vec![
+        "-vf", &stamp, "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p",
+    ];
+    options.extend([
+        "-tune",
+        "zerolatency",
+        "-b:v",
+        "2M",
+        "-maxrate",
+        "2M",
+        "-bufsize",
+        "1M",
+    ]);
+    options.extend(format);
+    publish_test_picture(ffmpeg, &d.url(&format!("/videos/{id}")), secs, &options)
 }
 
 /// The object of step `step` in run.mjs's report (steps hold no nested objects).
@@ -117,16 +107,7 @@ fn console_page_plays_vod_and_live_ts_and_fmp4_and_uploads_in_chromium() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis();
-    // Fragments of 0.2 s at most, so the fMP4 playlist has LL-HLS parts too.
-    let mp4 = [
-        "-f",
-        "mp4",
-        "-movflags",
-        "frag_keyframe+empty_moov+default_base_moof",
-        "-frag_duration",
-        "200000",
-    ];
-    let mut fmp4 = ffmpeg_publish(&ffmpeg, &d, "live.mp4", &mp4, 40);
+    let mut fmp4 = ffmpeg_publish(&ffmpeg, &d, "live.mp4", &FMP4_LOW_LATENCY, 40);
     let mut ts = ffmpeg_publish(&ffmpeg, &d, "cam.ts", &["-f", "mpegts"], 40);
     wait_until("the fMP4 ring to wrap", Duration::from_secs(30), || {
         video_entry(&d, "live.mp4").contains("\"window_start\":")

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 const ID: &str = "cam.ts";
@@ -17,26 +17,25 @@ const ID: &str = "cam.ts";
 /// ffmpeg publishing `secs` seconds of a 640x360 25 fps test picture at a constant 2 Mbit/s (so a
 /// 2 MiB ring wraps in about 8 s), one keyframe a second.
 fn publish(ffmpeg: &Path, d: &Daemon, secs: u32) -> Child {
-    Command::new(ffmpeg)
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
-        .args(["-t", &secs.to_string()])
-        .args(["-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p"])
-        .args([
-            "-b:v", "2M", "-minrate", "2M", "-maxrate", "2M", "-bufsize", "1M",
-        ])
-        .args(["-x264-params", "nal-hrd=cbr", "-f", "mpegts"])
-        .args([
-            "-method",
-            "PUT",
-            "-headers",
-            "Authorization: Bearer tok\r\n",
-        ])
-        .arg(d.url(&format!("/videos/{ID}")))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn ffmpeg")
+    let mut options = vec!["-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p"];
+    options.extend(CBR_2M);
+    options.extend(["-f", "mpegts"]);
+    publish_test_picture(ffmpeg, &d.url(&format!("/videos/{ID}")), secs, &options)
 }
+
+/// x264 at a constant 2 Mbit/s.
+const CBR_2M: [&str; 10] = [
+    "-b:v",
+    "2M",
+    "-minrate",
+    "2M",
+    "-maxrate",
+    "2M",
+    "-bufsize",
+    "1M",
+    "-x264-params",
+    "nal-hrd=cbr",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 struct Seg {
@@ -640,27 +639,12 @@ fn publish_fmp4(ffmpeg: &Path, d: &Daemon, id: &str, secs: u32) -> Child {
 
 /// The same with more muxer options (`extra`).
 fn publish_fmp4_with(ffmpeg: &Path, d: &Daemon, id: &str, secs: u32, extra: &[&str]) -> Child {
-    Command::new(ffmpeg)
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
-        .args(["-t", &secs.to_string()])
-        .args(["-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p"])
-        .args([
-            "-b:v", "2M", "-minrate", "2M", "-maxrate", "2M", "-bufsize", "1M",
-        ])
-        .args(["-x264-params", "nal-hrd=cbr", "-f", "mp4"])
-        .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
-        .args(extra)
-        .args([
-            "-method",
-            "PUT",
-            "-headers",
-            "Authorization: Bearer tok\r\n",
-        ])
-        .arg(d.url(&format!("/videos/{id}")))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn ffmpeg")
+    let mut options = vec!["-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p"];
+    options.extend(CBR_2M);
+    options.extend(["-f", "mp4"]);
+    options.extend(["-movflags", "frag_keyframe+empty_moov+default_base_moof"]);
+    options.extend(extra);
+    publish_test_picture(ffmpeg, &d.url(&format!("/videos/{id}")), secs, &options)
 }
 
 /// A follower's whole body (the channel has no publisher: it replays to the head and ends), or its

@@ -2,7 +2,9 @@
 //! window of closed keyframe segments, or a VOD playlist from an MPEG-TS video's seek table. The text
 //! is rendered by `crate::hls`; the segments are byte ranges of `/videos/{id}` itself.
 
-use super::{Action, Decision, Plan, RouteCtx, WaitFor, error_plan, error_plan_with};
+use super::{
+    Action, Decision, Plan, RouteCtx, WaitFor, error_plan, error_plan_with, no_such_video,
+};
 use crate::config::VideoKind;
 use crate::hls::{self, LowLatency, MediaSegment, PLAYLIST_TYPE, PartView, Playlist};
 use crate::http::request::{Method, RequestHead, query_param};
@@ -84,12 +86,7 @@ pub(super) fn playlist(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Deci
     let keep_alive = head.keep_alive;
     let head_only = head.method == Method::Head;
     let Some(video) = ctx.store.get(id) else {
-        return Decision::respond(error_plan(
-            404,
-            &format!("no video with id {id}"),
-            head_only,
-            keep_alive,
-        ));
+        return Decision::respond(no_such_video(id, head_only, keep_alive));
     };
     let live_mp4 = is_live_mp4(video);
     if !video.content_type.starts_with("video/mp2t") && !live_mp4 {
@@ -127,12 +124,7 @@ fn is_live_mp4(video: &Video) -> bool {
 pub(super) fn init_segment(head: &RequestHead, id: &str, ctx: &RouteCtx<'_>) -> Plan {
     let (keep_alive, head_only) = (head.keep_alive, head.method == Method::Head);
     let Some(video) = ctx.store.get(id) else {
-        return error_plan(
-            404,
-            &format!("no video with id {id}"),
-            head_only,
-            keep_alive,
-        );
+        return no_such_video(id, head_only, keep_alive);
     };
     let Some(ring) = video.ring().filter(|_| is_live_mp4(video)) else {
         let why = format!("video {id} is not a video/mp4 live channel; only those have init.mp4");

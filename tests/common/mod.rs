@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod nginx;
+mod publish;
 mod stamp;
 mod tools;
 mod videos;
@@ -13,6 +14,8 @@ mod wait;
 // Not every test crate uses every helper.
 #[allow(unused_imports)]
 pub use nginx::{Nginx, Sent, bytes_of};
+#[allow(unused_imports)]
+pub use publish::{FMP4_LOW_LATENCY, publish_test_picture};
 #[allow(unused_imports)]
 pub use stamp::frame_stamp_filter;
 #[allow(unused_imports)]
